@@ -1,0 +1,241 @@
+"""The trace schema: the one contract between recorder, replayer and analysis.
+
+Declared once, as data: each table is a list of columns with an Arrow type and
+a one-line doc.  The recorder writes from it, the replayer validates against
+it, the analysis builds its SQL views from it, and ``pvscope schema`` prints it.
+
+Versioning follows rr's rule: ``SCHEMA_VERSION`` changes whenever the format
+changes; ``MIN_READER_VERSION`` is the oldest reader that can still read what
+this writer writes.  Both live in the manifest and in each Parquet file's
+schema-level key-value metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pvscope.errors import TraceError
+
+SCHEMA_VERSION = 1
+MIN_READER_VERSION = 1
+#: Key of the Parquet schema-level metadata entry holding the versions.
+META_KEY = b"pvscope"
+
+NAME = pa.dictionary(pa.int8(), pa.string())
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a trace table."""
+
+    name: str
+    type: pa.DataType
+    doc: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """One Parquet file of a trace."""
+
+    name: str
+    file: str
+    doc: str
+    columns: tuple[Column, ...]
+    sort_key: str = "seq"
+
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema, with the version metadata attached."""
+        fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns]
+        return pa.schema(fields, metadata={META_KEY: version_metadata()})
+
+    @property
+    def names(self) -> list[str]:
+        """Column names in order."""
+        return [c.name for c in self.columns]
+
+
+#: Event kinds of the ``events`` table and what their generic columns mean.
+EVENT_KINDS: dict[str, str] = {
+    "hook": "a paravirt_ops hook call: arg0..arg3 are its argument slots, result its result",
+    "interrupt": "an external interrupt delivered through the IDT: arg0 vector, arg1 source "
+    "(IOAPIC pin, 0x100 LAPIC timer, 0x101 LAPIC self-IPI), arg2 vtime it was raised "
+    "(low 32 bits), arg3 events since it was raised",
+    "exception": "an exception delivered through the IDT: arg0 vector, arg1 error code, "
+    "arg2 CR2 (page faults), site the faulting EIP",
+    "mmio_read": "a LAPIC/IOAPIC/device MMIO read: arg0 physical address, arg1 size, "
+    "arg2 value read",
+    "mmio_write": "a LAPIC/IOAPIC/device MMIO write: arg0 physical address, arg1 size, "
+    "arg2 value written",
+    "idle": "the CPU halted with nothing pending; arg0 (low) and arg1 (high) give the "
+    "virtual time skipped to the next device deadline",
+    "guest": "a report from the guest through the ROM's service entry: arg0 code "
+    "(0 ok exit, 1 check failed, 2 panic), arg1..arg3 guest-defined",
+}
+
+EVENTS = Table(
+    "events",
+    "events.parquet",
+    "one row per hook call, interrupt, exception, MMIO access and guest report, in order",
+    (
+        Column("seq", pa.uint64(), "position in the single ordered event stream, from 0"),
+        Column(
+            "vtime",
+            pa.uint64(),
+            "virtual time in retired guest instructions (plus skipped idle time) at the "
+            "start of the recorder quantum the event happened in",
+        ),
+        Column("kind", NAME, "event kind: " + ", ".join(EVENT_KINDS)),
+        Column("hook", NAME, "paravirt_ops member name for hook events", nullable=True),
+        Column("arg0", pa.uint32(), "first argument slot (eax for hooks); see kind"),
+        Column("arg1", pa.uint32(), "second argument slot (edx for hooks); see kind"),
+        Column("arg2", pa.uint32(), "third argument slot (ecx for hooks); see kind"),
+        Column("arg3", pa.uint32(), "fourth argument slot (first stack word for hooks)"),
+        Column(
+            "result",
+            pa.uint64(),
+            "hook result (edx:eax for 64-bit results); null for void hooks and other kinds",
+            nullable=True,
+        ),
+        Column(
+            "site",
+            pa.uint32(),
+            "call site (return address) for hooks, interrupted or faulting EIP otherwise",
+        ),
+        Column("cpl", pa.uint8(), "privilege level of the code that caused the event"),
+        Column("vif", pa.bool_(), "the guest's interrupt flag (EFLAGS.IF) when it happened"),
+        Column("cr3", pa.uint32(), "page-directory base (CR3) when it happened"),
+    ),
+)
+
+INPUTS = Table(
+    "inputs",
+    "inputs.parquet",
+    "one row per nondeterministic input, everything a replay of the guest needs",
+    (
+        Column("seq", pa.uint64(), "seq of the event at or after which the input took effect"),
+        Column("vtime", pa.uint64(), "virtual time at which it took effect"),
+        Column("source", NAME, "what produced it: seed, device.delay, device.status"),
+        Column("value", pa.uint64(), "the value"),
+    ),
+)
+
+STATE = Table(
+    "state",
+    "state.parquet",
+    "checkpoints of machine state, one row per register or digest, so a replay can check itself",
+    (
+        Column("seq", pa.uint64(), "the checkpoint was taken after this event"),
+        Column("vtime", pa.uint64(), "virtual time of the checkpoint"),
+        Column("component", NAME, "lapic, ioapic, mmu or cpu"),
+        Column("key", NAME, "register name, or digest name for mmu"),
+        Column("value", pa.uint64(), "register value or 64-bit digest"),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, INPUTS, STATE)}
+
+#: Manifest fields and their meaning (the manifest is JSON, keys sorted).
+MANIFEST_FIELDS: dict[str, str] = {
+    "schema_version": "trace format version (see SCHEMA_VERSION)",
+    "min_reader_version": "oldest reader version that can read this trace",
+    "pvscope_version": "version of pvscope that wrote the trace",
+    "abi": "the paravirt_ops ABI the ROM implements",
+    "guest": "name, sha256 and entry point of the guest image",
+    "machine": "memory size, quantum, clock and device configuration",
+    "seed": "seed for every nondeterministic input",
+    "scale": "workload scale passed to the guest",
+    "budget": "instruction budget",
+    "counts": "row counts of each table, events per kind, instructions retired",
+    "end": "status (complete, budget, guest-fault, guest-check, triple-fault, interrupted, "
+    "halted-forever, ring-overflow) and reason",
+}
+
+END_STATUSES = (
+    "complete",
+    "budget",
+    "guest-fault",
+    "guest-check",
+    "triple-fault",
+    "interrupted",
+    "halted-forever",
+    "ring-overflow",
+)
+
+
+def version_metadata() -> bytes:
+    """The JSON stored under ``META_KEY`` in every Parquet file's schema metadata."""
+    return json.dumps(
+        {"schema_version": SCHEMA_VERSION, "min_reader_version": MIN_READER_VERSION},
+        sort_keys=True,
+    ).encode()
+
+
+def check_versions(schema_version: Any, min_reader_version: Any, where: str) -> None:
+    """Refuse a trace this reader cannot read, naming both versions."""
+    if not isinstance(schema_version, int) or not isinstance(min_reader_version, int):
+        raise TraceError(f"{where}: no pvscope schema version; not a pvscope trace")
+    if min_reader_version > SCHEMA_VERSION:
+        raise TraceError(
+            f"{where}: trace schema version {schema_version} needs a reader of version "
+            f">= {min_reader_version}; this pvscope reads version {SCHEMA_VERSION}"
+        )
+    if schema_version < MIN_READER_VERSION:
+        raise TraceError(
+            f"{where}: trace schema version {schema_version} is older than the oldest this "
+            f"pvscope reads ({MIN_READER_VERSION})"
+        )
+
+
+def read_manifest(trace: Path) -> dict[str, Any]:
+    """Read and version-check a trace's manifest."""
+    path = Path(trace) / "manifest.json"
+    if not Path(trace).is_dir():
+        raise TraceError(f"{trace}: no such trace directory")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TraceError(f"{trace}: not a trace (no manifest.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TraceError(f"{path}: corrupt manifest ({e.msg if hasattr(e, 'msg') else e})") from None
+    if not isinstance(manifest, dict):
+        raise TraceError(f"{path}: corrupt manifest (not an object)")
+    check_versions(
+        manifest.get("schema_version"), manifest.get("min_reader_version"), str(path)
+    )
+    return manifest
+
+
+def read_table(trace: Path, name: str) -> pa.Table:
+    """Read one table of a trace, checking its version metadata and columns."""
+    table = TABLES[name]
+    path = Path(trace) / table.file
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise TraceError(f"{path}: missing") from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TraceError(f"{path}: not a readable Parquet file ({e})") from None
+    meta = pf.schema_arrow.metadata or {}
+    if META_KEY not in meta:
+        raise TraceError(f"{path}: no pvscope schema metadata; not a pvscope trace table")
+    try:
+        versions = json.loads(meta[META_KEY])
+    except json.JSONDecodeError:
+        raise TraceError(f"{path}: corrupt pvscope schema metadata") from None
+    check_versions(
+        versions.get("schema_version"), versions.get("min_reader_version"), str(path)
+    )
+    missing = [c for c in table.names if c not in pf.schema_arrow.names]
+    if missing:
+        raise TraceError(f"{path}: missing columns {', '.join(missing)}")
+    try:
+        return pf.read()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TraceError(f"{path}: corrupt Parquet data ({e})") from None
