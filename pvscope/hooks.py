@@ -72,6 +72,9 @@ class Hook:
     """Reached by ``jmp``, not ``call`` (``iret``, ``irq_enable_sysexit``): no return address."""
     pae_only: bool = False
     """Present only with CONFIG_X86_PAE; never called by a non-PAE kernel."""
+    observes: str | None = None
+    """What the ROM reads and logs in the ``result`` column of a void hook (the PTE value a
+    ``pte_update`` leaves behind, as a VMI ROM would read it), or None."""
     id: int = field(default=-1, compare=False)
     """Index in struct order; the ROM entry number and the ``hook_id`` in traces."""
 
@@ -82,9 +85,9 @@ class Hook:
 
     @property
     def result_slots(self) -> int:
-        """0 for void, 2 for a 64-bit result (edx:eax), else 1."""
+        """0 for void, 2 for a 64-bit result (edx:eax), else 1 (also for observed values)."""
         if self.result is None:
-            return 0
+            return 1 if self.observes else 0
         return ARG_SLOTS.get(self.result, 1)
 
 
@@ -96,14 +99,14 @@ def _h(
     requirement: Requirement | None,
     rom: RomKind,
     doc: str,
-    **kw: bool,
+    **kw: bool | str,
 ) -> Hook:
     parsed: tuple[tuple[str, str], ...] = ()
     if args:
         parsed = tuple(
             (a.split(":")[0].strip(), a.split(":")[1].strip()) for a in args.split(",")
         )
-    return Hook(name, group, parsed, result, requirement, rom, doc, **kw)
+    return Hook(name, group, parsed, result, requirement, rom, doc, **kw)  # type: ignore[arg-type]
 
 
 _CATALOGUE: tuple[Hook, ...] = (
@@ -195,10 +198,11 @@ _CATALOGUE: tuple[Hook, ...] = (
        "native", "write a user page-table entry, naming its address space and address"),
     _h("set_pmd", "mmu", "pmdp:ptr, pmdval:pmd_t", None, "pteupdate", "native",
        "write a page-directory entry"),
-    _h("pte_update", "mmu", "mm:ptr, addr:u32, ptep:ptr", None, "pteupdate", "nop",
-       "a PTE was changed in place (protection or access change); flush follows"),
-    _h("pte_update_defer", "mmu", "mm:ptr, addr:u32, ptep:ptr", None, "pteupdate", "nop",
-       "as pte_update, may be deferred until the TLB flush"),
+    _h("pte_update", "mmu", "mm:ptr, addr:u32, ptep:ptr", None, "pteupdate", "native",
+       "a PTE was changed in place (protection or access change); flush follows",
+       observes="*ptep"),
+    _h("pte_update_defer", "mmu", "mm:ptr, addr:u32, ptep:ptr", None, "pteupdate", "native",
+       "as pte_update, may be deferred until the TLB flush", observes="*ptep"),
     _h("set_pte_atomic", "mmu", "ptep:ptr, pteval:u64", None, "pteupdate", "unsupported",
        "PAE: write a 64-bit PTE atomically", pae_only=True),
     _h("set_pte_present", "mmu", "mm:ptr, addr:ulong, ptep:ptr, pte:u64", None, "pteupdate",

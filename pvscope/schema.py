@@ -65,8 +65,13 @@ class Table:
 EVENT_KINDS: dict[str, str] = {
     "hook": "a paravirt_ops hook call: arg0..arg3 are its argument slots, result its result",
     "interrupt": "an external interrupt delivered through the IDT: arg0 vector, arg1 source "
-    "(IOAPIC pin, 0x100 LAPIC timer, 0x101 LAPIC self-IPI), arg2 vtime it was raised "
-    "(low 32 bits), arg3 events since it was raised",
+    "(IOAPIC pin, 0x100 LAPIC timer, 0x101 LAPIC self-IPI), arg2 and arg3 the vtime it "
+    "was raised (low and high 32 bits)",
+    "irq_raise": "an interrupt became pending in the local APIC (IRR set): arg0 vector, "
+    "arg1 source (IOAPIC pin, 0x100 LAPIC timer, 0x101 self-IPI, 0x102 LAPIC error), "
+    "arg2 1 if level-triggered",
+    "softint": "a software interrupt (int n) delivered through the IDT: arg0 vector, "
+    "site the EIP after the instruction; system calls are int $0x80",
     "exception": "an exception delivered through the IDT: arg0 vector, arg1 error code, "
     "arg2 CR2 (page faults), site the faulting EIP",
     "mmio_read": "a LAPIC/IOAPIC/device MMIO read: arg0 physical address, arg1 size, "
@@ -139,7 +144,20 @@ STATE = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, INPUTS, STATE)}
+SYMBOLS = Table(
+    "symbols",
+    "symbols.parquet",
+    "the guest image's symbol table, so call sites can be named without the ELF",
+    (
+        Column("name", pa.string(), "symbol name"),
+        Column("addr", pa.uint32(), "address (virtual, as linked)"),
+        Column("size", pa.uint32(), "size in bytes (0 if unknown)"),
+        Column("type", NAME, "func or object"),
+    ),
+    sort_key="addr",
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, INPUTS, STATE, SYMBOLS)}
 
 #: Manifest fields and their meaning (the manifest is JSON, keys sorted).
 MANIFEST_FIELDS: dict[str, str] = {

@@ -1,0 +1,159 @@
+/*
+ * pvcall: the boot sequence, a short self-test of the machine (a demand page
+ * fault in the kernel, a CPL 3 task making system calls and faulting in its
+ * own page, a few I/O device requests), then a loop calling hooks of every
+ * group while the LAPIC timer and the IOAPIC's periodic timer interrupt it.
+ * At the default scale (150000) it makes well over 2 M hook calls.
+ */
+#include "kernel.h"
+
+#define DEMAND_ZONE 0xD0000000u
+#define DEMAND_PAGES 16
+#define SCRATCH 0xD0400000u
+#define USER_CODE 0x08048000u
+#define USER_STACK_TOP 0xBFFFF000u
+#define USER_DEMAND 0x40000000u
+
+extern char __user_start[], __user_end[], __user_lma[];
+
+static volatile u32 syscalls, device_done, device_sent;
+static u32 prng;
+
+/* The CPL 3 task: system calls, a touch of an unmapped page, then exit. */
+__attribute__((section(".user.text"), naked)) void user_main(void)
+{
+	__asm__ volatile("movl $64, %%esi\n"
+			 "1:\tmovl $1, %%eax\n\t"
+			 "int $0x80\n\t"
+			 "decl %%esi\n\t"
+			 "jnz 1b\n\t"
+			 "movl $0x40000000, %%edi\n\t"
+			 "movl $0x5a5a5a5a, (%%edi)\n\t"
+			 "movl 4(%%edi), %%eax\n\t"
+			 "xorl %%eax, %%eax\n\t"
+			 "int $0x80\n\t"
+			 "ud2" ::: "memory");
+}
+
+extern void user_exit(int code) __attribute__((noreturn));
+
+u32 workload_syscall(struct pt_regs *regs)
+{
+	if (regs->eax == 0)
+		user_exit(0);
+	syscalls++;
+	return syscalls;
+}
+
+int workload_page_fault(struct pt_regs *regs, u32 addr)
+{
+	u32 user = (regs->error & 4) != 0;
+	if (!user && addr >= DEMAND_ZONE && addr < DEMAND_ZONE + DEMAND_PAGES * PAGE_SIZE) {
+		pte_t *pte = pte_for(swapper_pg_dir, addr, 1, _PAGE_TABLE);
+		paravirt_ops.set_pte(pte, (alloc_frame() << PAGE_SHIFT) | _PAGE_KERNEL);
+		return 1;
+	}
+	if (user && addr >= USER_DEMAND && addr < USER_DEMAND + PAGE_SIZE) {
+		pte_t *pte = pte_for(swapper_pg_dir, addr, 1, _PAGE_TABLE);
+		paravirt_ops.set_pte_at(&init_mm, addr & ~(PAGE_SIZE - 1), pte,
+					(alloc_frame() << PAGE_SHIFT) | _PAGE_KERNEL | _PAGE_USER);
+		return 1;
+	}
+	return 0;
+}
+
+void workload_irq(u32 vector)
+{
+	if (vector == IRQ_VECTOR(IODEV_PIN)) {
+		while (mmio_read(IODEV_BASE + IODEV_STATUS) & 0xFF) {
+			(void)mmio_read(IODEV_BASE + IODEV_TAG);
+			mmio_write(IODEV_BASE + IODEV_ACK, 1);
+			device_done++;
+		}
+	}
+}
+
+static void self_test(void)
+{
+	/* demand paging in the kernel: each first touch faults, the handler maps a frame */
+	for (u32 i = 0; i < DEMAND_PAGES; i++) {
+		volatile u32 *p = (volatile u32 *)(DEMAND_ZONE + i * PAGE_SIZE);
+		if (i & 1)
+			*p = i;
+		else if (*p != 0)
+			check_failed("demand page not zeroed", i);
+	}
+	/* a CPL 3 task: map its code read-only and a stack, enter it with iret */
+	for (u32 va = USER_CODE, pa = (u32)__user_lma; va < USER_CODE + (u32)(__user_end - __user_start);
+	     va += PAGE_SIZE, pa += PAGE_SIZE)
+		paravirt_ops.set_pte_at(&init_mm, va, pte_for(swapper_pg_dir, va, 1, _PAGE_TABLE),
+					pa | _PAGE_PRESENT | _PAGE_USER);
+	paravirt_ops.set_pte_at(&init_mm, USER_STACK_TOP - PAGE_SIZE,
+				pte_for(swapper_pg_dir, USER_STACK_TOP - PAGE_SIZE, 1, _PAGE_TABLE),
+				(alloc_frame() << PAGE_SHIFT) | _PAGE_KERNEL | _PAGE_USER);
+	paravirt_ops.flush_tlb_user();
+	run_user(USER_CODE, USER_STACK_TOP);
+	if (syscalls != 64)
+		check_failed("user task syscalls", syscalls);
+	/* four requests to the I/O device; their completions interrupt */
+	for (u32 i = 0; i < 4; i++) {
+		mmio_write(IODEV_BASE + IODEV_DOORBELL, 100 + i);
+		device_sent++;
+	}
+}
+
+void workload_main(u32 scale, u32 seed)
+{
+	prng = seed;
+	self_test();
+
+	pte_t *scratch = pte_for(swapper_pg_dir, SCRATCH, 1, _PAGE_TABLE) -
+			 ((SCRATCH >> PAGE_SHIFT) & 1023);
+	u32 frame = alloc_frame() << PAGE_SHIFT;
+	volatile u32 counter = 0;
+
+	for (u32 i = 0; i < scale; i++) {
+		/* a spinlock with irqsave, as every 2.6.21 driver takes one */
+		unsigned long flags = local_irq_save();
+		counter++;
+		local_irq_restore(flags);
+
+		/* map and remap a scratch page; batch four updates in lazy MMU mode */
+		pte_t *pte = &scratch[i & 1023];
+		paravirt_ops.set_pte(pte, frame | _PAGE_KERNEL);
+		arch_enter_lazy_mmu_mode();
+		for (u32 k = 1; k < 4; k++)
+			paravirt_ops.set_pte(&scratch[(i + k) & 1023], frame | _PAGE_KERNEL);
+		arch_leave_lazy_mmu_mode();
+		*pte &= ~_PAGE_RW; /* write-protect in place, as ptep_set_wrprotect does */
+		paravirt_ops.pte_update(&init_mm, SCRATCH + ((i & 1023) << PAGE_SHIFT), pte);
+		(void)paravirt_ops.read_cr3();
+		(void)paravirt_ops.read_cr0();
+		(void)paravirt_ops.save_fl();
+
+		paravirt_ops.irq_disable();
+		counter += paravirt_ops.read_cr2() & 1;
+		paravirt_ops.irq_enable();
+
+		if ((i & 63) == 0) {
+			paravirt_ops.flush_tlb_single(SCRATCH + ((i & 1023) << PAGE_SHIFT));
+			(void)paravirt_ops.apic_read(APIC_TASKPRI);
+		}
+		if ((i & 1023) == 0) {
+			paravirt_ops.set_pte(pte, 0);
+			paravirt_ops.flush_tlb_user();
+			(void)paravirt_ops.get_wallclock();
+			(void)paravirt_ops.read_tsc();
+			paravirt_ops.apic_write(APIC_TASKPRI, 0);
+			if (device_sent - device_done < 8) {
+				mmio_write(IODEV_BASE + IODEV_DOORBELL, prng_next(&prng));
+				device_sent++;
+			}
+		}
+	}
+	/* let the last device requests complete */
+	while (device_done < device_sent)
+		paravirt_ops.safe_halt();
+	if (counter < scale)
+		check_failed("lost updates", counter);
+}

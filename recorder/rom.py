@@ -1,0 +1,429 @@
+"""The hypervisor ROM: an entry per ``paravirt_ops`` hook, in the manner of VMware's VMI ROM.
+
+The ROM sits in the hypervisor's region at the top of the guest's address space
+(like Xen's and lguest's, the guest maps it there 1:1).  It starts with a
+header the guest probes for at boot (signature, ABI version, entry count,
+where the entry table is, the kernel's RPL, the workload's scale and seed),
+then an entry table (one 8-byte ``jmp`` per hook in struct order: the guest
+copies these addresses into its ``paravirt_ops``), then the entries' code.
+
+Every entry gives native semantics at CPL 1.  What a CPL 1 guest may do itself
+(``cli``/``sti``/``popf`` with IOPL 1, PTE stores, APIC MMIO) it does inline;
+what only the hypervisor may do (``write_cr3``, TLB flushes, ``load_idt``,
+halt, ...) traps to the recorder with ``int $0x82`` (Xen's 32-bit hypercall
+vector); control registers are read from shadows the recorder keeps in the
+ROM's data page.
+
+Two builds share that layout and differ only in how a call is logged:
+
+* ``ring``   -- each entry writes a 40-byte record into a ring buffer in guest
+  memory (reserved with one ``xadd``, so a record is never split), drained in
+  bulk by the recorder between quanta: no Python per hook call;
+* ``python`` -- entries are bare; the recorder logs each call from a Python
+  code hook on the entry table (and on the shared return of result-bearing
+  entries).  The reference path.
+
+The assembly is generated from the hook catalogue; the assembled images are
+committed (``recorder/rom/*.bin`` with ``*.json`` symbol maps) so users need no
+toolchain.  ``python -m recorder.rom`` rebuilds them with GNU as.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from pvscope.hooks import HOOKS, Hook
+
+ROM_DIR = Path(__file__).parent / "rom"
+MODES = ("ring", "python")
+
+# --- the hypervisor region: [HV_BASE, 4 GiB), mapped 1:1 by the guest -----------------------
+HV_BASE = 0xFFC00000
+HV_SIZE = 0x00400000
+ROM_BASE = HV_BASE
+SIGNATURE = b"PVSCOPE\x00"
+ABI_VERSION = 1
+
+# header fields (offsets from ROM_BASE), all u32 unless noted
+H_SIGNATURE = 0x00  # 8 bytes
+H_ABI = 0x08
+H_ENTRY_COUNT = 0x0C
+H_ENTRY_TABLE = 0x10  # address of the entry table
+H_KERNEL_RPL = 0x14
+H_SCALE = 0x18
+H_SEED = 0x1C
+H_MEM_BYTES = 0x20
+H_SERVICE = 0x24  # address of the service entry (guest reports, exit)
+H_NAME = 0x28  # address of the backend name string
+H_RESERVED_GDT = 0x2C  # first GDT entry the hypervisor reserves (4 entries)
+H_USER_PAGE = 0x30  # address of the page the guest must map user-executable
+H_DATA = 0x34  # address of the data page
+H_RING = 0x38  # ring base
+H_RING_SIZE = 0x3C
+H_HV_BASE = 0x40  # start of the hypervisor region the guest must map 1:1
+NAME_OFF = 0x80
+
+ENTRY_TABLE = ROM_BASE + 0x1000
+ENTRY_SIZE = 8
+CODE = ROM_BASE + 0x2000
+
+DATA = ROM_BASE + 0x10000  # writable by the guest kernel
+D_RING_HEAD = 0x00
+D_RING_LIMIT = 0x04
+D_CR0 = 0x08
+D_CR2 = 0x0C
+D_CR3 = 0x10
+D_CR4 = 0x14
+D_PENDING = 0x18
+D_WALLCLOCK = 0x1C
+D_CPU_KHZ = 0x20
+D_IDT = 0x24  # 6 bytes: limit u16, base u32
+
+TSS = ROM_BASE + 0x11000  # the recorder's hardware TSS (esp1/ss1 set by load_esp0)
+USER_PAGE = ROM_BASE + 0x12000  # CPL 3 trampoline into the call gate
+RESERVED_GDT = 28  # entries 28..31: TSS, ring-0 code, call gate, ring-1 gate code
+RING = ROM_BASE + 0x100000
+RING_SIZE = 0x100000
+RECORD_SIZE = 40
+KERNEL_RPL = 1
+
+#: Record layout (little-endian), shared by ROM-written and recorder-written records.
+RECORD_FIELDS = (
+    ("code", "<u2"),  # hook id, or 0x100 + event kind; 0 while incomplete
+    ("cs", "<u2"),
+    ("a0", "<u4"),
+    ("a1", "<u4"),
+    ("a2", "<u4"),
+    ("a3", "<u4"),
+    ("res_lo", "<u4"),
+    ("res_hi", "<u4"),
+    ("site", "<u4"),
+    ("eflags", "<u4"),
+    ("cr3", "<u4"),
+)
+CODE_EVENT_BASE = 0x100
+CODE_MARKER = 0x1FF  # quantum marker: a0/a1 = vtime (lo/hi); dropped at drain
+
+# what the recorder does at a trap site
+TRAP_HOOK = "hook"  # emulate the hook
+TRAP_UNMASK = "unmask"  # the guest unmasked with an interrupt pending: deliver it
+TRAP_OVERFLOW = "overflow"
+TRAP_SERVICE = "service"
+TRAP_GATE = "gate"  # CPL 3 -> 1 entry through the call gate
+
+
+def _result_hook(h: Hook) -> bool:
+    return h.result_slots > 0
+
+
+# Native bodies.  Registers on entry: eax, edx, ecx = first three argument slots; the
+# fourth slot is at {A4}(%esp); {FRAME} is the iret frame.  A body may clobber eax, ecx,
+# edx (and ebx only where it saves it); it leaves a result in eax (edx:eax for 64-bit).
+_NATIVE: dict[str, str] = {
+    "patch": "movl {A4}(%esp), %eax",
+    "memory_setup": f"movl ${ROM_BASE + NAME_OFF:#x}, %eax",
+    "get_wallclock": f"movl {DATA + D_WALLCLOCK:#x}, %eax",
+    "set_wallclock": "xorl %eax, %eax",
+    "cpuid": """pushl %ebx
+    pushl %esi
+    pushl %edi
+    pushl %ebp
+    movl %eax, %esi
+    movl %edx, %edi
+    movl %ecx, %ebp
+    movl (%esi), %eax
+    movl (%ebp), %ecx
+    cpuid
+    movl %eax, (%esi)
+    movl %ebx, (%edi)
+    movl %ecx, (%ebp)
+    movl {A4_16}(%esp), %esi
+    movl %edx, (%esi)
+    popl %ebp
+    popl %edi
+    popl %esi
+    popl %ebx""",
+    "read_cr0": f"movl {DATA + D_CR0:#x}, %eax",
+    "read_cr2": f"movl {DATA + D_CR2:#x}, %eax",
+    "read_cr3": f"movl {DATA + D_CR3:#x}, %eax",
+    "read_cr4": f"movl {DATA + D_CR4:#x}, %eax",
+    "read_cr4_safe": f"movl {DATA + D_CR4:#x}, %eax",
+    "save_fl": "pushfl\n    popl %eax",
+    "restore_fl": f"""pushl %eax
+    popfl
+    testl $0x200, %eax
+    jz 1f
+    cmpl $0, {DATA + D_PENDING:#x}
+    je 1f
+{{UNMASK}}
+1:""",
+    "irq_disable": "cli",
+    "irq_enable": f"""sti
+    cmpl $0, {DATA + D_PENDING:#x}
+    je 1f
+{{UNMASK}}
+1:""",
+    "safe_halt": "sti\n{TRAP}",
+    "get_cpu_khz": f"movl {DATA + D_CPU_KHZ:#x}, %eax",
+    "store_gdt": "sgdt (%eax)",
+    "store_idt": f"""movw {DATA + D_IDT:#x}, %cx
+    movw %cx, (%eax)
+    movl {DATA + D_IDT + 2:#x}, %ecx
+    movl %ecx, 2(%eax)""",
+    "store_tr": "xorl %eax, %eax\n    str %ax",
+    # ABI: t points at the thread's three TLS descriptors, copied to GDT entries 6..8
+    "load_tls": """subl $8, %esp
+    sgdt 2(%esp)
+    movl 4(%esp), %edx
+    addl $8, %esp
+    movl 0(%eax), %ecx
+    movl %ecx, 48(%edx)
+    movl 4(%eax), %ecx
+    movl %ecx, 52(%edx)
+    movl 8(%eax), %ecx
+    movl %ecx, 56(%edx)
+    movl 12(%eax), %ecx
+    movl %ecx, 60(%edx)
+    movl 16(%eax), %ecx
+    movl %ecx, 64(%edx)
+    movl 20(%eax), %ecx
+    movl %ecx, 68(%edx)""",
+    "write_ldt_entry": "movl %ecx, (%eax,%edx,8)\n    movl {A4}(%esp), %ecx\n"
+    "    movl %ecx, 4(%eax,%edx,8)",
+    "write_gdt_entry": "movl %ecx, (%eax,%edx,8)\n    movl {A4}(%esp), %ecx\n"
+    "    movl %ecx, 4(%eax,%edx,8)",
+    "write_idt_entry": "movl %ecx, (%eax,%edx,8)\n    movl {A4}(%esp), %ecx\n"
+    "    movl %ecx, 4(%eax,%edx,8)",
+    "apic_write": "movl %edx, 0xfee00000(%eax)",
+    "apic_write_atomic": "xchgl %edx, 0xfee00000(%eax)",
+    "apic_read": "movl 0xfee00000(%eax), %eax",
+    "set_pte": "movl %edx, (%eax)",
+    "set_pmd": "movl %edx, (%eax)",
+    "set_pte_at": "movl {A4}(%esp), %edx\n    movl %edx, (%ecx)",
+    "pte_update": "movl (%ecx), %eax",
+    "pte_update_defer": "movl (%ecx), %eax",
+    "iret": "",
+}
+
+
+@dataclass(frozen=True)
+class RomImage:
+    """An assembled ROM and where things are in it."""
+
+    mode: str
+    image: bytes
+    entries: tuple[int, ...]
+    """Address of each hook's table slot, in catalogue order."""
+    traps: dict[int, tuple[str, int]]
+    """Address just after each ``int $0x82`` -> (action, hook id or -1)."""
+    result_return: int
+    """Address of the shared ``ret`` of result-bearing entries (python mode)."""
+    idle: int
+    """Address of the idle loop a halted CPU spins in."""
+    a4_offset: int
+    """Offset from ESP of the fourth argument slot at a hook's trap site."""
+
+    @property
+    def base(self) -> int:
+        """Load address."""
+        return ROM_BASE
+
+
+def generate_asm(mode: str) -> str:
+    """Assembly source of the ROM for a logging mode, from the hook catalogue."""
+    if mode not in MODES:
+        raise ValueError(f"unknown ROM mode {mode!r}")
+    ring = mode == "ring"
+    out: list[str] = [
+        f"# pvscope ROM, {mode} logging -- generated by recorder/rom.py from pvscope/hooks.py",
+        "    .code32",
+        "    .text",
+        "rom_base:",
+        '    .ascii "PVSCOPE\\0"',
+        f"    .long {ABI_VERSION}, {len(HOOKS)}, {ENTRY_TABLE:#x}, {KERNEL_RPL}",
+        "    .long 0, 0, 0  # scale, seed, memory bytes: filled in at load",
+        f"    .long svc_entry - rom_base + {ROM_BASE:#x}, {ROM_BASE + NAME_OFF:#x}",
+        f"    .long {RESERVED_GDT}, {USER_PAGE:#x}, {DATA:#x}, {RING:#x}, {RING_SIZE:#x}",
+        f"    .long {HV_BASE:#x}",
+        f"    .org {NAME_OFF:#x}",
+        '    .asciz "pvscope"',
+        f"    .org {ENTRY_TABLE - ROM_BASE:#x}",
+    ]
+    for h in HOOKS:
+        out += [f"slot_{h.name}:", f"    jmp body_{h.name}", "    .balign 8, 0x90"]
+    out.append(f"    .org {CODE - ROM_BASE:#x}")
+    a4 = 8 if ring else 4  # after the ring prologue's push of ebx
+    trap_n = 0
+
+    def trap(action: str, hid: int) -> str:
+        nonlocal trap_n
+        trap_n += 1
+        return f"    int $0x82\ntrap_{action}_{hid if hid >= 0 else 'x'}_{trap_n}:"
+
+    for h in HOOKS:
+        body = _NATIVE.get(h.name)
+        if h.rom in ("trap", "unsupported"):
+            body = "{TRAP}" if body is None else body
+        elif body is None:
+            body = ""  # nop
+        body = (
+            body.replace("{A4_16}", str(a4 + 16))
+            .replace("{A4}", str(a4))
+            .replace("{TRAP}", trap(TRAP_HOOK, h.id))
+            .replace("{UNMASK}", trap(TRAP_UNMASK, h.id))
+        )
+        out.append(f"body_{h.name}:")
+        if ring:
+            out += _ring_prologue(h)
+        if body:
+            out.append("    " + body)
+        if h.jump:  # iret
+            if ring:
+                out.append("    popl %ebx")
+            out.append("    iret")
+            continue
+        if ring:
+            if _result_hook(h):
+                out.append("    movl %eax, 20(%ebx)")
+                if h.result_slots == 2:
+                    out.append("    movl %edx, 24(%ebx)")
+                out.append(f"    movw ${h.id}, (%ebx)")
+            out += ["    popl %ebx", "    ret"]
+        else:
+            out.append("    jmp result_ret" if _result_hook(h) else "    ret")
+    out += [
+        "result_ret:",
+        "    ret",
+        "ring_overflow:",
+        trap(TRAP_OVERFLOW, -1),
+        "    jmp ring_overflow",
+        # service entry: eax = code, edx, ecx = arguments; not a paravirt_ops hook
+        "svc_entry:",
+        trap(TRAP_SERVICE, -1),
+        "    ret",
+        "idle_loop:",
+        "    jmp idle_loop",
+        # ring-1 side of the call gate: the recorder finishes the CPL 3 -> 1 entry
+        "gate_stub:",
+        trap(TRAP_GATE, -1),
+        "    ud2",
+        f"    .org {USER_PAGE - ROM_BASE:#x}",
+        "user_tramp:",
+        f"    lcall ${(RESERVED_GDT + 2) * 8 | 3:#x}, $0",
+        "    ud2",
+        f"    .org {USER_PAGE - ROM_BASE + 0x1000:#x}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _ring_prologue(h: Hook) -> list[str]:
+    """Reserve a record with one xadd and fill it; complete it now unless a result follows."""
+    lines = [
+        "    pushl %ebx",
+        f"    movl ${RECORD_SIZE}, %ebx",
+        f"    xaddl %ebx, {DATA + D_RING_HEAD:#x}",
+        "    pushfl",
+        "    popl 32(%ebx)",
+        f"    cmpl {DATA + D_RING_LIMIT:#x}, %ebx",
+        "    jae ring_overflow",
+    ]
+    if h.jump:  # iret: log the frame it returns through; all registers are live
+        lines += [
+            "    pushl 4(%esp)",
+            "    popl 4(%ebx)",
+            "    pushl 8(%esp)",
+            "    popl 8(%ebx)",
+            "    pushl 12(%esp)",
+            "    popl 12(%ebx)",
+            "    pushl 4(%esp)",
+            "    popl 28(%ebx)",
+        ]
+    else:
+        regs = ["%eax", "%edx", "%ecx"]
+        for i in range(min(h.slots, 3)):
+            lines.append(f"    movl {regs[i]}, {4 + 4 * i}(%ebx)")
+        if h.slots >= 4:
+            lines += ["    pushl 8(%esp)", "    popl 16(%ebx)"]
+        lines += ["    pushl 4(%esp)", "    popl 28(%ebx)"]
+    lines += [
+        f"    pushl {DATA + D_CR3:#x}",
+        "    popl 36(%ebx)",
+        "    movw %cs, 2(%ebx)",
+    ]
+    if not _result_hook(h):
+        lines.append(f"    movw ${h.id}, (%ebx)")
+    return lines
+
+
+def build(mode: str, outdir: Path = ROM_DIR) -> Path:
+    """Assemble the ROM for a mode with GNU as; write ``rom-MODE.bin`` and ``.json``."""
+    as_, objcopy, nm = (shutil.which(t) for t in ("as", "objcopy", "nm"))
+    if not (as_ and objcopy and nm):
+        raise RuntimeError("building the ROM needs GNU as, objcopy and nm (binutils)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, obj, binf = Path(tmp, "rom.S"), Path(tmp, "rom.o"), Path(tmp, "rom.bin")
+        src.write_text(generate_asm(mode))
+        subprocess.run([as_, "--32", "-o", str(obj), str(src)], check=True)
+        subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(obj), str(binf)], check=True)
+        syms = subprocess.run([nm, str(obj)], check=True, capture_output=True, text=True).stdout
+        image = binf.read_bytes()
+    table: dict[str, int] = {}
+    for line in syms.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            table[parts[2]] = ROM_BASE + int(parts[0], 16)
+    traps: dict[str, list[object]] = {}
+    for name, addr in sorted(table.items()):
+        if name.startswith("trap_"):
+            _, action, hid, _n = name.split("_")
+            traps[f"{addr:#x}"] = [action, -1 if hid == "x" else int(hid)]
+    meta = {
+        "mode": mode,
+        "entries": [table[f"slot_{h.name}"] for h in HOOKS],
+        "traps": traps,
+        "result_return": table["result_ret"],
+        "idle": table["idle_loop"],
+        "gate_stub": table["gate_stub"],
+        "a4_offset": 8 if mode == "ring" else 4,
+        "size": len(image),
+    }
+    (outdir / f"rom-{mode}.bin").write_bytes(image)
+    (outdir / f"rom-{mode}.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return outdir / f"rom-{mode}.bin"
+
+
+@cache
+def load(mode: str) -> RomImage:
+    """The committed ROM image for a logging mode."""
+    if mode not in MODES:
+        raise ValueError(f"unknown ROM mode {mode!r}")
+    meta = json.loads((ROM_DIR / f"rom-{mode}.json").read_text())
+    image = (ROM_DIR / f"rom-{mode}.bin").read_bytes()
+    traps = {int(k, 16): (v[0], int(v[1])) for k, v in meta["traps"].items()}
+    return RomImage(
+        mode=mode,
+        image=image,
+        entries=tuple(meta["entries"]),
+        traps=traps,
+        result_return=meta["result_return"],
+        idle=meta["idle"],
+        a4_offset=meta["a4_offset"],
+    )
+
+
+def gate_stub(mode: str) -> int:
+    """Address of the ring-1 target of the call gate."""
+    return int(json.loads((ROM_DIR / f"rom-{mode}.json").read_text())["gate_stub"])
+
+
+if __name__ == "__main__":
+    for m in MODES:
+        print(build(m), file=sys.stderr)
