@@ -1,0 +1,170 @@
+"""The ``pvscope`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pvscope import __version__
+from pvscope.errors import PvscopeError
+
+EXIT_VIOLATIONS = 3
+
+
+class Group(click.Group):
+    """Turns pvscope's typed errors into one line on stderr and their exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PvscopeError as e:
+            click.echo(f"pvscope: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("pvscope: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pvscope")
+def main() -> None:
+    """record, replay and query paravirt_ops hook traces."""
+
+
+@main.command()
+@click.option("--guest", "-g", required=True, help="built-in guest name or path to an ELF32 image")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="trace directory to create")
+@click.option("--scale", type=int, default=None, help="workload scale (default: the guest's)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed for device timing")
+@click.option("--budget", type=int, default=None,
+              help="instruction budget (default: 4e9)")
+@click.option("--mem", "mem_mib", type=int, default=64, show_default=True,
+              help="guest RAM in MiB")
+@click.option("--quantum", type=int, default=10_000, show_default=True,
+              help="instructions per recorder quantum")
+@click.option("--log-path", type=click.Choice(["ring", "python"]), default="ring",
+              show_default=True, help="log in guest memory (ring) or per call in Python")
+@click.option("--force", is_flag=True, help="replace an existing trace")
+@click.option("-q", "--quiet", is_flag=True, help="no progress")
+@click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+def record(guest: str, out: Path, scale: int | None, seed: int, budget: int | None,
+           mem_mib: int, quantum: int, log_path: str, force: bool, quiet: bool,
+           as_json: bool) -> None:
+    """run a guest on the emulated pc and record every hook call."""
+    from recorder.record import record as do_record
+
+    progress = None
+    if not quiet and not as_json:
+        progress = _progress_bar(f"recording {guest}")
+    try:
+        manifest = do_record(guest, out, scale=scale, seed=seed, budget=budget, mem_mib=mem_mib,
+                             quantum=quantum, log_path=log_path, force=force,
+                             on_progress=progress.update if progress else None)
+    finally:
+        if progress:
+            progress.close()
+    console = manifest.pop("console", "")
+    if as_json:
+        click.echo(json.dumps(manifest, indent=1, sort_keys=True))
+    else:
+        end = manifest["end"]
+        counts = manifest["counts"]
+        if console and not quiet:
+            click.echo(console.rstrip(), err=True)
+        click.echo(
+            f"{out}: {counts['events']} events ({counts['by_kind'].get('hook', 0)} hook calls), "
+            f"{counts['instructions']} instructions; {end['status']}: {end['reason']}"
+        )
+    if manifest["end"]["status"] != "complete":
+        sys.exit(1)
+
+
+class _progress_bar:
+    """A rich progress line on stderr: instructions retired and events logged."""
+
+    def __init__(self, what: str) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"),
+            TextColumn("{task.fields[insns]:>14,} insns  {task.fields[events]:>12,} events"),
+            TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+        )
+        self.task = self.progress.add_task(what, insns=0, events=0)
+        self.progress.start()
+
+    def update(self, insns: int, events: int) -> None:
+        self.progress.update(self.task, insns=insns, events=events)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def guests(as_json: bool) -> None:
+    """list the built-in guests."""
+    from recorder.guests import GUESTS
+
+    rows = [{"name": g.name, "default_scale": g.default_scale, "small_scale": g.small_scale,
+             "description": g.description} for g in GUESTS.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<10} {r['description']}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--group", help="only hooks of this group")
+def hooks(as_json: bool, group: str | None) -> None:
+    """print the hook catalogue (linux 2.6.21 paravirt_ops)."""
+    from pvscope.hooks import HOOKS, REQUIREMENTS
+
+    rows = [
+        {
+            "id": h.id, "name": h.name, "group": h.group,
+            "args": [f"{n}:{t}" for n, t in h.args], "result": h.result,
+            "requirement": h.requirement,
+            "requirement_number": REQUIREMENTS.get(h.requirement) if h.requirement else None,
+            "rom": h.rom, "doc": h.doc,
+        }
+        for h in HOOKS if group is None or h.group == group
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        req = r["requirement"] or "-"
+        sig = f"{r['name']}({', '.join(r['args'])})" + (f" -> {r['result']}" if r["result"] else "")
+        click.echo(f"{r['id']:>3} {r['group']:<5} {req:<9} {r['rom']:<7} {sig}")
+
+
+@main.command("schema")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def schema_cmd(as_json: bool) -> None:
+    """print the trace schema."""
+    from pvscope import schema
+
+    tables = {
+        t.name: [{"name": c.name, "type": str(c.type), "nullable": c.nullable, "doc": c.doc}
+                 for c in t.columns]
+        for t in schema.TABLES.values()
+    }
+    if as_json:
+        click.echo(json.dumps({"schema_version": schema.SCHEMA_VERSION, "tables": tables,
+                               "event_kinds": schema.EVENT_KINDS,
+                               "manifest": schema.MANIFEST_FIELDS}, indent=1))
+        return
+    click.echo(f"pvscope trace schema v{schema.SCHEMA_VERSION}")
+    for name, cols in tables.items():
+        click.echo(f"\n{name} ({schema.TABLES[name].file}): {schema.TABLES[name].doc}")
+        for c in cols:
+            click.echo(f"  {c['name']:<10} {c['type']:<40} {c['doc']}")

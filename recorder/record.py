@@ -1,0 +1,121 @@
+"""``pvscope record``: run a guest on the emulated PC and write its trace atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import unicorn
+
+from pvscope import __version__, schema
+from pvscope.errors import GuestError, UsageError
+from pvscope.hooks import ABI
+from recorder.elf import load_image
+from recorder.guests import GUESTS, resolve
+from recorder.machine import Machine, MachineConfig, Stop
+from recorder.writer import TraceWriter
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an output path we must not or cannot write, before any work is done."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists (use --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a directory")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: no such directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{parent}: not writable")
+
+
+def record(
+    guest: str,
+    out: Path,
+    *,
+    scale: int | None = None,
+    seed: int = 0,
+    budget: int | None = None,
+    mem_mib: int = 64,
+    quantum: int = 10_000,
+    log_path: str = "ring",
+    force: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Record a guest into the trace directory ``out``; return the manifest written.
+
+    The trace is built in a temporary sibling directory and renamed into place
+    only when complete, so ``out`` is never half-written.  A run the guest or the
+    user ends early still yields a complete, readable trace whose manifest's
+    ``end`` says why.
+    """
+    out = Path(out)
+    if budget is not None and budget <= 0:
+        raise UsageError(f"--budget must be a positive instruction count, not {budget}")
+    if scale is not None and scale <= 0:
+        raise UsageError(f"--scale must be positive, not {scale}")
+    if not 16 <= mem_mib <= 1024:
+        raise UsageError(f"--mem must be between 16 and 1024 MiB, not {mem_mib}")
+    if quantum < 100:
+        raise UsageError(f"--quantum must be at least 100 instructions, not {quantum}")
+    check_output(out, force)
+    name, path = resolve(guest)
+    image = load_image(path, name)
+    if scale is None:
+        scale = GUESTS[name].default_scale if name in GUESTS else 1
+    cfg = MachineConfig(mem_mib=mem_mib, quantum=quantum, seed=seed, scale=scale)
+    if budget is not None:
+        cfg.budget = budget
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.absolute().parent))
+    try:
+        writer = TraceWriter(tmp)
+        writer.write_symbols([(s.name, s.addr, s.size, s.type) for s in image.symbols])
+        try:
+            machine = Machine(image, cfg, writer, log_path=log_path, on_progress=on_progress)
+        except Stop as s:
+            raise GuestError(f"{path}: {s.reason}") from None
+        result = machine.run()
+        if result.hook_calls == 0 and result.status not in ("complete", "interrupted"):
+            raise GuestError(
+                f"{path}: the guest never found the ROM (no hook call before it stopped: "
+                f"{result.reason})"
+            )
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "min_reader_version": schema.MIN_READER_VERSION,
+            "pvscope_version": __version__,
+            "unicorn_version": unicorn.__version__,
+            "abi": ABI,
+            "guest": {"name": image.name, "sha256": image.sha256, "entry": image.entry},
+            "machine": cfg.manifest(),
+            "seed": seed,
+            "scale": scale,
+            "budget": cfg.budget,
+            "counts": {"instructions": result.instructions, "vtime": result.vtime},
+            "end": {"status": result.status, "reason": result.reason, **result.extra},
+        }
+        manifest = writer.close(manifest)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest["console"] = result.console
+    return manifest
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished trace into place, replacing an old one only at the last moment."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
