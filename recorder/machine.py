@@ -61,7 +61,8 @@ EFLAGS_IOPL1 = 0x1000
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 UNTIL = 0xFFFFFFF0  # an address the CPU never reaches: quanta end by count
 MSR_VALUES = {0x1B: 0xFEE00900}  # IA32_APIC_BASE: enabled, BSP, at 0xFEE00000
-NOT_EXECUTED = object()
+BATCH_BYTES = 64 * 1024 * 40  # decode drained records in batches of 64 Ki
+MIN_INSNS_PER_RECORD = 8  # no hook call logs in fewer instructions (the prologue alone is 9)
 
 _MARKER = np.zeros(1, dtype=RECORD_DTYPE)
 _MARKER["code"] = R.CODE_MARKER
@@ -205,11 +206,13 @@ class Machine:
         self.stop: Stop | None = None
         self.hook_calls_seen = False
         # logging state
-        self.ring_tail = R.RING
+        self.held: list[tuple[int, bytes]] = []  # ring records held back, in stream order
+        self.ring_start = R.RING  # where the records not yet drained begin
         self.markers_undrained = 0
         self.buf = bytearray()  # python path: records built in Python
         self.buf_pending: list[tuple[int, Hook]] = []  # records awaiting a result
         self.drained_events = 0
+        self.batch = bytearray()  # drained records not yet decoded
         self._old_exception_off = _old_exception_offset()
         self._setup_devices()
         self._setup_memory()
@@ -243,7 +246,9 @@ class Machine:
     def _setup_memory(self) -> None:
         uc = self.uc
         uc.mem_map(0, self.mem_bytes)
-        uc.mem_map(R.HV_BASE, R.HV_SIZE)
+        guard = R.RING + R.RING_SIZE
+        uc.mem_map(R.HV_BASE, guard - R.HV_BASE)
+        uc.mem_map(guard + 0x1000, R.HV_BASE + R.HV_SIZE - guard - 0x1000)
         for seg in self.image.segments:
             if seg.paddr + seg.memsz > self.mem_bytes:
                 raise Stop(
@@ -257,7 +262,6 @@ class Machine:
                                                           self.cfg.seed & 0xFFFFFFFF,
                                                           self.mem_bytes))
         self._data32(R.D_RING_HEAD, R.RING)
-        self._data32(R.D_RING_LIMIT, R.RING + R.RING_SIZE - R.RECORD_SIZE)
         self._data32(R.D_WALLCLOCK, self.cfg.wallclock)
         self._data32(R.D_CPU_KHZ, self.cfg.cpu_khz)
         for base, size, read, write in (
@@ -388,7 +392,7 @@ class Machine:
             pending = len(self.buf) // R.RECORD_SIZE
         else:
             head = self._rd32(R.DATA + R.D_RING_HEAD)
-            pending = (head - self.ring_tail) // R.RECORD_SIZE
+            pending = len(self.held) + (head - self.ring_start) // R.RECORD_SIZE
         return self.drained_events + pending - self.markers_undrained
 
     def _append_record(self, rec: bytes) -> None:
@@ -413,7 +417,7 @@ class Machine:
             0, 0,
             (self._reg(X.UC_X86_REG_EIP) if site is None else site) & 0xFFFFFFFF,
             int(uc.reg_read(X.UC_X86_REG_EFLAGS)) & 0xFFFFFFFF,
-            self._rd32(R.DATA + R.D_CR3),
+            0,
         )
         self._append_record(rec)
         return self._events_so_far() - 1
@@ -428,40 +432,79 @@ class Machine:
     def _record_input(self, source: str, value: int) -> None:
         self.inputs.append((max(self._events_so_far() - 1, 0), self.vtime, source, value))
 
-    def drain(self) -> bool:
-        """Move complete records to the writer; True if nothing incomplete was left behind."""
+    def drain(self, *, force: bool = False) -> bool:
+        """Move complete records out of the ring (or the python path's buffer) into the batch
+        the writer decodes; True if nothing incomplete was left behind.
+
+        Without ``force`` the ring is only emptied once half full: between quanta the
+        recorder then touches guest memory once, to read the head.
+        """
         if self.python_log:
             first = min((i for i, _ in self.buf_pending), default=len(self.buf) // R.RECORD_SIZE)
-            stop = first * R.RECORD_SIZE
-            if stop:
-                raw = bytes(self.buf[:stop])
+            if first:
+                stop = first * R.RECORD_SIZE
+                self._consume(self.buf[:stop])
                 del self.buf[:stop]
                 self.buf_pending = [(i - first, h) for i, h in self.buf_pending]
-                self._consume(np.frombuffer(raw, dtype=RECORD_DTYPE))
-            # the ROM still writes its ring; the python path ignores it
-            self._data32(R.D_RING_HEAD, R.RING)
+            # the ROM still writes its ring; this path ignores it, only keeps it from filling
+            if self._rd32(R.DATA + R.D_RING_HEAD) - R.RING > R.RING_SIZE // 2:
+                self._data32(R.D_RING_HEAD, R.RING)
             return not self.buf_pending
-        head = self._rd32(R.DATA + R.D_RING_HEAD)
-        n = (head - self.ring_tail) // R.RECORD_SIZE
-        if n <= 0:
+        head = min(self._rd32(R.DATA + R.D_RING_HEAD), R.RING + R.RING_SIZE)
+        if not force and not self.held and head - R.RING <= R.RING_SIZE // 2:
             return True
-        rec = np.frombuffer(bytes(self.uc.mem_read(self.ring_tail, n * R.RECORD_SIZE)),
-                            dtype=RECORD_DTYPE)
-        incomplete = np.nonzero(rec["code"] == 0)[0]
-        k = int(incomplete[0]) if len(incomplete) else n
-        if k:
-            self._consume(rec[:k])
-            self.ring_tail += k * R.RECORD_SIZE
-        if self.ring_tail == head:
-            self.uc.mem_write(R.RING, bytes(head - R.RING))
-            self._data32(R.D_RING_HEAD, R.RING)
-            self.ring_tail = R.RING
-        return k == n
+        size = R.RECORD_SIZE
+        base = self.ring_start
+        raw = bytes(self.uc.mem_read(base, head - base))
+        if self.held:
+            # re-read the held records that were still being written when last drained
+            self.held = [(a, bytes(self.uc.mem_read(a, size)) if a else r) for a, r in self.held]
+            first = next((i for i, (_a, r) in enumerate(self.held) if r[:2] == b"\0\0"),
+                         len(self.held))
+            if first:
+                self._consume(b"".join(r for _a, r in self.held[:first]))
+                del self.held[:first]
+        if self.held:  # still waiting on an earlier record: hold everything behind it
+            k = 0
+        else:
+            codes = np.frombuffer(raw, dtype=RECORD_DTYPE)["code"]
+            incomplete = np.flatnonzero(codes == 0)
+            k = int(incomplete[0]) if len(incomplete) else len(codes)
+            if k:
+                self._consume(raw[: k * size])
+        self.held += [
+            (base + i * size if raw[i * size : i * size + 2] == b"\0\0" else 0,
+             raw[i * size : (i + 1) * size])
+            for i in range(k, len(raw) // size)
+        ]
+        live = [a for a, _r in self.held if a]
+        # restart the ring at its start unless a slot still being written is within one
+        # quantum's worth of records of it; while any is held, drain at every boundary
+        margin = (self.cfg.quantum // MIN_INSNS_PER_RECORD + 1) * size
+        new_base = R.RING if not live or min(live) >= R.RING + margin else max(live) + size
+        start = new_base  # zero the slots to be reused, sparing those still being written
+        for a in sorted(a for a in live if a >= new_base) + [head]:
+            if a > start:
+                self.uc.mem_write(start, bytes(a - start))
+            start = max(start, a + size)
+        self.ring_start = new_base
+        self._data32(R.D_RING_HEAD, new_base)
+        return not live
 
-    def _consume(self, rec: np.ndarray) -> None:
-        markers = int(np.count_nonzero(rec["code"] == R.CODE_MARKER))
+    def _consume(self, raw: bytes | bytearray) -> None:
+        codes = np.frombuffer(bytes(raw), dtype=RECORD_DTYPE)["code"]
+        markers = int(np.count_nonzero(codes == R.CODE_MARKER))
         self.markers_undrained -= markers
-        self.drained_events += self.writer.add_records(rec)
+        self.drained_events += len(codes) - markers
+        self.batch += raw
+        if len(self.batch) >= BATCH_BYTES:
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        """Decode the drained records into the trace."""
+        if self.batch:
+            self.writer.submit_records(bytes(self.batch))
+            self.batch.clear()
 
     # python logging path: a record per call, built from the registers
     def _on_entry(self, uc: Uc, address: int, size: int, _ud: Any) -> None:
@@ -488,7 +531,7 @@ class Machine:
             self._reg(X.UC_X86_REG_CS),
             *a, 0, 0, site,
             self._reg(X.UC_X86_REG_EFLAGS),
-            self._rd32(R.DATA + R.D_CR3),
+            0,
         )
         if pending:
             self.buf_pending.append((len(self.buf) // R.RECORD_SIZE, h))
@@ -525,6 +568,9 @@ class Machine:
 
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
                      _ud: Any) -> bool:
+        if R.RING + R.RING_SIZE <= address < R.RING + R.RING_SIZE + 0x1000:
+            self._stop(Stop("ring-overflow", "the ROM's ring buffer filled within one quantum"))
+            return False
         self._stop(Stop("guest-fault",
                         f"access to {address:#x}, outside guest RAM and devices, at EIP "
                         f"{self._reg(X.UC_X86_REG_EIP):#x}"))
@@ -723,14 +769,13 @@ class Machine:
             self.hook_calls_seen = True
             self._hypercall(HOOKS[hid], eip)
         elif action == R.TRAP_UNMASK:
-            if self._reg(X.UC_X86_REG_EFLAGS) & EFLAGS_IF and self.lapic.pending_vector() is not None:
+            eflags = self._reg(X.UC_X86_REG_EFLAGS)
+            if eflags & EFLAGS_IF and self.lapic.pending_vector() is not None:
                 self._interrupt_now(eip)
         elif action == R.TRAP_GATE:
             self._finish_gate()
         elif action == R.TRAP_SERVICE:
             self._service()
-        elif action == R.TRAP_OVERFLOW:
-            raise Stop("ring-overflow", "the ROM's ring buffer overflowed")
 
     def _hypercall(self, h: Hook, eip: int) -> None:
         uc = self.uc
@@ -864,7 +909,7 @@ class Machine:
         eip = self._reg(X.UC_X86_REG_EIP)
         if not final and (self._in_rom(eip) or self.pending_gate is not None):
             return False
-        if not self.drain() and not final:
+        if not self.drain(force=True) and not final:
             return False
         seq = self.drained_events - 1
         rows: list[tuple[int, int, str, str, int]] = []
@@ -935,8 +980,10 @@ class Machine:
         except KeyboardInterrupt:
             stop = Stop("interrupted", "interrupted by the user (Ctrl-C)")
         assert stop is not None
-        complete = self.drain()
+        complete = self.drain(force=True)
         self.checkpoint(final=True)
+        self.flush_batch()
+        self.writer.wait()
         self.writer.add_inputs(self.inputs)
         extra = {} if complete else {"incomplete_records": "a hook call was cut short"}
         return RunResult(stop.status, stop.reason, self.vtime, self.instructions,

@@ -61,8 +61,8 @@ def record(
         raise UsageError(f"--scale must be positive, not {scale}")
     if not 16 <= mem_mib <= 1024:
         raise UsageError(f"--mem must be between 16 and 1024 MiB, not {mem_mib}")
-    if quantum < 100:
-        raise UsageError(f"--quantum must be at least 100 instructions, not {quantum}")
+    if not 100 <= quantum <= 200_000:
+        raise UsageError(f"--quantum must be between 100 and 200000 instructions, not {quantum}")
     check_output(out, force)
     name, path = resolve(guest)
     image = load_image(path, name)

@@ -74,7 +74,6 @@ CODE = ROM_BASE + 0x2000
 
 DATA = ROM_BASE + 0x10000  # writable by the guest kernel
 D_RING_HEAD = 0x00
-D_RING_LIMIT = 0x04
 D_CR0 = 0x08
 D_CR2 = 0x0C
 D_CR3 = 0x10
@@ -88,7 +87,7 @@ TSS = ROM_BASE + 0x11000  # the recorder's hardware TSS (esp1/ss1 set by load_es
 USER_PAGE = ROM_BASE + 0x12000  # CPL 3 trampoline into the call gate
 RESERVED_GDT = 28  # entries 28..31: TSS, ring-0 code, call gate, ring-1 gate code
 RING = ROM_BASE + 0x100000
-RING_SIZE = 0x100000
+RING_SIZE = 0x200000  # followed by a guard page the recorder leaves unmapped
 RECORD_SIZE = 40
 KERNEL_RPL = 1
 
@@ -104,7 +103,8 @@ RECORD_FIELDS = (
     ("res_hi", "<u4"),
     ("site", "<u4"),
     ("eflags", "<u4"),
-    ("cr3", "<u4"),
+    ("spare", "<u4"),  # CR3 is not logged: it changes only through write_cr3, so the
+    # writer derives it from the write_cr3 records
 )
 CODE_EVENT_BASE = 0x100
 CODE_MARKER = 0x1FF  # quantum marker: a0/a1 = vtime (lo/hi); dropped at drain
@@ -112,7 +112,6 @@ CODE_MARKER = 0x1FF  # quantum marker: a0/a1 = vtime (lo/hi); dropped at drain
 # what the recorder does at a trap site
 TRAP_HOOK = "hook"  # emulate the hook
 TRAP_UNMASK = "unmask"  # the guest unmasked with an interrupt pending: deliver it
-TRAP_OVERFLOW = "overflow"
 TRAP_SERVICE = "service"
 TRAP_GATE = "gate"  # CPL 3 -> 1 entry through the call gate
 
@@ -300,9 +299,6 @@ def generate_asm() -> str:
         "result_tail:",
         "    popl %ebx",
         "    ret",
-        "ring_overflow:",
-        trap(TRAP_OVERFLOW, -1),
-        "    jmp ring_overflow",
         # service entry: eax = code, edx, ecx = arguments; not a paravirt_ops hook
         "svc_entry:",
         trap(TRAP_SERVICE, -1),
@@ -331,9 +327,8 @@ def _ring_prologue(h: Hook) -> list[str]:
         f"    xaddl %ebx, {DATA + D_RING_HEAD:#x}",
         "    pushfl",
         "    popl 32(%ebx)",
-        f"    cmpl {DATA + D_RING_LIMIT:#x}, %ebx",
-        "    jae ring_overflow",
-        # leave flags that do not depend on where the ring's head happens to be
+        # leave flags that do not depend on where the ring's head happens to be; a full
+        # ring runs into the unmapped guard page after it, which the recorder reports
         "    cmpl %esp, %esp",
     ]
     if h.jump:  # iret: log the frame it returns through; all registers are live
@@ -354,11 +349,7 @@ def _ring_prologue(h: Hook) -> list[str]:
         if h.slots >= 4:
             lines += ["    pushl 8(%esp)", "    popl 16(%ebx)"]
         lines += ["    pushl 4(%esp)", "    popl 28(%ebx)"]
-    lines += [
-        f"    pushl {DATA + D_CR3:#x}",
-        "    popl 36(%ebx)",
-        "    movw %cs, 2(%ebx)",
-    ]
+    lines += ["    movw %cs, 2(%ebx)"]
     if not _result_hook(h):
         lines.append(f"    movw ${h.id}, (%ebx)")
     return lines

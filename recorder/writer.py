@@ -10,6 +10,7 @@ temporary one; the caller renames it into place when the trace is complete).
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pvscope import schema
-from pvscope.hooks import HOOKS
+from pvscope.hooks import BY_NAME, HOOKS
 from recorder.rom import CODE_EVENT_BASE, CODE_MARKER, RECORD_FIELDS
 
 RECORD_DTYPE = np.dtype(list(RECORD_FIELDS))
@@ -28,6 +29,7 @@ KIND_NAMES: tuple[str, ...] = ("hook", *EVENT_CODES)
 HOOK_NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS)
 ROW_GROUP = 1 << 20
 
+_WRITE_CR3 = BY_NAME["write_cr3"].id
 _RESULT_SLOTS = np.zeros(CODE_EVENT_BASE, dtype=np.int8)
 for _h in HOOKS:
     _RESULT_SLOTS[_h.id] = _h.result_slots
@@ -94,8 +96,30 @@ class TraceWriter:
         self.state = _Stream(self.dir / schema.STATE.file, schema.STATE)
         self.seq = 0
         self.vtime = 0
+        self.cr3 = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list[Future[int]] = []
         self.kind_counts = np.zeros(len(KIND_NAMES), dtype=np.int64)
         self.hook_counts = np.zeros(len(HOOK_NAMES), dtype=np.int64)
+
+    def submit_records(self, raw: bytes) -> None:
+        """Decode and write records on the writer's own thread, in submission order.
+
+        Emulation (in unicorn, outside the GIL) then overlaps decoding and compression.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvscope-writer")
+        self._futures.append(self._pool.submit(self.add_records, raw))
+        done = [f for f in self._futures if f.done()]
+        for f in done:
+            f.result()  # re-raise a writer error here rather than at the end
+            self._futures.remove(f)
+
+    def wait(self) -> None:
+        """Wait until every submitted batch is written."""
+        for f in self._futures:
+            f.result()
+        self._futures.clear()
 
     def add_records(self, raw: bytes | np.ndarray) -> int:
         """Decode a run of complete records (markers included); return events added."""
@@ -118,6 +142,15 @@ class TraceWriter:
         n = len(rec)
         if n == 0:
             return 0
+        # CR3 changes only through write_cr3 (a CPL 1 kernel cannot load it otherwise): an
+        # event's CR3 is the value the latest write_cr3 before it loaded
+        is_w = code == _WRITE_CR3
+        last = np.maximum.accumulate(np.where(is_w, np.arange(n), -1))
+        before = np.concatenate(([-1], last[:-1]))
+        a0 = rec["a0"]
+        cr3 = np.where(before >= 0, a0[np.maximum(before, 0)], np.uint32(self.cr3)).astype(np.uint32)
+        if is_w.any():
+            self.cr3 = int(a0[last[-1]])
         is_hook = code < CODE_EVENT_BASE
         kind_idx = np.where(is_hook, 0, code - CODE_EVENT_BASE + 1)
         hook_idx = np.where(is_hook, code, 0)
@@ -138,7 +171,7 @@ class TraceWriter:
             pa.array(rec["site"]),
             pa.array((rec["cs"] & 3).astype(np.uint8)),
             pa.array((rec["eflags"] >> 9) & 1 == 1),
-            pa.array(rec["cr3"]),
+            pa.array(cr3),
         ]
         self.events.append(pa.Table.from_arrays(columns, schema=schema.EVENTS.arrow_schema()))
         self.kind_counts += np.bincount(kind_idx, minlength=len(KIND_NAMES))
@@ -197,6 +230,9 @@ class TraceWriter:
 
     def close(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Finish every file and write the manifest (with counts) last."""
+        self.wait()
+        if self._pool is not None:
+            self._pool.shutdown()
         counts = {
             "events": self.events.close(),
             "inputs": self.inputs.close(),
