@@ -463,6 +463,9 @@ class Machine:
                          len(self.held))
             if first:
                 self._consume(b"".join(r for _a, r in self.held[:first]))
+                for a, _r in self.held[:first]:
+                    if a:  # a slot that was being written: free it for reuse
+                        self.uc.mem_write(a, bytes(size))
                 del self.held[:first]
         if self.held:  # still waiting on an earlier record: hold everything behind it
             k = 0
@@ -482,8 +485,8 @@ class Machine:
         # quantum's worth of records of it; while any is held, drain at every boundary
         margin = (self.cfg.quantum // MIN_INSNS_PER_RECORD + 1) * size
         new_base = R.RING if not live or min(live) >= R.RING + margin else max(live) + size
-        start = new_base  # zero the slots to be reused, sparing those still being written
-        for a in sorted(a for a in live if a >= new_base) + [head]:
+        start = R.RING  # zero every slot that will be reused, sparing those being written
+        for a in sorted(live) + [head]:
             if a > start:
                 self.uc.mem_write(start, bytes(a - start))
             start = max(start, a + size)
