@@ -69,7 +69,7 @@ EVENT_KINDS: dict[str, str] = {
     "was raised (low and high 32 bits)",
     "irq_raise": "an interrupt became pending in the local APIC (IRR set): arg0 vector, "
     "arg1 source (IOAPIC pin, 0x100 LAPIC timer, 0x101 self-IPI, 0x102 LAPIC error), "
-    "arg2 1 if level-triggered",
+    "arg2 1 if level-triggered, arg3 1 if the vector was already pending (coalesced)",
     "softint": "a software interrupt (int n) delivered through the IDT: arg0 vector, "
     "site the EIP after the instruction; system calls are int $0x80",
     "exception": "an exception delivered through the IDT: arg0 vector, arg1 error code, "

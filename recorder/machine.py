@@ -57,6 +57,7 @@ SEL_GATE_CODE = (R.RESERVED_GDT + 3) * 8 | 1
 BOOT_GDT = R.DATA + 0x800  # the recorder's own GDT before the guest loads one
 STUB = R.DATA + 0xC00  # ring-0 stub: ltr, then lret to the guest at CPL 1
 EFLAGS_IF = 0x200
+ARITH_FLAGS = 0x8D5  # CF PF AF ZF SF OF
 EFLAGS_IOPL1 = 0x1000
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 UNTIL = 0xFFFFFFF0  # an address the CPU never reaches: quanta end by count
@@ -64,8 +65,7 @@ MSR_VALUES = {0x1B: 0xFEE00900}  # IA32_APIC_BASE: enabled, BSP, at 0xFEE00000
 BATCH_BYTES = 64 * 1024 * 40  # decode drained records in batches of 64 Ki
 MIN_INSNS_PER_RECORD = 8  # no hook call logs in fewer instructions (the prologue alone is 9)
 
-_MARKER = np.zeros(1, dtype=RECORD_DTYPE)
-_MARKER["code"] = R.CODE_MARKER
+_MARKER = struct.Struct(f"<HHII{R.RECORD_SIZE - 12}x")
 
 
 def _desc(base: int, limit: int, access: int, flags: int) -> bytes:
@@ -212,6 +212,9 @@ class Machine:
         self.buf = bytearray()  # python path: records built in Python
         self.buf_pending: list[tuple[int, Hook]] = []  # records awaiting a result
         self.drained_events = 0
+        self._pending = False  # an interrupt is deliverable (mirrors the ROM's flag)
+        self._deadline: int | None = 0  # earliest device deadline; 0 = recompute
+        self._head = R.RING
         self.batch = bytearray()  # drained records not yet decoded
         self._old_exception_off = _old_exception_offset()
         self._setup_devices()
@@ -226,9 +229,10 @@ class Machine:
 
         class RecordingLapic(Lapic):
             def accept(self, vector: int, level: bool, source: int, vtime: int) -> bool:
+                already = bool(self.read(0x200 + (vector >> 5) * 0x10, 4) >> (vector & 31) & 1)
                 ok = super().accept(vector, level, source, vtime)
                 if ok:
-                    machine._emit("irq_raise", vector, source, int(level), 0)
+                    machine._emit("irq_raise", vector, source, int(level), int(already))
                 return ok
 
         self.lapic = RecordingLapic(on_eoi=lambda v: self.ioapic.eoi(v))
@@ -322,8 +326,8 @@ class Machine:
             self._reserve_hook = {a: h for a, h in zip(self.rom.reserve, HOOKS, strict=True)}
             for a in self.rom.reserve:
                 uc.hook_add(UC_HOOK_CODE, self._on_entry, begin=a, end=a)
-            uc.hook_add(UC_HOOK_CODE, self._on_result, begin=self.rom.result_tail,
-                        end=self.rom.result_tail)
+            for a in self.rom.result_tails:
+                uc.hook_add(UC_HOOK_CODE, self._on_result, begin=a, end=a)
 
     # --- small helpers ----------------------------------------------------------------------
 
@@ -404,6 +408,7 @@ class Machine:
             raise Stop("ring-overflow", "the ROM's ring buffer filled within one quantum")
         self.uc.mem_write(head, rec)
         self._data32(R.D_RING_HEAD, head + R.RECORD_SIZE)
+        self._head = head + R.RECORD_SIZE
 
     def _emit(self, kind: str, a0: int = 0, a1: int = 0, a2: int = 0, a3: int = 0,
               site: int | None = None) -> int:
@@ -423,10 +428,8 @@ class Machine:
         return self._events_so_far() - 1
 
     def _marker(self) -> None:
-        m = _MARKER.copy()
-        m["a0"] = self.vtime & 0xFFFFFFFF
-        m["a1"] = self.vtime >> 32
-        self._append_record(m.tobytes())
+        self._append_record(_MARKER.pack(R.CODE_MARKER, 0, self.vtime & 0xFFFFFFFF,
+                                         self.vtime >> 32))
         self.markers_undrained += 1
 
     def _record_input(self, source: str, value: int) -> None:
@@ -450,9 +453,9 @@ class Machine:
             if self._rd32(R.DATA + R.D_RING_HEAD) - R.RING > R.RING_SIZE // 2:
                 self._data32(R.D_RING_HEAD, R.RING)
             return not self.buf_pending
+        if not force and not self.held and self._head - R.RING <= R.RING_SIZE // 2:
+            return True  # the head the last marker was written at: far from full
         head = min(self._rd32(R.DATA + R.D_RING_HEAD), R.RING + R.RING_SIZE)
-        if not force and not self.held and head - R.RING <= R.RING_SIZE // 2:
-            return True
         size = R.RECORD_SIZE
         base = self.ring_start
         raw = bytes(self.uc.mem_read(base, head - base))
@@ -512,9 +515,9 @@ class Machine:
     # python logging path: a record per call, built from the registers
     def _on_entry(self, uc: Uc, address: int, size: int, _ud: Any) -> None:
         # at the instruction where the ROM reserves its ring record, so both paths log the
-        # call at the same point; the stack holds the ROM's saved ebx
+        # call at the same point; the stack may hold the ROM's saved ebx
         h = self._reserve_hook[address]
-        esp = self._reg(X.UC_X86_REG_ESP) + 4
+        esp = self._reg(X.UC_X86_REG_ESP) + self.rom.site_offset[h.id]
         a = [0, 0, 0, 0]
         if h.jump:
             frame = self.vread(esp, 12)
@@ -563,11 +566,15 @@ class Machine:
             self._emit("mmio_write", base + offset, size, value)
             write(offset, size, value)
             self._sync_pending()
+            self._deadline = 0  # a device may have been armed: recompute at the boundary
 
         return cb
 
     def _sync_pending(self) -> None:
-        self._data32(R.D_PENDING, 1 if self.lapic.pending_vector() is not None else 0)
+        pending = self.lapic.pending_vector() is not None
+        if pending != self._pending:
+            self._pending = pending
+            self._data32(R.D_PENDING, int(pending))
 
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
                      _ud: Any) -> bool:
@@ -707,6 +714,10 @@ class Machine:
             self.pending_gate = _PendingGate(vector, error, return_eip, selector, handler,
                                              trap_gate)
             return
+        if self._in_rom(return_eip):
+            # arithmetic flags are dead wherever a ROM entry can be interrupted, and after
+            # the ring's xadd they depend on where its head was: save fixed ones
+            eflags = (eflags & ~ARITH_FLAGS) | 0x44
         words = [return_eip, cs, eflags]
         if error is not None:
             words.insert(0, error)
@@ -886,6 +897,7 @@ class Machine:
         for dev in (self.lapic, self.timer, self.device):
             dev.advance(self.vtime)
         self._sync_pending()
+        self._deadline = self._next_deadline()
 
     def _next_deadline(self) -> int | None:
         ds = [d for d in (self.lapic.next_deadline(), self.timer.next_deadline(),
@@ -894,8 +906,11 @@ class Machine:
 
     def _boundary(self) -> None:
         self._marker()
-        self._advance_devices()
-        if self.halted and self.lapic.pending_vector() is None:
+        # devices change only at their deadlines or when the guest touches them (which
+        # clears the cached deadline), so most boundaries have nothing to advance
+        if self._deadline is not None and self._deadline <= self.vtime:
+            self._advance_devices()
+        if self.halted and not self._pending:
             nxt = self._next_deadline()
             if nxt is None:
                 raise Stop("halted-forever", "halted with no interrupt source armed")
@@ -905,7 +920,8 @@ class Machine:
                 self.vtime = nxt
                 self._marker()
                 self._advance_devices()
-        self._deliver_external()
+        if self._pending:
+            self._deliver_external()
 
     def checkpoint(self, final: bool = False) -> bool:
         """Record LAPIC, IOAPIC, CPU and MMU state; False (deferred) mid-ROM-entry."""
@@ -915,6 +931,8 @@ class Machine:
         if not self.drain(force=True) and not final:
             return False
         seq = self.drained_events - 1
+        if seq < 0:
+            return True  # nothing happened yet that a checkpoint could follow
         rows: list[tuple[int, int, str, str, int]] = []
         for comp, regs in (("lapic", self.lapic.registers()), ("ioapic", self.ioapic.registers())):
             rows += [(seq, self.vtime, comp, k, int(v)) for k, v in sorted(regs.items())]

@@ -72,7 +72,12 @@ def record(
     if budget is not None:
         cfg.budget = budget
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.absolute().parent))
+    try:
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.absolute().parent)
+        )
+    except OSError as e:
+        raise UsageError(f"{out.absolute().parent}: cannot write there ({e.strerror})") from None
     try:
         writer = TraceWriter(tmp)
         writer.write_symbols([(s.name, s.addr, s.size, s.type) for s in image.symbols])

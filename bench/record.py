@@ -1,0 +1,87 @@
+"""Recorder speed: hook calls logged per second, ring path vs Python-callback path.
+
+Both paths record the same guest at the same scale in one run, each in its own
+process (so peak memory is per recording), timed around ``record()`` alone.
+Then a >= 10 M-event recording checks that memory stays flat.
+
+    python bench/record.py [--scale N] [--big-scale N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def child(guest: str, scale: int, log_path: str, out: str) -> None:
+    from recorder.record import record
+
+    t0 = time.perf_counter()
+    m = record(guest, Path(out), scale=scale, log_path=log_path, force=True)
+    dt = time.perf_counter() - t0
+    print(json.dumps({
+        "log_path": log_path, "scale": scale, "seconds": dt,
+        "hook_calls": m["counts"]["by_kind"].get("hook", 0), "events": m["counts"]["events"],
+        "instructions": m["counts"]["instructions"], "status": m["end"]["status"],
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+def run(guest: str, scale: int, log_path: str, tmp: str) -> dict:
+    r = subprocess.run(
+        [sys.executable, __file__, "--child", guest, str(scale), log_path, f"{tmp}/{log_path}"],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(r.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--guest", default="pvcall")
+    ap.add_argument("--scale", type=int, default=150_000)
+    ap.add_argument("--big-scale", type=int, default=620_000,
+                    help="scale of the memory check (pvcall: about 10 M events)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        child(a.child[0], int(a.child[1]), a.child[2], a.child[3])
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        ring = run(a.guest, a.scale, "ring", tmp)
+        python = run(a.guest, a.scale, "python", tmp)
+        same = all(
+            Path(f"{tmp}/ring/{f}").read_bytes() == Path(f"{tmp}/python/{f}").read_bytes()
+            for f in ("events.parquet", "inputs.parquet", "state.parquet", "manifest.json")
+        )
+        big = run(a.guest, a.big_scale, "ring", tmp) if a.big_scale else None
+    rate = {r["log_path"]: r["hook_calls"] / r["seconds"] for r in (ring, python)}
+    result = {
+        "guest": a.guest, "ring": ring, "python": python,
+        "ring_calls_per_s": rate["ring"], "python_calls_per_s": rate["python"],
+        "ratio": rate["ring"] / rate["python"], "identical_traces": same, "big": big,
+    }
+    if a.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{a.guest} at scale {a.scale}: {ring['hook_calls']:,} hook calls, "
+          f"{ring['instructions']:,} instructions")
+    for r in (ring, python):
+        print(f"  {r['log_path']:<6} {r['seconds']:7.2f} s  "
+              f"{r['hook_calls'] / r['seconds'] / 1e6:6.2f} M calls/s  "
+              f"peak {r['maxrss_mib']:.0f} MiB")
+    print(f"  ratio ring/python: {result['ratio']:.1f}x; traces byte-identical: {same}")
+    if big:
+        print(f"  {big['events']:,}-event recording: {big['seconds']:.1f} s, "
+              f"{big['events'] / big['seconds'] / 1e6:.2f} M events/s, "
+              f"peak {big['maxrss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m pvscope``."""
+
+from pvscope.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""The command line: one-line errors, exit codes, machine-readable output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvscope.hooks import HOOKS
+from tests.recorder.conftest import make_elf32
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pvscope", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_hooks_json_lists_the_catalogue() -> None:
+    r = run("hooks", "--json")
+    assert r.returncode == 0
+    rows = json.loads(r.stdout)
+    assert [x["name"] for x in rows] == [h.name for h in HOOKS]
+    assert {x["requirement"] for x in rows} >= {"irq", "ptalloc", "pteupdate", "apic", "cpl"}
+
+
+def test_guests_lists_pvcall() -> None:
+    r = run("guests")
+    assert r.returncode == 0 and "pvcall" in r.stdout
+
+
+def test_record_prints_a_summary_and_exits_zero(tmp_path: Path) -> None:
+    r = run("record", "--guest", "pvcall", "-o", str(tmp_path / "t"), "--scale", "50", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "complete" in r.stdout
+    r = run("record", "--guest", "pvcall", "-o", str(tmp_path / "j"), "--scale", "50", "--json")
+    assert json.loads(r.stdout)["end"]["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--guest", "nope"], 1, "unknown guest"),
+        (["--guest", "{tmp}/missing.elf"], 1, "no such guest image"),
+        (["--guest", "{tmp}/text.elf"], 1, "not an ELF file"),
+        (["--guest", "{tmp}/x64.elf"], 1, "64-bit ELF"),
+        (["--guest", "{tmp}/norom.elf"], 1, "never found the ROM"),
+        (["--guest", "pvcall", "--budget", "0"], 2, "budget"),
+        (["--guest", "pvcall", "--budget", "-1"], 2, "budget"),
+    ],
+)
+def test_record_bad_input_is_one_line_without_traceback(
+    tmp_path: Path, args: list[str], code: int, needle: str
+) -> None:
+    (tmp_path / "text.elf").write_text("hello\n")
+    (tmp_path / "x64.elf").write_bytes(make_elf32(b"\x90", elfclass=2))
+    (tmp_path / "norom.elf").write_bytes(make_elf32(b"\x0f\x0b"))
+    out = tmp_path / "out"
+    r = run("record", *[a.format(tmp=tmp_path) for a in args], "-o", str(out), "-q")
+    assert r.returncode == code, r.stderr
+    assert needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_existing_output_and_unwritable_path(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    r = run("record", "--guest", "pvcall", "-o", str(tmp_path / "t"), "-q")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    r = run("record", "--guest", "pvcall", "-o", str(tmp_path / "no" / "t"), "-q")
+    assert r.returncode == 2 and "no such directory" in r.stderr
+    # /proc refuses new entries even to root
+    r = run("record", "--guest", "pvcall", "-o", "/proc/pvscope-trace", "-q")
+    assert r.returncode == 2
+    assert "cannot write there" in r.stderr or "not writable" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,288 @@
+"""The recorder end to end on the pvcall guest: trace format, determinism, delivery semantics."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from pvscope import schema
+from pvscope.errors import GuestError, UsageError
+from pvscope.hooks import BY_NAME
+from recorder import rom as R
+from recorder.elf import load_image
+from recorder.guests import GUESTS
+from recorder.machine import Machine, MachineConfig
+from recorder.record import record
+from recorder.writer import TraceWriter
+from tests.recorder.conftest import SMALL, make_elf32
+
+TRACE_FILES = ("events.parquet", "inputs.parquet", "state.parquet", "symbols.parquet")
+
+
+def q(trace: Path, sql: str) -> list[tuple]:
+    """Plain DuckDB over the trace's Parquet files, no pvscope in between."""
+    sql = sql.replace("EVENTS", f"read_parquet('{trace}/events.parquet')")
+    return duckdb.sql(sql).fetchall()
+
+
+def test_trace_is_plain_parquet_and_complete(pvcall_trace: Path) -> None:
+    manifest = json.loads((pvcall_trace / "manifest.json").read_text())
+    assert manifest["end"]["status"] == "complete"
+    assert manifest["schema_version"] == schema.SCHEMA_VERSION
+    (n,) = q(pvcall_trace, "select count(*) from EVENTS")[0]
+    assert n == manifest["counts"]["events"] > 20_000
+    for f in TRACE_FILES:
+        meta = pq.ParquetFile(pvcall_trace / f).schema_arrow.metadata
+        assert json.loads(meta[schema.META_KEY])["schema_version"] == schema.SCHEMA_VERSION
+    # the columns are the schema's, in its order, typed narrowly
+    assert pq.read_schema(pvcall_trace / "events.parquet").names == schema.EVENTS.names
+
+
+def test_every_kernel_hook_call_is_at_cpl1(pvcall_trace: Path) -> None:
+    rows = q(pvcall_trace, "select cpl, count(*) from EVENTS where kind = 'hook' group by cpl")
+    assert rows == [(1, rows[0][1])]
+
+
+def test_seq_is_dense_and_vtime_monotonic(pvcall_trace: Path) -> None:
+    ((n, lo, hi, bad),) = q(
+        pvcall_trace,
+        "select count(*), min(seq), max(seq), count(*) filter (where vt < prev) from "
+        "(select seq, vtime as vt, lag(vtime) over (order by seq) as prev from EVENTS)",
+    )
+    assert (lo, hi, bad) == (0, n - 1, 0)
+
+
+def test_cr3_follows_write_cr3(pvcall_trace: Path) -> None:
+    # before the first write_cr3 the CR3 column is 0 (paging off); after it, the value loaded
+    rows = q(
+        pvcall_trace,
+        "select seq, arg0 from EVENTS where hook = 'write_cr3' order by seq limit 1",
+    )
+    seq, value = rows[0]
+    before, after = q(
+        pvcall_trace,
+        f"select (select max(cr3) from EVENTS where seq <= {seq}),"
+        f" (select min(cr3) from EVENTS where seq > {seq})",
+    )[0]
+    assert (before, after) == (0, value)
+
+
+def test_page_fault_delivery_carries_cr2_and_error_code(pvcall_trace: Path) -> None:
+    faults = q(
+        pvcall_trace,
+        "select seq, arg1, arg2, cpl from EVENTS where kind = 'exception' and arg0 = 14 "
+        "order by seq",
+    )
+    kernel = [f for f in faults if f[3] == 1]
+    user = [f for f in faults if f[3] == 3]
+    # pvcall's self-test touches 16 kernel demand pages: odd ones by a write, even by a read
+    zone = [f for f in kernel if 0xD0000000 <= f[2] < 0xD0010000]
+    assert len(zone) == 16
+    for _seq, err, cr2, _cpl in zone:
+        page = (cr2 - 0xD0000000) >> 12
+        assert err == (2 if page & 1 else 0), (hex(cr2), err)  # not present, W/R, supervisor
+    # its CPL 3 task writes its unmapped page: not present, write, user
+    assert [(err, cr2) for _s, err, cr2, _c in user] == [(6, 0x40000000)]
+    # the handler reads CR2 through the hook and sees the faulting address
+    for seq, _err, cr2, _cpl in zone:
+        (res,) = q(
+            pvcall_trace,
+            f"select result from EVENTS where hook = 'read_cr2' and seq > {seq} "
+            "order by seq limit 1",
+        )[0]
+        assert res == cr2
+
+
+def test_user_mode_system_calls_enter_at_cpl3_and_return_by_iret(pvcall_trace: Path) -> None:
+    rows = q(pvcall_trace, "select cpl, count(*) from EVENTS where kind = 'softint' "
+                           "and arg0 = 128 group by cpl")
+    assert rows == [(3, 65)]  # 64 system calls and the exit
+    irets = q(pvcall_trace, "select arg1, cpl from EVENTS where hook = 'iret' and arg1 & 3 = 3")
+    assert len(irets) >= 64
+    assert {cpl for _cs, cpl in irets} == {1}
+
+
+def test_interrupts_only_when_unmasked_and_unmask_delivers_at_once(pvcall_trace: Path) -> None:
+    ((masked,),) = q(pvcall_trace,
+                     "select count(*) from EVENTS where kind = 'interrupt' and not vif")
+    assert masked == 0
+    (n,) = q(pvcall_trace, "select count(*) from EVENTS where kind = 'interrupt'")[0]
+    assert n > 0
+    # an interrupt raised while masked is delivered right after the unmasking hook
+    after_unmask = q(
+        pvcall_trace,
+        "select count(*) from (select kind, lag(hook) over (order by seq) as prev from EVENTS) "
+        "where kind = 'interrupt' and prev in ('irq_enable', 'restore_fl', 'safe_halt')",
+    )[0][0]
+    assert after_unmask > 0
+
+
+def test_every_interrupt_is_raised_then_delivered_then_eoied(pvcall_trace: Path) -> None:
+    raised = q(pvcall_trace,
+               "select count(*) from EVENTS where kind = 'irq_raise' and arg3 = 0")[0][0]
+    delivered = q(pvcall_trace, "select count(*) from EVENTS where kind = 'interrupt'")[0][0]
+    eois = q(pvcall_trace, "select count(*) from EVENTS where hook = 'apic_write' and arg0 = 176")
+    assert raised == delivered > 0
+    assert eois[0][0] == delivered  # pvcall's handler EOIs every vector it takes
+
+
+def test_device_delays_are_inputs(pvcall_trace: Path) -> None:
+    inputs = pq.read_table(pvcall_trace / "inputs.parquet").to_pylist()
+    doorbells = q(pvcall_trace, "select seq from EVENTS where kind = 'mmio_write' "
+                                "and arg0 = 4272947200 order by seq")
+    assert [i["seq"] for i in inputs] == [s for (s,) in doorbells]
+    assert all(i["source"] == "device.delay" and 20_000 <= i["value"] <= 200_000 for i in inputs)
+
+
+def test_checkpoints_name_lapic_ioapic_cpu_and_mmu(pvcall_trace: Path) -> None:
+    state = pq.read_table(pvcall_trace / "state.parquet")
+    comps = set(state.column("component").to_pylist())
+    assert comps == {"lapic", "ioapic", "cpu", "mmu"}
+    rows = state.to_pylist()
+    last = max(r["seq"] for r in rows)
+    final = {(r["component"], r["key"]): r["value"] for r in rows if r["seq"] == last}
+    assert final[("cpu", "cpl")] == 1
+    assert final[("lapic", "svr")] & 0x100  # software-enabled by the guest
+    assert final[("lapic", "lvt_timer")] == 0xEF | (1 << 17)  # periodic, vector 0xEF
+
+
+def test_recording_is_deterministic_and_paths_agree(tmp_path: Path) -> None:
+    # an odd quantum puts many quantum boundaries inside ROM entries
+    outs = []
+    for i, path in enumerate(("ring", "ring", "python")):
+        out = tmp_path / f"t{i}"
+        record("pvcall", out, scale=300, quantum=137, log_path=path)
+        outs.append(out)
+    for f in (*TRACE_FILES, "manifest.json"):
+        blobs = {(o / f).read_bytes() for o in outs}
+        assert len(blobs) == 1, f
+    text = (outs[0] / "manifest.json").read_text()
+    assert str(tmp_path) not in text and "/tmp" not in text
+
+
+def test_a_different_seed_changes_device_timing(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    record("pvcall", a, scale=300, seed=1)
+    record("pvcall", b, scale=300, seed=2)
+    va = pq.read_table(a / "inputs.parquet").column("value").to_pylist()
+    vb = pq.read_table(b / "inputs.parquet").column("value").to_pylist()
+    assert len(va) == len(vb) > 0 and va != vb
+
+
+def test_budget_ends_cleanly_with_a_readable_trace(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    m = record("pvcall", out, scale=SMALL, budget=200_000)
+    assert m["end"]["status"] == "budget"
+    assert pq.read_table(out / "events.parquet").num_rows == m["counts"]["events"] > 0
+
+
+def test_interrupted_recording_still_leaves_a_trace(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+
+    def interrupt(insns: int, events: int) -> None:
+        raise KeyboardInterrupt
+
+    m = record("pvcall", out, scale=SMALL, on_progress=interrupt)
+    assert m["end"]["status"] == "interrupted"
+    assert json.loads((out / "manifest.json").read_text())["end"]["status"] == "interrupted"
+    assert pq.read_table(out / "events.parquet").num_rows > 0
+
+
+def test_stack_switch_from_cpl3_uses_the_tss_stack(tmp_path: Path) -> None:
+    """The CPL 3 -> 1 entry lands on TSS.esp1 with SS, ESP, EFLAGS, CS, EIP of the user."""
+    seen: list[tuple[int, tuple[int, ...], int]] = []
+
+    class Probe(Machine):
+        def _finish_gate(self) -> None:
+            from unicorn import x86_const as X
+
+            tss_esp1 = struct.unpack("<I", self.uc.mem_read(R.TSS + 0x0C, 4))[0]
+            super()._finish_gate()
+            esp = self._reg(X.UC_X86_REG_ESP)
+            frame = struct.unpack("<6I", self.vread(esp, 24))
+            seen.append((tss_esp1, frame, esp))
+
+    image = load_image(GUESTS["pvcall"].image, "pvcall")
+    writer = TraceWriter(tmp_path)
+    Probe(image, MachineConfig(scale=50), writer).run()
+    assert seen
+    for esp1, frame, esp in seen:
+        with_error = esp == esp1 - 24
+        assert with_error or esp == esp1 - 20
+        words = frame if with_error else (None, *frame[:5])
+        _err, eip, cs, eflags, uesp, uss = words
+        assert cs == 0x73 and uss == 0x7B  # the user's code and stack selectors
+        assert 0x08048000 <= eip < 0x08049000 and 0xBFFFE000 <= uesp <= 0xBFFFF000
+        assert eflags & 0x200
+
+
+# --- bad input: one line, non-zero, nothing written --------------------------------------
+
+
+def _elf(tmp_path: Path, data: bytes, name: str = "g.elf") -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda t: t / "missing.elf", "no such guest image"),
+        (lambda t: _elf(t, b"#!/bin/sh\necho hi\n"), "not an ELF file"),
+        (lambda t: _elf(t, make_elf32(b"\x90", elfclass=2)), "64-bit ELF"),
+        (lambda t: _elf(t, make_elf32(b"\x90", machine=40)), "not i386"),
+        (lambda t: _elf(t, make_elf32(b"\x0f\x0b")), "never found the ROM"),
+    ],
+)
+def test_unusable_guests_are_refused(tmp_path: Path, make, message: str) -> None:
+    guest = make(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(GuestError, match=message):
+        record(str(guest), out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_existing_output_needs_force(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    with pytest.raises(UsageError, match="already exists"):
+        record("pvcall", out, scale=10)
+    assert (out / "keep").read_text() == "x"
+    record("pvcall", out, scale=10, force=True)
+    assert not (out / "keep").exists() and (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("budget", [0, -5])
+def test_nonpositive_budget_is_a_usage_error(tmp_path: Path, budget: int) -> None:
+    with pytest.raises(UsageError, match="budget"):
+        record("pvcall", tmp_path / "t", budget=budget)
+    assert not (tmp_path / "t").exists()
+
+
+def test_unwritable_parent_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such directory"):
+        record("pvcall", tmp_path / "nope" / "t")
+
+
+def test_unknown_guest_name(tmp_path: Path) -> None:
+    with pytest.raises(GuestError, match="unknown guest"):
+        record("nosuchguest", tmp_path / "t")
+
+
+def test_hook_catalogue_matches_the_guest_header_and_rom() -> None:
+    header = (Path(R.__file__).parent / "guests/include/paravirt.h").read_text()
+    body = header[header.index("struct paravirt_ops {") : header.index("};")]
+    import re
+
+    names = re.findall(r"\(\*(\w+)\)", body)
+    assert names == [h.name for h in BY_NAME.values()]
+    rom = R.load()
+    assert len(rom.entries) == len(names) == 76
