@@ -25,18 +25,28 @@ def child(guest: str, scale: int, log_path: str, out: str) -> None:
     t0 = time.perf_counter()
     m = record(guest, Path(out), scale=scale, log_path=log_path, force=True)
     dt = time.perf_counter() - t0
-    print(json.dumps({
-        "log_path": log_path, "scale": scale, "seconds": dt,
-        "hook_calls": m["counts"]["by_kind"].get("hook", 0), "events": m["counts"]["events"],
-        "instructions": m["counts"]["instructions"], "status": m["end"]["status"],
-        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "log_path": log_path,
+                "scale": scale,
+                "seconds": dt,
+                "hook_calls": m["counts"]["by_kind"].get("hook", 0),
+                "events": m["counts"]["events"],
+                "instructions": m["counts"]["instructions"],
+                "status": m["end"]["status"],
+                "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def run(guest: str, scale: int, log_path: str, tmp: str) -> dict:
     r = subprocess.run(
         [sys.executable, __file__, "--child", guest, str(scale), log_path, f"{tmp}/{log_path}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(r.stdout)
 
@@ -45,8 +55,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--guest", default="pvcall")
     ap.add_argument("--scale", type=int, default=150_000)
-    ap.add_argument("--big-scale", type=int, default=620_000,
-                    help="scale of the memory check (pvcall: about 10 M events)")
+    ap.add_argument(
+        "--big-scale",
+        type=int,
+        default=620_000,
+        help="scale of the memory check (pvcall: about 10 M events)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -63,24 +77,35 @@ def main() -> None:
         big = run(a.guest, a.big_scale, "ring", tmp) if a.big_scale else None
     rate = {r["log_path"]: r["hook_calls"] / r["seconds"] for r in (ring, python)}
     result = {
-        "guest": a.guest, "ring": ring, "python": python,
-        "ring_calls_per_s": rate["ring"], "python_calls_per_s": rate["python"],
-        "ratio": rate["ring"] / rate["python"], "identical_traces": same, "big": big,
+        "guest": a.guest,
+        "ring": ring,
+        "python": python,
+        "ring_calls_per_s": rate["ring"],
+        "python_calls_per_s": rate["python"],
+        "ratio": rate["ring"] / rate["python"],
+        "identical_traces": same,
+        "big": big,
     }
     if a.json:
         print(json.dumps(result, indent=1))
         return
-    print(f"{a.guest} at scale {a.scale}: {ring['hook_calls']:,} hook calls, "
-          f"{ring['instructions']:,} instructions")
+    print(
+        f"{a.guest} at scale {a.scale}: {ring['hook_calls']:,} hook calls, "
+        f"{ring['instructions']:,} instructions"
+    )
     for r in (ring, python):
-        print(f"  {r['log_path']:<6} {r['seconds']:7.2f} s  "
-              f"{r['hook_calls'] / r['seconds'] / 1e6:6.2f} M calls/s  "
-              f"peak {r['maxrss_mib']:.0f} MiB")
+        print(
+            f"  {r['log_path']:<6} {r['seconds']:7.2f} s  "
+            f"{r['hook_calls'] / r['seconds'] / 1e6:6.2f} M calls/s  "
+            f"peak {r['maxrss_mib']:.0f} MiB"
+        )
     print(f"  ratio ring/python: {result['ratio']:.1f}x; traces byte-identical: {same}")
     if big:
-        print(f"  {big['events']:,}-event recording: {big['seconds']:.1f} s, "
-              f"{big['events'] / big['seconds'] / 1e6:.2f} M events/s, "
-              f"peak {big['maxrss_mib']:.0f} MiB")
+        print(
+            f"  {big['events']:,}-event recording: {big['seconds']:.1f} s, "
+            f"{big['events'] / big['seconds'] / 1e6:.2f} M events/s, "
+            f"peak {big['maxrss_mib']:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -37,24 +37,48 @@ def main() -> None:
 
 @main.command()
 @click.option("--guest", "-g", required=True, help="built-in guest name or path to an ELF32 image")
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="trace directory to create")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="trace directory to create",
+)
 @click.option("--scale", type=int, default=None, help="workload scale (default: the guest's)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for device timing")
-@click.option("--budget", type=int, default=None,
-              help="instruction budget (default: 4e9)")
-@click.option("--mem", "mem_mib", type=int, default=64, show_default=True,
-              help="guest RAM in MiB")
-@click.option("--quantum", type=int, default=10_000, show_default=True,
-              help="instructions per recorder quantum")
-@click.option("--log-path", type=click.Choice(["ring", "python"]), default="ring",
-              show_default=True, help="log in guest memory (ring) or per call in Python")
+@click.option("--budget", type=int, default=None, help="instruction budget (default: 4e9)")
+@click.option("--mem", "mem_mib", type=int, default=64, show_default=True, help="guest RAM in MiB")
+@click.option(
+    "--quantum",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="instructions per recorder quantum",
+)
+@click.option(
+    "--log-path",
+    type=click.Choice(["ring", "python"]),
+    default="ring",
+    show_default=True,
+    help="log in guest memory (ring) or per call in Python",
+)
 @click.option("--force", is_flag=True, help="replace an existing trace")
 @click.option("-q", "--quiet", is_flag=True, help="no progress")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
-def record(guest: str, out: Path, scale: int | None, seed: int, budget: int | None,
-           mem_mib: int, quantum: int, log_path: str, force: bool, quiet: bool,
-           as_json: bool) -> None:
+def record(
+    guest: str,
+    out: Path,
+    scale: int | None,
+    seed: int,
+    budget: int | None,
+    mem_mib: int,
+    quantum: int,
+    log_path: str,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """run a guest on the emulated pc and record every hook call."""
     from recorder.record import record as do_record
 
@@ -62,9 +86,18 @@ def record(guest: str, out: Path, scale: int | None, seed: int, budget: int | No
     if not quiet and not as_json:
         progress = _progress_bar(f"recording {guest}")
     try:
-        manifest = do_record(guest, out, scale=scale, seed=seed, budget=budget, mem_mib=mem_mib,
-                             quantum=quantum, log_path=log_path, force=force,
-                             on_progress=progress.update if progress else None)
+        manifest = do_record(
+            guest,
+            out,
+            scale=scale,
+            seed=seed,
+            budget=budget,
+            mem_mib=mem_mib,
+            quantum=quantum,
+            log_path=log_path,
+            force=force,
+            on_progress=progress.update if progress else None,
+        )
     finally:
         if progress:
             progress.close()
@@ -92,9 +125,12 @@ class _progress_bar:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"),
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
             TextColumn("{task.fields[insns]:>14,} insns  {task.fields[events]:>12,} events"),
-            TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
         )
         self.task = self.progress.add_task(what, insns=0, events=0)
         self.progress.start()
@@ -112,8 +148,15 @@ def guests(as_json: bool) -> None:
     """list the built-in guests."""
     from recorder.guests import GUESTS
 
-    rows = [{"name": g.name, "default_scale": g.default_scale, "small_scale": g.small_scale,
-             "description": g.description} for g in GUESTS.values()]
+    rows = [
+        {
+            "name": g.name,
+            "default_scale": g.default_scale,
+            "small_scale": g.small_scale,
+            "description": g.description,
+        }
+        for g in GUESTS.values()
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -130,13 +173,18 @@ def hooks(as_json: bool, group: str | None) -> None:
 
     rows = [
         {
-            "id": h.id, "name": h.name, "group": h.group,
-            "args": [f"{n}:{t}" for n, t in h.args], "result": h.result,
+            "id": h.id,
+            "name": h.name,
+            "group": h.group,
+            "args": [f"{n}:{t}" for n, t in h.args],
+            "result": h.result,
             "requirement": h.requirement,
             "requirement_number": REQUIREMENTS.get(h.requirement) if h.requirement else None,
-            "rom": h.rom, "doc": h.doc,
+            "rom": h.rom,
+            "doc": h.doc,
         }
-        for h in HOOKS if group is None or h.group == group
+        for h in HOOKS
+        if group is None or h.group == group
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -154,14 +202,24 @@ def schema_cmd(as_json: bool) -> None:
     from pvscope import schema
 
     tables = {
-        t.name: [{"name": c.name, "type": str(c.type), "nullable": c.nullable, "doc": c.doc}
-                 for c in t.columns]
+        t.name: [
+            {"name": c.name, "type": str(c.type), "nullable": c.nullable, "doc": c.doc}
+            for c in t.columns
+        ]
         for t in schema.TABLES.values()
     }
     if as_json:
-        click.echo(json.dumps({"schema_version": schema.SCHEMA_VERSION, "tables": tables,
-                               "event_kinds": schema.EVENT_KINDS,
-                               "manifest": schema.MANIFEST_FIELDS}, indent=1))
+        click.echo(
+            json.dumps(
+                {
+                    "schema_version": schema.SCHEMA_VERSION,
+                    "tables": tables,
+                    "event_kinds": schema.EVENT_KINDS,
+                    "manifest": schema.MANIFEST_FIELDS,
+                },
+                indent=1,
+            )
+        )
         return
     click.echo(f"pvscope trace schema v{schema.SCHEMA_VERSION}")
     for name, cols in tables.items():

@@ -220,13 +220,13 @@ def read_manifest(trace: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise TraceError(f"{trace}: not a trace (no manifest.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TraceError(f"{path}: corrupt manifest ({e.msg if hasattr(e, 'msg') else e})") from None
+    except json.JSONDecodeError as e:
+        raise TraceError(f"{path}: corrupt manifest ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise TraceError(f"{path}: corrupt manifest (not UTF-8 text)") from None
     if not isinstance(manifest, dict):
         raise TraceError(f"{path}: corrupt manifest (not an object)")
-    check_versions(
-        manifest.get("schema_version"), manifest.get("min_reader_version"), str(path)
-    )
+    check_versions(manifest.get("schema_version"), manifest.get("min_reader_version"), str(path))
     return manifest
 
 
@@ -247,9 +247,7 @@ def read_table(trace: Path, name: str) -> pa.Table:
         versions = json.loads(meta[META_KEY])
     except json.JSONDecodeError:
         raise TraceError(f"{path}: corrupt pvscope schema metadata") from None
-    check_versions(
-        versions.get("schema_version"), versions.get("min_reader_version"), str(path)
-    )
+    check_versions(versions.get("schema_version"), versions.get("min_reader_version"), str(path))
     missing = [c for c in table.names if c not in pf.schema_arrow.names]
     if missing:
         raise TraceError(f"{path}: missing columns {', '.join(missing)}")

@@ -15,6 +15,7 @@ skipped while halted; an event's vtime is that of the quantum it happened in.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import struct
 from collections.abc import Callable
@@ -262,9 +263,12 @@ class Machine:
                 )
             uc.mem_write(seg.paddr, seg.data)
         uc.mem_write(R.ROM_BASE, self.rom.image)
-        uc.mem_write(R.ROM_BASE + R.H_SCALE, struct.pack("<III", self.cfg.scale & 0xFFFFFFFF,
-                                                          self.cfg.seed & 0xFFFFFFFF,
-                                                          self.mem_bytes))
+        uc.mem_write(
+            R.ROM_BASE + R.H_SCALE,
+            struct.pack(
+                "<III", self.cfg.scale & 0xFFFFFFFF, self.cfg.seed & 0xFFFFFFFF, self.mem_bytes
+            ),
+        )
         self._data32(R.D_RING_HEAD, R.RING)
         self._data32(R.D_WALLCLOCK, self.cfg.wallclock)
         self._data32(R.D_CPU_KHZ, self.cfg.cpu_khz)
@@ -273,8 +277,14 @@ class Machine:
             (0xFEC00000, 0x1000, self.ioapic.read, self.ioapic.write),
             (IoDevice.BASE, 0x1000, self.device.read, self.device.write),
         ):
-            uc.mmio_map(base, size, self._mmio_reader(base, read), None,
-                        self._mmio_writer(base, write), None)
+            uc.mmio_map(
+                base,
+                size,
+                self._mmio_reader(base, read),
+                None,
+                self._mmio_writer(base, write),
+                None,
+            )
 
     def _setup_cpu(self) -> None:
         uc = self.uc
@@ -292,14 +302,20 @@ class Machine:
         uc.mem_write(BOOT_GDT, bytes(gdt))
         uc.reg_write(X.UC_X86_REG_GDTR, (0, BOOT_GDT, len(gdt) - 1, 0))
         uc.reg_write(X.UC_X86_REG_CR0, uc.reg_read(X.UC_X86_REG_CR0) | 1)
-        for reg, sel in ((X.UC_X86_REG_SS, SEL_R0_DATA), (X.UC_X86_REG_DS, SEL_R0_DATA),
-                         (X.UC_X86_REG_ES, SEL_R0_DATA)):
+        for reg, sel in (
+            (X.UC_X86_REG_SS, SEL_R0_DATA),
+            (X.UC_X86_REG_DS, SEL_R0_DATA),
+            (X.UC_X86_REG_ES, SEL_R0_DATA),
+        ):
             uc.reg_write(reg, sel)
         uc.reg_write(X.UC_X86_REG_CS, SEL_R0_CODE)
         # ring-0 stub: ltr; load ring-1 data segments; lret to the guest's entry at CPL 1
         stub = (
-            bytes([0x66, 0xB8]) + struct.pack("<H", SEL_TSS) + bytes([0x0F, 0x00, 0xD8])
-            + bytes([0x66, 0xB8]) + struct.pack("<H", SEL_R1_DATA)
+            bytes([0x66, 0xB8])
+            + struct.pack("<H", SEL_TSS)
+            + bytes([0x0F, 0x00, 0xD8])
+            + bytes([0x66, 0xB8])
+            + struct.pack("<H", SEL_R1_DATA)
             + bytes([0x8E, 0xD8, 0x8E, 0xC0, 0x8E, 0xE0, 0x8E, 0xE8])
             + bytes([0x6A, SEL_R1_DATA, 0x6A, 0x00, 0x6A, SEL_R1_CODE, 0x68])
             + struct.pack("<I", self.image.entry)
@@ -410,16 +426,21 @@ class Machine:
         self._data32(R.D_RING_HEAD, head + R.RECORD_SIZE)
         self._head = head + R.RECORD_SIZE
 
-    def _emit(self, kind: str, a0: int = 0, a1: int = 0, a2: int = 0, a3: int = 0,
-              site: int | None = None) -> int:
+    def _emit(
+        self, kind: str, a0: int = 0, a1: int = 0, a2: int = 0, a3: int = 0, site: int | None = None
+    ) -> int:
         """Log an event the recorder itself observed; returns its seq."""
         uc = self.uc
         rec = struct.pack(
             "<HHIIIIIIIII",
             event_code(kind),
             self._reg(X.UC_X86_REG_CS) & 0xFFFF,
-            a0 & 0xFFFFFFFF, a1 & 0xFFFFFFFF, a2 & 0xFFFFFFFF, a3 & 0xFFFFFFFF,
-            0, 0,
+            a0 & 0xFFFFFFFF,
+            a1 & 0xFFFFFFFF,
+            a2 & 0xFFFFFFFF,
+            a3 & 0xFFFFFFFF,
+            0,
+            0,
             (self._reg(X.UC_X86_REG_EIP) if site is None else site) & 0xFFFFFFFF,
             int(uc.reg_read(X.UC_X86_REG_EFLAGS)) & 0xFFFFFFFF,
             0,
@@ -428,8 +449,9 @@ class Machine:
         return self._events_so_far() - 1
 
     def _marker(self) -> None:
-        self._append_record(_MARKER.pack(R.CODE_MARKER, 0, self.vtime & 0xFFFFFFFF,
-                                         self.vtime >> 32))
+        self._append_record(
+            _MARKER.pack(R.CODE_MARKER, 0, self.vtime & 0xFFFFFFFF, self.vtime >> 32)
+        )
         self.markers_undrained += 1
 
     def _record_input(self, source: str, value: int) -> None:
@@ -462,8 +484,9 @@ class Machine:
         if self.held:
             # re-read the held records that were still being written when last drained
             self.held = [(a, bytes(self.uc.mem_read(a, size)) if a else r) for a, r in self.held]
-            first = next((i for i, (_a, r) in enumerate(self.held) if r[:2] == b"\0\0"),
-                         len(self.held))
+            first = next(
+                (i for i, (_a, r) in enumerate(self.held) if r[:2] == b"\0\0"), len(self.held)
+            )
             if first:
                 self._consume(b"".join(r for _a, r in self.held[:first]))
                 for a, _r in self.held[:first]:
@@ -479,8 +502,10 @@ class Machine:
             if k:
                 self._consume(raw[: k * size])
         self.held += [
-            (base + i * size if raw[i * size : i * size + 2] == b"\0\0" else 0,
-             raw[i * size : (i + 1) * size])
+            (
+                base + i * size if raw[i * size : i * size + 2] == b"\0\0" else 0,
+                raw[i * size : (i + 1) * size],
+            )
             for i in range(k, len(raw) // size)
         ]
         live = [a for a, _r in self.held if a]
@@ -535,7 +560,10 @@ class Machine:
             "<HHIIIIIIIII",
             0 if pending else h.id,
             self._reg(X.UC_X86_REG_CS),
-            *a, 0, 0, site,
+            *a,
+            0,
+            0,
+            site,
             self._reg(X.UC_X86_REG_EFLAGS),
             0,
         )
@@ -547,8 +575,13 @@ class Machine:
         idx, h = self.buf_pending.pop()
         off = idx * R.RECORD_SIZE
         struct.pack_into("<H", self.buf, off, h.id)
-        struct.pack_into("<II", self.buf, off + 20, self._reg(X.UC_X86_REG_EAX),
-                         self._reg(X.UC_X86_REG_EDX) if h.result_slots == 2 else 0)
+        struct.pack_into(
+            "<II",
+            self.buf,
+            off + 20,
+            self._reg(X.UC_X86_REG_EAX),
+            self._reg(X.UC_X86_REG_EDX) if h.result_slots == 2 else 0,
+        )
 
     # --- MMIO ---------------------------------------------------------------------------
 
@@ -576,14 +609,19 @@ class Machine:
             self._pending = pending
             self._data32(R.D_PENDING, int(pending))
 
-    def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
-                     _ud: Any) -> bool:
+    def _on_unmapped(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _ud: Any
+    ) -> bool:
         if R.RING + R.RING_SIZE <= address < R.RING + R.RING_SIZE + 0x1000:
             self._stop(Stop("ring-overflow", "the ROM's ring buffer filled within one quantum"))
             return False
-        self._stop(Stop("guest-fault",
-                        f"access to {address:#x}, outside guest RAM and devices, at EIP "
-                        f"{self._reg(X.UC_X86_REG_EIP):#x}"))
+        self._stop(
+            Stop(
+                "guest-fault",
+                f"access to {address:#x}, outside guest RAM and devices, at EIP "
+                f"{self._reg(X.UC_X86_REG_EIP):#x}",
+            )
+        )
         return False
 
     def _stop(self, stop: Stop) -> None:
@@ -631,8 +669,7 @@ class Machine:
         self._clear_old_exception()
         if vector == 8:
             raise Stop("triple-fault", f"double fault at EIP {eip:#x}")
-        self._deliver(vector, error=error if vector in ERROR_CODE_VECTORS else None,
-                      return_eip=eip)
+        self._deliver(vector, error=error if vector in ERROR_CODE_VECTORS else None, return_eip=eip)
 
     def _clear_old_exception(self) -> None:
         # unicorn delivers no exception itself, so its CPU never learns the previous one was
@@ -659,16 +696,45 @@ class Machine:
         except Stop:
             return False
         i = 0
-        while i < 3 and code[i] in (0x66, 0x67, 0xF2, 0xF3, 0xF0, 0x26, 0x2E, 0x36, 0x3E,
-                                    0x64, 0x65):
+        while i < 3 and code[i] in (
+            0x66,
+            0x67,
+            0xF2,
+            0xF3,
+            0xF0,
+            0x26,
+            0x2E,
+            0x36,
+            0x3E,
+            0x64,
+            0x65,
+        ):
             i += 1
         op = code[i]
         reg = (code[i + 1] >> 3) & 7 if i + 1 < len(code) else 0
         if op == 0x0F and i + 1 < len(code):
             op2 = code[i + 1]
             return op2 in (0xB0, 0xB1, 0xAB, 0xB3, 0xBB, 0xBA, 0xC0, 0xC1) or 0x90 <= op2 <= 0x9F
-        if op in (0x88, 0x89, 0xC6, 0xC7, 0x86, 0x87, 0xA2, 0xA3, 0xAA, 0xAB, 0xA4, 0xA5,
-                  0xD0, 0xD1, 0xD2, 0xD3, 0xC0, 0xC1):
+        if op in (
+            0x88,
+            0x89,
+            0xC6,
+            0xC7,
+            0x86,
+            0x87,
+            0xA2,
+            0xA3,
+            0xAA,
+            0xAB,
+            0xA4,
+            0xA5,
+            0xD0,
+            0xD1,
+            0xD2,
+            0xD3,
+            0xC0,
+            0xC1,
+        ):
             return True
         if op < 0x40 and op & 7 in (0, 1) and op not in (0x38, 0x39):
             return True
@@ -696,8 +762,11 @@ class Machine:
         gate = self._idt_gate(vector)
         if gate is None:
             status = "guest-fault" if vector < 32 else "guest-fault"
-            raise Stop(status, f"vector {vector:#x} at EIP {return_eip:#x} has no IDT gate"
-                       + ("" if self.idt_base else " (no IDT loaded)"))
+            raise Stop(
+                status,
+                f"vector {vector:#x} at EIP {return_eip:#x} has no IDT gate"
+                + ("" if self.idt_base else " (no IDT loaded)"),
+            )
         selector, handler, trap_gate, _dpl = gate
         cs = self._reg(X.UC_X86_REG_CS)
         eflags = self._reg(X.UC_X86_REG_EFLAGS)
@@ -707,12 +776,14 @@ class Machine:
             # stacks through the TSS; the gate stub finishes the frame (_finish_gate)
             esp -= 4
             if not self.vwrite(esp, struct.pack("<I", eflags)):
-                raise Stop("triple-fault", f"user stack {esp:#x} unwritable delivering "
-                           f"vector {vector:#x}")
+                raise Stop(
+                    "triple-fault", f"user stack {esp:#x} unwritable delivering vector {vector:#x}"
+                )
             self.uc.reg_write(X.UC_X86_REG_ESP, esp)
             self.uc.reg_write(X.UC_X86_REG_EIP, R.USER_PAGE)
-            self.pending_gate = _PendingGate(vector, error, return_eip, selector, handler,
-                                             trap_gate)
+            self.pending_gate = _PendingGate(
+                vector, error, return_eip, selector, handler, trap_gate
+            )
             return
         if self._in_rom(return_eip):
             # arithmetic flags are dead wherever a ROM entry can be interrupted, and after
@@ -723,12 +794,14 @@ class Machine:
             words.insert(0, error)
         esp -= 4 * len(words)
         if not self.vwrite(esp, struct.pack(f"<{len(words)}I", *words)):
-            raise Stop("triple-fault", f"kernel stack {esp:#x} unwritable delivering vector "
-                       f"{vector:#x}")
+            raise Stop(
+                "triple-fault", f"kernel stack {esp:#x} unwritable delivering vector {vector:#x}"
+            )
         self._enter_handler(esp, selector, handler, trap_gate, eflags)
 
-    def _enter_handler(self, esp: int, selector: int, handler: int, trap_gate: bool,
-                       eflags: int) -> None:
+    def _enter_handler(
+        self, esp: int, selector: int, handler: int, trap_gate: bool, eflags: int
+    ) -> None:
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_ESP, esp)
         if selector != self._reg(X.UC_X86_REG_CS):
@@ -752,8 +825,7 @@ class Machine:
         if not self.vwrite(esp, frame):
             raise Stop("triple-fault", f"kernel stack {esp:#x} unwritable")
         self.pending_gate = None
-        self._enter_handler(esp, g.selector, g.handler, g.trap_gate,
-                            self._reg(X.UC_X86_REG_EFLAGS))
+        self._enter_handler(esp, g.selector, g.handler, g.trap_gate, self._reg(X.UC_X86_REG_EFLAGS))
 
     def _deliver_external(self) -> None:
         """Deliver the highest-priority deliverable interrupt, if the guest can take it."""
@@ -770,8 +842,7 @@ class Machine:
     def _interrupt_now(self, return_eip: int) -> None:
         vector = self.lapic.acknowledge()
         source, raised = self.lapic.raised_info(vector)
-        self._emit("interrupt", vector, source, raised & 0xFFFFFFFF, raised >> 32,
-                   site=return_eip)
+        self._emit("interrupt", vector, source, raised & 0xFFFFFFFF, raised >> 32, site=return_eip)
         self.halted = False
         self._deliver(vector, return_eip=return_eip)
         self._sync_pending()
@@ -799,8 +870,11 @@ class Machine:
         name = h.name
         result: int | None = None
         if h.rom == "unsupported":
-            raise Stop("guest-fault", f"the guest called {name}, which this non-PAE, "
-                       "single-CPU, int-$0x80 machine does not provide")
+            raise Stop(
+                "guest-fault",
+                f"the guest called {name}, which this non-PAE, "
+                "single-CPU, int-$0x80 machine does not provide",
+            )
         if name == "write_cr0":
             value = a0 | 1
             uc.reg_write(X.UC_X86_REG_CR0, value)
@@ -846,10 +920,12 @@ class Machine:
         elif name == "load_gdt":
             limit, base = struct.unpack("<HI", self.vread(a0, 6))
             if limit < (R.RESERVED_GDT + 4) * 8 - 1:
-                raise Stop("guest-fault", f"GDT of limit {limit:#x} leaves no room for the "
-                           f"hypervisor's entries {R.RESERVED_GDT}..{R.RESERVED_GDT + 3}")
-            if not self.vwrite(base + R.RESERVED_GDT * 8,
-                               reserved_gdt_entries(self.rom.gate_stub)):
+                raise Stop(
+                    "guest-fault",
+                    f"GDT of limit {limit:#x} leaves no room for the "
+                    f"hypervisor's entries {R.RESERVED_GDT}..{R.RESERVED_GDT + 3}",
+                )
+            if not self.vwrite(base + R.RESERVED_GDT * 8, reserved_gdt_entries(self.rom.gate_stub)):
                 raise Stop("guest-fault", f"GDT at {base:#x} is not mapped writable")
             uc.reg_write(X.UC_X86_REG_GDTR, (0, base, limit, 0))
         elif name == "load_idt":
@@ -858,8 +934,9 @@ class Machine:
             uc.mem_write(R.DATA + R.D_IDT, struct.pack("<HI", limit, base))
         elif name == "load_esp0":
             esp0 = self.vread32(a1 + 24)
-            uc.mem_write(R.TSS + 0x0C, struct.pack("<II", esp0,
-                                                   self._reg(X.UC_X86_REG_SS) & 0xFFFF))
+            uc.mem_write(
+                R.TSS + 0x0C, struct.pack("<II", esp0, self._reg(X.UC_X86_REG_SS) & 0xFFFF)
+            )
         elif name == "set_iopl_mask":
             eflags = (self._reg(X.UC_X86_REG_EFLAGS) & ~0x3000) | (a0 & 0x3000)
             uc.reg_write(X.UC_X86_REG_EFLAGS, eflags)
@@ -900,8 +977,15 @@ class Machine:
         self._deadline = self._next_deadline()
 
     def _next_deadline(self) -> int | None:
-        ds = [d for d in (self.lapic.next_deadline(), self.timer.next_deadline(),
-                          self.device.next_deadline()) if d is not None]
+        ds = [
+            d
+            for d in (
+                self.lapic.next_deadline(),
+                self.timer.next_deadline(),
+                self.device.next_deadline(),
+            )
+            if d is not None
+        ]
         return min(ds) if ds else None
 
     def _boundary(self) -> None:
@@ -1007,8 +1091,15 @@ class Machine:
         self.writer.wait()
         self.writer.add_inputs(self.inputs)
         extra = {} if complete else {"incomplete_records": "a hook call was cut short"}
-        return RunResult(stop.status, stop.reason, self.vtime, self.instructions,
-                         int(self.writer.kind_counts[0]), "".join(self.console), extra)
+        return RunResult(
+            stop.status,
+            stop.reason,
+            self.vtime,
+            self.instructions,
+            int(self.writer.kind_counts[0]),
+            "".join(self.console),
+            extra,
+        )
 
 
 def _old_exception_offset() -> int:
@@ -1034,16 +1125,17 @@ def _old_exception_offset() -> int:
         u.emu_stop()
 
     uc.hook_add(UC_HOOK_INTR, hook)
-    try:
+    with contextlib.suppress(UcError):
         uc.emu_start(0x1000, 0x1002, count=1)
-    except UcError:
-        pass
     if not seen:
         raise RuntimeError("cannot locate unicorn's exception state (no fault was raised)")
     after = seen[0]
     want = (13).to_bytes(4, "little")
-    offs = [i for i in range(0, len(before) - 3, 4)
-            if before[i : i + 4] == b"\xff\xff\xff\xff" and after[i : i + 4] == want]
+    offs = [
+        i
+        for i in range(0, len(before) - 3, 4)
+        if before[i : i + 4] == b"\xff\xff\xff\xff" and after[i : i + 4] == want
+    ]
     if len(offs) != 1:
         raise RuntimeError(f"cannot locate unicorn's exception state ({len(offs)} candidates)")
     _OLD_EXCEPTION_OFF = offs[0]

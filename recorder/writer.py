@@ -148,7 +148,8 @@ class TraceWriter:
         last = np.maximum.accumulate(np.where(is_w, np.arange(n), -1))
         before = np.concatenate(([-1], last[:-1]))
         a0 = rec["a0"]
-        cr3 = np.where(before >= 0, a0[np.maximum(before, 0)], np.uint32(self.cr3)).astype(np.uint32)
+        cr3 = np.where(before >= 0, a0[np.maximum(before, 0)], np.uint32(self.cr3))
+        cr3 = cr3.astype(np.uint32)
         if is_w.any():
             self.cr3 = int(a0[last[-1]])
         is_hook = code < CODE_EVENT_BASE

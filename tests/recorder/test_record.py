@@ -99,8 +99,10 @@ def test_page_fault_delivery_carries_cr2_and_error_code(pvcall_trace: Path) -> N
 
 
 def test_user_mode_system_calls_enter_at_cpl3_and_return_by_iret(pvcall_trace: Path) -> None:
-    rows = q(pvcall_trace, "select cpl, count(*) from EVENTS where kind = 'softint' "
-                           "and arg0 = 128 group by cpl")
+    rows = q(
+        pvcall_trace,
+        "select cpl, count(*) from EVENTS where kind = 'softint' and arg0 = 128 group by cpl",
+    )
     assert rows == [(3, 65)]  # 64 system calls and the exit
     irets = q(pvcall_trace, "select arg1, cpl from EVENTS where hook = 'iret' and arg1 & 3 = 3")
     assert len(irets) >= 64
@@ -108,8 +110,9 @@ def test_user_mode_system_calls_enter_at_cpl3_and_return_by_iret(pvcall_trace: P
 
 
 def test_interrupts_only_when_unmasked_and_unmask_delivers_at_once(pvcall_trace: Path) -> None:
-    ((masked,),) = q(pvcall_trace,
-                     "select count(*) from EVENTS where kind = 'interrupt' and not vif")
+    ((masked,),) = q(
+        pvcall_trace, "select count(*) from EVENTS where kind = 'interrupt' and not vif"
+    )
     assert masked == 0
     (n,) = q(pvcall_trace, "select count(*) from EVENTS where kind = 'interrupt'")[0]
     assert n > 0
@@ -123,8 +126,9 @@ def test_interrupts_only_when_unmasked_and_unmask_delivers_at_once(pvcall_trace:
 
 
 def test_every_interrupt_is_raised_then_delivered_then_eoied(pvcall_trace: Path) -> None:
-    raised = q(pvcall_trace,
-               "select count(*) from EVENTS where kind = 'irq_raise' and arg3 = 0")[0][0]
+    raised = q(pvcall_trace, "select count(*) from EVENTS where kind = 'irq_raise' and arg3 = 0")[
+        0
+    ][0]
     delivered = q(pvcall_trace, "select count(*) from EVENTS where kind = 'interrupt'")[0][0]
     eois = q(pvcall_trace, "select count(*) from EVENTS where hook = 'apic_write' and arg0 = 176")
     assert raised == delivered > 0
@@ -133,8 +137,10 @@ def test_every_interrupt_is_raised_then_delivered_then_eoied(pvcall_trace: Path)
 
 def test_device_delays_are_inputs(pvcall_trace: Path) -> None:
     inputs = pq.read_table(pvcall_trace / "inputs.parquet").to_pylist()
-    doorbells = q(pvcall_trace, "select seq from EVENTS where kind = 'mmio_write' "
-                                "and arg0 = 4272947200 order by seq")
+    doorbells = q(
+        pvcall_trace,
+        "select seq from EVENTS where kind = 'mmio_write' and arg0 = 4272947200 order by seq",
+    )
     assert [i["seq"] for i in inputs] == [s for (s,) in doorbells]
     assert all(i["source"] == "device.delay" and 20_000 <= i["value"] <= 200_000 for i in inputs)
 

@@ -15,8 +15,10 @@ GUESTS = Path(R.__file__).parent / "guests"
 
 
 @pytest.mark.toolchain
-@pytest.mark.skipif(not (shutil.which("as") and shutil.which("objcopy") and shutil.which("nm")),
-                    reason="GNU binutils (as, objcopy, nm) not installed")
+@pytest.mark.skipif(
+    not (shutil.which("as") and shutil.which("objcopy") and shutil.which("nm")),
+    reason="GNU binutils (as, objcopy, nm) not installed",
+)
 def test_committed_rom_is_what_the_generator_builds(tmp_path: Path) -> None:
     R.build(tmp_path)
     assert (tmp_path / "rom.bin").read_bytes() == (R.ROM_DIR / "rom.bin").read_bytes()
@@ -39,10 +41,28 @@ def test_guest_header_constants_match_the_rom() -> None:
     text = (GUESTS / "include/pvscope.h").read_text()
     assert int(re.search(r"PV_HV_BASE (0x[0-9A-Fa-f]+)u", text)[1], 16) == R.HV_BASE
     assert int(re.search(r"PV_ROM_ABI (\d+)", text)[1]) == R.ABI_VERSION
-    fields = re.findall(r"^\s+(?:char|u32) (\w+)(?:\[8\])?;", text.split("struct pv_rom_header")[1]
-                        .split("};")[0], re.M)
-    offsets = [R.H_SIGNATURE, R.H_ABI, R.H_ENTRY_COUNT, R.H_ENTRY_TABLE, R.H_KERNEL_RPL,
-               R.H_SCALE, R.H_SEED, R.H_MEM_BYTES, R.H_SERVICE, R.H_NAME, R.H_RESERVED_GDT,
-               R.H_USER_PAGE, R.H_DATA, R.H_RING, R.H_RING_SIZE, R.H_HV_BASE]
+    fields = re.findall(
+        r"^\s+(?:char|u32) (\w+)(?:\[8\])?;",
+        text.split("struct pv_rom_header")[1].split("};")[0],
+        re.M,
+    )
+    offsets = [
+        R.H_SIGNATURE,
+        R.H_ABI,
+        R.H_ENTRY_COUNT,
+        R.H_ENTRY_TABLE,
+        R.H_KERNEL_RPL,
+        R.H_SCALE,
+        R.H_SEED,
+        R.H_MEM_BYTES,
+        R.H_SERVICE,
+        R.H_NAME,
+        R.H_RESERVED_GDT,
+        R.H_USER_PAGE,
+        R.H_DATA,
+        R.H_RING,
+        R.H_RING_SIZE,
+        R.H_HV_BASE,
+    ]
     assert len(fields) == len(offsets) == 16
     assert offsets == [0] + [8 + 4 * i for i in range(15)]
