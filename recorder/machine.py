@@ -58,7 +58,6 @@ SEL_GATE_CODE = (R.RESERVED_GDT + 3) * 8 | 1
 BOOT_GDT = R.DATA + 0x800  # the recorder's own GDT before the guest loads one
 STUB = R.DATA + 0xC00  # ring-0 stub: ltr, then lret to the guest at CPL 1
 EFLAGS_IF = 0x200
-ARITH_FLAGS = 0x8D5  # CF PF AF ZF SF OF
 EFLAGS_IOPL1 = 0x1000
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 UNTIL = 0xFFFFFFF0  # an address the CPU never reaches: quanta end by count
@@ -785,10 +784,6 @@ class Machine:
                 vector, error, return_eip, selector, handler, trap_gate
             )
             return
-        if self._in_rom(return_eip):
-            # arithmetic flags are dead wherever a ROM entry can be interrupted, and after
-            # the ring's xadd they depend on where its head was: save fixed ones
-            eflags = (eflags & ~ARITH_FLAGS) | 0x44
         words = [return_eip, cs, eflags]
         if error is not None:
             words.insert(0, error)

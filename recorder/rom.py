@@ -152,9 +152,7 @@ _NATIVE: dict[str, str] = {
     "read_cr3": f"movl {DATA + D_CR3:#x}, %eax",
     "read_cr4": f"movl {DATA + D_CR4:#x}, %eax",
     "read_cr4_safe": f"movl {DATA + D_CR4:#x}, %eax",
-    # the xadd that reserved the record left flags that depend on where the ring's head
-    # is; only IF is meaningful in save_fl, but the guest sees all of them: make them fixed
-    "save_fl": "cmpl %esp, %esp\n    pushfl\n    popl %eax",
+    "save_fl": "pushfl\n    popl %eax",
     "restore_fl": f"""pushl %eax
     popfl
     testl $0x200, %eax
@@ -341,6 +339,9 @@ def _prologue(h: Hook, reg: str) -> list[str]:
         f"    xaddl {reg}, {DATA + D_RING_HEAD:#x}",
         "    pushfl",
         f"    popl 32({reg})",
+        # the xadd left flags that depend on where the ring's head is; the guest must not
+        # see those (they would make its behaviour depend on how the recorder drains)
+        "    cmpl %esp, %esp",
     ]
     if h.jump:  # iret: log the frame it returns through; all registers are live
         for i in range(3):

@@ -292,3 +292,49 @@ def test_hook_catalogue_matches_the_guest_header_and_rom() -> None:
     assert names == [h.name for h in BY_NAME.values()]
     rom = R.load()
     assert len(rom.entries) == len(names) == 76
+
+
+def _micro_guest(body: bytes) -> bytes:
+    """A guest that calls read_cr0 through the ROM's entry table, then runs ``body``."""
+    entry = R.ENTRY_TABLE + 8 * BY_NAME["read_cr0"].id
+    code = b"\xb8" + struct.pack("<I", entry) + b"\xff\xd0"  # mov $entry, %eax; call *%eax
+    code = b"\xbc" + struct.pack("<I", 0x90000) + code  # mov $0x90000, %esp
+    return make_elf32(code + body)
+
+
+def test_privileged_instruction_faults_and_is_recorded(tmp_path: Path) -> None:
+    guest = tmp_path / "hlt.elf"
+    guest.write_bytes(_micro_guest(b"\xf4"))  # hlt at CPL 1
+    m = record(str(guest), tmp_path / "t")
+    assert m["end"]["status"] == "guest-fault"
+    assert "no IDT" in m["end"]["reason"]
+    rows = q(tmp_path / "t", "select kind, hook, arg0, arg1, site, cpl from EVENTS order by seq")
+    assert rows[0][:2] == ("hook", "read_cr0")
+    kind, _hook, vector, error, site, cpl = rows[1]
+    assert (kind, vector, error, cpl) == ("exception", 13, 0, 1)
+    assert site == 0x100000 + 12  # the hlt
+
+
+def test_guest_check_failure_ends_the_run_with_its_message(tmp_path: Path) -> None:
+    msg_addr = 0x100000 + 0x40
+    call_service = (
+        b"\x8b\x1d" + struct.pack("<I", R.ROM_BASE + R.H_SERVICE)  # mov service, %ebx
+        + b"\xb8\x01\x00\x00\x00"  # mov $1, %eax (check failed)
+        + b"\xba" + struct.pack("<I", msg_addr)  # mov $msg, %edx
+        + b"\xb9\x2a\x00\x00\x00"  # mov $42, %ecx
+        + b"\xff\xd3"  # call *%ebx
+        + b"\x0f\x0b"  # ud2: not reached
+    )
+    image = _micro_guest(call_service)
+    code_start = 0x1000
+    image = image.ljust(code_start + 0x40, b"\0") + b"free list corrupt\0"
+    guest = tmp_path / "check.elf"
+    # grow the segment to cover the message
+    size = len(image) - code_start
+    image = image[:0x34 + 16] + struct.pack("<II", size, size) + image[0x34 + 24 :]
+    guest.write_bytes(image)
+    m = record(str(guest), tmp_path / "t")
+    assert m["end"] == {"status": "guest-check",
+                        "reason": "guest check failed: free list corrupt (0x2a)"}
+    rows = q(tmp_path / "t", "select kind, arg0, arg2 from EVENTS where kind = 'guest'")
+    assert rows == [("guest", 1, 42)]
