@@ -221,6 +221,7 @@ class Machine:
         self._setup_memory()
         self._setup_cpu()
         self._setup_hooks()
+        self._ctx = self.uc.context_save()
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -670,11 +671,21 @@ class Machine:
             raise Stop("triple-fault", f"double fault at EIP {eip:#x}")
         self._deliver(vector, error=error if vector in ERROR_CODE_VECTORS else None, return_eip=eip)
 
-    def _clear_old_exception(self) -> None:
-        # unicorn delivers no exception itself, so its CPU never learns the previous one was
-        # handled and would turn the next fault into a double fault: mark it delivered
-        ctx = self.uc.context_save()
-        ctypes.memmove(ctx.context.value + self._old_exception_off, b"\xff\xff\xff\xff", 4)
+    def _clear_old_exception(self, *, only_if_set: bool = False) -> None:
+        """Tell unicorn's CPU that the exception it raised last was delivered.
+
+        Unicorn delivers no exception itself, so its CPU never learns the previous one was
+        handled and would turn the next fault into a double fault.  An exception raised by
+        the instruction at which a quantum's count runs out is dropped by unicorn (the
+        instruction faults again when the next quantum starts) and leaves the same state
+        behind, so the run loop checks after every quantum.
+        """
+        ctx = self._ctx
+        self.uc.context_update(ctx)
+        where = ctx.context.value + self._old_exception_off
+        if only_if_set and ctypes.string_at(where, 4) == b"\xff\xff\xff\xff":
+            return
+        ctypes.memmove(where, b"\xff\xff\xff\xff", 4)
         self.uc.context_restore(ctx)
 
     def _page_fault_error(self, cr2: int, eip: int) -> int:
@@ -1064,6 +1075,7 @@ class Machine:
                 if self.stop is not None:
                     stop = self.stop
                     break
+                self._clear_old_exception(only_if_set=True)
                 self.instructions += count
                 self.vtime += count
                 quanta += 1
