@@ -189,10 +189,12 @@ def hooks(as_json: bool, group: str | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    for r in rows:
-        req = r["requirement"] or "-"
-        sig = f"{r['name']}({', '.join(r['args'])})" + (f" -> {r['result']}" if r["result"] else "")
-        click.echo(f"{r['id']:>3} {r['group']:<5} {req:<9} {r['rom']:<7} {sig}")
+    for h in HOOKS:
+        if group is not None and h.group != group:
+            continue
+        args = ", ".join(f"{n}:{t}" for n, t in h.args)
+        sig = f"{h.name}({args})" + (f" -> {h.result}" if h.result else "")
+        click.echo(f"{h.id:>3} {h.group:<5} {h.requirement or '-':<9} {h.rom:<11} {sig}")
 
 
 @main.command("schema")

@@ -909,13 +909,11 @@ class Machine:
             self.resume_eip = eip
             uc.reg_write(X.UC_X86_REG_EIP, self.rom.idle)
         elif name == "read_msr":
-            value = self.msrs.get(a0, MSR_VALUES.get(a0))
-            if a0 == 0x10:
-                value = self.vtime
-            ok = value is not None
+            msr = self.vtime if a0 == 0x10 else self.msrs.get(a0, MSR_VALUES.get(a0))
+            ok = msr is not None
             if a1 and not self.vwrite(a1, struct.pack("<i", 0 if ok else -14)):
                 raise Stop("guest-fault", f"read_msr: err pointer {a1:#x} unmapped")
-            result = value or 0
+            result = msr or 0
         elif name == "write_msr":
             self.msrs[a0] = a1 | (a2 << 32)
             result = 0
