@@ -228,3 +228,48 @@ def schema_cmd(as_json: bool) -> None:
         click.echo(f"\n{name} ({schema.TABLES[name].file}): {schema.TABLES[name].doc}")
         for c in cols:
             click.echo(f"  {c['name']:<10} {c['type']:<40} {c['doc']}")
+
+
+@main.group()
+def golden() -> None:
+    """check or regenerate the golden traces in traces/golden."""
+
+
+@golden.command("check")
+@click.argument("workloads", nargs=-1)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="golden directory (default: traces/golden)",
+)
+def golden_check(workloads: tuple[str, ...], root: Path | None) -> None:
+    """re-record and replay each golden workload and compare."""
+    from pvscope import golden as g
+
+    outcomes = g.check(workloads or None, root or g.GOLDEN_ROOT, report=click.echo)
+    if not all(o.ok for o in outcomes):
+        sys.exit(1)
+
+
+@golden.command("update")
+@click.argument("workloads", nargs=-1)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="golden directory (default: traces/golden)",
+)
+def golden_update(workloads: tuple[str, ...], root: Path | None) -> None:
+    """regenerate golden workloads, on purpose only, and say what changed."""
+    from pvscope import golden as g
+    from pvscope.errors import UsageError
+    from recorder.guests import GUESTS
+
+    names = list(workloads) or list(GUESTS)
+    unknown = [n for n in names if n not in GUESTS]
+    if unknown:
+        raise UsageError(f"unknown workload {', '.join(unknown)} (built-in: {', '.join(GUESTS)})")
+    g.update(
+        names, {n: GUESTS[n].small_scale for n in names}, root or g.GOLDEN_ROOT, report=click.echo
+    )

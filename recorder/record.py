@@ -106,6 +106,9 @@ def record(
             "end": {"status": result.status, "reason": result.reason, **result.extra},
         }
         manifest = writer.close(manifest)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
