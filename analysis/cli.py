@@ -1,0 +1,113 @@
+"""The analysis commands: ``pvscope query``, ``report``, ``diff`` and ``demo``.
+
+Plain click commands; ``pvscope.cli`` attaches them to the main group.  Each turns
+pvscope's typed errors into one line on stderr and their exit code by itself too, so
+it behaves the same when run on its own (tests use click's runner on them directly).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pvscope.errors import PvscopeError, UsageError
+
+#: ``pvscope diff`` exit status when the two inputs differ.
+EXIT_DIFFERS = 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(f: F) -> F:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except PvscopeError as e:
+            click.echo(f"pvscope: error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@click.command()
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.argument("sql", required=False)
+@click.option("--saved", "saved_name", metavar="NAME", help="run a saved query by name")
+@click.option("--list", "list_saved", is_flag=True, help="list the saved queries")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default=None,
+    help="output format (default: table, or from -o's suffix)",
+)
+@click.option("--json", "as_json", is_flag=True, help="same as --format json")
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="write the result to a file")
+@click.option("-q", "--quiet", is_flag=True, help="no progress")
+@_one_line_errors
+def query(
+    source: Path | None,
+    sql: str | None,
+    saved_name: str | None,
+    list_saved: bool,
+    fmt: str | None,
+    as_json: bool,
+    out: Path | None,
+    quiet: bool,
+) -> None:
+    """run sql over a trace or trace set (read-only duckdb).
+
+    views: events, inputs, state, symbols, hooks, traces, and from replay results
+    replay, summary, costs.  every view has a trace column.
+    """
+    from analysis import output, queries
+
+    if list_saved:
+        rows = [
+            {
+                "name": q.name,
+                "answers": q.title,
+                "needs": list(q.needs),
+                "needs_replay": q.needs_replay,
+                "doc": q.doc,
+            }
+            for q in queries.saved()
+        ]
+        if as_json or fmt == "json":
+            click.echo(json.dumps(rows, indent=1))
+        else:
+            for r in rows:
+                tag = " (needs a replay)" if r["needs_replay"] else ""
+                click.echo(f"{r['name']:<22} {r['answers']}{tag}")
+        return
+    if source is None:
+        raise UsageError("give a trace or trace set (or --list)")
+    if saved_name and sql:
+        raise UsageError("give either SQL or --saved NAME, not both")
+    if saved_name:
+        sql = queries.load(saved_name).sql
+    if not sql:
+        raise UsageError("give SQL to run, or --saved NAME (see 'pvscope query --list')")
+    if as_json:
+        fmt = "json"
+    if fmt is None:
+        suffix = out.suffix.lstrip(".") if out else ""
+        fmt = suffix if suffix in output.FORMATS and suffix != "table" else "table"
+    from analysis.views import Session
+
+    with Session(source) as s:
+        result = s.query(sql)
+    output.emit(result, fmt, out, title=saved_name)

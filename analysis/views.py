@@ -1,0 +1,357 @@
+"""SQL views over a trace or a trace set, built from the schema, in a read-only DuckDB session.
+
+A *trace* is a directory with a ``manifest.json``; a *trace set* is a directory whose
+subdirectories are traces.  Every view has a ``trace`` column first: the trace's
+directory name (or ``NAME`` for a Hive-style ``trace=NAME`` directory), constant for a
+single trace, so one query runs unchanged on a trace and on a set of them.
+
+Views:
+
+* ``events``, ``inputs``, ``state``, ``symbols`` -- the trace tables, columns as
+  ``pvscope.schema`` declares them;
+* ``hooks`` -- the hook catalogue, one row per ``paravirt_ops`` member
+  (``pvscope.hooks``);
+* ``traces`` -- one row per trace from its manifest: guest, scale, seed, instructions,
+  end status;
+* ``replay``, ``summary``, ``costs`` and any other replay result tables -- from each
+  trace's ``replay/`` directory (Hive-partitioned by ``backend``), when it has one.
+
+Once the views exist the session is locked: DuckDB's external access is off except for
+exactly the Parquet files the views read, the configuration is locked, and statements
+that could write a file (``COPY``, ``EXPORT``, ``ATTACH``, ``INSTALL``/``LOAD``,
+prepared statements) are refused before DuckDB sees them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pvscope import schema
+from pvscope.errors import PvscopeError, TraceError
+from pvscope.hooks import HOOKS, REQUIREMENTS, Hook
+
+#: Directory of a trace's replay results.
+REPLAY_DIR = "replay"
+#: Views a replay directory can supply, by the Parquet file stem that holds them.
+REPLAY_VIEWS: dict[str, str] = {"events": "replay", "summary": "summary", "costs": "costs"}
+#: Views that come from replay results (for the hint when one is missing).
+REPLAY_VIEW_NAMES = ("replay", "summary", "costs", "violations")
+#: Manifest facts served in the ``traces`` view: column, type, how to read it.
+TRACE_FACTS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("guest", pa.string(), "guest.name"),
+    ("scale", pa.int64(), "scale"),
+    ("seed", pa.int64(), "seed"),
+    ("instructions", pa.int64(), "counts.instructions"),
+    ("vtime", pa.int64(), "counts.vtime"),
+    ("events", pa.int64(), "counts.events"),
+    ("status", pa.string(), "end.status"),
+    ("reason", pa.string(), "end.reason"),
+)
+
+
+class QueryError(PvscopeError):
+    """SQL that DuckDB (or the read-only guard) refused; the message is one line."""
+
+
+@dataclass
+class Trace:
+    """One trace directory and the name its rows carry in the ``trace`` column."""
+
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+
+
+@dataclass
+class Source:
+    """What a query runs over: one trace, or a trace set."""
+
+    path: Path
+    traces: list[Trace]
+    is_set: bool
+    hive: bool = False
+    """The set's traces are named ``trace=NAME`` (Hive style)."""
+    files: list[Path] = field(default_factory=list)
+    """Every file a view reads (the only files the locked session may open)."""
+
+
+def _trace_name(p: Path) -> str:
+    return p.name.split("=", 1)[1] if p.name.startswith("trace=") else p.name
+
+
+def open_source(path: Path) -> Source:
+    """Resolve a trace or trace-set directory; raise TraceError naming what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TraceError(f"{path}: no such trace or trace set")
+    if (path / "manifest.json").exists():
+        return Source(path, [Trace(_trace_name(path), path, schema.read_manifest(path))], False)
+    children = sorted(p for p in path.iterdir() if p.is_dir() and (p / "manifest.json").exists())
+    if not children:
+        raise TraceError(
+            f"{path}: not a trace (no manifest.json) nor a trace set (no trace directories in it)"
+        )
+    traces = [Trace(_trace_name(p), p, schema.read_manifest(p)) for p in children]
+    names = [t.name for t in traces]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise TraceError(f"{path}: two traces named {dup[0]!r}")
+    hive = all(t.path.name.startswith("trace=") for t in traces)
+    return Source(path, traces, True, hive)
+
+
+def _sql_str(s: str | Path) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(_sql_str(p) for p in paths) + "]"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _scan(source: Source, files: list[tuple[Trace, Path]], columns: list[str] | None) -> str:
+    """SQL reading ``files`` (one per trace) with a leading ``trace`` column."""
+    cols = ", ".join(_ident(c) for c in columns) if columns else "* EXCLUDE (trace)"
+    if source.hive and source.is_set:
+        paths = [p for _, p in files]
+        return (
+            f"SELECT trace, {cols} FROM read_parquet({_sql_list(paths)}, "
+            "hive_partitioning = true, hive_types = {'trace': 'VARCHAR'})"
+        )
+    parts = []
+    for t, p in files:
+        star = cols if columns else "*"
+        parts.append(f"SELECT {_sql_str(t.name)} AS trace, {star} FROM read_parquet({_sql_str(p)})")
+    return " UNION ALL ".join(parts)
+
+
+def _replay_scan(source: Source, files: list[tuple[Trace, Path]]) -> str:
+    """SQL reading replay result files, Hive-partitioned under each trace's ``replay/``."""
+    parts = []
+    by_trace: dict[str, list[Path]] = {}
+    for t, p in files:
+        by_trace.setdefault(t.name, []).append(p)
+    for name, paths in by_trace.items():
+        parts.append(
+            f"SELECT {_sql_str(name)} AS trace, * FROM read_parquet({_sql_list(paths)}, "
+            "hive_partitioning = true, union_by_name = true)"
+        )
+    return " UNION ALL BY NAME ".join(parts)
+
+
+def _hooks_table() -> pa.Table:
+    """The hook catalogue as an Arrow table: every Hook field, plus derived columns."""
+    rows = []
+    for h in HOOKS:
+        row: dict[str, Any] = {}
+        for f in dataclasses.fields(Hook):
+            v = getattr(h, f.name)
+            if f.name == "args":
+                v = [{"name": n, "type": t} for n, t in v]
+            row[f.name] = v
+        row["requirement_number"] = REQUIREMENTS.get(h.requirement) if h.requirement else None
+        row["slots"] = h.slots
+        rows.append(row)
+    first = ["id", "name", "group", "requirement", "requirement_number"]
+    order = first + [k for k in rows[0] if k not in first]
+    return pa.Table.from_pylist([{k: r[k] for k in order} for r in rows])
+
+
+def _fact(manifest: dict[str, Any], dotted: str) -> Any:
+    v: Any = manifest
+    for k in dotted.split("."):
+        v = v.get(k) if isinstance(v, dict) else None
+    return v
+
+
+def _traces_table(source: Source) -> pa.Table:
+    cols: dict[str, pa.Array] = {"trace": pa.array([t.name for t in source.traces], pa.string())}
+    for name, typ, dotted in TRACE_FACTS:
+        cols[name] = pa.array([_fact(t.manifest, dotted) for t in source.traces], typ)
+    return pa.table(cols)
+
+
+def replay_files(trace: Trace) -> dict[str, list[Path]]:
+    """A trace's replay result files, by view name."""
+    root = trace.path / REPLAY_DIR
+    found: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return found
+    for p in sorted(root.rglob("*.parquet")):
+        stem = re.sub(r"[-_]\d+$", "", p.stem)
+        view = REPLAY_VIEWS.get(stem, stem)
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", view) or view in schema.TABLES:
+            continue
+        found.setdefault(view, []).append(p)
+    return found
+
+
+class Session:
+    """A DuckDB connection with the views of one source, locked read-only."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        self.source = open_source(path)
+        self.con = duckdb.connect(":memory:")
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        self.views: dict[str, str] = {}
+        self._create_views()
+        self._lock()
+
+    # -- building -------------------------------------------------------------------
+    def _create_views(self) -> None:
+        src = self.source
+        for table in schema.TABLES.values():
+            files = []
+            for t in src.traces:
+                p = t.path / table.file
+                if not p.exists():
+                    raise TraceError(f"{p}: missing")
+                files.append((t, p))
+            self._view(table.name, _scan(src, files, table.names), table.doc)
+            src.files += [p for _, p in files]
+        self._table("hooks", _hooks_table(), "the hook catalogue (linux 2.6.21 paravirt_ops)")
+        self._table("traces", _traces_table(src), "one row per trace, from its manifest")
+        replay: dict[str, list[tuple[Trace, Path]]] = {}
+        for t in src.traces:
+            for view, paths in replay_files(t).items():
+                replay.setdefault(view, []).extend((t, p) for p in paths)
+        for view, files in sorted(replay.items()):
+            self._view(view, _replay_scan(src, files), "replay results")
+            src.files += [p for _, p in files]
+
+    def _view(self, name: str, sql: str, doc: str) -> None:
+        try:
+            self.con.execute(f"CREATE VIEW {_ident(name)} AS {sql}")
+        except duckdb.Error as e:
+            raise TraceError(
+                f"{self.source.path}: cannot read the {name} table: {_one_line(e)}"
+            ) from None
+        self.views[name] = doc
+
+    def _table(self, name: str, table: pa.Table, doc: str) -> None:
+        self.con.register("_arrow", table)
+        self.con.execute(f"CREATE TABLE {_ident(name)} AS SELECT * FROM _arrow")
+        self.con.unregister("_arrow")
+        self.views[name] = doc
+
+    def _lock(self) -> None:
+        allowed = sorted(
+            {str(p.resolve()) for p in self.source.files} | {str(p) for p in self.source.files}
+        )
+        self.con.execute(f"SET allowed_paths = {_sql_list([Path(a) for a in allowed])}")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    # -- running --------------------------------------------------------------------
+    def execute(self, sql: str) -> duckdb.DuckDBPyRelation | None:
+        """Run SQL (several statements allowed); the last statement's result is returned."""
+        try:
+            statements = self.con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise QueryError(_one_line(e)) from None
+        if not statements:
+            raise QueryError("no SQL statement given")
+        for st in statements:
+            _check_statement(self.con, st)
+        try:
+            for st in statements[:-1]:
+                self.con.execute(st)
+            return self.con.sql(statements[-1].query)
+        except duckdb.Error as e:
+            raise QueryError(self._explain(e)) from None
+
+    def query(self, sql: str) -> pa.Table:
+        """Run SQL and fetch its result as an Arrow table (empty for a statement without one)."""
+        rel = self.execute(sql)
+        if rel is None:
+            return pa.table({})
+        try:
+            return rel.to_arrow_table()
+        except duckdb.Error as e:
+            raise QueryError(self._explain(e)) from None
+
+    def _explain(self, e: duckdb.Error) -> str:
+        msg = _one_line(e)
+        if isinstance(e, duckdb.PermissionException):
+            return (
+                f"{msg} (pvscope query is read-only: it reads only the trace's own tables; "
+                "use --format and -o to save a result)"
+            )
+        m = re.search(r"Table with name (\w+) does not exist", msg)
+        if m and m.group(1) in REPLAY_VIEW_NAMES:
+            return (
+                f"{msg} (no replay results with a {m.group(1)} table under "
+                f"{self.source.path}: run 'pvscope replay {self.source.path} --backend all')"
+            )
+        return msg
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: Statement types a read-only session runs; everything else could touch a file.
+ALLOWED_STATEMENTS = {
+    "SELECT",
+    "EXPLAIN",
+    "PRAGMA",
+    "SET",
+    "CREATE",
+    "DROP",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MULTI",
+    "CALL",
+}
+
+
+def _check_statement(con: duckdb.DuckDBPyConnection, st: Any) -> None:
+    kind = str(st.type).rsplit(".", 1)[-1]
+    query = st.query.strip()
+    if kind == "EXPLAIN":
+        inner = re.sub(r"^\s*explain\s+(analyze\s+)?", "", query, flags=re.I)
+        inner = re.sub(r"^\(\s*[^)]*\)\s*", "", inner) if inner.startswith("(") else inner
+        for s in con.extract_statements(inner) if inner and inner != query else []:
+            _check_statement(con, s)
+        return
+    if kind not in ALLOWED_STATEMENTS:
+        word = query.split(None, 1)[0].upper() if query else kind
+        raise QueryError(
+            f"{word} refused: pvscope query is read-only and cannot write or read other files "
+            "(use --format and -o to save a result)"
+        )
+
+
+def _one_line(e: BaseException) -> str:
+    """DuckDB's message on one line, without the caret diagram."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip() and not set(ln.strip()) <= {"^"}]
+    return " ".join(ln.strip() for ln in lines)
+
+
+def load_json(path: Path) -> Any:
+    """Read a JSON file, raising TraceError for a missing or corrupt one."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TraceError(f"{path}: missing") from None
+    except json.JSONDecodeError as e:
+        raise TraceError(f"{path}: corrupt JSON ({e.msg})") from None

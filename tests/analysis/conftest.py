@@ -1,0 +1,51 @@
+"""Fixtures for analysis tests: the committed golden trace, small recordings and trace sets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pvscope.golden import GOLDEN_ROOT
+
+GOLDEN = GOLDEN_ROOT / "pvcall" / "trace"
+
+
+@pytest.fixture(scope="session")
+def golden_trace() -> Path:
+    """The committed pvcall golden trace (read it, never write into it)."""
+    return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def small_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pvcall recorded at a small scale of its own, so it differs from the golden trace."""
+    from recorder.record import record
+
+    out = tmp_path_factory.mktemp("small") / "small.trace"
+    record("pvcall", out, scale=300, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trace_set(tmp_path_factory: pytest.TempPathFactory, small_trace: Path) -> Path:
+    """A trace set of two traces under plain directory names."""
+    root = tmp_path_factory.mktemp("set")
+    shutil.copytree(GOLDEN, root / "golden")
+    shutil.copytree(small_trace, root / "small")
+    return root
+
+
+@pytest.fixture(scope="session")
+def hive_set(tmp_path_factory: pytest.TempPathFactory, small_trace: Path) -> Path:
+    """The same two traces, Hive style (trace=NAME)."""
+    root = tmp_path_factory.mktemp("hive")
+    shutil.copytree(GOLDEN, root / "trace=golden")
+    shutil.copytree(small_trace, root / "trace=small")
+    return root
+
+
+def workload_traces() -> list[Path]:
+    """Every committed workload trace (one per golden workload)."""
+    return sorted(p / "trace" for p in GOLDEN_ROOT.iterdir() if (p / "trace").is_dir())

@@ -1,0 +1,187 @@
+"""Saved queries: each one's numbers against an independent computation over the same Parquet.
+
+The expected values are computed here in plain Python from the Parquet files read with
+pyarrow, never from the query's own output.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import queries
+from analysis.views import Session
+from pvscope.hooks import BY_NAME
+from tests.analysis.conftest import workload_traces
+
+
+def rows(trace: Path, table: str) -> list[dict[str, Any]]:
+    return pq.read_table(trace / f"{table}.parquet").to_pylist()
+
+
+def run(trace: Path, name: str) -> list[dict[str, Any]]:
+    with Session(trace) as s:
+        return s.query(queries.load(name).sql).to_pylist()
+
+
+def test_every_saved_query_has_a_header_saying_what_it_answers() -> None:
+    saved = queries.saved()
+    assert len(saved) >= 5
+    for q in saved:
+        assert q.title.endswith("?"), q.name
+        assert q.doc, q.name
+        assert q.needs, q.name
+
+
+@pytest.mark.parametrize("trace", workload_traces(), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("name", [q.name for q in queries.saved()])
+def test_every_saved_query_runs_on_every_workload_trace(trace: Path, name: str) -> None:
+    q = queries.load(name)
+    if q.needs_replay and not (trace / "replay").is_dir():
+        pytest.skip("needs replay results")
+    result = run(trace, name)
+    assert result, f"{name} returned no rows on {trace}"
+
+
+def test_hook_counts(golden_trace: Path) -> None:
+    events = [e for e in rows(golden_trace, "events") if e["kind"] == "hook"]
+    calls: Counter[tuple[str, str | None]] = Counter()
+    distinct: defaultdict[tuple[str, str | None], set[str]] = defaultdict(set)
+    for e in events:
+        h = BY_NAME[e["hook"]]
+        calls[h.group, h.requirement] += 1
+        distinct[h.group, h.requirement].add(h.name)
+    got = {(r["group"], r["requirement"]): r for r in run(golden_trace, "hook_counts")}
+    assert set(got) == set(calls)
+    for key, n in calls.items():
+        assert got[key]["calls"] == n
+        assert got[key]["hooks_called"] == len(distinct[key])
+        assert got[key]["share"] == pytest.approx(n / len(events))
+        assert got[key]["trace"] == "trace"
+
+
+def test_hot_sites_are_symbolized(golden_trace: Path) -> None:
+    events = [e for e in rows(golden_trace, "events") if e["kind"] == "hook"]
+    funcs = [s for s in rows(golden_trace, "symbols") if s["type"] == "func" and s["size"]]
+    counts = Counter((e["site"], e["hook"]) for e in events)
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1]))[:25]
+
+    def name(site: int) -> tuple[str | None, int | None]:
+        for f in funcs:
+            if f["addr"] <= site < f["addr"] + f["size"]:
+                return f["name"], site - f["addr"]
+        return None, None
+
+    got = run(golden_trace, "hot_sites")
+    assert [(r["site"], r["hook"], r["calls"]) for r in got] == [(s, h, n) for (s, h), n in top]
+    for r in got:
+        assert (r["function"], r["offset"]) == name(r["site"])
+        assert r["share"] == pytest.approx(r["calls"] / len(events))
+    assert got[0]["function"] is not None
+
+
+def _latencies(trace: Path) -> dict[int, list[int]]:
+    lat: defaultdict[int, list[int]] = defaultdict(list)
+    for e in rows(trace, "events"):
+        if e["kind"] == "interrupt":
+            lat[e["arg0"]].append(e["vtime"] - (e["arg2"] | e["arg3"] << 32))
+    return lat
+
+
+def test_irq_latency_histogram(golden_trace: Path) -> None:
+    lat = _latencies(golden_trace)
+    assert lat, "the golden trace has interrupts"
+    expect = []
+    for vector in sorted(lat):
+        buckets = Counter(x.bit_length() for x in lat[vector])
+        seen = 0
+        for b in sorted(buckets):
+            seen += buckets[b]
+            lo = 0 if b == 0 else 1 << (b - 1)
+            expect.append((vector, lo, 1 << b, buckets[b], seen / len(lat[vector])))
+    got = run(golden_trace, "irq_latency")
+    assert [
+        (
+            r["vector"],
+            r["bucket_lo"],
+            r["bucket_hi"],
+            r["interrupts"],
+            pytest.approx(r["cumulative"]),
+        )
+        for r in got
+    ] == expect
+
+
+def test_irq_latency_summary(golden_trace: Path) -> None:
+    lat = _latencies(golden_trace)
+    got = {r["vector"]: r for r in run(golden_trace, "irq_latency_summary")}
+    assert set(got) == set(lat)
+    for vector, xs in lat.items():
+        r = got[vector]
+        assert r["interrupts"] == len(xs)
+        assert (r["min"], r["max"]) == (min(xs), max(xs))
+        assert r["mean"] == pytest.approx(sum(xs) / len(xs))
+        for p in (50, 90, 99):
+            assert r[f"p{p}"] == pytest.approx(float(np.percentile(xs, p)))
+
+
+def _lazy(trace: Path) -> dict[str, Any]:
+    """Walk the events once, as a hypervisor's lazy-MMU queue would."""
+    pte_hooks = {h.name for h in BY_NAME.values() if h.requirement == "pteupdate"}
+    mode = 0
+    queued = 0
+    open_batch = False
+    batches: list[int] = []
+    enters = unbatched = 0
+    for e in rows(trace, "events"):
+        if e["hook"] == "set_lazy_mode":
+            if mode == 1:
+                batches.append(queued)
+            queued = 0
+            open_batch = False
+            if e["arg0"] == 1:
+                enters += 1
+            if e["arg0"] != 3:
+                mode = e["arg0"]
+        elif e["hook"] in pte_hooks:
+            if mode == 1:
+                queued += 1
+                open_batch = True
+            else:
+                unbatched += 1
+    return {
+        "lazy_enters": enters,
+        "flushes": len(batches),
+        "batched_updates": sum(batches),
+        "unbatched_updates": unbatched,
+        "updates_per_flush": sum(batches) / len(batches) if batches else None,
+        "median_updates_per_flush": float(np.median(batches)) if batches else None,
+        "max_updates_per_flush": max(batches) if batches else None,
+        "empty_flushes": sum(1 for b in batches if b == 0),
+        "unflushed_updates": queued if open_batch else 0,
+    }
+
+
+def test_lazy_batching(golden_trace: Path) -> None:
+    expect = _lazy(golden_trace)
+    assert expect["flushes"] > 0 and expect["batched_updates"] > 0
+    (got,) = run(golden_trace, "lazy_batching")
+    assert got.pop("trace") == "trace"
+    assert got == pytest.approx(expect)
+
+
+def test_saved_queries_agree_on_a_trace_set_and_its_traces(
+    trace_set: Path, golden_trace: Path, small_trace: Path
+) -> None:
+    for q in queries.saved():
+        if q.needs_replay:
+            continue
+        together = run(trace_set, q.name)
+        for name, trace in (("golden", golden_trace), ("small", small_trace)):
+            alone = [{**r, "trace": name} for r in run(trace, q.name)]
+            assert [r for r in together if r["trace"] == name] == alone, q.name
