@@ -111,3 +111,59 @@ def query(
     with Session(source) as s:
         result = s.query(sql)
     output.emit(result, fmt, out, title=saved_name)
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="html file to write (default: SOURCE/report.html)",
+)
+@click.option("--no-html", is_flag=True, help="print the terminal summary only")
+@click.option("-q", "--quiet", is_flag=True, help="no terminal summary, only the file")
+@click.option("--json", "as_json", is_flag=True, help="print the report's data as JSON")
+@_one_line_errors
+def report(source: Path, out: Path | None, no_html: bool, quiet: bool, as_json: bool) -> None:
+    """summarize a trace or trace set in the terminal and one html file."""
+    from rich.console import Console
+
+    from analysis import output
+    from analysis import report as rep
+
+    data = rep.collect(source)
+    if as_json:
+        import dataclasses
+
+        click.echo(json.dumps(dataclasses.asdict(data), default=output._json_default, indent=1))
+    elif not quiet:
+        rep.terminal(data, Console())
+    if no_html:
+        return
+    path = out or Path(source) / "report.html"
+    text = rep.html(data)
+    output.write_atomically(path, lambda f: f.write(text.encode()))
+    if not quiet:
+        click.echo(f"wrote {path}", err=True)
+
+
+@click.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@_one_line_errors
+def diff(a: Path, b: Path, as_json: bool) -> None:
+    """compare two traces or two replay results (exit 4 when they differ)."""
+    from analysis import diff as d
+    from analysis import output
+
+    result = d.diff(a, b)
+    if as_json:
+        click.echo(json.dumps(result, default=output._json_default, indent=1))
+    else:
+        for line in d.render(result):
+            click.echo(line)
+    if not result["equal"]:
+        sys.exit(EXIT_DIFFERS)

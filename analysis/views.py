@@ -108,6 +108,16 @@ def open_source(path: Path) -> Source:
     return Source(path, traces, True, hive)
 
 
+def pair(a: Path, b: Path, names: tuple[str, str] = ("a", "b")) -> Source:
+    """Two traces side by side as a trace set whose traces are named ``names``."""
+    traces = []
+    for name, p in zip(names, (Path(a), Path(b)), strict=True):
+        if not (p / "manifest.json").exists():
+            raise TraceError(f"{p}: not a trace (no manifest.json)")
+        traces.append(Trace(name, p, schema.read_manifest(p)))
+    return Source(Path(a), traces, True)
+
+
 def _sql_str(s: str | Path) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
@@ -200,8 +210,14 @@ def replay_files(trace: Trace) -> dict[str, list[Path]]:
 class Session:
     """A DuckDB connection with the views of one source, locked read-only."""
 
-    def __init__(self, path: Path, *, threads: int | None = None) -> None:
-        self.source = open_source(path)
+    def __init__(
+        self, path: Path | None = None, *, threads: int | None = None, source: Source | None = None
+    ) -> None:
+        if source is None:
+            if path is None:
+                raise TypeError("Session needs a path or a source")
+            source = open_source(path)
+        self.source = source
         self.con = duckdb.connect(":memory:")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")

@@ -22,8 +22,8 @@ b AS (
 SELECT
     trace,
     vector,
-    CASE WHEN bucket = 0 THEN 0::UBIGINT ELSE 1::UBIGINT << (bucket - 1) END AS bucket_lo,
-    1::UBIGINT << bucket AS bucket_hi,
+    (CASE WHEN bucket = 0 THEN 0 ELSE 1::UBIGINT << (bucket - 1) END)::UBIGINT AS bucket_lo,
+    (1::UBIGINT << bucket)::UBIGINT AS bucket_hi,
     count(*) AS interrupts,
     sum(count(*)) OVER (PARTITION BY trace, vector ORDER BY bucket)
         / sum(count(*)) OVER (PARTITION BY trace, vector) AS cumulative

@@ -1,0 +1,599 @@
+"""``pvscope report``: terminal tables and one self-contained HTML file.
+
+Everything shown comes from the saved queries (``analysis/queries/``) run in the same
+read-only session ``pvscope query`` uses, so a number in the report can be reproduced
+with ``pvscope query TRACE --saved NAME``.  The HTML has no scripts and loads nothing:
+styles are inline and plots are SVG drawn by ``analysis.svg``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from analysis import queries, svg
+from analysis.views import QueryError, Session
+from pvscope import __version__
+
+#: Bins of virtual time in the hook-rate plot.
+RATE_BINS = 120
+#: Call sites shown.
+HOT_SITES = 15
+#: Ablation columns in the order of the 2007 argument.
+ABLATION_ORDER = ("cpl", "irq", "ptalloc", "pteupdate", "apic")
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, as rows of saved-query results."""
+
+    source: Path
+    traces: Rows
+    hook_counts: Rows
+    hot_sites: Rows
+    irq_latency: Rows
+    irq_latency_summary: Rows
+    lazy_batching: Rows
+    rate: dict[str, tuple[list[float], dict[str, list[float]]]]
+    """Per trace: bin centres (vtime) and hook calls per 1000 instructions by group."""
+    replay: dict[str, Rows] = field(default_factory=dict)
+    """Replay-side saved-query results by query name; empty without replay results."""
+    missing: list[str] = field(default_factory=list)
+    """Saved queries that could not run (no replay results), with why."""
+
+
+RATE_SQL = """
+WITH span AS (
+    SELECT trace, greatest(max(vtime), 1) AS top FROM events GROUP BY trace
+),
+binned AS (
+    SELECT e.trace, h."group",
+           least(floor(e.vtime * {bins} / s.top), {bins} - 1)::INTEGER AS bin,
+           count(*) AS calls
+    FROM events e JOIN hooks h ON h.name = e.hook JOIN span s USING (trace)
+    WHERE e.kind = 'hook'
+    GROUP BY ALL
+)
+SELECT b.trace, b."group", b.bin, b.calls, s.top FROM binned b JOIN span s USING (trace)
+ORDER BY b.trace, b."group", b.bin
+"""
+
+
+def collect(path: Path) -> ReportData:
+    """Run the report's queries over a trace or trace set."""
+    with Session(path) as s:
+
+        def saved(name: str) -> Rows:
+            return s.query(queries.load(name).sql).to_pylist()
+
+        traces = s.query("SELECT * FROM traces ORDER BY trace").to_pylist()
+        data = ReportData(
+            source=Path(path),
+            traces=traces,
+            hook_counts=saved("hook_counts"),
+            hot_sites=saved("hot_sites"),
+            irq_latency=saved("irq_latency"),
+            irq_latency_summary=saved("irq_latency_summary"),
+            lazy_batching=saved("lazy_batching"),
+            rate=_rate(s.query(RATE_SQL.format(bins=RATE_BINS)).to_pylist()),
+        )
+        for q in queries.saved():
+            if not q.needs_replay:
+                continue
+            if not all(v in s.views for v in q.needs):
+                data.missing.append(q.name)
+                continue
+            try:
+                data.replay[q.name] = s.query(q.sql).to_pylist()
+            except QueryError as e:
+                data.missing.append(f"{q.name}: {e}")
+    return data
+
+
+def _rate(rows: Rows) -> dict[str, tuple[list[float], dict[str, list[float]]]]:
+    out: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
+    for r in rows:
+        width = r["top"] / RATE_BINS
+        xs, series = out.setdefault(r["trace"], ([(i + 0.5) * width for i in range(RATE_BINS)], {}))
+        ys = series.setdefault(r["group"], [0.0] * RATE_BINS)
+        ys[r["bin"]] = r["calls"] * 1000 / width
+    return out
+
+
+# -- terminal -------------------------------------------------------------------------
+
+
+def terminal(data: ReportData, console: Any) -> None:
+    """Print the summary tables with rich."""
+    from rich.table import Table
+
+    def table(title: str, cols: list[str], rows: list[list[Any]]) -> None:
+        t = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
+        for c in cols:
+            t.add_column(c, justify="left" if c in _LEFT else "right")
+        for r in rows:
+            t.add_row(*(_cell(v) for v in r))
+        console.print(t)
+
+    table(
+        "traces",
+        ["trace", "guest", "scale", "instructions", "events", "status"],
+        [
+            [t["trace"], t["guest"], t["scale"], t["instructions"], t["events"], t["status"]]
+            for t in data.traces
+        ],
+    )
+    table(
+        "hook calls by group and requirement",
+        ["trace", "group", "requirement", "calls", "share"],
+        [
+            [r["trace"], r["group"], r["requirement"] or "-", r["calls"], _pct(r["share"])]
+            for r in data.hook_counts
+        ],
+    )
+    if "cost_by_group" in data.replay:
+        totals = _backend_totals(data.replay["cost_by_group"])
+        table(
+            "cost per backend (cycles, relative to native)",
+            ["trace", "backend", "cycles", "vs native"],
+            [[t, b, c, _ratio(r)] for (t, b), (c, r) in totals.items()],
+        )
+    if "ablation_matrix" in data.replay:
+        table(
+            "requirement ablations",
+            ["trace", "backend", "without", "fallback", "correct", "cost ratio"],
+            [
+                [
+                    r["trace"],
+                    r["backend"],
+                    r.get("without") or "-",
+                    r.get("fallback") or "-",
+                    "yes" if r["correct"] else "NO",
+                    _ratio(r.get("cost_ratio")),
+                ]
+                for r in data.replay["ablation_matrix"]
+            ],
+        )
+    table(
+        "interrupt latency (retired instructions from raise to delivery)",
+        ["trace", "vector", "interrupts", "p50", "p90", "p99", "max"],
+        [
+            [r["trace"], r["vector"], r["interrupts"], r["p50"], r["p90"], r["p99"], r["max"]]
+            for r in data.irq_latency_summary
+        ],
+    )
+    table(
+        "lazy mmu batching",
+        ["trace", "flushes", "batched", "unbatched", "per flush", "max"],
+        [
+            [
+                r["trace"],
+                r["flushes"],
+                r["batched_updates"],
+                r["unbatched_updates"],
+                r["updates_per_flush"],
+                r["max_updates_per_flush"],
+            ]
+            for r in data.lazy_batching
+        ],
+    )
+    table(
+        "hottest call sites",
+        ["trace", "site", "function", "hook", "calls", "share"],
+        [
+            [r["trace"], f"{r['site']:#010x}", _func(r), r["hook"], r["calls"], _pct(r["share"])]
+            for r in data.hot_sites[:HOT_SITES]
+        ],
+    )
+    if data.missing:
+        console.print(
+            f"[yellow]no replay results for {', '.join(m.split(':')[0] for m in data.missing)}"
+            f": run 'pvscope replay {data.source} --backend all'[/]"
+        )
+
+
+_LEFT = {"trace", "guest", "status", "group", "requirement", "backend", "without", "fallback"}
+_LEFT |= {"function", "hook", "site", "correct", "check"}
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}×"
+
+
+def _func(r: dict[str, Any]) -> str:
+    return f"{r['function']}+{r['offset']:#x}" if r.get("function") else "?"
+
+
+def _backend_totals(rows: Rows) -> dict[tuple[str, str], tuple[float, float | None]]:
+    """(trace, backend) -> (cycles, cycles relative to native) from cost_by_group rows."""
+    cycles: dict[tuple[str, str], float] = {}
+    for r in rows:
+        key = (r["trace"], r["backend"])
+        cycles[key] = cycles.get(key, 0.0) + float(r["cycles"] or 0)
+    out = {}
+    for (t, b), c in cycles.items():
+        native = cycles.get((t, "native"))
+        out[(t, b)] = (c, c / native if native else None)
+    return out
+
+
+# -- html -----------------------------------------------------------------------------
+
+CSS = """
+:root { color-scheme: light; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
+       margin: 0; color: #1d1d1f; background: #f6f6f4; }
+header { background: #1f2a37; color: #f3f4f6; padding: 28px 40px 22px; }
+header h1 { margin: 0 0 4px; font-size: 26px; font-weight: 650; letter-spacing: -0.01em; }
+header p { margin: 0; color: #c5cbd3; }
+main { max-width: 1120px; margin: 0 auto; padding: 8px 40px 48px; }
+section { background: #fff; border: 1px solid #e3e3df; border-radius: 10px;
+          padding: 18px 24px 20px; margin: 22px 0; }
+h2 { font-size: 18px; margin: 0 0 2px; }
+p.q { margin: 0 0 12px; color: #5b6470; font-size: 13.5px; }
+p.q code { background: #f0f0ec; padding: 1px 5px; border-radius: 4px; font-size: 12.5px; }
+table { border-collapse: collapse; font-size: 13.5px; margin: 6px 0 4px; }
+th, td { padding: 5px 12px; border-bottom: 1px solid #ececea; text-align: right;
+         font-variant-numeric: tabular-nums; }
+th { background: #f3f3f0; font-weight: 600; }
+td.l, th.l { text-align: left; }
+td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+          font-size: 12.5px; }
+.cards { display: flex; flex-wrap: wrap; gap: 14px; margin: 18px 0 0; }
+.card { background: #fff; border: 1px solid #e3e3df; border-radius: 10px; padding: 12px 18px;
+        min-width: 150px; }
+.card b { display: block; font-size: 22px; font-weight: 650; }
+.card span { color: #5b6470; font-size: 13px; }
+.note { color: #8a5a00; background: #fff7e6; border: 1px solid #f5dfb0; border-radius: 8px;
+        padding: 10px 14px; font-size: 14px; }
+.ok { background: #dff3e4; } .bad { background: #fbdad7; color: #7a1411; font-weight: 600; }
+.matrix td { text-align: center; min-width: 96px; }
+.matrix td small { display: block; color: #555; font-weight: 400; }
+svg { width: 100%; height: auto; display: block; margin-top: 6px; }
+footer { color: #777; font-size: 12.5px; text-align: center; padding: 0 0 30px; }
+"""
+
+
+def _table(cols: list[str], rows: list[list[Any]], *, mono: set[str] | None = None) -> str:
+    mono = mono or set()
+    head = "".join(f'<th class="{"l" if c in _LEFT else ""}">{escape(c)}</th>' for c in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for c, v in zip(cols, r, strict=True):
+            cls = " ".join(x for x in ("l" if c in _LEFT else "", "mono" if c in mono else "") if x)
+            cells.append(f'<td class="{cls}">{escape(_cell(v))}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _section(title: str, query: str | None, content: str, note: str = "") -> str:
+    q = ""
+    if query:
+        cmd = f"pvscope query TRACE --saved {query}"
+        q = f'<p class="q">{escape(note)} From <code>{cmd}</code>.</p>'
+    elif note:
+        q = f'<p class="q">{escape(note)}</p>'
+    return f"<section><h2>{escape(title)}</h2>{q}{content}</section>"
+
+
+def _no_replay(data: ReportData) -> str:
+    return (
+        '<p class="note">No replay results for this trace yet: run '
+        f"<code>pvscope replay {escape(str(data.source))} --backend all</code> "
+        "and report again.</p>"
+    )
+
+
+def _cost_section(data: ReportData) -> str:
+    rows = data.replay.get("cost_by_group")
+    if not rows:
+        return _section("Cost per backend, by hook group", None, _no_replay(data))
+    parts = []
+    for trace in sorted({r["trace"] for r in rows}):
+        mine = [r for r in rows if r["trace"] == trace]
+        backends = sorted({r["backend"] for r in mine}, key=lambda b: (b != "native", b))
+        groups = sorted(
+            {r["group"] for r in mine},
+            key=lambda g: list(svg.GROUP_COLOURS).index(g) if g in svg.GROUP_COLOURS else 99,
+        )
+        series: dict[str, Sequence[float]] = {
+            g: [
+                sum(float(r["cycles"] or 0) for r in mine if r["backend"] == b and r["group"] == g)
+                / 1e6
+                for b in backends
+            ]
+            for g in groups
+        }
+        title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
+        parts.append(
+            title
+            + svg.stacked_bars(
+                backends, series, unit="million cycles", label=f"cost per backend, {trace}"
+            )
+        )
+    totals = _backend_totals(rows)
+    table = _table(
+        ["trace", "backend", "cycles", "vs native"],
+        [[t, b, round(c), _ratio(r)] for (t, b), (c, r) in sorted(totals.items())],
+    )
+    return _section(
+        "Cost per backend, by hook group",
+        "cost_by_group",
+        "".join(parts) + table,
+        "Cycles each backend spends on the trace's events, stacked by hook group.",
+    )
+
+
+def _ablation_section(data: ReportData) -> str:
+    rows = data.replay.get("ablation_matrix")
+    if not rows:
+        return _section("Requirement ablations", None, _no_replay(data))
+    out = []
+    for trace in sorted({r["trace"] for r in rows}):
+        mine = [r for r in rows if r["trace"] == trace]
+        ablated = [a for a in ABLATION_ORDER if any(r.get("without") == a for r in mine)]
+        fallbacks = sorted({r.get("fallback") or "" for r in mine if r.get("without")})
+        backends = sorted({r["backend"] for r in mine})
+        head = "<th class='l'>backend</th><th>all four kept</th>" + "".join(
+            f"<th>without {escape(a)}" + (f" ({escape(f)})" if f else "") + "</th>"
+            for a in ablated
+            for f in fallbacks
+        )
+        body = []
+        for b in backends:
+            cells = [f"<td class='l'><b>{escape(b)}</b></td>"]
+            keys: list[tuple[str | None, str]] = [(None, "")]
+            keys += [(a, f) for a in ablated for f in fallbacks]
+            for a, f in keys:
+                match = [
+                    r
+                    for r in mine
+                    if r["backend"] == b
+                    and r.get("without") == a
+                    and (a is None or (r.get("fallback") or "") == f)
+                ]
+                if not match:
+                    cells.append("<td>·</td>")
+                    continue
+                r = match[0]
+                ok = bool(r["correct"])
+                extra = "" if ok else f"<small>{r.get('violations') or 0} violations</small>"
+                cells.append(
+                    f"<td class='{'ok' if ok else 'bad'}'>{'correct' if ok else 'WRONG'}"
+                    f"<small>{_ratio(r.get('cost_ratio'))} native</small>{extra}</td>"
+                )
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
+        out.append(
+            f"{title}<table class='matrix'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>"
+        )
+    return _section(
+        "Requirement ablations",
+        "ablation_matrix",
+        "".join(out),
+        "Each paravirt backend with one of the 2007 requirements removed: does the guest "
+        "still run correctly, and at what cost relative to native?",
+    )
+
+
+def _latency_section(data: ReportData) -> str:
+    if not data.irq_latency:
+        return _section("Interrupt latency", None, "<p>No interrupts in this trace.</p>")
+    parts = []
+    for trace in sorted({r["trace"] for r in data.irq_latency}):
+        buckets: dict[int, int] = {}
+        for r in data.irq_latency:
+            if r["trace"] == trace:
+                buckets[r["bucket_lo"]] = buckets.get(r["bucket_lo"], 0) + r["interrupts"]
+        labels = ["0" if lo == 0 else f"{svg.fmt(lo)}–{svg.fmt(2 * lo)}" for lo in sorted(buckets)]
+        title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
+        parts.append(
+            title
+            + svg.columns(
+                labels,
+                [buckets[k] for k in sorted(buckets)],
+                xlabel="latency, retired instructions (power-of-two buckets)",
+                ylabel="interrupts",
+                label=f"interrupt latency, {trace}",
+            )
+        )
+    table = _table(
+        ["trace", "vector", "interrupts", "min", "p50", "p90", "p99", "max"],
+        [
+            [
+                r["trace"],
+                r["vector"],
+                r["interrupts"],
+                r["min"],
+                r["p50"],
+                r["p90"],
+                r["p99"],
+                r["max"],
+            ]
+            for r in data.irq_latency_summary
+        ],
+    )
+    return _section(
+        "Interrupt latency",
+        "irq_latency",
+        "".join(parts) + table,
+        "Virtual time from an interrupt becoming pending to its delivery, all vectors.",
+    )
+
+
+def _rate_section(data: ReportData) -> str:
+    parts = []
+    for trace, (xs, series) in sorted(data.rate.items()):
+        order = sorted(series, key=lambda g: -sum(series[g]))
+        title = f"<h3>{escape(trace)}</h3>" if len(data.rate) > 1 else ""
+        parts.append(
+            title
+            + svg.lines(
+                xs,
+                {g: series[g] for g in order},
+                xlabel="virtual time (retired instructions)",
+                ylabel="hook calls per 1000 instructions",
+                label=f"hook rate over virtual time, {trace}",
+            )
+        )
+    return _section(
+        "Hook rate over virtual time",
+        None,
+        "".join(parts),
+        f"Hook calls per thousand retired instructions, by group, in {RATE_BINS} bins.",
+    )
+
+
+def _hot_section(data: ReportData) -> str:
+    parts = []
+    for trace in sorted({r["trace"] for r in data.hot_sites}):
+        mine = [r for r in data.hot_sites if r["trace"] == trace][:HOT_SITES]
+        title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
+        parts.append(
+            title
+            + _table(
+                ["site", "function", "hook", "calls", "share"],
+                [
+                    [f"{r['site']:#010x}", _func(r), r["hook"], r["calls"], _pct(r["share"])]
+                    for r in mine
+                ],
+                mono={"site", "function"},
+            )
+        )
+    return _section(
+        "Hottest call sites",
+        "hot_sites",
+        "".join(parts),
+        "Where the guest calls hooks from, named by the guest function holding the call site.",
+    )
+
+
+def _replay_tables(data: ReportData) -> str:
+    out = []
+    for name in ("violations", "exits_per_kinsn"):
+        rows = data.replay.get(name)
+        if not rows:
+            continue
+        cols = list(rows[0])
+        out.append(
+            _section(
+                queries.load(name).title.rstrip("?"),
+                name,
+                _table(cols, [[r[c] for c in cols] for r in rows]),
+            )
+        )
+    return "".join(out)
+
+
+def html(data: ReportData) -> str:
+    """The whole report as one HTML document."""
+    t0 = data.traces[0]
+    what = (
+        f"{t0['guest']} at scale {t0['scale']}, seed {t0['seed']}"
+        if len(data.traces) == 1
+        else f"{len(data.traces)} traces: " + ", ".join(t["trace"] for t in data.traces)
+    )
+    instructions = sum(t["instructions"] or 0 for t in data.traces)
+    events = sum(t["events"] or 0 for t in data.traces)
+    calls = sum(r["calls"] for r in data.hook_counts)
+    backends = {r["backend"] for r in data.replay.get("cost_by_group", [])}
+    cards = [
+        (svg.fmt(events), "events"),
+        (svg.fmt(calls), "hook calls"),
+        (svg.fmt(instructions), "guest instructions"),
+        (f"{1000 * calls / instructions:.1f}" if instructions else "-", "hooks / 1000 insns"),
+        (str(len(backends)) if backends else "–", "backends replayed"),
+    ]
+    card_html = "".join(f'<div class="card"><b>{v}</b><span>{k}</span></div>' for v, k in cards)
+    status = ", ".join(sorted({t["status"] for t in data.traces}))
+    hooks_table = (
+        _table(
+            ["trace", "group", "requirement", "calls", "share"],
+            [
+                [r["trace"], r["group"], r["requirement"] or "-", r["calls"], _pct(r["share"])]
+                for r in data.hook_counts
+            ],
+        )
+        if len(data.traces) > 1
+        else _table(
+            ["group", "requirement", "calls", "share"],
+            [
+                [r["group"], r["requirement"] or "-", r["calls"], _pct(r["share"])]
+                for r in data.hook_counts
+            ],
+        )
+    )
+    lazy_table = _table(
+        [
+            "trace",
+            "flushes",
+            "batched_updates",
+            "unbatched_updates",
+            "updates_per_flush",
+            "max_updates_per_flush",
+        ],
+        [
+            [
+                r["trace"],
+                r["flushes"],
+                r["batched_updates"],
+                r["unbatched_updates"],
+                r["updates_per_flush"],
+                r["max_updates_per_flush"],
+            ]
+            for r in data.lazy_batching
+        ],
+    )
+    body = [
+        _cost_section(data),
+        _ablation_section(data),
+        _latency_section(data),
+        _rate_section(data),
+        _hot_section(data),
+        _section("Hook calls by group and requirement", "hook_counts", hooks_table),
+        _section(
+            "Lazy MMU batching",
+            "lazy_batching",
+            lazy_table,
+            "PTE updates made between set_lazy_mode(1) and the next leave or flush.",
+        ),
+        _replay_tables(data),
+    ]
+    generated = _dt.date.today().isoformat()
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pvscope report: {escape(str(data.source.name))}</title>
+<style>{CSS}</style></head>
+<body>
+<header><h1>pvscope report · {escape(data.source.name)}</h1>
+<p>{escape(what)} · {escape(status)}</p></header>
+<main><div class="cards">{card_html}</div>
+{"".join(body)}
+</main>
+<footer>pvscope {__version__} · {generated} · every table above is a saved query:
+<code>pvscope query --list</code></footer>
+</body></html>
+"""

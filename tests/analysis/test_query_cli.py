@@ -1,0 +1,128 @@
+"""The analysis commands run through click: formats, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from analysis.cli import EXIT_DIFFERS, diff, query
+
+
+def invoke(cmd, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_query_prints_a_table(golden_trace: Path) -> None:
+    r = invoke(query, golden_trace, "SELECT kind, count(*) AS n FROM events GROUP BY kind")
+    assert r.exit_code == 0
+    assert "hook" in r.output and "kind" in r.output
+
+
+def test_query_formats(golden_trace: Path, tmp_path: Path) -> None:
+    sql = "SELECT hook, count(*) AS n FROM events WHERE kind = 'hook' GROUP BY hook ORDER BY hook"
+    rows = json.loads(invoke(query, golden_trace, sql, "--format", "json").output)
+    assert rows == json.loads(invoke(query, golden_trace, sql, "--json").output)
+    manifest = json.loads((golden_trace / "manifest.json").read_text())
+    assert {r["hook"]: r["n"] for r in rows} == manifest["counts"]["by_hook"]
+    csv = invoke(query, golden_trace, sql, "--format", "csv").output.splitlines()
+    assert csv[0].replace('"', "") == "hook,n" and len(csv) == len(rows) + 1
+    out = tmp_path / "r.parquet"
+    assert invoke(query, golden_trace, sql, "-o", out).exit_code == 0
+    assert pq.read_table(out).to_pylist() == rows
+    r = invoke(query, golden_trace, sql, "--format", "parquet")
+    assert r.exit_code == 2 and "needs -o" in r.output
+
+
+def test_nested_columns_survive_csv(golden_trace: Path) -> None:
+    r = invoke(
+        query,
+        golden_trace,
+        "SELECT name, args FROM hooks WHERE name = 'set_pte'",
+        "--format",
+        "csv",
+    )
+    assert r.exit_code == 0 and "ptep" in r.output
+
+
+def test_saved_and_list(golden_trace: Path) -> None:
+    r = invoke(query, "--list")
+    assert r.exit_code == 0 and "hook_counts" in r.output
+    listed = json.loads(invoke(query, "--list", "--json").output)
+    assert all(q["answers"] for q in listed)
+    r = invoke(query, golden_trace, "--saved", "hook_counts", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)[0]["calls"] > 0
+    r = invoke(query, golden_trace, "--saved", "nope")
+    assert r.exit_code == 2 and "no saved query 'nope'" in r.output
+
+
+def test_bad_sql_is_one_line_exit_1(golden_trace: Path) -> None:
+    r = invoke(query, golden_trace, "SELEC 1")
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pvscope: error: Parser Error")
+
+
+def test_copy_and_read_csv_refused_on_the_command_line(golden_trace: Path, tmp_path: Path) -> None:
+    r = invoke(query, golden_trace, f"COPY (SELECT 1) TO '{tmp_path}/x.csv'")
+    assert r.exit_code == 1 and "read-only" in r.output and not (tmp_path / "x.csv").exists()
+    r = invoke(query, golden_trace, "SELECT * FROM read_csv('/etc/passwd')")
+    assert r.exit_code == 1 and "read-only" in r.output and "root" not in r.output
+
+
+def test_not_a_trace(tmp_path: Path) -> None:
+    r = invoke(query, tmp_path / "nope", "SELECT 1")
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "no such trace" in r.output
+
+
+def test_diff_equal_traces(golden_trace: Path, tmp_path: Path) -> None:
+    shutil.copytree(golden_trace, tmp_path / "copy")
+    r = invoke(diff, golden_trace, tmp_path / "copy")
+    assert r.exit_code == 0 and "equal" in r.output
+
+
+def test_diff_different_traces(golden_trace: Path, small_trace: Path) -> None:
+    r = invoke(diff, golden_trace, small_trace, "--json")
+    assert r.exit_code == EXIT_DIFFERS
+    d = json.loads(r.output)
+    assert not d["equal"] and "seed" in d["manifest_changes"]
+    a = pq.read_table(golden_trace / "events.parquet").to_pylist()
+    b = pq.read_table(small_trace / "events.parquet").to_pylist()
+    first = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    assert d["first_divergence"]["seq"] == first
+    assert d["first_divergence"]["a"] == a[first] and d["first_divergence"]["b"] == b[first]
+    from collections import Counter
+
+    ca = Counter(e["hook"] or e["kind"] for e in a)
+    cb = Counter(e["hook"] or e["kind"] for e in b)
+    got = {h["name"]: h for h in d["hooks"]}
+    for name in set(ca) | set(cb):
+        if ca[name] != cb[name]:
+            assert got[name]["delta"] == cb[name] - ca[name]
+
+
+def test_diff_one_changed_argument(golden_trace: Path, tmp_path: Path) -> None:
+    t = pq.read_table(golden_trace / "events.parquet")
+    rows = t.to_pylist()
+    i = next(k for k, e in enumerate(rows) if e["hook"] == "set_pte" and k > 100)
+    rows[i]["arg1"] ^= 1
+    shutil.copytree(golden_trace, tmp_path / "b")
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(rows, schema=t.schema), tmp_path / "b" / "events.parquet")
+    r = invoke(diff, golden_trace, tmp_path / "b", "--json")
+    assert r.exit_code == EXIT_DIFFERS
+    d = json.loads(r.output)
+    assert d["first_divergence"]["seq"] == i
+    (h,) = d["hooks"]
+    assert (h["name"], h["delta"], h["args_only_in_a"], h["args_only_in_b"]) == ("set_pte", 0, 1, 1)
+    text = invoke(diff, golden_trace, tmp_path / "b").output
+    assert f"first divergence at seq {i}" in text
+
+
+def test_diff_bad_input(golden_trace: Path, tmp_path: Path) -> None:
+    r = invoke(diff, golden_trace, tmp_path / "nope")
+    assert r.exit_code == 2 and "no such" in r.output

@@ -1,0 +1,122 @@
+"""pvscope report: terminal tables and one self-contained HTML file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from analysis import report as rep
+from analysis import svg
+from analysis.cli import report
+
+
+def test_report_writes_one_self_contained_html(golden_trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(report, [str(golden_trace), "-o", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "hook calls by group" in r.output and "hottest call sites" in r.output
+    html = out.read_text()
+    assert html.startswith("<!doctype html>")
+    # nothing loads from anywhere: no scripts, no links, no remote or file URLs
+    assert "<script" not in html and "<link" not in html and "<img" not in html
+    urls = set(re.findall(r"(?:https?|file)://[^\s\"'<>)]+", html))
+    assert urls <= {"http://www.w3.org/2000/svg"}
+    assert html.count("<svg") >= 2  # latency histogram and hook rate
+    for heading in (
+        "Cost per backend",
+        "Requirement ablations",
+        "Interrupt latency",
+        "Hook rate over virtual time",
+        "Hottest call sites",
+    ):
+        assert heading in html
+    assert "workload_main+0x" in html
+
+
+def test_report_on_a_trace_set(trace_set: Path, tmp_path: Path) -> None:
+    data = rep.collect(trace_set)
+    assert {t["trace"] for t in data.traces} == {"golden", "small"}
+    assert set(data.rate) == {"golden", "small"}
+    html = rep.html(data)
+    assert "<h3>golden</h3>" in html and "<h3>small</h3>" in html
+
+
+def test_hook_rate_adds_up_to_the_hook_calls(golden_trace: Path) -> None:
+    data = rep.collect(golden_trace)
+    xs, series = data.rate["trace"]
+    width = xs[1] - xs[0]
+    total = sum(v * width / 1000 for ys in series.values() for v in ys)
+    assert total == pytest.approx(sum(r["calls"] for r in data.hook_counts))
+
+
+def test_svg_charts_are_well_formed() -> None:
+    import xml.etree.ElementTree as ET
+
+    for s in (
+        svg.stacked_bars(["native", "vmi"], {"irq": [1, 2], "mmu": [3, 0]}, unit="cycles"),
+        svg.columns(["0", "1-2"], [3, 4]),
+        svg.lines([0, 1, 2], {"irq": [0, 1, 0]}),
+        svg.columns([], []),
+    ):
+        ET.fromstring(s)
+    assert svg.nice_ticks(97)[-1] >= 97
+    assert svg.fmt(1_500_000) == "1.5M"
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+def test_report_renders_in_a_real_browser(golden_trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    data = rep.collect(golden_trace)
+    out.write_text(rep.html(data))
+    png = tmp_path / "r.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                str(_chromium()),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--screenshot={png}",
+                "--window-size=1200,2000",
+                out.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            env={**os.environ, "HOME": profile},
+        )
+    data_png = png.read_bytes()
+    assert data_png[:8] == b"\x89PNG\r\n\x1a\n"
+    import struct
+    import zlib
+
+    # decode the PNG well enough to see it is not blank: count distinct colours of a stripe
+    width, height = struct.unpack(">II", data_png[16:24])
+    assert (width, height) == (1200, 2000)
+    chunks = []
+    i = 8
+    while i < len(data_png):
+        n = struct.unpack(">I", data_png[i : i + 4])[0]
+        kind = data_png[i + 4 : i + 8]
+        if kind == b"IDAT":
+            chunks.append(data_png[i + 8 : i + 8 + n])
+        i += 12 + n
+    raw = zlib.decompress(b"".join(chunks))
+    assert len(set(raw[: len(raw) // 2])) > 20, "the screenshot looks blank"
