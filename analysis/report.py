@@ -305,6 +305,11 @@ def _no_replay(data: ReportData) -> str:
     )
 
 
+def _series_of(group: str) -> str:
+    """Hook groups plot as themselves; other event kinds (interrupts, MMIO, ...) as one."""
+    return group if group in svg.GROUP_COLOURS else "other events"
+
+
 def _cost_section(data: ReportData) -> str:
     rows = data.replay.get("cost_by_group")
     if not rows:
@@ -313,17 +318,19 @@ def _cost_section(data: ReportData) -> str:
     for trace in sorted({r["trace"] for r in rows}):
         mine = [r for r in rows if r["trace"] == trace]
         backends = sorted({r["backend"] for r in mine}, key=lambda b: (b != "native", b))
-        groups = sorted(
-            {r["group"] for r in mine},
-            key=lambda g: list(svg.GROUP_COLOURS).index(g) if g in svg.GROUP_COLOURS else 99,
-        )
+        present = {_series_of(r["group"]) for r in mine}
         series: dict[str, Sequence[float]] = {
             g: [
-                sum(float(r["cycles"] or 0) for r in mine if r["backend"] == b and r["group"] == g)
+                sum(
+                    float(r["cycles"] or 0)
+                    for r in mine
+                    if r["backend"] == b and _series_of(r["group"]) == g
+                )
                 / 1e6
                 for b in backends
             ]
-            for g in groups
+            for g in svg.GROUP_COLOURS
+            if g in present
         }
         title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
         parts.append(

@@ -29,6 +29,7 @@ GROUP_COLOURS = {
     "apic": "#ccbb44",
     "time": "#66ccee",
     "init": "#aa3377",
+    "other events": "#bbbbbb",
 }
 
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif"'
@@ -92,8 +93,9 @@ def stacked_bars(
 ) -> str:
     """Horizontal bars, one per category, stacked by series (e.g. backend by hook group)."""
     names = list(series)
-    bar, gap, left, top = 22, 10, 150, 16
-    right = 120
+    bar, gap, top = 22, 10, 16
+    left = 16 + 7 * max((len(c) for c in categories), default=8)
+    right = 150
     height = top + len(categories) * (bar + gap) + 40
     height = max(height, top + 18 * len(names) + 20)
     totals = [sum(series[n][i] for n in names) for i in range(len(categories))]
@@ -133,7 +135,7 @@ def stacked_bars(
         body.append(
             f'<text x="{x + 6:.1f}" y="{y + bar / 2 + 4}" fill="#333">{fmt(totals[i])}</text>'
         )
-    body += _legend(names, width - right + 50, top)
+    body += _legend(names, width - right + 30, top)
     return _svg(width, height + 20, body, label)
 
 

@@ -49,3 +49,23 @@ def hive_set(tmp_path_factory: pytest.TempPathFactory, small_trace: Path) -> Pat
 def workload_traces() -> list[Path]:
     """Every committed workload trace (one per golden workload)."""
     return sorted(p / "trace" for p in GOLDEN_ROOT.iterdir() if (p / "trace").is_dir())
+
+
+@pytest.fixture(scope="session")
+def replayed_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden trace with replay results (made up, in the results layout) beside it."""
+    from tests.analysis import fake_replay
+
+    out = tmp_path_factory.mktemp("replayed") / "trace"
+    shutil.copytree(GOLDEN, out)
+    fake_replay.write(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def replayed_set(tmp_path_factory: pytest.TempPathFactory, replayed_trace: Path) -> Path:
+    """A trace set of two traces, one with replay results and one without."""
+    root = tmp_path_factory.mktemp("rset")
+    shutil.copytree(replayed_trace, root / "a")
+    shutil.copytree(GOLDEN, root / "b")
+    return root

@@ -1,0 +1,16 @@
+-- How often does each backend leave the guest: exits, hypercalls and traps per thousand guest instructions?
+-- Per trace and replayed backend: VM exits, hypercalls and traps counted by the replay,
+-- and each per 1000 instructions the guest retired (the manifest's counts.instructions).
+-- needs: summary, traces
+SELECT
+    s.trace,
+    s.backend,
+    s.exits,
+    s.hypercalls,
+    s.traps,
+    1000.0 * s.exits / t.instructions AS exits_per_kinsn,
+    1000.0 * s.hypercalls / t.instructions AS hypercalls_per_kinsn,
+    1000.0 * s.traps / t.instructions AS traps_per_kinsn
+FROM summary AS s
+JOIN traces AS t USING (trace)
+ORDER BY s.trace, s.backend;
