@@ -167,3 +167,77 @@ def diff(a: Path, b: Path, as_json: bool) -> None:
             click.echo(line)
     if not result["equal"]:
         sys.exit(EXIT_DIFFERS)
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("pvscope-demo"),
+    show_default=True,
+    help="directory for the trace, its replays and the report",
+)
+@click.option("--guest", default=None, help="guest to record (default: mixed, else pvcall)")
+@click.option(
+    "--scale", type=int, default=None, help="workload scale (default: a tenth of the guest's)"
+)
+@click.option("--force", is_flag=True, help="replace an existing demo directory")
+@click.option("-q", "--quiet", is_flag=True, help="no progress")
+@click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
+@_one_line_errors
+def demo(
+    out: Path, guest: str | None, scale: int | None, force: bool, quiet: bool, as_json: bool
+) -> None:
+    """record a guest, replay every backend and ablation, compare them, write the report."""
+    from rich.console import Console
+
+    from analysis import output, replays
+    from analysis import report as rep
+    from recorder.guests import GUESTS
+    from recorder.record import record
+
+    name = guest or ("mixed" if "mixed" in GUESTS else "pvcall")
+    if name not in GUESTS:
+        raise UsageError(f"unknown guest {name!r} (built-in: {', '.join(GUESTS)})")
+    if scale is None:
+        scale = max(GUESTS[name].default_scale // 10, GUESTS[name].small_scale)
+    out = Path(out)
+    if out.exists() and not force and any(out.iterdir()):
+        raise UsageError(f"{out}: already exists (use --force to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    err = Console(stderr=True, quiet=quiet or as_json)
+    trace = out / f"{name}.trace"
+    with err.status(f"recording {name} at scale {scale}"):
+        manifest = record(name, trace, scale=scale, force=True)
+    err.print(
+        f"recorded {trace}: {manifest['counts']['events']:,} events, "
+        f"{manifest['counts']['instructions']:,} instructions ({manifest['end']['status']})"
+    )
+    if replays.replayer_available():
+        with err.status("replaying every backend and ablation"):
+            replays.replay_all(trace, trace / "replay")
+        err.print(f"replayed into {trace / 'replay'}")
+    else:
+        err.print("[yellow]the replayer is not available yet: the report covers the trace only[/]")
+    data = rep.collect(trace)
+    html_path = out / "report.html"
+    text = rep.html(data)
+    output.write_atomically(html_path, lambda f: f.write(text.encode()))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "trace": str(trace),
+                    "report": str(html_path),
+                    "ablation_matrix": data.replay.get("ablation_matrix", []),
+                    "cost_by_group": data.replay.get("cost_by_group", []),
+                },
+                default=output._json_default,
+                indent=1,
+            )
+        )
+        return
+    console = Console()
+    rep.comparison(data, console)
+    err.print(f"wrote {html_path}  (open it in a browser; no network needed)")

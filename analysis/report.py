@@ -237,6 +237,38 @@ def _backend_totals(rows: Rows) -> dict[tuple[str, str], tuple[float, float | No
     return out
 
 
+def comparison(data: ReportData, console: Any) -> None:
+    """The demo's comparison: each backend and ablation, correct or not, and its cost."""
+    from rich.table import Table
+
+    rows = data.replay.get("ablation_matrix")
+    if not rows:
+        terminal(data, console)
+        return
+    exits = {(r["trace"], r["backend"]): r for r in data.replay.get("exits_per_kinsn", [])}
+    t = Table(
+        title="backends compared (cost relative to native)",
+        title_justify="left",
+        title_style="bold",
+        header_style="bold",
+    )
+    for c in ("backend", "without", "fallback", "correct", "violations", "cost", "exits/kinsn"):
+        t.add_column(c, justify="left" if c in _LEFT else "right")
+    for r in rows:
+        label = r["backend"]
+        e = exits.get((r["trace"], r.get("run", label)))
+        t.add_row(
+            label,
+            r.get("without") or "-",
+            r.get("fallback") or "-",
+            "[green]yes[/]" if r["correct"] else "[red bold]NO[/]",
+            _cell(r.get("violations")),
+            _ratio(r.get("cost_ratio")),
+            _cell(e["exits_per_kinsn"]) if e else "-",
+        )
+    console.print(t)
+
+
 # -- html -----------------------------------------------------------------------------
 
 CSS = """

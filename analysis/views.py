@@ -68,6 +68,8 @@ class Trace:
     name: str
     path: Path
     manifest: dict[str, Any]
+    replay: Path | None = None
+    """Where its replay results are (default: ``path/replay``)."""
 
 
 @dataclass
@@ -108,13 +110,21 @@ def open_source(path: Path) -> Source:
     return Source(path, traces, True, hive)
 
 
-def pair(a: Path, b: Path, names: tuple[str, str] = ("a", "b")) -> Source:
-    """Two traces side by side as a trace set whose traces are named ``names``."""
+def pair(
+    a: Path,
+    b: Path,
+    names: tuple[str, str] = ("a", "b"),
+    replays: tuple[Path | None, Path | None] = (None, None),
+) -> Source:
+    """Two traces side by side as a trace set whose traces are named ``names``.
+
+    ``replays`` optionally names each one's replay results directory.
+    """
     traces = []
-    for name, p in zip(names, (Path(a), Path(b)), strict=True):
+    for name, p, r in zip(names, (Path(a), Path(b)), replays, strict=True):
         if not (p / "manifest.json").exists():
             raise TraceError(f"{p}: not a trace (no manifest.json)")
-        traces.append(Trace(name, p, schema.read_manifest(p)))
+        traces.append(Trace(name, p, schema.read_manifest(p), r))
     return Source(Path(a), traces, True)
 
 
@@ -194,7 +204,7 @@ def _traces_table(source: Source) -> pa.Table:
 
 def replay_files(trace: Trace) -> dict[str, list[Path]]:
     """A trace's replay result files, by view name."""
-    root = trace.path / REPLAY_DIR
+    root = trace.replay or trace.path / REPLAY_DIR
     found: dict[str, list[Path]] = {}
     if not root.is_dir():
         return found
