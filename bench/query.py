@@ -11,7 +11,8 @@ directories, then for every saved query times
   ``read_parquet('SET/*/TABLE.parquet', hive_partitioning = true)`` and the same SQL,
   fetched the same way;
 
-alternating the two, and prints the median of each and their ratio (the bar: at most
+alternating the two (queries over replay results too, when every trace in the set has
+been replayed), and prints the median of each and their ratio (the bar: at most
 1.2x).  It also prints bytes per event of ``events.parquet`` as the recorder writes it,
 per column, and what the same events take with the writer options proposed for the
 recorder (``PROPOSED_OPTIONS``).
@@ -37,7 +38,13 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis import queries  # noqa: E402
-from analysis.views import Session, _hooks_table, _traces_table, open_source  # noqa: E402
+from analysis.views import (  # noqa: E402
+    Session,
+    _hooks_table,
+    _traces_table,
+    open_source,
+    replay_files,
+)
 from pvscope import schema  # noqa: E402
 
 #: Writer options proposed for recorder/writer.py: the current ones plus delta encoding
@@ -118,6 +125,14 @@ def bare_connection(root: Path, side: Path) -> duckdb.DuckDBPyConnection:
         )
     for name in ("hooks", "traces"):
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{side / name}.parquet')")
+    first = open_source(root).traces[0]
+    for view, files in replay_files(first).items():
+        rel = files[0].relative_to(first.path)
+        glob = str(root / "*" / rel.parent.parent / "*" / rel.name).replace("'", "''")
+        con.execute(
+            f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{glob}', "
+            "hive_partitioning = true, union_by_name = true, hive_types = {'trace': 'VARCHAR'})"
+        )
     return con
 
 
@@ -127,8 +142,9 @@ def time_queries(root: Path, repeat: int) -> list[tuple[str, float, float]]:
     pq.write_table(_hooks_table(), side / "hooks.parquet")
     pq.write_table(_traces_table(open_source(root)), side / "traces.parquet")
     results = []
+    replayed = all((t.path / "replay").is_dir() for t in open_source(root).traces)
     for q in queries.saved():
-        if q.needs_replay:
+        if q.needs_replay and not replayed:
             continue
         pv: list[float] = []
         bare: list[float] = []

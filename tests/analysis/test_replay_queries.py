@@ -97,3 +97,22 @@ def test_every_saved_query_runs_on_replayed_traces_and_sets(
         assert rows, q.name
         if q.needs_replay:
             assert {r["trace"] for r in rows} == {"a"}, q.name
+
+
+def test_replay_views_in_a_hive_style_set(replayed_trace: Path, tmp_path: Path) -> None:
+    import shutil
+
+    for name in ("x", "y"):
+        shutil.copytree(replayed_trace, tmp_path / f"trace={name}")
+    with Session(tmp_path) as s:
+        cols = [r[0] for r in s.con.execute("DESCRIBE replay").fetchall()]
+        counts = s.con.execute(
+            "SELECT trace, count(DISTINCT backend), count(*) FROM replay GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    n = pq.ParquetFile(replayed_trace / "events.parquet").metadata.num_rows
+    assert cols[0] == "trace" and "backend" in cols
+    assert counts == [
+        ("x", len(BACKENDS), n * len(BACKENDS)),
+        ("y", len(BACKENDS), n * len(BACKENDS)),
+    ]
+    assert {r["trace"] for r in run(tmp_path, "ablation_matrix")} == {"x", "y"}
