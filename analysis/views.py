@@ -163,12 +163,20 @@ def _replay_scan(source: Source, files: list[tuple[Trace, Path]]) -> str:
     for t, p in files:
         by_trace.setdefault(t.name, []).append(p)
     # in a Hive-style set the trace=NAME directory already supplies the trace column
-    lead = "trace, * EXCLUDE (trace)" if source.hive and source.is_set else "{name} AS trace, *"
+    hive = source.hive and source.is_set
     for name, paths in by_trace.items():
-        parts.append(
-            f"SELECT {lead.format(name=_sql_str(name))} FROM read_parquet({_sql_list(paths)}, "
-            "hive_partitioning = true, union_by_name = true, hive_types = {'trace': 'VARCHAR'})"
-        )
+        if hive:
+            # the trace=NAME directory already supplies the trace column
+            parts.append(
+                f"SELECT trace, * EXCLUDE (trace) FROM read_parquet({_sql_list(paths)}, "
+                "hive_partitioning = true, union_by_name = true, "
+                "hive_types = {'trace': 'VARCHAR'})"
+            )
+        else:
+            parts.append(
+                f"SELECT {_sql_str(name)} AS trace, * FROM read_parquet({_sql_list(paths)}, "
+                "hive_partitioning = true, union_by_name = true)"
+            )
     return " UNION ALL BY NAME ".join(parts)
 
 
