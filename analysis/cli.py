@@ -106,9 +106,14 @@ def query(
     if fmt is None:
         suffix = out.suffix.lstrip(".") if out else ""
         fmt = suffix if suffix in output.FORMATS and suffix != "table" else "table"
+    from rich.console import Console
+
     from analysis.views import Session
 
-    with Session(source) as s:
+    with (
+        Console(stderr=True, quiet=quiet).status(f"querying {source}"),
+        Session(source) as s,
+    ):
         result = s.query(sql)
     output.emit(result, fmt, out, title=saved_name)
 
@@ -133,7 +138,8 @@ def report(source: Path, out: Path | None, no_html: bool, quiet: bool, as_json: 
     from analysis import output
     from analysis import report as rep
 
-    data = rep.collect(source)
+    with Console(stderr=True, quiet=quiet or as_json).status(f"reading {source}"):
+        data = rep.collect(source)
     if as_json:
         import dataclasses
 
