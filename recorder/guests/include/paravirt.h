@@ -7,6 +7,7 @@
 #ifndef PV_PARAVIRT_H
 #define PV_PARAVIRT_H
 #include "types.h"
+#include "asm-offsets.h"
 
 struct Xgt_desc_struct {
 	u16 size;
@@ -101,7 +102,7 @@ struct paravirt_ops {
 };
 
 #define PARAVIRT_NR_HOOKS 76
-#define PARAVIRT_OFF_IRET (12 + 4 * 74)
+#define PARAVIRT_OFF_IRET PV_iret
 
 #define PARAVIRT_LAZY_NONE 0
 #define PARAVIRT_LAZY_MMU 1
@@ -110,14 +111,80 @@ struct paravirt_ops {
 
 extern struct paravirt_ops paravirt_ops;
 
-/* 2.6.21's uniprocessor irqsave pattern: save_fl, irq_disable ... restore_fl */
-static inline unsigned long local_irq_save(void)
+/*
+ * The interrupt-flag operations are 2.6.21's patchable call sites: each site is
+ * recorded in .parainstructions (address, type, length, clobbers) and offered to
+ * paravirt_ops.patch at boot by apply_paravirt.  The ROM leaves every site as it
+ * is, so they stay indirect calls that save ecx and edx around the call.
+ */
+struct paravirt_patch {
+	u8 *instr;
+	u8 instrtype;
+	u8 len;
+	u16 clobbers;
+};
+
+#define PARA_SITE(insns)                                                                  \
+	"771:\n\t" insns "\n772:\n\t"                                                      \
+	".pushsection .parainstructions,\"a\"\n\t.balign 4\n\t.long 771b\n\t"             \
+	".byte %c[ptype]\n\t.byte 772b-771b\n\t.short %c[pclob]\n\t.popsection"
+
+static inline __attribute__((always_inline)) void raw_local_irq_disable(void)
 {
-	unsigned long f = paravirt_ops.save_fl();
-	paravirt_ops.irq_disable();
+	__asm__ volatile(PARA_SITE("pushl %%ecx; pushl %%edx; call *%c[op]; popl %%edx; popl %%ecx")
+			 :
+			 : [op] "i"(&paravirt_ops.irq_disable), [ptype] "i"(PARAVIRT_IRQ_DISABLE),
+			   [pclob] "i"(CLBR_EAX)
+			 : "memory", "cc", "eax");
+}
+
+static inline __attribute__((always_inline)) void raw_local_irq_enable(void)
+{
+	__asm__ volatile(PARA_SITE("pushl %%ecx; pushl %%edx; call *%c[op]; popl %%edx; popl %%ecx")
+			 :
+			 : [op] "i"(&paravirt_ops.irq_enable), [ptype] "i"(PARAVIRT_IRQ_ENABLE),
+			   [pclob] "i"(CLBR_EAX)
+			 : "memory", "cc", "eax");
+}
+
+static inline __attribute__((always_inline)) unsigned long raw_local_save_flags(void)
+{
+	unsigned long f;
+	__asm__ volatile(PARA_SITE("pushl %%ecx; pushl %%edx; call *%c[op]; popl %%edx; popl %%ecx")
+			 : "=a"(f)
+			 : [op] "i"(&paravirt_ops.save_fl), [ptype] "i"(PARAVIRT_SAVE_FLAGS),
+			   [pclob] "i"(CLBR_EAX)
+			 : "memory", "cc");
 	return f;
 }
-static inline void local_irq_restore(unsigned long f) { paravirt_ops.restore_fl(f); }
+
+static inline __attribute__((always_inline)) void raw_local_irq_restore(unsigned long f)
+{
+	__asm__ volatile(PARA_SITE("pushl %%ecx; pushl %%edx; call *%c[op]; popl %%edx; popl %%ecx")
+			 : "=a"(f)
+			 : "0"(f), [op] "i"(&paravirt_ops.restore_fl), [ptype] "i"(PARAVIRT_RESTORE_FLAGS),
+			   [pclob] "i"(CLBR_EAX)
+			 : "memory", "cc");
+}
+
+/* 2.6.21's __raw_local_irq_save: save_fl and irq_disable at one 18-byte site */
+static inline __attribute__((always_inline)) unsigned long raw_local_irq_save(void)
+{
+	unsigned long f;
+	__asm__ volatile(PARA_SITE("pushl %%ecx; pushl %%edx; call *%c[op1]; call *%c[op2]; "
+				   "popl %%edx; popl %%ecx")
+			 : "=a"(f)
+			 : [op1] "i"(&paravirt_ops.save_fl), [op2] "i"(&paravirt_ops.irq_disable),
+			   [ptype] "i"(PARAVIRT_SAVE_FLAGS_IRQ_DISABLE), [pclob] "i"(CLBR_EAX)
+			 : "memory", "cc");
+	return f;
+}
+
+#define local_irq_save(flags) ((flags) = raw_local_irq_save())
+#define local_irq_restore(flags) raw_local_irq_restore(flags)
+#define local_irq_disable() raw_local_irq_disable()
+#define local_irq_enable() raw_local_irq_enable()
+#define irqs_disabled() (!(raw_local_save_flags() & 0x200))
 
 #define arch_enter_lazy_mmu_mode() paravirt_ops.set_lazy_mode(PARAVIRT_LAZY_MMU)
 #define arch_leave_lazy_mmu_mode() paravirt_ops.set_lazy_mode(PARAVIRT_LAZY_NONE)

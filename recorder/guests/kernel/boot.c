@@ -10,7 +10,7 @@
 #define BOOT __attribute__((section(".boot.text")))
 
 extern char _end[];
-extern u32 first_free_phys;
+extern u32 first_free_phys, boot_cpu_features;
 extern void enter_high(u32 stack_top) __attribute__((noreturn));
 extern char boot_stack_top[];
 
@@ -59,17 +59,31 @@ BOOT void boot_main(void)
 		slot[i] = (void *)(r->entry_table + 8 * i);
 	*(struct pv_rom_header **)__pa(&rom) = r;
 
+	/* identify the CPU first: 2.6.21's pagetable_init turns on global pages (PGE)
+	 * before it builds the kernel's page tables, and marks kernel PTEs global */
+	unsigned a = 1, b, c = 0, d;
+	pv->cpuid(&a, &b, &c, &d);
+	*(u32 *)__pa(&boot_cpu_features) = d;
+	u32 kflags = _PAGE_KERNEL | _PAGE_ACCESSED | _PAGE_DIRTY;
+	if (d & X86_FEATURE_PGE) {
+		pv->write_cr4(pv->read_cr4() | X86_CR4_PGE);
+		kflags |= _PAGE_GLOBAL;
+	}
+	*(u32 *)__pa(&__PAGE_KERNEL) = kflags;
+	*(u32 *)__pa(&__PAGE_KERNEL_RO) = kflags & ~_PAGE_RW;
+
 	pte_t *pgd = (pte_t *)__pa(swapper_pg_dir);
 	pv->alloc_pd(__pa(swapper_pg_dir) >> PAGE_SHIFT);
 	u32 next = (__pa(_end) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 	u32 first_pt = 0;
-	/* the kernel's linear map of all RAM at PAGE_OFFSET */
-	for (u32 p = 0; p < r->mem_bytes; p += 1u << 22) {
+	/* the kernel's linear map of low memory at PAGE_OFFSET */
+	u32 lowmem = r->mem_bytes < LOWMEM_LIMIT ? r->mem_bytes : LOWMEM_LIMIT;
+	for (u32 p = 0; p < lowmem; p += 1u << 22) {
 		u32 pt = boot_alloc(&next);
-		u32 n = r->mem_bytes - p >= (1u << 22) ? PTRS_PER_PTE : (r->mem_bytes - p) >> 12;
+		u32 n = lowmem - p >= (1u << 22) ? PTRS_PER_PTE : (lowmem - p) >> 12;
 		if (!first_pt)
 			first_pt = pt;
-		boot_map_table(pv, pgd, (PAGE_OFFSET + p) >> 22, pt, p, _PAGE_KERNEL, n);
+		boot_map_table(pv, pgd, (PAGE_OFFSET + p) >> 22, pt, p, kflags, n);
 	}
 	/* the low 4 MiB stay mapped 1:1 until we run from PAGE_OFFSET */
 	pv->set_pmd(&pgd[0], first_pt | _PAGE_TABLE);
@@ -81,16 +95,17 @@ BOOT void boot_main(void)
 	/* local APIC, IOAPIC and the I/O device, uncached */
 	u32 apic = boot_alloc(&next);
 	pv->alloc_pt(apic >> PAGE_SHIFT);
-	pv->set_pte(&((pte_t *)apic)[(LAPIC_BASE >> 12) & 1023], LAPIC_BASE | _PAGE_KERNEL | 0x18);
-	pv->set_pte(&((pte_t *)apic)[(IOAPIC_BASE >> 12) & 1023], IOAPIC_BASE | _PAGE_KERNEL | 0x18);
+	pv->set_pte(&((pte_t *)apic)[(LAPIC_BASE >> 12) & 1023], LAPIC_BASE | kflags | 0x18);
+	pv->set_pte(&((pte_t *)apic)[(IOAPIC_BASE >> 12) & 1023], IOAPIC_BASE | kflags | 0x18);
 	pv->set_pmd(&pgd[LAPIC_BASE >> 22], apic | _PAGE_TABLE);
 	u32 dev = boot_alloc(&next);
 	pv->alloc_pt(dev >> PAGE_SHIFT);
-	pv->set_pte(&((pte_t *)dev)[(IODEV_BASE >> 12) & 1023], IODEV_BASE | _PAGE_KERNEL | 0x18);
+	pv->set_pte(&((pte_t *)dev)[(IODEV_BASE >> 12) & 1023], IODEV_BASE | kflags | 0x18);
 	pv->set_pmd(&pgd[IODEV_BASE >> 22], dev | _PAGE_TABLE);
 
 	*(u32 *)__pa(&first_free_phys) = next;
 	pv->write_cr3(__pa(swapper_pg_dir));
-	pv->write_cr0(pv->read_cr0() | 0x80000000u);
+	/* paging on, with head.S's WP, NE and MP (the kernel relies on WP for COW) */
+	pv->write_cr0(pv->read_cr0() | X86_CR0_PG | X86_CR0_WP | X86_CR0_NE | X86_CR0_MP);
 	enter_high((u32)boot_stack_top);
 }

@@ -1,255 +1,362 @@
-/* Interrupt and exception entry stubs (one stub per vector the kernel handles;
- * the return goes through paravirt_ops.iret, as INTERRUPT_RETURN does). */
-#define KERNEL_DS ((13 << 3) | 1)
-#define OFF_IRET (12 + 4 * 74)
+/*
+ * Interrupt, exception and system-call entry; the return to user mode; the
+ * context switch.  As in 2.6.21's entry.S, interrupts are disabled through
+ * paravirt_ops on the way back to user mode (DISABLE_INTERRUPTS) and every
+ * return goes through paravirt_ops.iret (INTERRUPT_RETURN); both are patch sites.
+ */
+#include "asm-offsets.h"
+
+#define PARA_SITE(ptype, clobbers, insns)						\
+771:	insns;										\
+772:	.pushsection .parainstructions, "a";						\
+	.balign 4;									\
+	.long 771b;									\
+	.byte ptype;									\
+	.byte 772b - 771b;								\
+	.short clobbers;								\
+	.popsection
+
+#define DISABLE_INTERRUPTS							\
+	PARA_SITE(PARAVIRT_IRQ_DISABLE, CLBR_EAX,				\
+		  pushl %ecx; pushl %edx; call *paravirt_ops + PV_irq_disable; popl %edx; popl %ecx)
+#define INTERRUPT_RETURN							\
+	PARA_SITE(PARAVIRT_INTERRUPT_RETURN, CLBR_ANY, jmp *%cs:paravirt_ops + PV_iret)
+
+#define ENTRY(name) .globl name; .type name, @function; name:
+#define END(name) .size name, . - name
+
 	.text
+ENTRY(interrupt_stubs)
 stub_00:
 	pushl $0
 	pushl $0x0
-	jmp trap_common
+	jmp common_entry
 stub_01:
 	pushl $0
 	pushl $0x1
-	jmp trap_common
+	jmp common_entry
 stub_02:
 	pushl $0
 	pushl $0x2
-	jmp trap_common
+	jmp common_entry
 stub_03:
 	pushl $0
 	pushl $0x3
-	jmp trap_common
+	jmp common_entry
 stub_04:
 	pushl $0
 	pushl $0x4
-	jmp trap_common
+	jmp common_entry
 stub_05:
 	pushl $0
 	pushl $0x5
-	jmp trap_common
+	jmp common_entry
 stub_06:
 	pushl $0
 	pushl $0x6
-	jmp trap_common
+	jmp common_entry
 stub_07:
 	pushl $0
 	pushl $0x7
-	jmp trap_common
+	jmp common_entry
 stub_08:
 	pushl $0x8
-	jmp trap_common
+	jmp common_entry
 stub_09:
 	pushl $0
 	pushl $0x9
-	jmp trap_common
+	jmp common_entry
 stub_0a:
 	pushl $0xa
-	jmp trap_common
+	jmp common_entry
 stub_0b:
 	pushl $0xb
-	jmp trap_common
+	jmp common_entry
 stub_0c:
 	pushl $0xc
-	jmp trap_common
+	jmp common_entry
 stub_0d:
 	pushl $0xd
-	jmp trap_common
+	jmp common_entry
 stub_0e:
 	pushl $0xe
-	jmp trap_common
+	jmp common_entry
 stub_0f:
 	pushl $0
 	pushl $0xf
-	jmp trap_common
+	jmp common_entry
 stub_10:
 	pushl $0
 	pushl $0x10
-	jmp trap_common
+	jmp common_entry
 stub_11:
 	pushl $0x11
-	jmp trap_common
+	jmp common_entry
 stub_12:
 	pushl $0
 	pushl $0x12
-	jmp trap_common
+	jmp common_entry
 stub_13:
 	pushl $0
 	pushl $0x13
-	jmp trap_common
+	jmp common_entry
 stub_14:
 	pushl $0
 	pushl $0x14
-	jmp trap_common
+	jmp common_entry
 stub_15:
 	pushl $0
 	pushl $0x15
-	jmp trap_common
+	jmp common_entry
 stub_16:
 	pushl $0
 	pushl $0x16
-	jmp trap_common
+	jmp common_entry
 stub_17:
 	pushl $0
 	pushl $0x17
-	jmp trap_common
+	jmp common_entry
 stub_18:
 	pushl $0
 	pushl $0x18
-	jmp trap_common
+	jmp common_entry
 stub_19:
 	pushl $0
 	pushl $0x19
-	jmp trap_common
+	jmp common_entry
 stub_1a:
 	pushl $0
 	pushl $0x1a
-	jmp trap_common
+	jmp common_entry
 stub_1b:
 	pushl $0
 	pushl $0x1b
-	jmp trap_common
+	jmp common_entry
 stub_1c:
 	pushl $0
 	pushl $0x1c
-	jmp trap_common
+	jmp common_entry
 stub_1d:
 	pushl $0
 	pushl $0x1d
-	jmp trap_common
+	jmp common_entry
 stub_1e:
 	pushl $0
 	pushl $0x1e
-	jmp trap_common
+	jmp common_entry
 stub_1f:
 	pushl $0
 	pushl $0x1f
-	jmp trap_common
+	jmp common_entry
 stub_31:
 	pushl $0
 	pushl $0x31
-	jmp trap_common
+	jmp common_entry
 stub_32:
 	pushl $0
 	pushl $0x32
-	jmp trap_common
+	jmp common_entry
 stub_33:
 	pushl $0
 	pushl $0x33
-	jmp trap_common
+	jmp common_entry
 stub_34:
 	pushl $0
 	pushl $0x34
-	jmp trap_common
+	jmp common_entry
 stub_35:
 	pushl $0
 	pushl $0x35
-	jmp trap_common
+	jmp common_entry
 stub_36:
 	pushl $0
 	pushl $0x36
-	jmp trap_common
+	jmp common_entry
 stub_37:
 	pushl $0
 	pushl $0x37
-	jmp trap_common
+	jmp common_entry
 stub_38:
 	pushl $0
 	pushl $0x38
-	jmp trap_common
+	jmp common_entry
 stub_39:
 	pushl $0
 	pushl $0x39
-	jmp trap_common
+	jmp common_entry
 stub_3a:
 	pushl $0
 	pushl $0x3a
-	jmp trap_common
+	jmp common_entry
 stub_3b:
 	pushl $0
 	pushl $0x3b
-	jmp trap_common
+	jmp common_entry
 stub_3c:
 	pushl $0
 	pushl $0x3c
-	jmp trap_common
+	jmp common_entry
 stub_3d:
 	pushl $0
 	pushl $0x3d
-	jmp trap_common
+	jmp common_entry
 stub_3e:
 	pushl $0
 	pushl $0x3e
-	jmp trap_common
+	jmp common_entry
 stub_3f:
 	pushl $0
 	pushl $0x3f
-	jmp trap_common
+	jmp common_entry
 stub_40:
 	pushl $0
 	pushl $0x40
-	jmp trap_common
+	jmp common_entry
 stub_41:
 	pushl $0
 	pushl $0x41
-	jmp trap_common
+	jmp common_entry
 stub_42:
 	pushl $0
 	pushl $0x42
-	jmp trap_common
+	jmp common_entry
 stub_43:
 	pushl $0
 	pushl $0x43
-	jmp trap_common
+	jmp common_entry
 stub_44:
 	pushl $0
 	pushl $0x44
-	jmp trap_common
+	jmp common_entry
 stub_45:
 	pushl $0
 	pushl $0x45
-	jmp trap_common
+	jmp common_entry
 stub_46:
 	pushl $0
 	pushl $0x46
-	jmp trap_common
+	jmp common_entry
 stub_47:
 	pushl $0
 	pushl $0x47
-	jmp trap_common
+	jmp common_entry
 stub_48:
 	pushl $0
 	pushl $0x48
-	jmp trap_common
+	jmp common_entry
 stub_80:
 	pushl $0
 	pushl $0x80
-	jmp trap_common
+	jmp common_entry
 stub_ef:
 	pushl $0
 	pushl $0xef
-	jmp trap_common
+	jmp common_entry
 stub_fe:
 	pushl $0
 	pushl $0xfe
-	jmp trap_common
+	jmp common_entry
 stub_ff:
 	pushl $0
 	pushl $0xff
-	jmp trap_common
-trap_common:
+	jmp common_entry
+
+END(interrupt_stubs)
+
+/* SAVE_ALL, then the C dispatcher; the frame is struct pt_regs */
+ENTRY(common_entry)
+	cld
 	pushl %ds
 	pushl %es
 	pushal
-	movl $KERNEL_DS, %eax
+	movl $__KERNEL_DS_VALUE, %eax
 	movl %eax, %ds
 	movl %eax, %es
 	movl %esp, %eax
 	call do_trap
+END(common_entry)
+ENTRY(ret_from_trap)
+	movl PT_CS(%esp), %eax		/* back to CPL 3, or to the kernel (RPL 1)? */
+	andl $3, %eax
+	cmpl $3, %eax
+	jb restore_all
+END(ret_from_trap)
+/* resume_userspace / syscall_exit: interrupts off while the work flags are checked */
+ENTRY(resume_userspace)
+	DISABLE_INTERRUPTS
+	movl %esp, %eax
+	call exit_to_user
+END(resume_userspace)
+ENTRY(restore_all)
 	popal
 	popl %es
 	popl %ds
 	addl $8, %esp
-	jmp *paravirt_ops+OFF_IRET
+	INTERRUPT_RETURN
+END(restore_all)
+
+/* a new task's first return: finish the switch, then leave as from a system call */
+ENTRY(ret_from_fork)
+	call schedule_tail
+	jmp ret_from_trap
+END(ret_from_fork)
+
+/* a task the kernel starts (init): finish the switch, exec, leave for user mode */
+ENTRY(ret_from_kernel_thread)
+	call schedule_tail
+	movl %esp, %eax
+	call kernel_thread_exec
+	jmp ret_from_trap
+END(ret_from_kernel_thread)
+
+/*
+ * struct task_struct *switch_to_asm(prev, next): park prev's callee-saved registers
+ * and stack pointer in prev->thread, take next's, run __switch_to on next's stack
+ * and return (for a new task, into ret_from_fork) with prev in eax.
+ */
+ENTRY(switch_to_asm)
+	pushl %ebp
+	pushl %edi
+	pushl %esi
+	pushl %ebx
+	movl %esp, TASK_THREAD_ESP(%eax)
+	movl TASK_THREAD_ESP(%edx), %esp
+	call __switch_to
+	popl %ebx
+	popl %esi
+	popl %edi
+	popl %ebp
+	ret
+END(switch_to_asm)
+
+/* int run_user(u32 eip, u32 esp): enter CPL 3 at eip on the current task; returns
+ * when the task calls user_exit (pvcall's one-shot task, without the scheduler) */
+ENTRY(run_user)
+	pushl %ebp
+	pushl %ebx
+	pushl %esi
+	pushl %edi
+	movl %esp, user_saved_esp
+	pushl $((15 << 3) | 3)
+	pushl %edx
+	pushl $0x1202
+	pushl $((14 << 3) | 3)
+	pushl %eax
+	movl $((15 << 3) | 3), %ecx
+	movl %ecx, %ds
+	movl %ecx, %es
+	INTERRUPT_RETURN
+END(run_user)
+
+/* void user_exit(int code): back to run_user's caller, on the kernel stack */
+ENTRY(user_exit)
+	movl user_saved_esp, %esp
+	popl %edi
+	popl %esi
+	popl %ebx
+	popl %ebp
+	ret
+END(user_exit)
 
 	.section .rodata
 	.balign 4
@@ -316,40 +423,17 @@ trap_stubs:
 	.long stub_fe
 	.long stub_ff
 trap_stub_vectors:
-	.byte 0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x80, 0xef, 0xfe, 0xff
+	.byte 0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf
+	.byte 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f
+	.byte 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f, 0x40
+	.byte 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x80, 0xef, 0xfe, 0xff
 	.balign 4
 trap_stub_count:
 	.long 60
-
-/* int run_user(u32 eip, u32 esp): enter CPL 3 at eip; returns when the task exits */
-	.text
-	.globl run_user, user_exit
-run_user:
-	pushl %ebp
-	pushl %ebx
-	pushl %esi
-	pushl %edi
-	movl %esp, user_saved_esp
-	pushl $((15 << 3) | 3)
-	pushl %edx
-	pushl $0x1202
-	pushl $((14 << 3) | 3)
-	pushl %eax
-	movl $((15 << 3) | 3), %ecx
-	movl %ecx, %ds
-	movl %ecx, %es
-	jmp *paravirt_ops+OFF_IRET
-
-/* void user_exit(int code): back to run_user's caller, on the kernel stack */
-user_exit:
-	movl user_saved_esp, %esp
-	popl %edi
-	popl %esi
-	popl %ebx
-	popl %ebp
-	ret
 
 	.bss
 	.balign 4
 user_saved_esp:
 	.long 0
+
+	.section .note.GNU-stack, "", @progbits

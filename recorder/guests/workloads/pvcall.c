@@ -35,14 +35,17 @@ __attribute__((section(".user.text"), naked)) void user_main(void)
 			 "ud2" ::: "memory");
 }
 
-extern void user_exit(int code) __attribute__((noreturn));
+/* no exec'able programs: pvcall's task runs on the boot task, without the scheduler */
+void (*const user_programs[])(u32, u32, u32) = { NULL };
+const u32 nr_user_programs = 0;
 
-u32 workload_syscall(struct pt_regs *regs)
+int workload_syscall(struct pt_regs *regs)
 {
 	if (regs->eax == 0)
 		user_exit(0);
 	syscalls++;
-	return syscalls;
+	regs->eax = syscalls;
+	return 1;
 }
 
 int workload_page_fault(struct pt_regs *regs, u32 addr)
@@ -50,26 +53,24 @@ int workload_page_fault(struct pt_regs *regs, u32 addr)
 	u32 user = (regs->error & 4) != 0;
 	if (!user && addr >= DEMAND_ZONE && addr < DEMAND_ZONE + DEMAND_PAGES * PAGE_SIZE) {
 		pte_t *pte = pte_for(swapper_pg_dir, addr, 1, _PAGE_TABLE);
-		paravirt_ops.set_pte(pte, (alloc_frame() << PAGE_SHIFT) | _PAGE_KERNEL);
+		paravirt_ops.set_pte(pte, (alloc_page(1) << PAGE_SHIFT) | _PAGE_KERNEL);
 		return 1;
 	}
 	if (user && addr >= USER_DEMAND && addr < USER_DEMAND + PAGE_SIZE) {
 		pte_t *pte = pte_for(swapper_pg_dir, addr, 1, _PAGE_TABLE);
 		paravirt_ops.set_pte_at(&init_mm, addr & ~(PAGE_SIZE - 1), pte,
-					(alloc_frame() << PAGE_SHIFT) | _PAGE_KERNEL | _PAGE_USER);
+					(alloc_page(1) << PAGE_SHIFT) | _PAGE_KERNEL | _PAGE_USER);
 		return 1;
 	}
 	return 0;
 }
 
-void workload_irq(u32 vector)
+static void device_irq(u32 irq, void *dev)
 {
-	if (vector == IRQ_VECTOR(IODEV_PIN)) {
-		while (mmio_read(IODEV_BASE + IODEV_STATUS) & 0xFF) {
-			(void)mmio_read(IODEV_BASE + IODEV_TAG);
-			mmio_write(IODEV_BASE + IODEV_ACK, 1);
-			device_done++;
-		}
+	while (mmio_read(IODEV_BASE + IODEV_STATUS) & 0xFF) {
+		(void)mmio_read(IODEV_BASE + IODEV_TAG);
+		mmio_write(IODEV_BASE + IODEV_ACK, 1);
+		device_done++;
 	}
 }
 
@@ -90,7 +91,7 @@ static void self_test(void)
 					pa | _PAGE_PRESENT | _PAGE_USER);
 	paravirt_ops.set_pte_at(&init_mm, USER_STACK_TOP - PAGE_SIZE,
 				pte_for(swapper_pg_dir, USER_STACK_TOP - PAGE_SIZE, 1, _PAGE_TABLE),
-				(alloc_frame() << PAGE_SHIFT) | _PAGE_KERNEL | _PAGE_USER);
+				(alloc_page(1) << PAGE_SHIFT) | _PAGE_KERNEL | _PAGE_USER);
 	paravirt_ops.flush_tlb_user();
 	run_user(USER_CODE, USER_STACK_TOP);
 	if (syscalls != 64)
@@ -105,18 +106,20 @@ static void self_test(void)
 void workload_main(u32 scale, u32 seed)
 {
 	prng = seed;
+	request_irq(IODEV_PIN, device_irq, NULL, 1);
 	self_test();
 
 	pte_t *scratch = pte_for(swapper_pg_dir, SCRATCH, 1, _PAGE_TABLE) -
 			 ((SCRATCH >> PAGE_SHIFT) & 1023);
-	u32 frame = alloc_frame() << PAGE_SHIFT;
+	u32 frame = alloc_page(1) << PAGE_SHIFT;
 	volatile u32 counter = 0;
 
 	for (u32 i = 0; i < scale; i++) {
 		/* a spinlock with irqsave, as every 2.6.21 driver takes one */
-		unsigned long flags = local_irq_save();
+		unsigned long flags = paravirt_ops.save_fl();
+		paravirt_ops.irq_disable();
 		counter++;
-		local_irq_restore(flags);
+		paravirt_ops.restore_fl(flags);
 
 		/* map and remap a scratch page; batch four updates in lazy MMU mode */
 		pte_t *pte = &scratch[i & 1023];
