@@ -37,6 +37,45 @@ GUESTS: dict[str, Guest] = {
             150_000,
             2_000,
         ),
+        Guest(
+            "boot",
+            "the boot path alone (page tables, descriptors, PIC, PIT, CPU, APIC, IOAPIC), "
+            "repeated scale times",
+            620,
+            1,
+        ),
+        Guest(
+            "fork",
+            "address-space churn: rounds of fork, copy-on-write, exec and exit (scale = rounds)",
+            12_500,
+            20,
+        ),
+        Guest(
+            "pagefault",
+            "demand paging, swap under memory pressure, mmap/mprotect/mremap/munmap "
+            "(scale = rounds)",
+            9_000,
+            10,
+        ),
+        Guest(
+            "irqstorm",
+            "I/O device completions at a high rate, handled under irqsave spinlocks "
+            "(scale = I/O calls)",
+            3_600,
+            5,
+        ),
+        Guest(
+            "sched",
+            "20 CPL 3 tasks, timer ticks, context switches with system calls (scale = loops)",
+            62_000,
+            100,
+        ),
+        Guest(
+            "mixed",
+            "a kernel-build-like blend: make, cc | as, ld, disk I/O, swap (scale = jobs)",
+            10_500,
+            16,
+        ),
     )
 }
 
