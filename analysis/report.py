@@ -23,6 +23,10 @@ from pvscope import __version__
 RATE_BINS = 120
 #: Call sites shown.
 HOT_SITES = 15
+#: Above this many traces, per-trace plots and tables are merged into one.
+MANY = 4
+#: The name a merged plot goes by.
+ALL = "all traces"
 #: Ablation columns in the order of the 2007 argument.
 ABLATION_ORDER = ("cpl", "irq", "ptalloc", "pteupdate", "apic")
 
@@ -441,10 +445,13 @@ def _latency_section(data: ReportData) -> str:
     if not data.irq_latency:
         return _section("Interrupt latency", None, "<p>No interrupts in this trace.</p>")
     parts = []
-    for trace in sorted({r["trace"] for r in data.irq_latency}):
+    groups = sorted({r["trace"] for r in data.irq_latency})
+    if len(groups) > MANY:
+        groups = [ALL]
+    for trace in groups:
         buckets: dict[int, int] = {}
         for r in data.irq_latency:
-            if r["trace"] == trace:
+            if trace in (ALL, r["trace"]):
                 buckets[r["bucket_lo"]] = buckets.get(r["bucket_lo"], 0) + r["interrupts"]
         labels = ["0" if lo == 0 else f"{svg.fmt(lo)}–{svg.fmt(2 * lo)}" for lo in sorted(buckets)]
         title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
@@ -484,6 +491,27 @@ def _latency_section(data: ReportData) -> str:
 
 def _rate_section(data: ReportData) -> str:
     parts = []
+    if len(data.rate) > MANY:
+        # one line per trace, every group summed, on a shared axis of fractions of the run
+        xs = [(i + 0.5) / RATE_BINS for i in range(RATE_BINS)]
+        totals = {
+            t: [sum(ys[i] for ys in series.values()) for i in range(RATE_BINS)]
+            for t, (_, series) in sorted(data.rate.items())
+        }
+        chart = svg.lines(
+            xs,
+            totals,
+            xlabel="fraction of the run (virtual time)",
+            ylabel="hook calls per 1000 instructions",
+            label="hook rate over virtual time, every trace",
+        )
+        return _section(
+            "Hook rate over virtual time",
+            None,
+            chart,
+            f"Hook calls per thousand retired instructions, all groups, per trace, in "
+            f"{RATE_BINS} bins of each trace's run.",
+        )
     for trace, (xs, series) in sorted(data.rate.items()):
         order = sorted(series, key=lambda g: -sum(series[g]))
         title = f"<h3>{escape(trace)}</h3>" if len(data.rate) > 1 else ""
@@ -507,7 +535,31 @@ def _rate_section(data: ReportData) -> str:
 
 def _hot_section(data: ReportData) -> str:
     parts = []
-    for trace in sorted({r["trace"] for r in data.hot_sites}):
+    traces = sorted({r["trace"] for r in data.hot_sites})
+    if len(traces) > MANY:
+        top = sorted(data.hot_sites, key=lambda r: -r["calls"])[:HOT_SITES]
+        table = _table(
+            ["trace", "site", "function", "hook", "calls", "share"],
+            [
+                [
+                    r["trace"],
+                    f"{r['site']:#010x}",
+                    _func(r),
+                    r["hook"],
+                    r["calls"],
+                    _pct(r["share"]),
+                ]
+                for r in top
+            ],
+            mono={"site", "function"},
+        )
+        return _section(
+            "Hottest call sites",
+            "hot_sites",
+            table,
+            "The busiest call sites over every trace, named by the guest function holding them.",
+        )
+    for trace in traces:
         mine = [r for r in data.hot_sites if r["trace"] == trace][:HOT_SITES]
         title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
         parts.append(

@@ -7,7 +7,7 @@ scales it, with a ``<title>`` per mark so hovering shows the exact value.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 #: Colours for series, chosen to stay apart for common colour-vision deficiencies.
@@ -85,7 +85,7 @@ def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
 
 def stacked_bars(
     categories: Sequence[str],
-    series: dict[str, Sequence[float]],
+    series: Mapping[str, Sequence[float]],
     *,
     unit: str = "",
     label: str = "stacked bars",
@@ -191,7 +191,7 @@ def columns(
 
 def lines(
     x: Sequence[float],
-    series: dict[str, Sequence[float]],
+    series: Mapping[str, Sequence[float]],
     *,
     xlabel: str = "",
     ylabel: str = "",

@@ -239,6 +239,7 @@ class Session:
             source = open_source(path)
         self.source = source
         self.con = duckdb.connect(":memory:")
+        self.con.execute("SET enable_progress_bar = false")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.views: dict[str, str] = {}
