@@ -51,6 +51,30 @@ def workload_traces() -> list[Path]:
     return sorted(p / "trace" for p in GOLDEN_ROOT.iterdir() if (p / "trace").is_dir())
 
 
+def _workload_names() -> list[str]:
+    from recorder.guests import GUESTS
+
+    return list(GUESTS)
+
+
+@pytest.fixture(scope="session")
+def workload_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every built-in workload recorded at its small scale, as one trace set."""
+    from recorder.guests import GUESTS
+    from recorder.record import record
+
+    root = tmp_path_factory.mktemp("workloads")
+    for name, g in GUESTS.items():
+        record(name, root / name, scale=g.small_scale)
+    return root
+
+
+@pytest.fixture(params=_workload_names())
+def workload(request: pytest.FixtureRequest, workload_set: Path) -> Path:
+    """One built-in workload's small-scale trace."""
+    return workload_set / request.param
+
+
 @pytest.fixture(scope="session")
 def replayed_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The golden trace with replay results (made up, in the results layout) beside it."""
