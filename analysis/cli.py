@@ -186,7 +186,7 @@ def diff(a: Path, b: Path, as_json: bool) -> None:
 )
 @click.option("--guest", default=None, help="guest to record (default: mixed, else pvcall)")
 @click.option(
-    "--scale", type=int, default=None, help="workload scale (default: a tenth of the guest's)"
+    "--scale", type=int, default=None, help="workload scale (default: a fiftieth of the guest's)"
 )
 @click.option("--force", is_flag=True, help="replace an existing demo directory")
 @click.option("-q", "--quiet", is_flag=True, help="no progress")
@@ -207,7 +207,7 @@ def demo(
     if name not in GUESTS:
         raise UsageError(f"unknown guest {name!r} (built-in: {', '.join(GUESTS)})")
     if scale is None:
-        scale = max(GUESTS[name].default_scale // 10, GUESTS[name].small_scale)
+        scale = max(GUESTS[name].default_scale // 50, GUESTS[name].small_scale)
     out = Path(out)
     if out.exists() and not force and any(out.iterdir()):
         raise UsageError(f"{out}: already exists (use --force to replace it)")
