@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pvscope import schema
 from pvscope.errors import PvscopeError, TraceError
@@ -227,6 +228,25 @@ def replay_files(trace: Trace) -> dict[str, list[Path]]:
     return found
 
 
+def _check_parquet(path: Path) -> None:
+    """Refuse a Parquet file that is corrupt, foreign or of a version this reader cannot read.
+
+    Done for a single trace; in a trace set only the manifests are version-checked, since
+    reading every footer would cost more than a fast query over the whole set.
+    """
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TraceError(f"{path}: not a readable Parquet file ({_one_line(e)})") from None
+    if schema.META_KEY not in meta:
+        raise TraceError(f"{path}: no pvscope schema metadata; not a pvscope trace table")
+    try:
+        v = json.loads(meta[schema.META_KEY])
+    except json.JSONDecodeError:
+        raise TraceError(f"{path}: corrupt pvscope schema metadata") from None
+    schema.check_versions(v.get("schema_version"), v.get("min_reader_version"), str(path))
+
+
 class Session:
     """A DuckDB connection with the views of one source, locked read-only."""
 
@@ -255,6 +275,8 @@ class Session:
                 p = t.path / table.file
                 if not p.exists():
                     raise TraceError(f"{p}: missing")
+                if not src.is_set:
+                    _check_parquet(p)
                 files.append((t, p))
             self._view(table.name, _scan(src, files, table.names), table.doc)
             src.files += [p for _, p in files]

@@ -140,3 +140,21 @@ def test_bad_sql_is_duckdbs_message_on_one_line(golden_trace: Path) -> None:
 def test_a_missing_replay_view_says_how_to_make_it(golden_trace: Path) -> None:
     with Session(golden_trace) as s, pytest.raises(QueryError, match="pvscope replay"):
         s.query("SELECT * FROM summary")
+
+
+def test_corrupt_foreign_and_future_tables_are_refused(tmp_path: Path, golden_trace: Path) -> None:
+    import pyarrow as pa
+
+    t = tmp_path / "t"
+    shutil.copytree(golden_trace, t)
+    (t / "inputs.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(TraceError, match="inputs.parquet: not a readable Parquet file"):
+        Session(t)
+    pq.write_table(pa.table({"x": [1]}), t / "inputs.parquet")
+    with pytest.raises(TraceError, match="not a pvscope trace table"):
+        Session(t)
+    table = pq.read_table(golden_trace / "inputs.parquet")
+    meta = {schema.META_KEY: json.dumps({"schema_version": 9, "min_reader_version": 9})}
+    pq.write_table(table.replace_schema_metadata(meta), t / "inputs.parquet")
+    with pytest.raises(TraceError, match="version 9 needs a reader of version >= 9"):
+        Session(t)
