@@ -54,26 +54,26 @@ GUESTS: dict[str, Guest] = {
             "pagefault",
             "demand paging, swap under memory pressure, mmap/mprotect/mremap/munmap "
             "(scale = rounds)",
-            9_000,
+            3_800,
             10,
         ),
         Guest(
             "irqstorm",
             "I/O device completions at a high rate, handled under irqsave spinlocks "
             "(scale = I/O calls)",
-            3_600,
+            7_600,
             5,
         ),
         Guest(
             "sched",
             "20 CPL 3 tasks, timer ticks, context switches with system calls (scale = loops)",
-            62_000,
+            66_000,
             100,
         ),
         Guest(
             "mixed",
             "a kernel-build-like blend: make, cc | as, ld, disk I/O, swap (scale = jobs)",
-            10_500,
+            11_000,
             16,
         ),
     )

@@ -411,6 +411,7 @@ extern struct irq_desc irq_desc[NR_IRQS];
 /* blk.c: the I/O device's driver */
 void blk_init(void);
 int blk_rw(u32 nreq, u32 tag_base);
+void blk_rw_one(u32 tag);
 void blk_submit_async(u32 tag, void (*done)(u32 tag, u32 data), u32 data);
 u32 blk_in_flight(void);
 extern u32 blk_completed, blk_submitted, blk_irqs;
@@ -455,7 +456,6 @@ void flush_tlb_mm(struct mm_struct *mm);
 extern u32 nr_user_pages, nr_swapped, nr_swapins, nr_reclaim_scans, nr_cow, nr_reuse;
 extern u32 nr_mms_live, nr_ptes_live, loaded_cr3;
 void swap_init(u32 slots);
-extern struct wait_queue_head blk_wait;
 
 /* sched.c */
 void sched_init(void);

@@ -24,7 +24,6 @@ static u32 done_head, done_tail; /* completed, waiting for the softirq */
 static u32 free_hint, dev_in_flight, nr_busy;
 static int blk_ready;
 u32 blk_completed, blk_submitted, blk_irqs;
-struct wait_queue_head blk_wait;
 
 static void list_push(u32 *head, u32 *tail, u32 idx)
 {
@@ -123,26 +122,40 @@ static void blk_done_softirq(void)
 		nr_busy--;
 		spin_unlock_irq(&blk_lock);
 	}
-	wake_up(&blk_wait);
 }
 
-static void count_done(u32 tag, u32 data) { (*(volatile u32 *)data)--; }
+/* a batch of requests one task waits for (2.6.21's struct completion, counted) */
+struct blk_batch {
+	volatile u32 left;
+	struct wait_queue_head wait;
+};
+
+static void batch_done(u32 tag, u32 data)
+{
+	struct blk_batch *b = (struct blk_batch *)data;
+	if (!--b->left)
+		wake_up(&b->wait);
+}
 
 /* nreq requests, then sleep until all have completed */
 int blk_rw(u32 nreq, u32 tag_base)
 {
-	volatile u32 left = nreq;
+	struct blk_batch b;
+	b.left = nreq;
+	init_waitqueue_head(&b.wait);
 	for (u32 i = 0; i < nreq; i++)
-		blk_submit_async(tag_base + i, count_done, (u32)&left);
-	wait_event(blk_wait, left == 0);
+		blk_submit_async(tag_base + i, batch_done, (u32)&b);
+	wait_event(b.wait, b.left == 0);
 	return (int)nreq;
 }
+
+/* one request, waited for */
+void blk_rw_one(u32 tag) { blk_rw(1, tag); }
 
 void blk_init(void)
 {
 	if (blk_ready)
 		return;
-	init_waitqueue_head(&blk_wait);
 	open_softirq(BLOCK_SOFTIRQ, blk_done_softirq);
 	request_irq(IODEV_PIN, blk_interrupt, NULL, 1);
 	blk_ready = 1;

@@ -613,9 +613,6 @@ static void swap_duplicate(u32 entry)
 	swap_count[s]++;
 }
 
-/* the block layer's completion for a swap read or write */
-static void swap_io_done(u32 tag, u32 data) { *(volatile u32 *)data = 1; }
-
 /* --- reclaim ----------------------------------------------------------------------------- */
 
 static struct vm_area *vma_of(struct mm_struct *mm, u32 addr)
@@ -750,9 +747,7 @@ static int do_swap_page(struct mm_struct *mm, struct vm_area *vma, u32 address, 
 {
 	u32 entry = pte_to_swp(orig);
 	/* read_swap_cache_async and wait_on_page_locked: a device read, its interrupt */
-	volatile u32 done = 0;
-	blk_submit_async(0x5B000000u | entry, swap_io_done, (u32)&done);
-	wait_event(blk_wait, done);
+	blk_rw_one(0x5B000000u | entry);
 	u32 pfn = alloc_user_page(0);
 	if (*pte != orig) {
 		put_page(pfn);
