@@ -273,3 +273,19 @@ def golden_update(workloads: tuple[str, ...], root: Path | None) -> None:
     g.update(
         names, {n: GUESTS[n].small_scale for n in names}, root or g.GOLDEN_ROOT, report=click.echo
     )
+
+
+def _attach(module: str, names: tuple[str, ...]) -> None:
+    """Attach the commands another stage defines (they import lazily when run)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:  # a stage not yet installed
+        return
+    for name in names:
+        main.add_command(getattr(mod, name))
+
+
+_attach("analysis.cli", ("query", "report", "diff", "demo"))
+_attach("replayer.cli", ("replay", "backends"))
