@@ -48,33 +48,33 @@ GUESTS: dict[str, Guest] = {
             "fork",
             "address-space churn: rounds of fork, copy-on-write, exec and exit (scale = rounds)",
             12_500,
-            20,
+            30,
         ),
         Guest(
             "pagefault",
             "demand paging, swap under memory pressure, mmap/mprotect/mremap/munmap "
             "(scale = rounds)",
-            3_800,
-            10,
+            4_500,
+            16,
         ),
         Guest(
             "irqstorm",
             "I/O device completions at a high rate, handled under irqsave spinlocks "
             "(scale = I/O calls)",
             7_600,
-            5,
+            10,
         ),
         Guest(
             "sched",
             "20 CPL 3 tasks, timer ticks, context switches with system calls (scale = loops)",
             66_000,
-            100,
+            200,
         ),
         Guest(
             "mixed",
             "a kernel-build-like blend: make, cc | as, ld, disk I/O, swap (scale = jobs)",
             11_000,
-            16,
+            32,
         ),
     )
 }
