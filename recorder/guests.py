@@ -48,33 +48,33 @@ GUESTS: dict[str, Guest] = {
             "fork",
             "address-space churn: rounds of fork, copy-on-write, exec and exit (scale = rounds)",
             12_500,
-            30,
+            20,
         ),
         Guest(
             "pagefault",
             "demand paging, swap under memory pressure, mmap/mprotect/mremap/munmap "
             "(scale = rounds)",
             4_500,
-            16,
+            10,
         ),
         Guest(
             "irqstorm",
             "I/O device completions at a high rate, handled under irqsave spinlocks "
             "(scale = I/O calls)",
             7_600,
-            10,
+            5,
         ),
         Guest(
             "sched",
             "20 CPL 3 tasks, timer ticks, context switches with system calls (scale = loops)",
             66_000,
-            200,
+            100,
         ),
         Guest(
             "mixed",
             "a kernel-build-like blend: make, cc | as, ld, disk I/O, swap (scale = jobs)",
             11_000,
-            32,
+            16,
         ),
     )
 }
