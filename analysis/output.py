@@ -9,6 +9,7 @@ import decimal
 import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -145,7 +146,7 @@ def emit(table: pa.Table, fmt: str, out: Path | None, title: str | None = None) 
             console.print(
                 f"… {table.num_rows - TABLE_ROWS} more rows (use --format csv or json for all)"
             )
-        data = buf.getvalue().encode()
+        data = "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines()).encode()
     if out is None:
         click.echo(data, nl=False)
     else:
@@ -153,6 +154,9 @@ def emit(table: pa.Table, fmt: str, out: Path | None, title: str | None = None) 
 
 
 def _width() -> int:
+    """The terminal's width; wide enough never to wrap when stdout is not a terminal."""
     import shutil
 
+    if not sys.stdout.isatty():
+        return 1000
     return max(80, shutil.get_terminal_size((160, 24)).columns)

@@ -44,7 +44,7 @@ def test_demo_without_a_replayer_still_reports(
 ) -> None:
     monkeypatch.setattr(replays, "replayer_available", lambda: False)
     out = tmp_path / "demo"
-    r = CliRunner().invoke(demo, ["-o", str(out), "--scale", "300", "--json"])
+    r = CliRunner().invoke(demo, ["-o", str(out), "--guest", "pvcall", "--scale", "300", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["ablation_matrix"] == [] and Path(d["report"]).exists()
