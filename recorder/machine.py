@@ -558,7 +558,7 @@ class Machine:
         pending = h.result_slots > 0
         rec = struct.pack(
             "<HHIIIIIIIII",
-            0 if pending else h.id,
+            0 if pending else R.record_code(h),
             self._reg(X.UC_X86_REG_CS),
             *a,
             0,
@@ -574,7 +574,7 @@ class Machine:
     def _on_result(self, uc: Uc, address: int, size: int, _ud: Any) -> None:
         idx, h = self.buf_pending.pop()
         off = idx * R.RECORD_SIZE
-        struct.pack_into("<H", self.buf, off, h.id)
+        struct.pack_into("<H", self.buf, off, R.record_code(h))
         struct.pack_into(
             "<II",
             self.buf,
@@ -790,6 +790,8 @@ class Machine:
                     "triple-fault", f"user stack {esp:#x} unwritable delivering vector {vector:#x}"
                 )
             self.uc.reg_write(X.UC_X86_REG_ESP, esp)
+            # the saved copy keeps the user's TF; the trampoline must not single-step
+            self.uc.reg_write(X.UC_X86_REG_EFLAGS, eflags & ~0x100)
             self.uc.reg_write(X.UC_X86_REG_EIP, R.USER_PAGE)
             self.pending_gate = _PendingGate(
                 vector, error, return_eip, selector, handler, trap_gate

@@ -107,6 +107,14 @@ RECORD_FIELDS = (
     # writer derives it from the write_cr3 records
 )
 CODE_EVENT_BASE = 0x100
+HOOK_CODE_BASE = 1  # a hook's record code is its id + 1: code 0 marks a record being written
+
+
+def record_code(h: Hook) -> int:
+    """The code a hook's ring record carries once complete."""
+    return HOOK_CODE_BASE + h.id
+
+
 CODE_MARKER = 0x1FF  # quantum marker: a0/a1 = vtime (lo/hi); dropped at drain
 
 # what the recorder does at a trap site
@@ -289,7 +297,7 @@ def generate_asm() -> str:
             out.append(f"    movl %eax, 20({reg})")
             if h.result_slots == 2:
                 out.append(f"    movl %edx, 24({reg})")
-            out += [f"    movw ${h.id}, ({reg})", f"    jmp {tail}"]
+            out += [f"    movw ${record_code(h)}, ({reg})", f"    jmp {tail}"]
         else:
             out += ["    popl %ebx", "    ret"] if reg == "%ebx" else ["    ret"]
     out += [
@@ -356,7 +364,7 @@ def _prologue(h: Hook, reg: str) -> list[str]:
         lines += [f"    pushl {sp}(%esp)", f"    popl 28({reg})"]
     lines.append(f"    movw %cs, 2({reg})")
     if not _result_hook(h):
-        lines.append(f"    movw ${h.id}, ({reg})")
+        lines.append(f"    movw ${record_code(h)}, ({reg})")
     return lines
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pvscope import schema
 from pvscope.hooks import BY_NAME, HOOKS
-from recorder.rom import CODE_EVENT_BASE, CODE_MARKER, RECORD_FIELDS
+from recorder.rom import CODE_EVENT_BASE, CODE_MARKER, HOOK_CODE_BASE, RECORD_FIELDS
 
 RECORD_DTYPE = np.dtype(list(RECORD_FIELDS))
 #: Event kinds in code order: record code CODE_EVENT_BASE + i is EVENT_CODES[i].
@@ -139,6 +139,7 @@ class TraceWriter:
             self.vtime = int(marker_vt[np.nonzero(is_marker)[0][-1]])
         keep = ~is_marker
         rec, code, vtime = rec[keep], code[keep], vtime[keep]
+        code = np.where(code < CODE_EVENT_BASE, code - HOOK_CODE_BASE, code)  # hook ids
         n = len(rec)
         if n == 0:
             return 0

@@ -26,9 +26,6 @@ PROCESS_WORKLOADS = ("fork", "pagefault", "sched", "mixed")
 
 #: Hooks of 2.6.21's struct paravirt_ops that no workload calls, and why.
 NOT_CALLED: dict[str, str] = {
-    "patch": "apply_paravirt is built but its patch calls are off (PV_APPLY_PARAVIRT=0): the "
-    "recorder's ring uses record code 0 for 'incomplete', which is also patch's hook id, so a "
-    "logged patch call would hold back every record after it",
     "set_wallclock": "only sync_cmos_clock calls it, every 11 minutes once NTP has synced",
     "write_cr2": "no 2.6.21 i386 code path writes CR2",
     "read_cr4_safe": "only suspend/resume and show_regs (SysRq-P) read CR4 that way",

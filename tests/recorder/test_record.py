@@ -294,9 +294,9 @@ def test_hook_catalogue_matches_the_guest_header_and_rom() -> None:
     assert len(rom.entries) == len(names) == 76
 
 
-def _micro_guest(body: bytes) -> bytes:
-    """A guest that calls read_cr0 through the ROM's entry table, then runs ``body``."""
-    entry = R.ENTRY_TABLE + 8 * BY_NAME["read_cr0"].id
+def _micro_guest(body: bytes, hook: str = "read_cr0") -> bytes:
+    """A guest that calls a hook through the ROM's entry table, then runs ``body``."""
+    entry = R.ENTRY_TABLE + 8 * BY_NAME[hook].id
     code = b"\xb8" + struct.pack("<I", entry) + b"\xff\xd0"  # mov $entry, %eax; call *%eax
     code = b"\xbc" + struct.pack("<I", 0x90000) + code  # mov $0x90000, %esp
     return make_elf32(code + body)
@@ -318,9 +318,11 @@ def test_privileged_instruction_faults_and_is_recorded(tmp_path: Path) -> None:
 def test_guest_check_failure_ends_the_run_with_its_message(tmp_path: Path) -> None:
     msg_addr = 0x100000 + 0x40
     call_service = (
-        b"\x8b\x1d" + struct.pack("<I", R.ROM_BASE + R.H_SERVICE)  # mov service, %ebx
+        b"\x8b\x1d"
+        + struct.pack("<I", R.ROM_BASE + R.H_SERVICE)  # mov service, %ebx
         + b"\xb8\x01\x00\x00\x00"  # mov $1, %eax (check failed)
-        + b"\xba" + struct.pack("<I", msg_addr)  # mov $msg, %edx
+        + b"\xba"
+        + struct.pack("<I", msg_addr)  # mov $msg, %edx
         + b"\xb9\x2a\x00\x00\x00"  # mov $42, %ecx
         + b"\xff\xd3"  # call *%ebx
         + b"\x0f\x0b"  # ud2: not reached
@@ -331,10 +333,22 @@ def test_guest_check_failure_ends_the_run_with_its_message(tmp_path: Path) -> No
     guest = tmp_path / "check.elf"
     # grow the segment to cover the message
     size = len(image) - code_start
-    image = image[:0x34 + 16] + struct.pack("<II", size, size) + image[0x34 + 24 :]
+    image = image[: 0x34 + 16] + struct.pack("<II", size, size) + image[0x34 + 24 :]
     guest.write_bytes(image)
     m = record(str(guest), tmp_path / "t")
-    assert m["end"] == {"status": "guest-check",
-                        "reason": "guest check failed: free list corrupt (0x2a)"}
+    assert m["end"] == {
+        "status": "guest-check",
+        "reason": "guest check failed: free list corrupt (0x2a)",
+    }
     rows = q(tmp_path / "t", "select kind, arg0, arg2 from EVENTS where kind = 'guest'")
     assert rows == [("guest", 1, 42)]
+
+
+@pytest.mark.parametrize("log_path", ["ring", "python"])
+def test_hook_zero_is_logged_on_both_paths(tmp_path: Path, log_path: str) -> None:
+    """patch is hook 0: its record must not look like one still being written."""
+    guest = tmp_path / "patch.elf"
+    guest.write_bytes(_micro_guest(b"\xf4", hook="patch"))  # then hlt: a #GP ends the run
+    record(str(guest), tmp_path / "t", log_path=log_path)
+    rows = q(tmp_path / "t", "select kind, hook, arg0 from EVENTS order by seq")
+    assert rows[0][:2] == ("hook", "patch") and rows[1][0] == "exception"

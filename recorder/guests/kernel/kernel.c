@@ -98,12 +98,7 @@ void spin_unlock(spinlock_t *l)
  * answer would be a backend bug, which 2.6.21 BUG()s on.  sync_core is a cpuid.
  */
 #ifndef PV_APPLY_PARAVIRT
-/*
- * Off until the recorder logs hook 0 correctly: its ring records use code 0 for
- * "not yet complete", which is also patch's hook id, so a logged patch call is
- * never drained and holds back every record after it.
- */
-#define PV_APPLY_PARAVIRT 0
+#define PV_APPLY_PARAVIRT 1
 #endif
 
 void apply_paravirt(void)
