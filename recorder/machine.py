@@ -89,7 +89,7 @@ def reserved_gdt_entries(gate_stub: int, busy: bool = True) -> bytes:
     return (
         _desc(R.TSS, 0x67, 0x8B if busy else 0x89, 0)
         + _desc(0, 0xFFFFF, 0x9A, 0xC)
-        + _gate(SEL_GATE_CODE, gate_stub, 3, 1)
+        + _gate(SEL_GATE_CODE, gate_stub, 3, 0)
         + _desc(0, 0xFFFFF, 0xBA, 0xC)
     )
 
@@ -155,6 +155,7 @@ class _PendingGate:
     selector: int
     handler: int
     trap_gate: bool
+    eflags: int
 
 
 @dataclass
@@ -782,19 +783,14 @@ class Machine:
         eflags = self._reg(X.UC_X86_REG_EFLAGS)
         esp = self._reg(X.UC_X86_REG_ESP)
         if cs & 3 == 3:
-            # CPL 3 -> 1: push EFLAGS as the call gate's parameter and let the CPU switch
-            # stacks through the TSS; the gate stub finishes the frame (_finish_gate)
-            esp -= 4
-            if not self.vwrite(esp, struct.pack("<I", eflags)):
-                raise Stop(
-                    "triple-fault", f"user stack {esp:#x} unwritable delivering vector {vector:#x}"
-                )
-            self.uc.reg_write(X.UC_X86_REG_ESP, esp)
-            # the saved copy keeps the user's TF; the trampoline must not single-step
+            # CPL 3 -> 1: let the CPU switch stacks through the TSS by taking the call gate
+            # from the user-executable trampoline; the gate stub finishes the frame
+            # (_finish_gate).  The user's stack is never touched, as with a real gate.
+            # The trampoline must not single-step: the frame keeps the user's TF.
             self.uc.reg_write(X.UC_X86_REG_EFLAGS, eflags & ~0x100)
             self.uc.reg_write(X.UC_X86_REG_EIP, R.USER_PAGE)
             self.pending_gate = _PendingGate(
-                vector, error, return_eip, selector, handler, trap_gate
+                vector, error, return_eip, selector, handler, trap_gate, eflags
             )
             return
         words = [return_eip, cs, eflags]
@@ -825,8 +821,11 @@ class Machine:
         if g is None:
             raise Stop("guest-fault", "call gate entered without a pending delivery")
         esp = self._reg(X.UC_X86_REG_ESP)
-        _eip, ucs, eflags, uesp, uss = struct.unpack("<5I", self.vread(esp, 20))
-        frame = struct.pack("<5I", g.eip, ucs, eflags, uesp + 4, uss)
+        # the gate left EIP, CS, ESP, SS of the trampoline's caller; make it an interrupt
+        # frame: the interrupted EIP and the user's EFLAGS
+        _eip, ucs, uesp, uss = struct.unpack("<4I", self.vread(esp, 16))
+        esp -= 4
+        frame = struct.pack("<5I", g.eip, ucs, g.eflags, uesp, uss)
         if g.error is not None:
             esp -= 4
             frame = struct.pack("<I", g.error) + frame
