@@ -1,0 +1,146 @@
+"""``pvscope replay`` and ``pvscope backends``: plain click commands the main group attaches.
+
+Errors are raised as ``pvscope.errors.PvscopeError`` subclasses (the main group
+prints the one line and exits with its code); a replay that finds correctness
+violations exits with :data:`EXIT_VIOLATIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from replayer import api, backends, costs
+from replayer.trace import load
+
+EXIT_VIOLATIONS = 3
+
+
+def _progress(quiet: bool, total: int) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("replay {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+        transient=True,
+    )
+
+
+def _line(s: dict[str, Any]) -> str:
+    first = s["first_divergence"]
+    where = "-" if first is None else f"seq {first['seq']} {first['check']}"
+    rel = "-" if s["relative_cost"] is None else f"{s['relative_cost']:.3f}"
+    return (
+        f"{s['backend']:<32} {rel:>8} {s['exits']:>9} {s['hypercalls']:>10} {s['traps']:>9} "
+        f"{s['batch_flushes']:>8} {s['violations']:>10}  {where}"
+    )
+
+
+@click.command("replay")
+@click.argument("trace", type=click.Path(path_type=Path))
+@click.option(
+    "--backend",
+    "-b",
+    "backend",
+    required=True,
+    help="backend name(s), comma-separated, or all (every backend and ablation)",
+)
+@click.option("--without", help="take away one requirement: cpl, irq, ptalloc, pteupdate, apic")
+@click.option("--fallback", help="with --without: trap (detect it, at a cost) or none")
+@click.option(
+    "--costs",
+    "costs_spec",
+    default=costs.DEFAULT_PRESET,
+    show_default=True,
+    help=f"cost table: a preset ({', '.join(costs.presets())}) or a TOML file",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    help="results directory (default: TRACE/replay)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the summaries as JSON")
+@click.option("-q", "--quiet", is_flag=True, help="no progress")
+@click.pass_context
+def replay(
+    ctx: click.Context,
+    trace: Path,
+    backend: str,
+    without: str | None,
+    fallback: str | None,
+    costs_spec: str,
+    out: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """re-drive backend models from a recorded trace; exit 3 if any is incorrect."""
+    runs = backends.resolve(backend, without, fallback)
+    table = costs.load(costs_spec)
+    tr = load(trace)
+    total = max(tr.n, 1)
+    with _progress(quiet, total) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(label: str, k: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=k)
+
+        summaries = api.replay_trace(tr, runs, table, out, progress=progress)
+    if as_json:
+        click.echo(json.dumps(summaries, indent=1, sort_keys=True))
+    else:
+        click.echo(
+            f"{'backend':<32} {'vs native':>8} {'exits':>9} {'hypercalls':>10} {'traps':>9} "
+            f"{'flushes':>8} {'violations':>10}  first divergence"
+        )
+        for s in summaries:
+            click.echo(_line(s))
+        where = out if out is not None else api.default_out(tr.path)
+        click.echo(f"results in {where}  (cost table {table.name}, sha256 {table.sha256[:12]})")
+    if any(s["violations"] for s in summaries):
+        ctx.exit(EXIT_VIOLATIONS)
+
+
+@click.command("backends")
+@click.option("--json", "as_json", is_flag=True, help="print the table as JSON")
+def backends_cmd(as_json: bool) -> None:
+    """list the backend models and the mechanism each uses per hook group."""
+    rows = []
+    for b in backends.BACKENDS.values():
+        rows.append(
+            {
+                "name": b.name,
+                "paravirt": b.paravirt,
+                "relies_on": list(b.relies_on),
+                "ablations": [r.label for r in backends.ablations(b)],
+                "summary": b.summary,
+                "mechanisms": dict(b.table),
+                "batching": None
+                if b.batching is None
+                else {"kind": b.batching, "capacity": b.batch_capacity, "source": b.batch_source},
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, sort_keys=True))
+        return
+    cols = list(backends.NATIVE.table)
+    for r in rows:
+        click.echo(f"{r['name']}: {r['summary']}")
+        relies = ", ".join(r["relies_on"]) or "-"
+        click.echo(f"  {'relies on':<18} {relies}")
+        for c in cols:
+            click.echo(f"  {c:<18} {r['mechanisms'][c]}")
+    click.echo(
+        "ablations: any paravirtual backend --without one requirement it relies on, "
+        "--fallback trap|none"
+    )

@@ -1,0 +1,1160 @@
+"""The replay engine: one backend (row of ``replayer.backends``) re-driven by a trace.
+
+No guest runs.  The recorded stream is the reference (native semantics at
+CPL 1); the engine feeds each event to the backend's mechanisms and records
+what the event cost on that backend and anything the backend got wrong.
+
+Three passes:
+
+1. *static costs* (vectorized): most events cost what their hook or kind
+   costs in the backend row, gathered by hook id over the whole stream;
+2. *the sequential pass*: only events whose effect depends on state -- page
+   table writes and allocations, CR3 loads and flushes, lazy-mode batches,
+   APIC and IOAPIC accesses, control-register reads, checkpoints -- run
+   through a Python loop over precomputed index lists;
+3. *the virtual CPU* (vectorized): the interrupt flag as the backend sees it,
+   when it delivers each recorded interrupt, what unmasking with one pending
+   costs, and the ``save_fl`` results and privilege checks.
+
+Correctness checks (violation rows ``seq, check, field, expected, actual,
+detail``):
+
+* ``irq.masked`` / ``irq.lost`` -- an interrupt delivered while the guest had
+  them masked, or never delivered (the backend never unmasked, or its virtual
+  APIC would not take it); latency per interrupt goes to the interrupts table;
+* ``mmu.missing`` / ``mmu.stale`` / ``mmu.perm`` -- at every CR3 load, TLB flush
+  and checkpoint (deferred to the batch flush while calls are queued), pages
+  whose effective translation differs from the guest's intent;
+* ``device.lapic`` / ``device.ioapic`` / ``device.cpu`` -- registers at a
+  checkpoint that differ from the recorded machine's;
+* ``result`` -- a value the guest read (``save_fl``, ``read_cr*``,
+  ``apic_read``, ``get_debugreg``, LAPIC/IOAPIC MMIO reads) that differs from
+  the recorded one;
+* ``privilege`` -- guest code at CPL 0 where the backend requires CPL 1;
+* ``trace.mmu`` -- the replay's own rebuild of the guest tables disagrees with
+  a checkpoint's digest (the trace, or this replayer, is wrong; every backend
+  reports it).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from pvscope.digest import mapping_digest
+from pvscope.hooks import BY_NAME, HOOKS
+from replayer.backends import (
+    CATEGORY,
+    MECH_CODE,
+    MECHANISMS,
+    NATIVE,
+    Backend,
+    Cost,
+    Run,
+    c,
+)
+from replayer.costs import CostTable
+from replayer.mechanisms.apic import (
+    IOAPIC_BASE,
+    LAPIC_BASE,
+    UNBACKED,
+    VirtualIoapic,
+    VirtualLapic,
+)
+from replayer.mechanisms.batch import LAZY_CPU, LAZY_FLUSH, LAZY_MMU, LAZY_NONE, BatchQueue
+from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU, present_mappings
+from replayer.mechanisms.tracer import WriteTracer
+from replayer.mechanisms.vcpu import (
+    backend_if,
+    delivery_points,
+    recorded_interrupts,
+    unmask_events,
+)
+from replayer.trace import (
+    HOOK_ID,
+    K_EXCEPTION,
+    K_HOOK,
+    K_INTERRUPT,
+    K_MMIO_READ,
+    K_MMIO_WRITE,
+    K_SOFTINT,
+    Trace,
+)
+
+#: Check names, in the order summaries list them.
+CHECKS = (
+    "irq.masked",
+    "irq.lost",
+    "mmu.missing",
+    "mmu.stale",
+    "mmu.perm",
+    "device.lapic",
+    "device.ioapic",
+    "device.cpu",
+    "result",
+    "privilege",
+    "trace.mmu",
+)
+#: Check family of each check (the requirement a ``--fallback none`` ablation breaks).
+FAMILY = {
+    "irq.masked": "interrupt",
+    "irq.lost": "interrupt",
+    "mmu.missing": "mmu",
+    "mmu.stale": "mmu",
+    "mmu.perm": "mmu",
+    "device.lapic": "device",
+    "device.ioapic": "device",
+    "device.cpu": "device",
+    "result": "result",
+    "privilege": "privilege",
+    "trace.mmu": "trace",
+}
+FAMILIES = ("interrupt", "mmu", "device", "result", "privilege", "trace")
+
+_H = HOOK_ID
+_NHOOKS = len(HOOKS)
+_APIC_HOOKS = (_H["apic_write"], _H["apic_write_atomic"], _H["apic_read"])
+_UNMASKERS = (_H["irq_enable"], _H["restore_fl"])
+#: Hooks the sequential pass handles on every backend.
+_STATEFUL = {
+    _H[n]
+    for n in (
+        "set_pte",
+        "set_pte_at",
+        "set_pmd",
+        "pte_update",
+        "pte_update_defer",
+        "alloc_pt",
+        "alloc_pd",
+        "alloc_pd_clone",
+        "release_pt",
+        "release_pd",
+        "write_cr3",
+        "flush_tlb_user",
+        "flush_tlb_kernel",
+        "flush_tlb_single",
+        "set_lazy_mode",
+        "write_cr0",
+        "clts",
+        "write_cr2",
+        "write_cr4",
+        "read_cr0",
+        "read_cr2",
+        "read_cr3",
+        "read_cr4",
+        "read_cr4_safe",
+        "get_debugreg",
+        "set_debugreg",
+        "apic_write",
+        "apic_write_atomic",
+        "apic_read",
+    )
+}
+_PRIVILEGED = np.array([h.requirement == "cpl" or h.rom == "trap" for h in HOOKS] + [False])
+
+
+@dataclass
+class Violation:
+    """One row of the violations table."""
+
+    seq: int
+    check: str
+    field: str
+    expected: str
+    actual: str
+    detail: str
+
+
+@dataclass
+class RunResult:
+    """Everything one replay produced."""
+
+    run: Run
+    costs: CostTable
+    trace: Trace
+    cycles: np.ndarray
+    native_cycles: np.ndarray
+    mechanism: np.ndarray
+    exits: np.ndarray
+    hypercalls: np.ndarray
+    traps: np.ndarray
+    batch_flushes: np.ndarray
+    batched: np.ndarray
+    violations: list[Violation]
+    interrupts: dict[str, np.ndarray]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class _Costs:
+    """A backend row's costs resolved to cycles under one cost table."""
+
+    def __init__(self, model: Backend, table: CostTable) -> None:
+        self.table = table
+        self.model = model
+        n = _NHOOKS + 1
+        self.cyc = np.zeros(n, dtype=np.int64)
+        self.mech = np.full(n, MECH_CODE["none"], dtype=np.int8)
+        self.ex = np.zeros(n, dtype=np.int32)
+        self.hc = np.zeros(n, dtype=np.int32)
+        self.tr = np.zeros(n, dtype=np.int32)
+        for h in HOOKS:
+            self.cyc[h.id], self.mech[h.id], self.ex[h.id], self.hc[h.id], self.tr[h.id] = self.t(
+                model.cost(h.name)
+            )
+
+    def t(self, cost: Cost) -> tuple[int, int, int, int, int]:
+        """(cycles, mechanism code, exits, hypercalls, traps)."""
+        return (
+            cost.cycles(self.table),
+            MECH_CODE[cost.mechanism],
+            cost.exits,
+            cost.hypercalls,
+            cost.traps,
+        )
+
+
+def _static(trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray) -> tuple:
+    """Per-event (cycles, mech, exits, hypercalls, traps) from the row alone."""
+    cs = _Costs(model, table)
+    hk = np.where(trace.hook >= 0, trace.hook, _NHOOKS).astype(np.int64)
+    cyc, mech = cs.cyc[hk].copy(), cs.mech[hk].copy()
+    ex, hc, tr = cs.ex[hk].copy(), cs.hc[hk].copy(), cs.tr[hk].copy()
+    kind = trace.kind
+    pf = (kind == K_EXCEPTION) & (trace.arg0 == 14)
+    for mask, name in (
+        (kind == K_INTERRUPT, "interrupt"),
+        (pf, "pagefault"),
+        ((kind == K_EXCEPTION) & ~pf, "exception"),
+        (kind == K_SOFTINT, "softint"),
+        (((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed, "mmio"),
+        (absorbed, None),
+    ):
+        if not mask.any():
+            continue
+        t = cs.t(model.costs[name]) if name else cs.t(c("included"))
+        cyc[mask], mech[mask], ex[mask], hc[mask], tr[mask] = t
+    return cs, cyc, mech, ex, hc, tr
+
+
+def absorbed_mmio(trace: Trace) -> np.ndarray:
+    """MMIO events that are the LAPIC access an apic_* hook's native body just made."""
+    n = trace.n
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    prev_hook = trace.hook[:-1]
+    is_apic = np.isin(prev_hook, _APIC_HOOKS)
+    mmio = (trace.kind[1:] == K_MMIO_READ) | (trace.kind[1:] == K_MMIO_WRITE)
+    same = trace.arg0[1:].astype(np.int64) == LAPIC_BASE + trace.arg0[:-1].astype(np.int64)
+    out[1:] = is_apic & mmio & same
+    return out
+
+
+def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = None) -> np.ndarray:
+    """What every event costs on bare hardware (the reference for relative cost)."""
+    if absorbed is None:
+        absorbed = absorbed_mmio(trace)
+    return _static(trace, NATIVE, table, absorbed)[1]
+
+
+def _hex(v: int | None) -> str:
+    return "unknown" if v is None else f"{v:#x}"
+
+
+class _Replay:
+    """State of one replay; :meth:`run` does the three passes."""
+
+    def __init__(self, trace: Trace, run: Run, table: CostTable, full_check: bool) -> None:
+        self.trace = trace
+        self.run_ = run
+        self.model = run.model()
+        self.table = table
+        self.full_check = full_check
+        self.violations: list[Violation] = []
+        m = self.model
+        self.mirror = m.mmu in ("direct", "traced")
+        ab_req, ab_fb = run.without, run.fallback
+        self.pte_mode = "hook" if ab_req != "pteupdate" else ab_fb
+        self.alloc_mode = "hook" if ab_req != "ptalloc" else ab_fb
+        if m.name == "lguest":
+            self.alloc_mode = "unhooked"
+        self.apic_seen = not (ab_req == "apic" and ab_fb == "none")
+        self.irq_tracks = not (ab_req == "irq" and ab_fb == "none")
+
+    # ------------------------------------------------------------------ helpers
+
+    def violate(self, seq: int, check: str, fld: str, exp: str, act: str, detail: str) -> None:
+        self.violations.append(Violation(seq, check, fld, exp, act, detail))
+
+    # ------------------------------------------------------------------ passes
+
+    def run(self, progress: Callable[[int], None] | None) -> RunResult:
+        tr, m, table = self.trace, self.model, self.table
+        n = tr.n
+        absorbed = absorbed_mmio(tr)
+        cs, cyc, mech, ex, hc, trp = _static(tr, m, table, absorbed)
+        self.cs = cs
+        bf = np.zeros(n, dtype=np.int32)
+        batched = np.zeros(n, dtype=np.int32)
+        nat = native_cycles(tr, table, absorbed)
+        kernel_hooks = (tr.kind == K_HOOK) & (tr.cpl == 1)
+        if self.run_.fallback == "trap" and self.run_.without in ("cpl", "irq"):
+            # the kernel runs binary-translated: every call it makes pays BT's overhead
+            cyc[kernel_hooks] += table["bt_call_overhead"]
+        self.vif_b = backend_if(tr.vif, self.irq_tracks)
+
+        dyn = self._sequential(absorbed, progress)
+        if dyn:
+            idx = np.fromiter((d[0] for d in dyn), dtype=np.int64, count=len(dyn))
+            cols = np.array([d[1:] for d in dyn], dtype=np.int64)
+            cyc[idx] = cols[:, 0]
+            mech[idx] = cols[:, 1]
+            ex[idx] = cols[:, 2]
+            hc[idx] = cols[:, 3]
+            trp[idx] = cols[:, 4]
+            bf[idx] = cols[:, 5]
+            batched[idx] = cols[:, 6]
+
+        ints = self._interrupts(cyc, mech, ex, hc, trp, bf)
+        self._vectorized_checks()
+        if progress:
+            progress(n)
+
+        res = RunResult(
+            run=self.run_,
+            costs=table,
+            trace=tr,
+            cycles=cyc.astype(np.uint64),
+            native_cycles=nat.astype(np.uint64),
+            mechanism=mech,
+            exits=ex.astype(np.uint32),
+            hypercalls=hc.astype(np.uint32),
+            traps=trp.astype(np.uint32),
+            batch_flushes=bf.astype(np.uint32),
+            batched=batched.astype(np.uint32),
+            violations=sorted(self.violations, key=lambda v: (v.seq, CHECKS.index(v.check))),
+            interrupts=ints,
+        )
+        return res
+
+    # ----------------------------------------------------- the sequential pass
+
+    def _sequential(
+        self, absorbed: np.ndarray, progress: Callable[[int], None] | None
+    ) -> list[tuple[int, ...]]:
+        tr, m, cs, table = self.trace, self.model, self.cs, self.table
+        n = tr.n
+        batchable_ids = {_H[h]: modes for h, modes in m.batchable.items()}
+        stateful = set(_STATEFUL) | set(batchable_ids)
+        queue = BatchQueue(m.batch_capacity) if m.batching else None
+        if queue is not None:
+            # a synchronous entry to the hypervisor applies what is queued first
+            stateful |= {h.id for h in HOOKS if cs.hc[h.id] > 0}
+        hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
+        hook_mask[list(stateful)] = True
+        hk = np.where(tr.hook >= 0, tr.hook, _NHOOKS)
+        kind = tr.kind
+        want = hook_mask[hk] & (kind == K_HOOK)
+        want |= kind == K_INTERRUPT
+        want |= (kind == K_EXCEPTION) & (tr.arg0 == 14)
+        want |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
+        cps = tr.checkpoints
+        if cps:
+            want[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+        loop = np.nonzero(want)[0]
+
+        mem_mib = int(((tr.manifest.get("machine") or {}).get("mem_mib")) or 64)
+        guest = GuestMMU(nframes=max(mem_mib, 4) * 256)
+        self.guest = guest
+        pair = ViewPair(guest, demand_fill=m.mmu == "demand", shared=self.mirror)
+        if m.mmu == "notified":
+            pair.registered = set()
+        self.pair = pair
+        tracer = WriteTracer(m.flood_threshold) if m.mmu == "traced" else None
+        lru: OrderedDict[int, None] = OrderedDict()
+        lapic, ioapic = VirtualLapic(), VirtualIoapic()
+        self.lapic, self.ioapic = lapic, ioapic
+        regs: dict[str, int | None] = {"cr0": None, "cr2": None, "cr3": None, "cr4": None}
+        dregs: dict[int, int] = {}
+        self.lost: dict[int, str] = {}
+        out: list[tuple[int, ...]] = []
+        pending_check: list[str] = []
+        lazy = LAZY_NONE
+
+        T = cs.t
+        queued_cost = T(c("queued", "call_ret", "queue_entry"))
+        flush_t = T(m.flush_cost)
+        entry_cyc = table["batch_entry"]
+        wp_t = T(m.wp_fault)
+        disc_t = T(m.discover)
+        scan_cyc = table["scan_table"]
+        pv_wp = table["pv_fault"] + table["emulate_write"]
+        timer_t = T(m.timer_write) if m.timer_write else None
+        mirror, traced = self.mirror, tracer is not None
+        pte_mode, alloc_mode = self.pte_mode, self.alloc_mode
+        is_xen, is_lguest = m.name == "xen-pv", m.name == "lguest"
+        trap_alloc = alloc_mode == "trap"
+
+        idx_l = loop.tolist()
+        h_l = tr.hook[loop].tolist()
+        k_l = kind[loop].tolist()
+        a0_l = tr.arg0[loop].tolist()
+        a1_l = tr.arg1[loop].tolist()
+        a2_l = tr.arg2[loop].tolist()
+        a3_l = tr.arg3[loop].tolist()
+        res_l = tr.result[loop].tolist()
+        hasr_l = tr.has_result[loop].tolist()
+        cyc0, mech0, ex0, hc0, tr0 = (
+            cs.cyc.tolist(),
+            cs.mech.tolist(),
+            cs.ex.tolist(),
+            cs.hc.tolist(),
+            cs.tr.tolist(),
+        )
+
+        H = _H
+        SET_PTE, SET_PTE_AT, SET_PMD = H["set_pte"], H["set_pte_at"], H["set_pmd"]
+        PTE_UPD, PTE_UPD_D = H["pte_update"], H["pte_update_defer"]
+        ALLOC_PT, ALLOC_PD, ALLOC_CLONE = H["alloc_pt"], H["alloc_pd"], H["alloc_pd_clone"]
+        REL_PT, REL_PD = H["release_pt"], H["release_pd"]
+        WCR3, FL_USER, FL_KERN, FL_ONE = (
+            H["write_cr3"],
+            H["flush_tlb_user"],
+            H["flush_tlb_kernel"],
+            H["flush_tlb_single"],
+        )
+        LAZY = H["set_lazy_mode"]
+        WCR0, CLTS, WCR2, WCR4 = H["write_cr0"], H["clts"], H["write_cr2"], H["write_cr4"]
+        RCR = {H["read_cr0"]: "cr0", H["read_cr2"]: "cr2", H["read_cr3"]: "cr3"}
+        RCR4 = {H["read_cr4"], H["read_cr4_safe"]}
+        GETDR, SETDR = H["get_debugreg"], H["set_debugreg"]
+        AW, AWA, AR = H["apic_write"], H["apic_write_atomic"], H["apic_read"]
+        PTE_HOOKS = {SET_PTE, SET_PTE_AT, SET_PMD, PTE_UPD, PTE_UPD_D}
+        ALLOC_HOOKS = {ALLOC_PT, ALLOC_PD, ALLOC_CLONE, REL_PT, REL_PD}
+        K_INT, K_EXC, K_MR, K_MW = K_INTERRUPT, K_EXCEPTION, K_MMIO_READ, K_MMIO_WRITE
+
+        cur_tables_cache: list[Any] = [None, -1, -1, frozenset()]
+
+        def cur_tables() -> frozenset[int]:
+            pd = guest.pd
+            if pd is None:
+                return frozenset()
+            v = pair.ver.get(pd, 0)
+            if cur_tables_cache[1] != pd or cur_tables_cache[2] != v:
+                cur_tables_cache[1], cur_tables_cache[2] = pd, v
+                cur_tables_cache[3] = frozenset(pair.guest_tables(pd))
+            return cur_tables_cache[3]
+
+        def check(seq: int, reason: str) -> None:
+            if queue is not None and len(queue):
+                if reason not in pending_check:
+                    pending_check.append(reason)
+                return
+            res = pair.check_full() if self.full_check else pair.check()
+            for f in res.findings:
+                self.violate(
+                    seq,
+                    f"mmu.{f.kind}",
+                    f"va {f.vpn << 12:#010x}",
+                    _hex(f.expected),
+                    _hex(f.actual),
+                    f"{f.pages} page(s) wrong at {reason}",
+                )
+
+        def drain(seq: int) -> int:
+            ran = queue.flush() if queue is not None else 0
+            if ran and pending_check:
+                reasons = ", ".join(pending_check)
+                pending_check.clear()
+                check(seq, reasons + " (applied at the batch flush)")
+            return ran
+
+        def lguest_pmd(p: int, i: int, v: int) -> None:
+            pair.learn_write(p, i, v)
+            if v & 1 and not v & 0x80:
+                pair.resync_page(v >> 12)  # the shadow table under the entry is dropped
+
+        def discover(pfns: list[int]) -> int:
+            """A trap-fallback VMM scans tables it does not protect yet; return how many."""
+            k = 0
+            reg = pair.registered
+            for p in pfns:
+                if reg is not None and p not in reg:
+                    reg.add(p)
+                    pair.resync_page(p)
+                    k += 1
+            return k
+
+        report_every = max(n // 100, 1 << 16)
+        next_report = report_every
+        for pos in range(len(idx_l)):
+            k = idx_l[pos]
+            if progress is not None and k >= next_report:
+                progress(k)
+                next_report = k + report_every
+            kd = k_l[pos]
+            h = h_l[pos]
+            # cost of this event: start from the static one
+            cy, me, e_, hcn, tp, nbf, nbt = cyc0[h], mech0[h], ex0[h], hc0[h], tr0[h], 0, 0
+            touched = False
+
+            if kd == K_HOOK:
+                is_pte = h in PTE_HOOKS
+                if is_pte:
+                    if h in (SET_PTE, SET_PMD):
+                        ptr, val = a0_l[pos], a1_l[pos]
+                    elif h == SET_PTE_AT:
+                        ptr, val = a2_l[pos], a3_l[pos]
+                    elif hasr_l[pos]:
+                        ptr, val = a2_l[pos], res_l[pos] & 0xFFFFFFFF
+                    else:
+                        continue  # nothing observed: the new value is unknown
+                    phys = ((ptr - 0xC0000000) & 0xFFFFFFFF) if guest.paging else ptr
+                    pfn, ix = phys >> 12, (phys & 0xFFF) >> 2
+                modes = batchable_ids.get(h)
+                other_mm = False
+                if is_xen and h == SET_PTE_AT and pte_mode == "hook":
+                    # xen_set_pte_at: update_va_mapping for the current (or init) mm only;
+                    # another mm's table takes a plain store, trapped on the pinned table
+                    other_mm = pfn not in cur_tables()
+                    if other_mm:
+                        modes = None
+                        cy, me, e_, hcn, tp = wp_t
+                        touched = True
+                queued = queue is not None and modes is not None and lazy in modes
+                if queued:
+                    if len(queue) >= queue.capacity:
+                        ran = drain(k)
+                        cy = flush_t[0] + ran * entry_cyc + queued_cost[0]
+                        me, nbf, nbt = MECH_CODE["batch_flush"], 1, ran
+                    else:
+                        cy, me = queued_cost[0], queued_cost[1]
+                    e_ = hcn = tp = 0
+                    touched = True
+                elif queue is not None and hcn > 0 and h != LAZY and len(queue):
+                    ran = drain(k)
+                    cy += flush_t[0] + ran * entry_cyc
+                    nbf, nbt = 1, ran
+                    touched = True
+
+                push = queue.push if queued else None  # type: ignore[union-attr]
+
+                if is_pte:
+                    if mirror:
+                        # the hardware walks the guest's tables, or every store to them traps
+                        guest.write(pfn, ix, val)
+                        if traced and tracer.write(pfn):  # type: ignore[union-attr]
+                            cy = wp_t[0] + (0 if h in (PTE_UPD, PTE_UPD_D) else table["call_ret"])
+                            me, e_, hcn, tp = wp_t[1], wp_t[2], wp_t[3], wp_t[4]
+                            touched = True
+                    elif pte_mode == "none":
+                        pair.guest_write(pfn, ix, val)
+                    elif pte_mode == "trap" or other_mm:
+                        pair.write_both(pfn, ix, val)
+                        if is_lguest and h == SET_PMD and val & 1 and not val & 0x80:
+                            pair.resync_page(val >> 12)  # its shadow table is dropped
+                    elif is_lguest:
+                        pair.guest_write(pfn, ix, val)
+                        if h == SET_PTE:
+                            op: Callable[[], None] | None = pair.resync_all  # FLUSH_TLB(1)
+                        elif h == SET_PTE_AT:
+                            op = partial(pair.learn_write, pfn, ix, val)
+                        elif h == SET_PMD:
+                            op = partial(lguest_pmd, pfn, ix, val)
+                        else:
+                            op = None  # pte_update: lguest is not told; the flush resyncs
+                        if op is not None:
+                            push(op) if push else op()  # type: ignore[func-returns-value]
+                    else:
+                        if push:
+                            pair.guest_write(pfn, ix, val)
+                            push(partial(pair.learn_write, pfn, ix, val))
+                        else:
+                            pair.write_both(pfn, ix, val)
+                        # a table the VMM was not told of is discovered as it is installed
+                        installs = trap_alloc and h == SET_PMD and val & 1 and not val & 0x80
+                        if installs and discover([val >> 12]):
+                            cy += scan_cyc
+                            touched = True
+                    if touched:
+                        out.append((k, cy, me, e_, hcn, tp, nbf, nbt))
+                    continue
+
+                if h in ALLOC_HOOKS:
+                    pfn = a0_l[pos]
+                    nwrites = 0 if h in (REL_PT, REL_PD) else 1024
+                    if h == ALLOC_CLONE:
+                        src, start, count = a1_l[pos], a2_l[pos], a3_l[pos]
+                        lo, hi = min(start, 1024), min(start + count, 1024)
+                        vals = guest.frames.page(src)[lo:hi].copy()
+                        if mirror:
+                            guest.fill(pfn, 0, 1024, None)
+                            guest.fill(pfn, lo, hi, vals)
+                        else:
+                            pair.guest_fill(pfn, 0, 1024)
+                            pair.guest_fill(pfn, lo, hi, vals)
+                        op = partial(pair.learn_clone, pfn, src, start, count)
+                    elif nwrites:
+                        if mirror:
+                            guest.fill(pfn, 0, 1024, None)
+                        else:
+                            pair.guest_fill(pfn, 0, 1024)
+                        op = partial(pair.learn_fill, pfn, 0, 1024)
+                    else:
+                        op = partial(pair.forget, pfn)
+                    if mirror:
+                        if traced and nwrites:
+                            f = tracer.write(pfn, nwrites)  # type: ignore[union-attr]
+                            if f:
+                                cy += f * wp_t[0]
+                                e_ += f * wp_t[2]
+                                tp += f * wp_t[4]
+                                touched = True
+                    elif alloc_mode == "hook":
+                        push(op) if push else op()  # type: ignore[func-returns-value]
+                    elif trap_alloc and nwrites and pfn in (pair.registered or ()):
+                        # the guest's memset hits a frame the VMM still protects: it faults,
+                        # and the VMM stops trusting (and protecting) the frame
+                        pair.registered.discard(pfn)  # type: ignore[union-attr]
+                        cy += pv_wp
+                        tp += 1
+                        touched = True
+                    if touched:
+                        out.append((k, cy, me, e_, hcn, tp, nbf, nbt))
+                    continue
+
+                if h == WCR3:
+                    x = a0_l[pos]
+                    guest.cr3 = x
+                    regs["cr3"] = x
+                    pair.guest_flushed(guest.flush_all(False))
+                    pd = x >> 12
+                    extra = 0
+
+                    if mirror:
+                        pair.set_cr3(x)
+                        if traced:
+                            new = tracer.discover([pd, *cur_tables()])  # type: ignore[union-attr]
+                            if new:
+                                cy += new * disc_t[0]
+                                e_ += new * disc_t[2]
+                                tp += new * disc_t[4]
+                                touched = True
+                    else:
+
+                        def _cr3(x: int = x, pd: int = pd) -> None:
+                            pair.set_cr3(x)
+                            if is_lguest:
+                                if pd in lru:
+                                    lru.move_to_end(pd)
+                                else:
+                                    pair.resync_space()
+                                    lru[pd] = None
+                                    while len(lru) > m.pgdir_cache:
+                                        lru.popitem(last=False)
+
+                        push(_cr3) if push else _cr3()  # type: ignore[func-returns-value]
+                        if trap_alloc:
+                            extra = discover([pd, *cur_tables()])
+                            if extra:
+                                cy += extra * scan_cyc
+                                touched = True
+                    check(k, "CR3 load")
+                    if touched:
+                        out.append((k, cy, me, e_, hcn, tp, nbf, nbt))
+                    continue
+
+                if h in (FL_USER, FL_KERN, FL_ONE):
+                    if h == FL_ONE:
+                        addr = a0_l[pos]
+                        pair.guest_flushed(guest.flush_addr(addr))
+                        if m.flush_resync:
+                            op = partial(pair.resync_addr, addr)
+                            push(op) if push else op()  # type: ignore[func-returns-value]
+                        reason = f"flush_tlb_single({addr:#x})"
+                    else:
+                        pair.guest_flushed(guest.flush_all(h == FL_KERN))
+                        if m.flush_resync:
+                            op = pair.resync_all if h == FL_KERN else pair.resync_space
+                            push(op) if push else op()  # type: ignore[func-returns-value]
+                        if traced:
+                            new = tracer.discover(cur_tables())  # type: ignore[union-attr]
+                            if new:
+                                cy += new * disc_t[0]
+                                e_ += new * disc_t[2]
+                                tp += new * disc_t[4]
+                                touched = True
+                        reason = "flush_tlb_kernel" if h == FL_KERN else "flush_tlb_user"
+                    check(k, reason)
+                    if touched:
+                        out.append((k, cy, me, e_, hcn, tp, nbf, nbt))
+                    continue
+
+                if h == LAZY:
+                    mode = a0_l[pos]
+                    if mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU):
+                        lazy = mode
+                    if queue is not None:
+                        before = len(queue)
+                        if mode in (LAZY_NONE, LAZY_FLUSH) and before:
+                            ran = drain(k)
+                            cy = cyc0[h] + flush_t[0] + ran * entry_cyc
+                            me, nbf, nbt = MECH_CODE["batch_flush"], 1, ran
+                            touched = True
+                        elif mode in (LAZY_NONE, LAZY_FLUSH) and is_lguest:
+                            cy, me, hcn = cyc0[h] + table["hypercall"], MECH_CODE["hypercall"], 1
+                            touched = True  # LHCALL_FLUSH_ASYNC, even with nothing queued
+                        queue.set_mode(mode)
+                    if touched:
+                        out.append((k, cy, me, e_, hcn, tp, nbf, nbt))
+                    continue
+
+                if h == WCR0:
+                    x = a0_l[pos]
+                    guest.paging = bool(x & CR0_PG)
+                    regs["cr0"] = x
+                elif h == CLTS:
+                    if regs["cr0"] is not None:
+                        regs["cr0"] &= ~0x8
+                elif h == WCR2:
+                    regs["cr2"] = a0_l[pos]
+                elif h == WCR4:
+                    regs["cr4"] = a0_l[pos]
+                    guest.pge = bool(a0_l[pos] & CR4_PGE)
+                elif h in RCR or h in RCR4:
+                    name = "cr4" if h in RCR4 else RCR[h]
+                    if hasr_l[pos]:
+                        got = res_l[pos] & 0xFFFFFFFF
+                        have = regs[name]
+                        if have is None:
+                            regs[name] = got
+                        elif have != got:
+                            self.violate(
+                                k, "result", HOOKS[h].name, _hex(got), _hex(have), f"{name} read"
+                            )
+                elif h == SETDR:
+                    dregs[a0_l[pos]] = a1_l[pos]
+                elif h == GETDR:
+                    if hasr_l[pos]:
+                        got = res_l[pos] & 0xFFFFFFFF
+                        have = dregs.get(a0_l[pos])
+                        if have is None:
+                            dregs[a0_l[pos]] = got
+                        elif have != got:
+                            self.violate(
+                                k, "result", "get_debugreg", _hex(got), _hex(have), f"dr{a0_l[pos]}"
+                            )
+                elif h in (AW, AWA):
+                    reg, v = a0_l[pos], a1_l[pos]
+                    if self.apic_seen:
+                        lapic.write(reg, v)
+                    if timer_t is not None and reg == 0x380 and not queued:
+                        cy, me, e_, hcn, tp = timer_t
+                        touched = True
+                elif h == AR:
+                    reg = a0_l[pos]
+                    if hasr_l[pos]:
+                        self._apic_result(k, reg, res_l[pos] & 0xFFFFFFFF, "apic_read")
+
+                if touched:
+                    out.append((k, cy, me, e_, hcn, tp, nbf, nbt))
+
+            elif kd == K_INT:
+                vec, src = a0_l[pos] & 0xFF, a1_l[pos]
+                why = lapic.blocks(vec, src) if self.apic_seen else "APIC never enabled"
+                if why is None and 0 <= src < 24:
+                    why = ioapic.blocks(src)
+                if why is not None:
+                    self.lost[k] = why
+                else:
+                    lapic.deliver(vec)
+            elif kd == K_EXC:
+                regs["cr2"] = a2_l[pos]
+            elif kd in (K_MW, K_MR):
+                addr, val = a0_l[pos], a2_l[pos]
+                if LAPIC_BASE <= addr < LAPIC_BASE + 0x1000:
+                    if kd == K_MW:
+                        if self.apic_seen:
+                            lapic.write(addr - LAPIC_BASE, val)
+                    else:
+                        self._apic_result(k, addr - LAPIC_BASE, val, "lapic mmio read")
+                elif IOAPIC_BASE <= addr < IOAPIC_BASE + 0x1000:
+                    off = addr - IOAPIC_BASE
+                    if kd == K_MW:
+                        ioapic.write(off, val)
+                    else:
+                        have = ioapic.read(off)
+                        if have is None:
+                            ioapic.observe(off, val)
+                        elif (have[0] ^ val) & have[1]:
+                            self.violate(
+                                k,
+                                "result",
+                                f"ioapic {off:#x}",
+                                _hex(val),
+                                _hex(have[0]),
+                                f"IOAPIC read (register {ioapic.regsel:#x})",
+                            )
+
+            cp = cps.get(k) if cps else None
+            if cp is not None:
+                self._checkpoint(k, cp, regs, check)
+        if queue is not None and len(queue):
+            drain(n - 1)
+        return out
+
+    def _apic_result(self, k: int, reg: int, got: int, what: str) -> None:
+        lapic = self.lapic
+        have = lapic.read(reg) if self.apic_seen else UNBACKED
+        if reg in (0x020, 0x030) and self.apic_seen and have is None:
+            lapic.observe(reg, got)
+            return
+        if have is None:
+            return  # time-dependent or unmodelled register
+        if have != got:
+            self.violate(k, "result", f"apic {reg:#05x}", _hex(got), _hex(have), what)
+
+    def _checkpoint(
+        self,
+        k: int,
+        cp: dict[str, dict[str, int]],
+        regs: dict[str, int | None],
+        check: Callable[[int, str], None],
+    ) -> None:
+        mmu = cp.get("mmu", {})
+        if "digest" in mmu:
+            mine = self._digest()
+            if mine != mmu["digest"]:
+                # a checkpoint can fall between an in-place store to a PTE and the
+                # pte_update that reports it: try the values reported just after it
+                mine = self._digest(self._pending_in_place(k))
+            if mine != mmu["digest"]:
+                self.violate(
+                    k,
+                    "trace.mmu",
+                    "digest",
+                    _hex(mmu["digest"]),
+                    _hex(mine),
+                    "the page tables rebuilt from the hooks differ from the recorded machine's",
+                )
+        check(k, "checkpoint")
+        lapic_regs = (self.lapic if self.apic_seen else VirtualLapic()).registers()
+        for key, want in sorted(cp.get("lapic", {}).items()):
+            if key in ("id", "version") and key not in lapic_regs and self.apic_seen:
+                self.lapic.observe(0x020 if key == "id" else 0x030, want)
+                continue
+            have = lapic_regs.get(key)
+            if have is not None and have != want:
+                self.violate(k, "device.lapic", key, _hex(want), _hex(have), "checkpoint")
+        io = self.ioapic.registers()
+        for key, want in sorted(cp.get("ioapic", {}).items()):
+            got = io.get(key)
+            if got is not None and (got[0] ^ want) & got[1]:
+                self.violate(k, "device.ioapic", key, _hex(want), _hex(got[0]), "checkpoint")
+        cpu = cp.get("cpu", {})
+        for key in ("cr0", "cr3", "cr4"):
+            if key in cpu:
+                have = regs[key]
+                if have is None:
+                    regs[key] = cpu[key]
+                elif have != cpu[key]:
+                    self.violate(k, "device.cpu", key, _hex(cpu[key]), _hex(have), "checkpoint")
+        if "eflags_if" in cpu and k + 1 < self.trace.n:
+            have_if = int(self.vif_b[k + 1])
+            if have_if != cpu["eflags_if"]:
+                self.violate(
+                    k, "device.cpu", "eflags_if", str(cpu["eflags_if"]), str(have_if), "checkpoint"
+                )
+
+    def _digest(self, overlay: list[tuple[int, int, int]] = ()) -> int:  # type: ignore[assignment]
+        """The mapping digest of the guest's loaded space, with entries overlaid."""
+        guest = self.guest
+        pd = guest.pd
+        if not guest.paging or pd is None:
+            return mapping_digest([])
+        mem = guest.frames.mem
+        saved = []
+        for pfn, idx, v in overlay:
+            guest.frames.grow(pfn)
+            e = (pfn << 10) | idx
+            saved.append((e, mem[e]))
+            guest.frames.mem[e] = v
+        try:
+            return mapping_digest(present_mappings(guest.frames, pd))
+        finally:
+            for e, v in reversed(saved):
+                guest.frames.mem[e] = v
+
+    def _pending_in_place(self, k: int, window: int = 64) -> list[tuple[int, int, int]]:
+        """In-place PTE changes reported (pte_update*) in the few events after ``k``."""
+        tr, guest = self.trace, self.guest
+        out = []
+        for j in range(k + 1, min(k + 1 + window, tr.n)):
+            if tr.hook[j] in (_H["pte_update"], _H["pte_update_defer"]) and tr.has_result[j]:
+                pfn, idx = guest.locate(int(tr.arg2[j]))
+                out.append((pfn, idx, int(tr.result[j]) & 0xFFFFFFFF))
+        return out
+
+    # ------------------------------------------------------ the virtual CPU
+
+    def _interrupts(
+        self,
+        cyc: np.ndarray,
+        mech: np.ndarray,
+        ex: np.ndarray,
+        hc: np.ndarray,
+        trp: np.ndarray,
+        bf: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        tr, m = self.trace, self.model
+        ints = recorded_interrupts(tr)
+        earliest = ints.raised + 1
+        notices = None
+        irq_trap = self.run_.without == "irq" and self.run_.fallback == "trap"
+        if m.vcpu == "lguest-flag" and not irq_trap:
+            host = (hc > 0) | (trp > 0) | (ex > 0) | (bf > 0)
+            host |= tr.kind == K_INTERRUPT
+            host |= tr.kind == K_EXCEPTION
+            notices = np.zeros(tr.n, dtype=bool)
+            notices[1:] = host[:-1]
+        delivered = delivery_points(self.vif_b, earliest, notices)
+        status = np.zeros(len(ints), dtype=np.int8)  # 0 ok, 1 masked, 2 lost
+        for i, e in enumerate(ints.event.tolist()):
+            if e in self.lost:
+                delivered[i] = -1
+        status[delivered < 0] = 2
+        ok = delivered >= 0
+        masked = np.zeros(len(ints), dtype=bool)
+        masked[ok] = ~tr.vif[delivered[ok]]
+        status[masked] = 1
+
+        unmask = m.unmask_pending
+        if irq_trap:
+            unmask = c("callout", "bt_callout")
+        if unmask is not None and self.irq_tracks and len(ints):
+            is_unmasker = np.isin(tr.hook, _UNMASKERS)
+            ev = unmask_events(delivered, earliest, is_unmasker)
+            if len(ev):
+                t = self.cs.t(unmask)
+                cyc[ev] += t[0]
+                mech[ev] = t[1]
+                ex[ev] += t[2]
+                hc[ev] += t[3]
+                trp[ev] += t[4]
+
+        seqs = ints.event
+        for i in np.nonzero(status == 1)[0].tolist():
+            d = int(delivered[i])
+            self.violate(
+                d,
+                "irq.masked",
+                "if",
+                "0",
+                "1",
+                f"vector {int(ints.vector[i]):#x} raised at seq {int(ints.raised[i])} delivered "
+                f"before seq {d} while the guest had interrupts masked",
+            )
+        for i in np.nonzero(status == 2)[0].tolist():
+            e = int(seqs[i])
+            why = self.lost.get(e, "the backend never unmasked")
+            self.violate(
+                e,
+                "irq.lost",
+                "vector",
+                f"{int(ints.vector[i]):#x}",
+                "never delivered",
+                f"native delivered it at seq {e}; {why}",
+            )
+        vt = tr.vtime
+        lat_ev = np.where(ok, delivered - ints.raised, -1)
+        lat_vt = np.where(
+            ok,
+            np.maximum(
+                vt[np.maximum(delivered, 0)].astype(np.int64) - ints.raised_vtime.astype(np.int64),
+                0,
+            ),
+            -1,
+        )
+        nat_ev = seqs - ints.raised
+        nat_vt = np.maximum(vt[seqs].astype(np.int64) - ints.raised_vtime.astype(np.int64), 0)
+        return {
+            "seq": seqs.astype(np.uint64),
+            "vector": ints.vector.astype(np.uint16),
+            "source": ints.source.astype(np.uint16),
+            "raised_seq": ints.raised.astype(np.uint64),
+            "delivered_seq": delivered,
+            "latency_events": lat_ev,
+            "latency_vtime": lat_vt,
+            "native_latency_events": nat_ev.astype(np.int64),
+            "native_latency_vtime": nat_vt.astype(np.int64),
+            "status": status,
+        }
+
+    def _vectorized_checks(self) -> None:
+        tr, m = self.trace, self.model
+        # save_fl: the IF bit the guest reads is the backend's virtual IF
+        sf = np.nonzero((tr.hook == _H["save_fl"]) & tr.has_result)[0]
+        if len(sf):
+            want = ((tr.result[sf] >> 9) & 1).astype(bool)
+            have = self.vif_b[sf]
+            for k in sf[want != have].tolist():
+                w = int(tr.result[k])
+                self.violate(
+                    k,
+                    "result",
+                    "save_fl",
+                    _hex(w),
+                    _hex(w ^ 0x200),
+                    "EFLAGS.IF as the backend reports it",
+                )
+        if "cpl" in m.relies_on:
+            cpl = tr.cpl.astype(np.int16)
+            if self.run_.without == "cpl" and self.run_.fallback == "none":
+                cpl = np.where(cpl == 1, 0, cpl)
+            hk = np.where(tr.hook >= 0, tr.hook, _NHOOKS)
+            bad = (cpl == 0) & ((tr.kind == K_HOOK) & _PRIVILEGED[hk] | (tr.cpl == 0))
+            for k in np.nonzero(bad)[0].tolist():
+                what = HOOKS[tr.hook[k]].name if tr.hook[k] >= 0 else "event"
+                self.violate(
+                    k,
+                    "privilege",
+                    what,
+                    "CPL 1",
+                    "CPL 0",
+                    f"{what} runs at CPL 0 where {m.name} requires the kernel at CPL 1",
+                )
+
+
+def replay(
+    trace: Trace,
+    run: Run,
+    table: CostTable,
+    progress: Callable[[int], None] | None = None,
+    full_check: bool = False,
+) -> RunResult:
+    """Replay ``trace`` on ``run``'s backend under cost table ``table``."""
+    r = _Replay(trace, run, table, full_check).run(progress)
+    r.summary = summarize(r)
+    return r
+
+
+def group_names(trace: Trace) -> np.ndarray:
+    """Per event: its hook group, or its kind for other events (as object strings)."""
+    names = np.array([h.group for h in HOOKS] + [""], dtype=object)
+    kinds = np.array(list(_kind_names()) + ["other"], dtype=object)
+    hk = np.where(trace.hook >= 0, trace.hook, _NHOOKS)
+    kd = np.where(trace.kind >= 0, trace.kind, len(kinds) - 1)
+    return np.where(trace.hook >= 0, names[hk], kinds[kd])
+
+
+def _kind_names() -> tuple[str, ...]:
+    from replayer.trace import KINDS
+
+    return KINDS
+
+
+def summarize(r: RunResult) -> dict[str, Any]:
+    """The JSON-able summary of one replay (deterministic)."""
+    run = r.run
+    counts = dict.fromkeys(CHECKS, 0)
+    for v in r.violations:
+        counts[v.check] += 1
+    fam = dict.fromkeys(FAMILIES, 0)
+    for k, v in counts.items():
+        fam[FAMILY[k]] += v
+    first = r.violations[0] if r.violations else None
+    cyc = int(r.cycles.sum())
+    nat = int(r.native_cycles.sum())
+    st = r.interrupts["status"]
+    lat = r.interrupts["latency_events"][st != 2]
+    latv = r.interrupts["latency_vtime"][st != 2]
+    groups: dict[str, dict[str, int]] = {}
+    gn = group_names(r.trace)
+    for g in sorted(set(gn.tolist())):
+        sel = gn == g
+        groups[g] = {
+            "events": int(sel.sum()),
+            "cycles": int(r.cycles[sel].sum()),
+            "native_cycles": int(r.native_cycles[sel].sum()),
+            "exits": int(r.exits[sel].sum()),
+            "hypercalls": int(r.hypercalls[sel].sum()),
+            "traps": int(r.traps[sel].sum()),
+            "batch_flushes": int(r.batch_flushes[sel].sum()),
+        }
+    return {
+        "backend": run.label,
+        "base": run.backend.name,
+        "without": run.without,
+        "fallback": run.fallback,
+        "trace": r.trace.name,
+        "events": r.trace.n,
+        "cost_table": r.costs.name,
+        "cost_sha256": r.costs.sha256,
+        "cycles": cyc,
+        "native_cycles": nat,
+        "relative_cost": round(cyc / nat, 6) if nat else None,
+        "exits": int(r.exits.sum()),
+        "hypercalls": int(r.hypercalls.sum()),
+        "traps": int(r.traps.sum()),
+        "batch_flushes": int(r.batch_flushes.sum()),
+        "batched": int(r.batched.sum()),
+        "violations": len(r.violations),
+        "checks": {k: v for k, v in counts.items() if v},
+        "families": {k: v for k, v in fam.items() if v},
+        "first_divergence": None
+        if first is None
+        else {
+            "seq": first.seq,
+            "check": first.check,
+            "field": first.field,
+            "expected": first.expected,
+            "actual": first.actual,
+            "detail": first.detail,
+        },
+        "interrupts": {
+            "recorded": int(len(st)),
+            "delivered": int((st == 0).sum()),
+            "masked": int((st == 1).sum()),
+            "lost": int((st == 2).sum()),
+            "latency_events_mean": round(float(lat.mean()), 6) if len(lat) else None,
+            "latency_events_max": int(lat.max()) if len(lat) else None,
+            "latency_vtime_mean": round(float(latv.mean()), 6) if len(latv) else None,
+            "latency_vtime_max": int(latv.max()) if len(latv) else None,
+            "native_latency_events_mean": round(
+                float(r.interrupts["native_latency_events"].mean()), 6
+            )
+            if len(st)
+            else None,
+        },
+        "groups": groups,
+        "mechanisms": {
+            MECHANISMS[i]: int(n)
+            for i, n in enumerate(
+                np.bincount(r.mechanism.astype(np.int64), minlength=len(MECHANISMS))
+            )
+            if n
+        },
+    }
+
+
+def hook_name(hid: int) -> str:
+    """A hook id's name ('' for -1)."""
+    return HOOKS[hid].name if hid >= 0 else ""
+
+
+__all__ = [
+    "CHECKS",
+    "FAMILY",
+    "RunResult",
+    "Violation",
+    "replay",
+    "summarize",
+    "BY_NAME",
+    "CATEGORY",
+]

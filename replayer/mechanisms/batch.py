@@ -1,0 +1,65 @@
+"""Lazy-mode batch queues: Xen multicalls, lguest's async ring, VMI's queued ROM calls.
+
+While the guest is in a lazy mode (``set_lazy_mode(1)`` MMU, ``(2)`` CPU), a
+backend may queue calls instead of entering the hypervisor for each, and
+apply them in order at a flush: when the guest leaves the mode or asks for a
+flush (``set_lazy_mode(0)``/``(3)``), when the queue is full, or (lguest) at
+the start of any synchronous hypercall.
+
+* Xen 2.6.23: a per-CPU multicall buffer of ``MC_BATCH = 32`` entries
+  (``arch/i386/xen/multicalls.h``); an entry is batched only while the lazy
+  mode it belongs to is active.
+* lguest 2.6.23: a 64-entry ring in ``lguest_data``, drained by the host at
+  the start of every hypercall (``do_async_hcalls``).
+* VMI: ``SetLazyMode`` queues ROM calls; the queue's size is inside the ROM and
+  not visible in Linux source (a parameter here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH = 0, 1, 2, 3
+
+
+@dataclass
+class BatchQueue:
+    """Queued operations (callables applied at flush, in order) and the lazy mode."""
+
+    capacity: int
+    mode: int = LAZY_NONE
+    entries: list[Callable[[], None]] = field(default_factory=list)
+    flushes: int = 0
+    """Non-empty flushes so far."""
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def push(self, apply: Callable[[], None]) -> int:
+        """Queue an operation; if the queue was full, flush first and return how many ran."""
+        ran = 0
+        if len(self.entries) >= self.capacity:
+            ran = self.flush()
+        self.entries.append(apply)
+        return ran
+
+    def flush(self) -> int:
+        """Apply every queued operation in order; return how many."""
+        n = len(self.entries)
+        if n:
+            entries, self.entries = self.entries, []
+            for apply in entries:
+                apply()
+            self.flushes += 1
+        return n
+
+    def set_mode(self, mode: int) -> int:
+        """``set_lazy_mode(mode)``: leaving (0) or flushing (3) applies the queue; return count."""
+        if mode in (LAZY_NONE, LAZY_FLUSH):
+            ran = self.flush()
+            if mode == LAZY_NONE:
+                self.mode = LAZY_NONE
+            return ran
+        self.mode = mode
+        return 0

@@ -1,0 +1,415 @@
+"""A backend's view of the page tables beside the guest's intent, and the coherence check.
+
+The backend keeps its own copy of every page-table frame it knows: a VMI
+shadow fed by ROM notifications, Xen's validated direct tables, lguest's
+shadow, a hardware VMM's write-protected shadow.  What it learns, and when,
+is the mechanism (``replayer.engine``); this module holds the copy, keeps the
+set of entries where copy and intent differ (``diff``, refreshed on every
+write to either side), and checks the effective translation of every mapped
+page of the loaded address space against the guest's intent.
+
+The check is incremental: a page's translation can differ only where an
+entry on its walk differs, so only the directory entries in ``diff`` and the
+directory entries naming a table with entries in ``diff`` are compared, and
+a directory entry whose inputs (both entries, both tables' versions, the
+native-TLB leeway) have not changed since the last check reuses that
+check's verdict.  :meth:`ViewPair.check_full` compares all 2^20 pages from
+scratch and must agree (``tests/replayer/test_coherence.py``).
+
+A mismatch is *missing* (the guest maps the page, the backend does not),
+*stale* (the backend maps another frame, or a page the guest unmapped) or
+*perm* (same frame, other present/writable/user bits).  A translation a
+native TLB may still hold (``GuestMMU.unflushed``) is not counted: native
+hardware could show it too.  A *demand-fill* view (lguest's shadow) fills
+what it lacks from the guest's tables on first use, so only what it does map
+can be wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from replayer.mechanisms.pagetables import (
+    PAGE_MASK,
+    PRESENT,
+    PSE,
+    Frames,
+    GuestMMU,
+    translations,
+)
+
+KINDS = ("missing", "stale", "perm")
+_EMPTY: tuple[tuple[str, int, int, int, int], ...] = ()
+
+
+@dataclass
+class Finding:
+    """Pages of one kind found wrong at one check, and the lowest one as an example."""
+
+    kind: str
+    pages: int
+    vpn: int
+    expected: int
+    actual: int
+
+
+@dataclass
+class CheckResult:
+    """What one coherence check found."""
+
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No page wrong."""
+        return not self.findings
+
+    def key(self) -> tuple[tuple[str, int, int, int, int], ...]:
+        """Comparable form (for incremental-vs-full tests)."""
+        return tuple((f.kind, f.pages, f.vpn, f.expected, f.actual) for f in self.findings)
+
+
+class ViewPair:
+    """Guest intent and one backend's copy of the tables, with the entries where they differ."""
+
+    def __init__(self, guest: GuestMMU, demand_fill: bool = False, shared: bool = False) -> None:
+        self.guest = guest
+        self.shared = shared
+        """The backend's view *is* the guest's memory (hardware walks the guest's tables, or
+        traps every write to them): nothing to learn, nothing can differ."""
+        self.view = guest.frames if shared else Frames(guest.frames.nframes)
+        self.view_cr3: int | None = None
+        self.demand_fill = demand_fill
+        self.diff: dict[int, set[int]] = {}
+        """frame -> indices where guest and view differ."""
+        self.ver: dict[int, int] = {}
+        """frame -> change count (either side, or its unflushed entries)."""
+        self.pver: dict[int, int] = {}
+        """frame -> change count of its contents (either side)."""
+        self.registered: set[int] | None = None
+        """Frames the backend keeps a copy of (None: every frame).  A backend fed by
+        notifications shadows or validates only the frames it was told are page tables;
+        an update to any other frame has nowhere to go and is lost."""
+        self._refs: tuple[int, int, dict[int, list[int]]] | None = None
+        self._verdicts: dict[int, tuple[tuple, tuple]] = {}
+
+    # ----------------------------------------------------------- keeping diff
+
+    def bump(self, pfn: int) -> None:
+        """Frame ``pfn`` changed on some side."""
+        self.ver[pfn] = self.ver.get(pfn, 0) + 1
+
+    def _touch(self, pfn: int, idx: int) -> None:
+        self.ver[pfn] = self.ver.get(pfn, 0) + 1
+        self.pver[pfn] = self.pver.get(pfn, 0) + 1
+        e = (pfn << 10) | idx
+        g, v = self.guest.frames, self.view
+        gv = g.mem[e] if pfn < g.nframes else 0
+        vv = v.mem[e] if pfn < v.nframes else 0
+        s = self.diff.get(pfn)
+        if gv != vv:
+            if s is None:
+                self.diff[pfn] = {idx}
+            else:
+                s.add(idx)
+        elif s is not None:
+            s.discard(idx)
+            if not s:
+                del self.diff[pfn]
+
+    def _touch_page(self, pfn: int) -> None:
+        self.bump(pfn)
+        self.pver[pfn] = self.pver.get(pfn, 0) + 1
+        self.guest.frames.grow(pfn)
+        self.view.grow(pfn)
+        d = np.nonzero(self.guest.frames.page(pfn) != self.view.page(pfn))[0]
+        if len(d):
+            self.diff[pfn] = set(d.tolist())
+        else:
+            self.diff.pop(pfn, None)
+
+    # ------------------------------------------------------------ guest side
+
+    def guest_write(self, pfn: int, idx: int, value: int) -> None:
+        """The guest stores an entry (the backend may or may not learn of it)."""
+        self.guest.write(pfn, idx, value)
+        self._touch(pfn, idx)
+
+    def guest_fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None = None) -> None:
+        """The guest zeroes or copies a range of a frame by itself (memset/memcpy)."""
+        self.guest.fill(pfn, lo, hi, values)
+        self._touch_page(pfn)
+
+    def guest_flushed(self, frames: list[int]) -> None:
+        """The guest's unflushed entries changed on these frames (after a flush)."""
+        for pfn in frames:
+            self.bump(pfn)
+
+    # ---------------------------------------------------------- backend side
+
+    def register(self, pfn: int) -> None:
+        """The backend now keeps a copy of frame ``pfn`` (it is a page table to it)."""
+        if self.registered is not None:
+            self.registered.add(pfn)
+
+    def learn_write(self, pfn: int, idx: int, value: int) -> None:
+        """The backend applies an entry write it was told of (or trapped)."""
+        if self.registered is not None and pfn not in self.registered:
+            return
+        v = self.view
+        if pfn >= v.nframes:
+            v.grow(pfn)
+        v.mem[(pfn << 10) | idx] = value
+        self._touch(pfn, idx)
+
+    def learn_fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None = None) -> None:
+        """The backend zeroes, or copies into, a range of its copy of a frame."""
+        self.register(pfn)
+        page = self.view.page(pfn)
+        page[lo:hi] = 0 if values is None else values
+        self._touch_page(pfn)
+
+    def learn_clone(self, pfn: int, src: int, start: int, count: int) -> None:
+        """``alloc_pd_clone`` as a backend sees it: a directory whose entries [start,
+        start+count) copy ``src`` -- from the backend's *own* copy of ``src`` -- and
+        whose other entries are clear."""
+        self.register(pfn)
+        lo, hi = start, min(start + count, 1024)
+        vals = self.view.page(src)[lo:hi].copy()
+        page = self.view.page(pfn)
+        page[:] = 0
+        page[lo:hi] = vals
+        self._touch_page(pfn)
+
+    def forget(self, pfn: int) -> None:
+        """The backend stops keeping frame ``pfn`` (released): later updates to it are lost.
+
+        Its last copy stays, as a shadow or validated table would until reused; a backend
+        without registration (``registered`` None) keeps every frame anyway.
+        """
+        if self.registered is not None:
+            self.registered.discard(pfn)
+
+    def write_both(self, pfn: int, idx: int, value: int) -> None:
+        """The guest stores an entry and the backend learns it at once."""
+        self.guest.write(pfn, idx, value)
+        if self.registered is not None and pfn not in self.registered:
+            self._touch(pfn, idx)
+            return
+        v = self.view
+        if pfn >= v.nframes:
+            v.grow(pfn)
+        v.mem[(pfn << 10) | idx] = value
+        self.ver[pfn] = self.ver.get(pfn, 0) + 1
+        self.pver[pfn] = self.pver.get(pfn, 0) + 1
+        s = self.diff.get(pfn)
+        if s is not None:
+            s.discard(idx)
+            if not s:
+                del self.diff[pfn]
+
+    def set_cr3(self, cr3: int | None) -> None:
+        """The backend switches to a directory."""
+        self.view_cr3 = cr3
+
+    def resync_entry(self, pfn: int, idx: int) -> None:
+        """The backend re-reads one entry from guest memory."""
+        if pfn in self.diff and idx in self.diff[pfn]:
+            self.learn_write(pfn, idx, self.guest.frames.get(pfn, idx))
+
+    def resync_page(self, pfn: int) -> None:
+        """The backend re-reads (discovers, validates) a whole frame from guest memory."""
+        if pfn not in self.diff or (self.registered is not None and pfn not in self.registered):
+            return
+        self.view.page(pfn)[:] = self.guest.frames.page(pfn)
+        self.bump(pfn)
+        self.pver[pfn] = self.pver.get(pfn, 0) + 1
+        del self.diff[pfn]
+
+    def resync_addr(self, addr: int) -> None:
+        """The entries on the walk to ``addr`` in the loaded space are re-read."""
+        pd = self.guest.pd
+        if pd is None:
+            return
+        i, j = addr >> 22, (addr >> 12) & 1023
+        old = self.view.get(pd, i)
+        self.resync_entry(pd, i)
+        pde = self.guest.frames.get(pd, i)
+        for p in {pde, old}:
+            if p & PRESENT and not p & PSE:
+                self.resync_entry(p >> 12, j)
+
+    def resync_space(self) -> None:
+        """Every entry of the loaded address space is re-read (directory and its tables)."""
+        pd = self.guest.pd
+        if pd is None:
+            return
+        self.resync_page(pd)
+        for t in self.guest_tables(pd):
+            self.resync_page(t)
+
+    def resync_all(self) -> None:
+        """Every frame the backend holds is re-read (all shadows dropped)."""
+        for pfn in sorted(self.diff):
+            self.resync_page(pfn)
+
+    def guest_tables(self, pd: int) -> list[int]:
+        """Frames of the page tables the guest's directory ``pd`` names."""
+        pdes = self.guest.frames.page(pd)
+        sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+        return sorted(set((pdes[sel] >> 12).tolist()))
+
+    # ------------------------------------------------------------ the check
+
+    def _references(self, pd: int) -> dict[int, list[int]]:
+        """Table frame -> directory indices naming it, in either side's copy of ``pd``."""
+        v = self.pver.get(pd, 0)
+        if self._refs is not None and self._refs[0] == pd and self._refs[1] == v:
+            return self._refs[2]
+        refs: dict[int, list[int]] = {}
+        for pdes in (self.guest.frames.page(pd), self.view.page(pd)):
+            sel = np.nonzero((pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool))[0]
+            for i, t in zip(sel.tolist(), (pdes[sel] >> 12).tolist(), strict=True):
+                lst = refs.setdefault(t, [])
+                if i not in lst:
+                    lst.append(i)
+        self._refs = (pd, v, refs)
+        return refs
+
+    def check(self) -> CheckResult:
+        """Compare the loaded space over what differs (incremental, cached verdicts)."""
+        pd = self.guest.pd
+        if pd is None:
+            return CheckResult()
+        if self.view_cr3 is None or self.view_cr3 >> 12 != pd:
+            return self.check_full()
+        if not self.diff:
+            return CheckResult()
+        groups = set(self.diff.get(pd, ()))
+        diff = self.diff
+        refs = self._references(pd)
+        if len(refs) < len(diff):
+            for t, idxs in refs.items():
+                if t in diff:
+                    groups.update(idxs)
+        else:
+            for t in diff:
+                idxs = refs.get(t)
+                if idxs:
+                    groups.update(idxs)
+        if not groups:
+            return CheckResult()
+        return self._merge(pd, sorted(groups), cached=True)
+
+    def check_full(self) -> CheckResult:
+        """Compare every page of the loaded space from scratch (what :meth:`check` equals)."""
+        pd = self.guest.pd
+        if pd is None:
+            return CheckResult()
+        vpd = pd if self.view_cr3 is None else self.view_cr3 >> 12
+        if vpd != pd:
+            return self._merge_two(pd, vpd)
+        return self._merge(pd, list(range(1024)), cached=False)
+
+    def _merge(self, pd: int, groups: list[int], cached: bool) -> CheckResult:
+        gf, vf, guest, ver = self.guest.frames, self.view, self.guest, self.ver
+        results = []
+        for i in groups:
+            gpde, vpde = gf.get(pd, i), vf.get(pd, i)
+            if not (gpde | vpde) & PRESENT:
+                continue
+            olds = guest.old_values(pd, i)
+            if cached:
+                key = (
+                    gpde,
+                    vpde,
+                    olds,
+                    ver.get(gpde >> 12, 0),
+                    ver.get(vpde >> 12, 0),
+                    tuple(ver.get(o >> 12, 0) for o in olds),
+                )
+                hit = self._verdicts.get(i)
+                if hit is not None and hit[0] == key:
+                    if hit[1]:
+                        results.append(hit[1])
+                    continue
+            r = self._compare(i, gpde, vpde, olds)
+            if cached:
+                self._verdicts[i] = (key, r)
+            if r:
+                results.append(r)
+        return _combine(results)
+
+    def _merge_two(self, pd: int, vpd: int) -> CheckResult:
+        gf, vf = self.guest.frames, self.view
+        results = []
+        for i in range(1024):
+            gpde, vpde = gf.get(pd, i), vf.get(vpd, i)
+            if (gpde | vpde) & PRESENT:
+                r = self._compare(i, gpde, vpde, self.guest.old_values(pd, i))
+                if r:
+                    results.append(r)
+        return _combine(results)
+
+    def _table(self, frames: Frames, pde: int) -> np.ndarray | None:
+        if pde & PSE or not pde & PRESENT or pde >> 12 >= frames.nframes:
+            return None
+        return frames.page(pde >> 12)
+
+    def _compare(
+        self, i: int, gpde: int, vpde: int, olds: tuple[int, ...]
+    ) -> tuple[tuple[str, int, int, int, int], ...]:
+        """Per kind: (kind, pages, lowest vpn, expected, actual) under directory entry i."""
+        g = translations(gpde, self._table(self.guest.frames, gpde))
+        b = translations(vpde, self._table(self.view, vpde))
+        if self.demand_fill:
+            b = np.where(b & 1, b, g)
+        bad = b != g
+        if not bad.any():
+            return _EMPTY
+        if self.guest.unflushed:
+            # a native TLB may still hold what the entries on the walk held since flushed
+            for pde in (gpde, *olds):
+                if not pde & PRESENT:
+                    continue
+                if pde & PSE:
+                    alts = [None]
+                else:
+                    alts = self.guest.stale_tables(pde >> 12)
+                    if pde != gpde:
+                        alts.append(self._table(self.guest.frames, pde))
+                for t in alts:
+                    bad &= b != translations(pde, t)
+            if not bad.any():
+                return _EMPTY
+        gp, bp = (g & PRESENT).astype(bool), (b & PRESENT).astype(bool)
+        same = ((g ^ b) & np.uint32(PAGE_MASK)) == 0
+        out = []
+        for kind, m in (
+            ("missing", bad & gp & ~bp),
+            ("stale", bad & bp & (~gp | ~same)),
+            ("perm", bad & gp & bp & same),
+        ):
+            idx = np.nonzero(m)[0]
+            if len(idx):
+                j = int(idx[0])
+                out.append((kind, len(idx), (i << 10) | j, int(g[j]), int(b[j])))
+        return tuple(out)
+
+
+def _combine(results: list[tuple[tuple[str, int, int, int, int], ...]]) -> CheckResult:
+    counts: dict[str, int] = {}
+    first: dict[str, tuple[int, int, int]] = {}
+    for r in results:
+        for kind, pages, vpn, e, a in r:
+            counts[kind] = counts.get(kind, 0) + pages
+            if kind not in first or vpn < first[kind][0]:
+                first[kind] = (vpn, e, a)
+    res = CheckResult()
+    for k in KINDS:
+        if k in counts:
+            v, e, a = first[k]
+            res.findings.append(Finding(k, counts[k], v, e, a))
+    return res

@@ -1,0 +1,238 @@
+"""Page tables rebuilt from the hook stream: physical frames, walks, and the guest's intent.
+
+Non-PAE two-level paging with 4 KiB pages (and 4 MiB PSE directory entries).
+A *translation* is packed in one uint32 as ``frame | meaning``: the masked PTE
+``pvscope.digest`` digests (frame bits plus present/writable/user, a level
+only as permissive as both allow), and 0 when nothing is mapped.
+
+Frames live in one flat array (entry ``pfn * 1024 + idx``), grown on demand,
+so the replay's inner loop indexes it directly.
+
+:class:`GuestMMU` is the guest's intent: the tables as the guest wrote them
+through ``set_pte``/``set_pmd``/..., zeroed at ``alloc_pt``, copied at
+``alloc_pd_clone``.  It also keeps the *native TLB* view of the reference
+machine: every present value an entry has held since a flush last covered it
+may still be cached by a native CPU, so a backend that still shows one of
+them is not wrong yet.  (A native TLB never caches a not-present entry, so
+mappings the guest adds must be visible at once.)
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import numpy as np
+
+PAGE_OFFSET = 0xC0000000
+PAGE_MASK = 0xFFFFF000
+PRESENT = 0x1
+MEANING = 0x7
+PSE = 0x80
+GLOBAL = 0x100
+CR0_PG = 0x80000000
+CR4_PGE = 0x80
+
+_J = np.arange(1024, dtype=np.uint32)
+
+
+class Frames:
+    """Physical memory as far as page tables go: ``mem[pfn * 1024 + idx]``, zero if unwritten.
+
+    ``version[pfn]`` counts changes to a frame (callers bump it), for caches.
+    """
+
+    def __init__(self, nframes: int = 1 << 14) -> None:
+        self.nframes = 0
+        self.mem = array("I")
+        self.np = np.zeros(0, dtype=np.uint32)
+        self.version: dict[int, int] = {}
+        self.grow(max(nframes, 1) - 1)
+
+    def grow(self, pfn: int) -> None:
+        """Make sure frame ``pfn`` exists (doubling the store as needed)."""
+        if pfn < self.nframes:
+            return
+        n = max(pfn + 1, 2 * self.nframes, 1024)
+        if n > (1 << 20):
+            raise IndexError(f"frame {pfn:#x} is beyond a 32-bit physical address space")
+        new = array("I", bytes(4 * 1024 * n))
+        new[: len(self.mem)] = self.mem
+        self.mem = new
+        self.np = np.frombuffer(new, dtype=np.uint32)
+        self.nframes = n
+
+    def get(self, pfn: int, idx: int) -> int:
+        """One entry."""
+        return self.mem[(pfn << 10) | idx] if pfn < self.nframes else 0
+
+    def page(self, pfn: int) -> np.ndarray:
+        """The frame as a writable uint32 view (grows the store if needed)."""
+        self.grow(pfn)
+        return self.np[pfn << 10 : (pfn + 1) << 10]
+
+    def bump(self, pfn: int) -> None:
+        """Note that frame ``pfn`` changed."""
+        self.version[pfn] = self.version.get(pfn, 0) + 1
+
+
+def translations(pde: int, table: np.ndarray | None) -> np.ndarray:
+    """The 1024 translations under one directory entry (0 where nothing is mapped)."""
+    if not pde & PRESENT:
+        return np.zeros(1024, dtype=np.uint32)
+    if pde & PSE:
+        base = np.uint32(pde & 0xFFC00000)
+        return (base + (_J << np.uint32(12))) | np.uint32(pde & MEANING)
+    if table is None:
+        return np.zeros(1024, dtype=np.uint32)
+    meaning = table & np.uint32(pde & MEANING)
+    return np.where(table & 1, (table & np.uint32(PAGE_MASK)) | meaning, 0).astype(np.uint32)
+
+
+def walk(frames: Frames, pd: int) -> np.ndarray:
+    """Every translation of the address space whose directory is frame ``pd``: (1 << 20,)."""
+    pdes = frames.page(pd)
+    out = np.zeros((1024, 1024), dtype=np.uint32)
+    for i in np.nonzero(pdes & 1)[0].tolist():
+        pde = int(pdes[i])
+        t = None if pde & PSE or pde >> 12 >= frames.nframes else frames.page(pde >> 12)
+        out[i] = translations(pde, t)
+    return out.reshape(-1)
+
+
+def present_mappings(frames: Frames, pd: int) -> np.ndarray:
+    """(vpn, translation) pairs of the present translations, as ``pvscope.digest`` wants."""
+    t = walk(frames, pd)
+    vpn = np.nonzero(t)[0].astype(np.uint32)
+    return np.stack([vpn, t[vpn]], axis=1) if len(vpn) else np.zeros((0, 2), dtype=np.uint32)
+
+
+class GuestMMU:
+    """The guest's page tables as it meant them, CR3, paging state and unflushed entries."""
+
+    def __init__(self, nframes: int = 1 << 14) -> None:
+        self.frames = Frames(nframes)
+        self.cr3: int | None = None
+        """Physical address last loaded with write_cr3 (None before the first)."""
+        self.paging = False
+        """CR0.PG: entry pointers are linear-map addresses once set, physical before."""
+        self.pge = False
+        """CR4.PGE: global entries survive CR3 loads and user flushes."""
+        self.unflushed: dict[int, dict[int, tuple[int, ...]]] = {}
+        """frame -> index -> older present values a native TLB may still hold."""
+
+    @property
+    def pd(self) -> int | None:
+        """Frame number of the loaded directory."""
+        return None if self.cr3 is None else self.cr3 >> 12
+
+    def locate(self, ptr: int) -> tuple[int, int]:
+        """(frame, index) of the entry a hook's pointer argument names."""
+        phys = (ptr - PAGE_OFFSET) & 0xFFFFFFFF if self.paging else ptr
+        return phys >> 12, (phys & 0xFFF) >> 2
+
+    def write(self, pfn: int, idx: int, value: int) -> int:
+        """The guest stores ``value`` into an entry; return the old value."""
+        f = self.frames
+        if pfn >= f.nframes:
+            f.grow(pfn)
+        e = (pfn << 10) | idx
+        old = f.mem[e]
+        if old != value:
+            f.mem[e] = value
+            self._note(pfn, idx, old, value)
+        return old
+
+    def _note(self, pfn: int, idx: int, old: int, new: int) -> None:
+        if not old & PRESENT:
+            return
+        u = self.unflushed.get(pfn)
+        if u is None:
+            self.unflushed[pfn] = {idx: (old,)}
+            return
+        t = u.get(idx)
+        if t is None:
+            u[idx] = (old,)
+        elif old not in t:
+            u[idx] = t + (old,)
+
+    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
+        """Overwrite entries [lo, hi) (with zeros if ``values`` is None)."""
+        view = self.frames.page(pfn)
+        old = view[lo:hi].copy()
+        new = np.zeros(hi - lo, dtype=np.uint32) if values is None else values
+        view[lo:hi] = new
+        for k in np.nonzero(old != new)[0].tolist():
+            self._note(pfn, lo + k, int(old[k]), int(new[k]))
+
+    def flush_all(self, include_global: bool) -> list[int]:
+        """A TLB flush of everything (``include_global``) or of non-global entries.
+
+        Returns the frames whose unflushed entries changed.
+        """
+        touched = list(self.unflushed)
+        if include_global or not self.pge:
+            self.unflushed.clear()
+            return touched
+        for pfn in touched:
+            u = self.unflushed[pfn]
+            for idx in list(u):
+                keep = tuple(v for v in u[idx] if v & GLOBAL)
+                if keep:
+                    u[idx] = keep
+                else:
+                    del u[idx]
+            if not u:
+                del self.unflushed[pfn]
+        return touched
+
+    def flush_addr(self, addr: int) -> list[int]:
+        """invlpg: the entries on the path to ``addr`` in the loaded space are fresh again.
+
+        Returns the frames whose unflushed entries changed.
+        """
+        pd = self.pd
+        if pd is None or not self.unflushed:
+            return []
+        i, j = addr >> 22, (addr >> 12) & 1023
+        touched = []
+        for pfn, idx in ((pd, i),) + tuple((t, j) for t in self._tables_at(pd, i)):
+            u = self.unflushed.get(pfn)
+            if u is not None and idx in u:
+                del u[idx]
+                touched.append(pfn)
+                if not u:
+                    del self.unflushed[pfn]
+        return touched
+
+    def _tables_at(self, pd: int, i: int) -> tuple[int, ...]:
+        """Tables the directory entry names now, and those it named since last flushed."""
+        out = []
+        for v in (self.frames.get(pd, i), *self.old_values(pd, i)):
+            if v & PRESENT and not v & PSE and v >> 12 not in out:
+                out.append(v >> 12)
+        return tuple(out)
+
+    def old_values(self, pfn: int, idx: int) -> tuple[int, ...]:
+        """Older present values a native TLB may still hold for an entry."""
+        u = self.unflushed.get(pfn)
+        if u is None:
+            return ()
+        return u.get(idx, ())
+
+    def stale_tables(self, pfn: int) -> list[np.ndarray]:
+        """Versions of a table a native TLB may still see (beyond the current one).
+
+        The k-th version takes each unflushed entry's k-th older value.
+        """
+        u = self.unflushed.get(pfn)
+        if not u:
+            return []
+        cur = self.frames.page(pfn)
+        depth = max(len(t) for t in u.values())
+        out = []
+        for k in range(depth):
+            t = cur.copy()
+            for idx, vals in u.items():
+                t[idx] = vals[min(k, len(vals) - 1)]
+            out.append(t)
+        return out

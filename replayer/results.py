@@ -1,0 +1,224 @@
+"""Writing replay results: Hive-partitioned Parquet, one directory per backend, atomically.
+
+``RESULTS/backend=LABEL/`` (``RESULTS`` defaults to ``TRACE/replay``) holds:
+
+* ``events.parquet``     -- per event: seq, cycles, native_cycles, mechanism, exits,
+  hypercalls, traps, batch_flushes, batched (the ``replay`` view);
+* ``violations.parquet`` -- seq, check, field, expected, actual, detail;
+* ``interrupts.parquet`` -- per recorded interrupt: when raised, when the backend
+  delivers it, latency in events and virtual time, status;
+* ``groups.parquet``     -- per hook group: events, cycles, native cycles, counters;
+* ``summary.parquet``    -- one row (the ``summary`` view);
+* ``costs.parquet``      -- the cost table used, with every number's source;
+* ``manifest.json``      -- the trace (name, events sha256), backend, ablation, cost
+  table (name, origin, sha256) and the summary.
+
+Each directory is built as a hidden sibling and renamed into place.  Nothing
+here depends on wall-clock time or dict order: the same trace, backend and
+cost table give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pvscope import __version__
+from replayer.backends import MECHANISMS
+from replayer.engine import CHECKS, FAMILIES, RunResult
+
+#: Results format version (in every file's schema metadata and the manifest).
+RESULTS_VERSION = 1
+META = {b"pvscope.replay": json.dumps({"results_version": RESULTS_VERSION}).encode()}
+_OPTS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": ["mechanism", "check", "group", "status"],
+    "write_statistics": True,
+}
+ROW_GROUP = 1 << 20
+STATUS = ("ok", "masked", "lost")
+
+
+def _dict(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int8)), pa.array(list(names), pa.string())
+    )
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    table = table.replace_schema_metadata(META)
+    pq.write_table(table, path, row_group_size=ROW_GROUP, **_OPTS)
+
+
+def events_table(r: RunResult) -> pa.Table:
+    """Per-event results."""
+    return pa.table(
+        {
+            "seq": pa.array(np.arange(r.trace.n, dtype=np.uint64)),
+            "cycles": pa.array(r.cycles),
+            "native_cycles": pa.array(r.native_cycles),
+            "mechanism": _dict(r.mechanism, MECHANISMS),
+            "exits": pa.array(r.exits),
+            "hypercalls": pa.array(r.hypercalls),
+            "traps": pa.array(r.traps),
+            "batch_flushes": pa.array(r.batch_flushes),
+            "batched": pa.array(r.batched),
+        }
+    )
+
+
+def violations_table(r: RunResult) -> pa.Table:
+    """Violation rows."""
+    v = r.violations
+    return pa.table(
+        {
+            "seq": pa.array([x.seq for x in v], pa.uint64()),
+            "check": pa.array([x.check for x in v], pa.string()),
+            "field": pa.array([x.field for x in v], pa.string()),
+            "expected": pa.array([x.expected for x in v], pa.string()),
+            "actual": pa.array([x.actual for x in v], pa.string()),
+            "detail": pa.array([x.detail for x in v], pa.string()),
+        }
+    )
+
+
+def interrupts_table(r: RunResult) -> pa.Table:
+    """Per recorded interrupt: raise, native and backend delivery, latency."""
+    i = r.interrupts
+    ok = i["delivered_seq"] >= 0
+    return pa.table(
+        {
+            "seq": pa.array(i["seq"]),
+            "vector": pa.array(i["vector"]),
+            "source": pa.array(i["source"]),
+            "raised_seq": pa.array(i["raised_seq"]),
+            "delivered_seq": pa.array(i["delivered_seq"].astype(np.uint64), mask=~ok),
+            "latency_events": pa.array(i["latency_events"], mask=~ok),
+            "latency_vtime": pa.array(i["latency_vtime"], mask=~ok),
+            "native_latency_events": pa.array(i["native_latency_events"]),
+            "native_latency_vtime": pa.array(i["native_latency_vtime"]),
+            "status": _dict(i["status"], STATUS),
+        }
+    )
+
+
+def groups_table(r: RunResult) -> pa.Table:
+    """Totals per hook group (other events by kind)."""
+    g = r.summary["groups"]
+    names = sorted(g)
+    cols: dict[str, Any] = {"group": pa.array(names, pa.string())}
+    for k in ("events", "cycles", "native_cycles", "exits", "hypercalls", "traps"):
+        cols[k] = pa.array([g[n][k] for n in names], pa.uint64())
+    cols["batch_flushes"] = pa.array([g[n]["batch_flushes"] for n in names], pa.uint64())
+    return pa.table(cols)
+
+
+def summary_table(r: RunResult) -> pa.Table:
+    """The one-row summary."""
+    s = r.summary
+    first = s["first_divergence"] or {}
+    ints = s["interrupts"]
+    row: dict[str, Any] = {
+        "base": pa.array([s["base"]], pa.string()),
+        "without": pa.array([s["without"]], pa.string()),
+        "fallback": pa.array([s["fallback"]], pa.string()),
+        "trace": pa.array([s["trace"]], pa.string()),
+        "events": pa.array([s["events"]], pa.uint64()),
+        "cost_table": pa.array([s["cost_table"]], pa.string()),
+        "cost_sha256": pa.array([s["cost_sha256"]], pa.string()),
+        "cycles": pa.array([s["cycles"]], pa.uint64()),
+        "native_cycles": pa.array([s["native_cycles"]], pa.uint64()),
+        "relative_cost": pa.array([s["relative_cost"]], pa.float64()),
+    }
+    for k in ("exits", "hypercalls", "traps", "batch_flushes", "batched", "violations"):
+        row[k] = pa.array([s[k]], pa.uint64())
+    for fam in FAMILIES:
+        row[f"{fam}_violations"] = pa.array([s["families"].get(fam, 0)], pa.uint64())
+    row["first_seq"] = pa.array([first.get("seq")], pa.uint64())
+    row["first_check"] = pa.array([first.get("check")], pa.string())
+    row["first_detail"] = pa.array([first.get("detail")], pa.string())
+    for k in ("recorded", "delivered", "masked", "lost"):
+        row[f"interrupts_{k}"] = pa.array([ints[k]], pa.uint64())
+    row["latency_events_mean"] = pa.array([ints["latency_events_mean"]], pa.float64())
+    row["latency_events_max"] = pa.array([ints["latency_events_max"]], pa.uint64())
+    row["latency_vtime_mean"] = pa.array([ints["latency_vtime_mean"]], pa.float64())
+    row["latency_vtime_max"] = pa.array([ints["latency_vtime_max"]], pa.uint64())
+    return pa.table(row)
+
+
+def costs_table(r: RunResult) -> pa.Table:
+    """The cost table used."""
+    t = r.costs
+    names = list(t.cycles)
+    return pa.table(
+        {
+            "table": pa.array([t.name] * len(names), pa.string()),
+            "primitive": pa.array(names, pa.string()),
+            "cycles": pa.array([t.cycles[n] for n in names], pa.uint64()),
+            "source": pa.array([t.sources[n] for n in names], pa.string()),
+        }
+    )
+
+
+def manifest(r: RunResult) -> dict[str, Any]:
+    """What the results directory is: trace, backend, ablation, cost table, summary."""
+    tr, run, t = r.trace, r.run, r.costs
+    return {
+        "results_version": RESULTS_VERSION,
+        "pvscope_version": __version__,
+        "trace": {
+            "name": tr.name,
+            "events": tr.n,
+            "events_sha256": tr.events_sha256,
+            "guest": tr.manifest.get("guest"),
+            "schema_version": tr.manifest.get("schema_version"),
+        },
+        "backend": run.label,
+        "base": run.backend.name,
+        "ablation": None
+        if run.without is None
+        else {"without": run.without, "fallback": run.fallback},
+        "cost_table": {"name": t.name, "cpu": t.cpu, "origin": t.origin, "sha256": t.sha256},
+        "checks": list(CHECKS),
+        "summary": r.summary,
+    }
+
+
+def write(r: RunResult, root: Path) -> Path:
+    """Write one replay's results under ``root/backend=LABEL``, atomically; return it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"backend={r.run.label}"
+    final = root / name
+    tmp = root / f".tmp-{name}"
+    old = root / f".old-{name}"
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    tmp.mkdir()
+    try:
+        _write(events_table(r), tmp / "events.parquet")
+        _write(violations_table(r), tmp / "violations.parquet")
+        _write(interrupts_table(r), tmp / "interrupts.parquet")
+        _write(groups_table(r), tmp / "groups.parquet")
+        _write(summary_table(r), tmp / "summary.parquet")
+        _write(costs_table(r), tmp / "costs.parquet")
+        (tmp / "manifest.json").write_text(json.dumps(manifest(r), indent=1, sort_keys=True) + "\n")
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            old.rename(final)
+        raise
+    if old.exists():
+        shutil.rmtree(old)
+    return final

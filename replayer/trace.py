@@ -1,0 +1,179 @@
+"""A trace as the replayer reads it: the event stream decoded into numpy arrays.
+
+The replay never runs the guest; it walks the recorded stream.  Everything it
+needs is decoded once, here, into flat arrays (one element per event) so that
+the per-backend passes can be vectorized: kinds and hook names become small
+integer codes, nullable results become a value array and a mask.  Checkpoints
+from ``state.parquet`` are grouped by the index of the event they follow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pvscope import schema
+from pvscope.errors import TraceError
+from pvscope.hooks import BY_NAME, HOOKS
+
+#: Event kinds in schema order; ``Trace.kind`` holds indices into this tuple (-1: unknown).
+KINDS: tuple[str, ...] = tuple(schema.EVENT_KINDS)
+K_HOOK = KINDS.index("hook")
+K_INTERRUPT = KINDS.index("interrupt")
+K_EXCEPTION = KINDS.index("exception")
+K_MMIO_READ = KINDS.index("mmio_read")
+K_MMIO_WRITE = KINDS.index("mmio_write")
+#: Kinds that only newer schema texts name; absent ones get code -2 (never matched).
+K_IRQ_RAISE = KINDS.index("irq_raise") if "irq_raise" in KINDS else -2
+K_SOFTINT = KINDS.index("softint") if "softint" in KINDS else -2
+
+#: Hook ids by name, for readable engine code.
+HOOK_ID: dict[str, int] = {h.name: h.id for h in HOOKS}
+
+
+@dataclass
+class Trace:
+    """One trace, decoded.  Arrays are indexed by event position (== seq)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    n: int
+    vtime: np.ndarray
+    """uint64 virtual time of each event."""
+    kind: np.ndarray
+    """int8 index into :data:`KINDS` (-1 for a kind this reader does not know)."""
+    hook: np.ndarray
+    """int16 hook id (``pvscope.hooks.HOOKS`` index), -1 for non-hook events."""
+    arg0: np.ndarray
+    arg1: np.ndarray
+    arg2: np.ndarray
+    arg3: np.ndarray
+    result: np.ndarray
+    """uint64 result, 0 where null."""
+    has_result: np.ndarray
+    """bool: the result column is not null."""
+    cpl: np.ndarray
+    vif: np.ndarray
+    """bool: the guest's EFLAGS.IF when the event happened (before its effect)."""
+    cr3: np.ndarray
+    checkpoints: dict[int, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Event index -> component -> key -> value, for each checkpoint in ``state.parquet``."""
+    events_sha256: str = ""
+    """sha256 of ``events.parquet``: names the trace in replay manifests."""
+
+    @property
+    def name(self) -> str:
+        """The trace directory's name."""
+        return self.path.name
+
+
+def _codes(col: pa.ChunkedArray, table: dict[str, int], what: str, path: Path) -> np.ndarray:
+    """Dictionary/string column -> int16 codes via ``table``; null -> -1; unknown -> error."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    names = arr.dictionary.to_pylist()
+    lut = np.full(len(names) + 1, -1, dtype=np.int16)
+    for i, name in enumerate(names):
+        if name is None:
+            continue
+        code = table.get(name)
+        if code is None:
+            if what == "kind":
+                continue  # a kind this reader does not model: kept, never matched
+            raise TraceError(f"{path}: unknown {what} {name!r}")
+        lut[i] = code
+    idx = arr.indices.to_numpy(zero_copy_only=False)
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        idx = np.where(valid, idx, len(names))
+    return lut[idx.astype(np.int64)]
+
+
+def _u(table: pa.Table, name: str, dtype: str) -> np.ndarray:
+    col = table.column(name)
+    if col.null_count:
+        col = col.fill_null(0)
+    return np.ascontiguousarray(col.to_numpy().astype(dtype, copy=False))
+
+
+def load(path: Path) -> Trace:
+    """Read and decode a trace directory; raise :class:`TraceError` naming what is wrong."""
+    path = Path(path)
+    manifest = schema.read_manifest(path)
+    events = schema.read_table(path, "events")
+    state = schema.read_table(path, "state")
+    n = events.num_rows
+    try:
+        seq = _u(events, "seq", "uint64")
+        if n and not np.array_equal(seq, np.arange(n, dtype=np.uint64)):
+            raise TraceError(f"{path / 'events.parquet'}: seq is not 0, 1, 2, ... in order")
+        kind = _codes(events.column("kind"), {k: i for i, k in enumerate(KINDS)}, "kind", path)
+        hook = _codes(events.column("hook"), {h: i for h, i in HOOK_ID.items()}, "hook", path)
+        res = events.column("result")
+        has_result = (
+            res.is_valid().to_numpy(zero_copy_only=False)
+            if res.null_count
+            else np.ones(n, dtype=bool)
+        )
+        trace = Trace(
+            path=path,
+            manifest=manifest,
+            n=n,
+            vtime=_u(events, "vtime", "uint64"),
+            kind=kind.astype(np.int8),
+            hook=np.where(kind == K_HOOK, hook, -1).astype(np.int16),
+            arg0=_u(events, "arg0", "uint32"),
+            arg1=_u(events, "arg1", "uint32"),
+            arg2=_u(events, "arg2", "uint32"),
+            arg3=_u(events, "arg3", "uint32"),
+            result=_u(events, "result", "uint64"),
+            has_result=np.asarray(has_result, dtype=bool),
+            cpl=_u(events, "cpl", "uint8"),
+            vif=_u(events, "vif", "bool"),
+            cr3=_u(events, "cr3", "uint32"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
+        raise TraceError(f"{path / 'events.parquet'}: corrupt event columns ({e})") from None
+    trace.checkpoints = _checkpoints(state, n, path)
+    trace.events_sha256 = _sha256(path / schema.EVENTS.file)
+    return trace
+
+
+def _checkpoints(state: pa.Table, n: int, path: Path) -> dict[int, dict[str, dict[str, int]]]:
+    out: dict[int, dict[str, dict[str, int]]] = {}
+    if state.num_rows == 0:
+        return out
+    seqs = state.column("seq").to_pylist()
+    comps = state.column("component").to_pylist()
+    keys = state.column("key").to_pylist()
+    vals = state.column("value").to_pylist()
+    for s, c, k, v in zip(seqs, comps, keys, vals, strict=True):
+        if s is None or c is None or k is None or v is None:
+            raise TraceError(f"{path / 'state.parquet'}: null in a checkpoint row")
+        if s >= n:
+            raise TraceError(f"{path / 'state.parquet'}: checkpoint after seq {s}, past the end")
+        out.setdefault(int(s), {}).setdefault(str(c), {})[str(k)] = int(v)
+    return out
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hook_ids(*names: str) -> list[int]:
+    """Hook ids of the named hooks (KeyError naming an unknown one)."""
+    return [BY_NAME[n].id if n in BY_NAME else _unknown(n) for n in names]
+
+
+def _unknown(name: str) -> int:
+    raise KeyError(f"unknown hook {name!r}")
