@@ -288,4 +288,4 @@ def _attach(module: str, names: tuple[str, ...]) -> None:
 
 
 _attach("analysis.cli", ("query", "report", "diff", "demo"))
-_attach("replayer.cli", ("replay", "backends"))
+_attach("replayer.cli", ("replay", "backends_cmd"))
