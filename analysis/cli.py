@@ -36,10 +36,11 @@ def _one_line_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _stderr() -> Any:
+def _stdout_console() -> Any:
+    """A rich console on stdout: the terminal's width, or wide when piped."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 @click.command()
@@ -145,7 +146,7 @@ def report(source: Path, out: Path | None, no_html: bool, quiet: bool, as_json: 
 
         click.echo(json.dumps(dataclasses.asdict(data), default=output._json_default, indent=1))
     elif not quiet:
-        rep.terminal(data, Console())
+        rep.terminal(data, _stdout_console())
     if no_html:
         return
     path = out or Path(source) / "report.html"
@@ -244,6 +245,5 @@ def demo(
             )
         )
         return
-    console = Console()
-    rep.comparison(data, console)
+    rep.comparison(data, _stdout_console())
     err.print(f"wrote {html_path}  (open it in a browser; no network needed)")

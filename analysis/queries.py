@@ -15,7 +15,7 @@ from pvscope.errors import UsageError
 
 QUERY_DIR = Path(__file__).resolve().parent / "queries"
 #: Views that only replay results supply.
-REPLAY_ONLY = frozenset({"replay", "summary", "costs", "violations"})
+REPLAY_ONLY = frozenset({"replay", "summary", "costs", "violations", "groups", "interrupts"})
 
 
 @dataclass(frozen=True)

@@ -141,29 +141,8 @@ def terminal(data: ReportData, console: Any) -> None:
             for r in data.hook_counts
         ],
     )
-    if "cost_by_group" in data.replay:
-        totals = _backend_totals(data.replay["cost_by_group"])
-        table(
-            "cost per backend (cycles, relative to native)",
-            ["trace", "backend", "cycles", "vs native"],
-            [[t, b, c, _ratio(r)] for (t, b), (c, r) in totals.items()],
-        )
     if "ablation_matrix" in data.replay:
-        table(
-            "requirement ablations",
-            ["trace", "backend", "without", "fallback", "correct", "cost ratio"],
-            [
-                [
-                    r["trace"],
-                    r["backend"],
-                    r.get("without") or "-",
-                    r.get("fallback") or "-",
-                    "yes" if r["correct"] else "NO",
-                    _ratio(r.get("cost_ratio")),
-                ]
-                for r in data.replay["ablation_matrix"]
-            ],
-        )
+        comparison(data, console)
     table(
         "interrupt latency (retired instructions from raise to delivery)",
         ["trace", "vector", "interrupts", "p50", "p90", "p99", "max"],
@@ -203,7 +182,7 @@ def terminal(data: ReportData, console: Any) -> None:
 
 
 _LEFT = {"trace", "guest", "status", "group", "requirement", "backend", "without", "fallback"}
-_LEFT |= {"function", "hook", "site", "correct", "check"}
+_LEFT |= {"function", "hook", "site", "correct", "check", "first_detail", "run"}
 
 
 def _cell(v: Any) -> str:
@@ -228,17 +207,23 @@ def _func(r: dict[str, Any]) -> str:
     return f"{r['function']}+{r['offset']:#x}" if r.get("function") else "?"
 
 
-def _backend_totals(rows: Rows) -> dict[tuple[str, str], tuple[float, float | None]]:
-    """(trace, backend) -> (cycles, cycles relative to native) from cost_by_group rows."""
-    cycles: dict[tuple[str, str], float] = {}
+def _backend_totals(rows: Rows) -> dict[tuple[str, str], tuple[int, float | None]]:
+    """(trace, backend) -> (cycles, cycles over native's on the same events), from
+    cost_by_group rows."""
+    cycles: dict[tuple[str, str], list[int]] = {}
     for r in rows:
-        key = (r["trace"], r["backend"])
-        cycles[key] = cycles.get(key, 0.0) + float(r["cycles"] or 0)
-    out = {}
-    for (t, b), c in cycles.items():
-        native = cycles.get((t, "native"))
-        out[(t, b)] = (c, c / native if native else None)
-    return out
+        acc = cycles.setdefault((r["trace"], r["backend"]), [0, 0])
+        acc[0] += int(r["cycles"] or 0)
+        acc[1] += int(r["native_cycles"] or 0)
+    return {k: (c, c / n if n else None) for k, (c, n) in cycles.items()}
+
+
+def _designed(data: ReportData) -> set[str] | None:
+    """Labels of the runs that are backends as designed (not ablations), when known."""
+    rows = data.replay.get("ablation_matrix")
+    if not rows:
+        return None
+    return {r["run"] for r in rows if not r.get("without")}
 
 
 def comparison(data: ReportData, console: Any) -> None:
@@ -250,27 +235,48 @@ def comparison(data: ReportData, console: Any) -> None:
         terminal(data, console)
         return
     exits = {(r["trace"], r["backend"]): r for r in data.replay.get("exits_per_kinsn", [])}
+    many = len({r["trace"] for r in rows}) > 1
     t = Table(
-        title="backends compared (cost relative to native)",
+        title="backends and ablations compared (cost: cycles over native's on the same events)",
         title_justify="left",
         title_style="bold",
         header_style="bold",
     )
-    for c in ("backend", "without", "fallback", "correct", "violations", "cost", "exits/kinsn"):
-        t.add_column(c, justify="left" if c in _LEFT else "right")
-    for r in rows:
-        label = r["backend"]
-        e = exits.get((r["trace"], r.get("run", label)))
+    cols = ["trace"] if many else []
+    cols += ["backend", "without", "fallback", "correct", "violations", "first", "cost"]
+    cols += ["exits/kinsn", "hcalls/kinsn", "traps/kinsn"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in _LEFT else "right", no_wrap=True)
+    order = _backend_order(rows)
+    ranked = sorted(
+        rows,
+        key=lambda r: (
+            r["trace"],
+            order.index(r["backend"]),
+            r.get("without") is not None,
+            ABLATION_ORDER.index(r["without"]) if r.get("without") in ABLATION_ORDER else 9,
+            r.get("fallback") or "",
+        ),
+    )
+    for r in ranked:
+        e = exits.get((r["trace"], r.get("run", r["backend"])))
+        first = "-" if r["correct"] else f"{r.get('first_check')} @ {r.get('first_seq')}"
         t.add_row(
-            label,
+            *([r["trace"]] if many else []),
+            r["backend"],
             r.get("without") or "-",
             r.get("fallback") or "-",
             "[green]yes[/]" if r["correct"] else "[red bold]NO[/]",
             _cell(r.get("violations")),
+            first,
             _ratio(r.get("cost_ratio")),
-            _cell(e["exits_per_kinsn"]) if e else "-",
+            *(_cell(e[k]) if e else "-" for k in _KINSN),
         )
     console.print(t)
+
+
+_KINSN = ("exits_per_kinsn", "hypercalls_per_kinsn", "traps_per_kinsn")
+_LEFT.add("first")
 
 
 # -- html -----------------------------------------------------------------------------
@@ -283,7 +289,7 @@ header { background: #1f2a37; color: #f3f4f6; padding: 28px 40px 22px; }
 header h1 { margin: 0 0 4px; font-size: 26px; font-weight: 650; letter-spacing: -0.01em; }
 header p { margin: 0; color: #c5cbd3; }
 main { max-width: 1120px; margin: 0 auto; padding: 8px 40px 48px; }
-section { background: #fff; border: 1px solid #e3e3df; border-radius: 10px;
+section { background: #fff; border: 1px solid #e3e3df; border-radius: 10px; overflow-x: auto;
           padding: 18px 24px 20px; margin: 22px 0; }
 h2 { font-size: 18px; margin: 0 0 2px; }
 p.q { margin: 0 0 12px; color: #5b6470; font-size: 13.5px; }
@@ -303,7 +309,11 @@ td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
 .note { color: #8a5a00; background: #fff7e6; border: 1px solid #f5dfb0; border-radius: 8px;
         padding: 10px 14px; font-size: 14px; }
 .ok { background: #dff3e4; } .bad { background: #fbdad7; color: #7a1411; font-weight: 600; }
-.matrix td { text-align: center; min-width: 96px; }
+.matrix td { text-align: center; min-width: 84px; padding: 4px 8px; }
+.matrix td.none { background: #fafaf8; color: #bbb; }
+.matrix tbody tr { border-top: 1px solid #e3e3df; }
+.wide { overflow-x: auto; }
+td { overflow-wrap: anywhere; }
 .matrix td small { display: block; color: #555; font-weight: 400; }
 svg { width: 100%; height: auto; display: block; margin-top: 6px; }
 footer { color: #777; font-size: 12.5px; text-align: center; padding: 0 0 30px; }
@@ -350,10 +360,17 @@ def _cost_section(data: ReportData) -> str:
     rows = data.replay.get("cost_by_group")
     if not rows:
         return _section("Cost per backend, by hook group", None, _no_replay(data))
+    designed = _designed(data)
+    if designed is not None:
+        rows = [r for r in rows if r["backend"] in designed]
+    totals = _backend_totals(rows)
     parts = []
     for trace in sorted({r["trace"] for r in rows}):
         mine = [r for r in rows if r["trace"] == trace]
-        backends = sorted({r["backend"] for r in mine}, key=lambda b: (b != "native", b))
+        backends = sorted(
+            {r["backend"] for r in mine},
+            key=lambda b, t=trace: (b != "native", totals[t, b][0], b),  # type: ignore[misc]
+        )
         present = {_series_of(r["group"]) for r in mine}
         series: dict[str, Sequence[float]] = {
             g: [
@@ -375,17 +392,41 @@ def _cost_section(data: ReportData) -> str:
                 backends, series, unit="million cycles", label=f"cost per backend, {trace}"
             )
         )
-    totals = _backend_totals(rows)
     table = _table(
         ["trace", "backend", "cycles", "vs native"],
-        [[t, b, round(c), _ratio(r)] for (t, b), (c, r) in sorted(totals.items())],
+        [
+            [t, b, c, _ratio(r)]
+            for (t, b), (c, r) in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[1][0]))
+        ],
     )
     return _section(
         "Cost per backend, by hook group",
         "cost_by_group",
         "".join(parts) + table,
-        "Cycles each backend spends on the trace's events, stacked by hook group.",
+        "Cycles each backend, as designed, spends on the trace's events, stacked by hook "
+        "group (the ablations are in the matrix below).",
     )
+
+
+def _matrix_cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "<td class='none'>·</td>"
+    ok = bool(r["correct"])
+    first = (
+        ""
+        if ok
+        else f"<small>{r.get('violations') or 0} violations, first {r.get('first_check')}</small>"
+    )
+    return (
+        f"<td class='{'ok' if ok else 'bad'}'>{'correct' if ok else 'WRONG'}"
+        f"<small>{_ratio(r.get('cost_ratio'))} native</small>{first}</td>"
+    )
+
+
+def _backend_order(rows: Rows) -> list[str]:
+    """Backends: native first, then by the cost of the backend as designed."""
+    cost = {r["backend"]: r.get("cost_ratio") or 0 for r in rows if not r.get("without")}
+    return sorted({r["backend"] for r in rows}, key=lambda b: (b != "native", cost.get(b, 0), b))
 
 
 def _ablation_section(data: ReportData) -> str:
@@ -396,48 +437,56 @@ def _ablation_section(data: ReportData) -> str:
     for trace in sorted({r["trace"] for r in rows}):
         mine = [r for r in rows if r["trace"] == trace]
         ablated = [a for a in ABLATION_ORDER if any(r.get("without") == a for r in mine)]
-        fallbacks = sorted({r.get("fallback") or "" for r in mine if r.get("without")})
-        backends = sorted({r["backend"] for r in mine})
-        head = "<th class='l'>backend</th><th>all four kept</th>" + "".join(
-            f"<th>without {escape(a)}" + (f" ({escape(f)})" if f else "") + "</th>"
-            for a in ablated
-            for f in fallbacks
+        fallbacks = sorted({r["fallback"] for r in mine if r.get("without") and r.get("fallback")})
+        head = (
+            "<th class='l'>backend</th><th>as designed</th><th class='l'>fallback</th>"
+            + "".join(f"<th>without {escape(a)}</th>" for a in ablated)
         )
         body = []
-        for b in backends:
-            cells = [f"<td class='l'><b>{escape(b)}</b></td>"]
-            keys: list[tuple[str | None, str]] = [(None, "")]
-            keys += [(a, f) for a in ablated for f in fallbacks]
-            for a, f in keys:
-                match = [
-                    r
-                    for r in mine
-                    if r["backend"] == b
-                    and r.get("without") == a
-                    and (a is None or (r.get("fallback") or "") == f)
-                ]
-                if not match:
-                    cells.append("<td>·</td>")
-                    continue
-                r = match[0]
-                ok = bool(r["correct"])
-                extra = "" if ok else f"<small>{r.get('violations') or 0} violations</small>"
-                cells.append(
-                    f"<td class='{'ok' if ok else 'bad'}'>{'correct' if ok else 'WRONG'}"
-                    f"<small>{_ratio(r.get('cost_ratio'))} native</small>{extra}</td>"
+        for b in _backend_order(mine):
+            designed = next((r for r in mine if r["backend"] == b and not r.get("without")), None)
+            has = [
+                f
+                for f in fallbacks
+                if any(r["backend"] == b and r.get("fallback") == f for r in mine)
+            ]
+            span = max(len(has), 1)
+            lead = f"<td class='l' rowspan='{span}'><b>{escape(b)}</b></td>"
+            lead += _matrix_cell(designed).replace("<td ", f"<td rowspan='{span}' ", 1)
+            if not has:
+                cells = "<td class='l'>–</td>" + "<td class='none'></td>" * len(ablated)
+                body.append(f"<tr>{lead}{cells}</tr>")
+                continue
+            for i, f in enumerate(has):
+                cells = f"<td class='l'>{escape(f)}</td>" + "".join(
+                    _matrix_cell(
+                        next(
+                            (
+                                r
+                                for r in mine
+                                if r["backend"] == b
+                                and r.get("without") == a
+                                and r.get("fallback") == f
+                            ),
+                            None,
+                        )
+                    )
+                    for a in ablated
                 )
-            body.append("<tr>" + "".join(cells) + "</tr>")
+                body.append(f"<tr>{lead if i == 0 else ''}{cells}</tr>")
         title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
         out.append(
-            f"{title}<table class='matrix'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>"
+            f"{title}<div class='wide'><table class='matrix'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>"
         )
     return _section(
         "Requirement ablations",
         "ablation_matrix",
         "".join(out),
-        "Each paravirt backend with one of the 2007 requirements removed: does the guest "
-        "still run correctly, and at what cost relative to native?",
+        "Each paravirtual backend with one of the 2007 requirements taken away, falling back "
+        "to trapping (trap) or to nothing (none): does the guest still run correctly, and at "
+        "what cost relative to native? Costs are cycles over cycles native spends on the "
+        "same events.",
     )
 
 

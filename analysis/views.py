@@ -44,7 +44,7 @@ REPLAY_DIR = "replay"
 #: Views a replay directory can supply, by the Parquet file stem that holds them.
 REPLAY_VIEWS: dict[str, str] = {"events": "replay", "summary": "summary", "costs": "costs"}
 #: Views that come from replay results (for the hint when one is missing).
-REPLAY_VIEW_NAMES = ("replay", "summary", "costs", "violations")
+REPLAY_VIEW_NAMES = ("replay", "summary", "costs", "violations", "groups", "interrupts")
 #: Manifest facts served in the ``traces`` view: column, type, how to read it.
 TRACE_FACTS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("guest", pa.string(), "guest.name"),
@@ -157,27 +157,28 @@ def _scan(source: Source, files: list[tuple[Trace, Path]], columns: list[str] | 
     return " UNION ALL ".join(parts)
 
 
-def _replay_scan(source: Source, files: list[tuple[Trace, Path]]) -> str:
-    """SQL reading replay result files, Hive-partitioned under each trace's ``replay/``."""
+def _replay_scan(
+    con: duckdb.DuckDBPyConnection, source: Source, files: list[tuple[Trace, Path]]
+) -> str:
+    """SQL reading replay result files, Hive-partitioned under each trace's ``replay/``.
+
+    Columns: ``trace``, ``backend`` (the ``backend=LABEL`` directory), then the file's own
+    columns but any ``trace`` it carries (the view's trace column names it already).
+    """
     parts = []
     by_trace: dict[str, list[Path]] = {}
     for t, p in files:
         by_trace.setdefault(t.name, []).append(p)
-    # in a Hive-style set the trace=NAME directory already supplies the trace column
     hive = source.hive and source.is_set
     for name, paths in by_trace.items():
-        if hive:
-            # the trace=NAME directory already supplies the trace column
-            parts.append(
-                f"SELECT trace, * EXCLUDE (trace) FROM read_parquet({_sql_list(paths)}, "
-                "hive_partitioning = true, union_by_name = true, "
-                "hive_types = {'trace': 'VARCHAR'})"
-            )
-        else:
-            parts.append(
-                f"SELECT {_sql_str(name)} AS trace, * FROM read_parquet({_sql_list(paths)}, "
-                "hive_partitioning = true, union_by_name = true)"
-            )
+        # in a Hive-style set the trace=NAME directory supplies the trace column itself
+        types = ", hive_types = {'trace': 'VARCHAR'}" if hive else ""
+        scan = f"read_parquet({_sql_list(paths)}, hive_partitioning = true{types})"
+        names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        lead = ["trace" if hive else f"{_sql_str(name)} AS trace"]
+        lead += ["backend"] if "backend" in names else []
+        rest = [_ident(n) for n in names if n not in ("trace", "backend")]
+        parts.append(f"SELECT {', '.join(lead + rest)} FROM {scan}")
     return " UNION ALL BY NAME ".join(parts)
 
 
@@ -287,7 +288,13 @@ class Session:
             for view, paths in replay_files(t).items():
                 replay.setdefault(view, []).extend((t, p) for p in paths)
         for view, files in sorted(replay.items()):
-            self._view(view, _replay_scan(src, files), "replay results")
+            try:
+                sql = _replay_scan(self.con, src, files)
+            except duckdb.Error as e:
+                raise TraceError(
+                    f"{src.path}: cannot read the replay results' {view} table: {_one_line(e)}"
+                ) from None
+            self._view(view, sql, "replay results")
             src.files += [p for _, p in files]
 
     def _view(self, name: str, sql: str, doc: str) -> None:

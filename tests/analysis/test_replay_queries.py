@@ -1,7 +1,14 @@
-"""Replay-side saved queries against plain Python over the same replay Parquet files."""
+"""Replay-side saved queries against plain Python over the replayer's Parquet files.
+
+Expected values come from the per-event results (``backend=LABEL/events.parquet``), the
+violation rows, each run's ``manifest.json`` and the trace's own events -- never from the
+summary or per-group tables the queries read.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -12,7 +19,6 @@ import pytest
 from analysis import queries
 from analysis.views import Session
 from pvscope.hooks import BY_NAME
-from tests.analysis.fake_replay import BACKENDS
 
 
 def run(trace: Path, name: str) -> list[dict[str, Any]]:
@@ -20,72 +26,99 @@ def run(trace: Path, name: str) -> list[dict[str, Any]]:
         return s.query(queries.load(name).sql).to_pylist()
 
 
-def backend_rows(trace: Path, table: str) -> dict[str, list[dict[str, Any]]]:
-    return {
-        d.name.split("=", 1)[1]: pq.read_table(d / f"{table}.parquet").to_pylist()
-        for d in sorted((trace / "replay").iterdir())
-    }
+def runs(trace: Path) -> dict[str, Path]:
+    return {d.name.split("=", 1)[1]: d for d in sorted((trace / "replay").iterdir())}
+
+
+def table(d: Path, name: str) -> list[dict[str, Any]]:
+    return pq.read_table(d / f"{name}.parquet").to_pylist()
+
+
+def test_the_replays_include_a_broken_ablation(replayed_trace: Path) -> None:
+    assert set(runs(replayed_trace)) >= {"native", "vmi", "xen-pv", "vmi-without-irq-none"}
+    assert table(runs(replayed_trace)["vmi-without-irq-none"], "violations")
 
 
 def test_cost_by_group(replayed_trace: Path) -> None:
-    events = {e["seq"]: e for e in pq.read_table(replayed_trace / "events.parquet").to_pylist()}
-    cycles: defaultdict[tuple[str, str], float] = defaultdict(float)
-    counts: defaultdict[tuple[str, str], int] = defaultdict(int)
-    for backend, rows in backend_rows(replayed_trace, "events").items():
-        for r in rows:
-            e = events[r["seq"]]
-            group = BY_NAME[e["hook"]].group if e["kind"] == "hook" else e["kind"]
-            cycles[backend, group] += r["cycles"]
-            counts[backend, group] += 1
-    got = {(r["backend"], r["group"]): r for r in run(replayed_trace, "cost_by_group")}
-    assert set(got) == set(cycles)
-    for (backend, group), c in cycles.items():
-        r = got[backend, group]
-        assert r["cycles"] == c and r["events"] == counts[backend, group]
-        assert r["native_cycles"] == cycles["native", group]
-        assert r["ratio"] == pytest.approx(c / cycles["native", group])
+    events = pq.read_table(replayed_trace / "events.parquet", columns=["kind", "hook"]).to_pylist()
+    group = [BY_NAME[e["hook"]].group if e["kind"] == "hook" else e["kind"] for e in events]
+    expect: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for label, d in runs(replayed_trace).items():
+        per = pq.read_table(d / "events.parquet", columns=["seq", "cycles", "native_cycles"])
+        for seq, cyc, nat in zip(
+            *(per.column(c).to_pylist() for c in per.column_names), strict=True
+        ):
+            acc = expect[label, group[seq]]
+            acc[0] += 1
+            acc[1] += cyc
+            acc[2] += nat
+    got = run(replayed_trace, "cost_by_group")
+    assert {(r["backend"], r["group"]) for r in got} == set(expect)
+    totals: dict[str, int] = defaultdict(int)
+    for (label, _), (_, cyc, _) in expect.items():
+        totals[label] += cyc
+    for r in got:
+        n, cyc, nat = expect[r["backend"], r["group"]]
+        assert (r["events"], r["cycles"], r["native_cycles"]) == (n, cyc, nat)
+        assert r["ratio"] == pytest.approx(cyc / nat if nat else None)
+        assert r["share"] == pytest.approx(cyc / totals[r["backend"]])
 
 
 def test_ablation_matrix(replayed_trace: Path) -> None:
-    summaries = {b: rows[0] for b, rows in backend_rows(replayed_trace, "summary").items()}
-    native = summaries["native"]["cycles"]
-    got = run(replayed_trace, "ablation_matrix")
-    assert len(got) == len(BACKENDS)
-    by = {(r["backend"], r["without"], r["fallback"]): r for r in got}
-    for label, base, without, fallback, _, broken in BACKENDS:
-        r = by[base, without, fallback]
-        assert r["correct"] == (not broken)
-        assert r["violations"] == summaries[label]["violations"]
-        assert r["cost_ratio"] == pytest.approx(summaries[label]["cycles"] / native)
+    got = {r["run"]: r for r in run(replayed_trace, "ablation_matrix")}
+    assert set(got) == set(runs(replayed_trace))
+    for label, d in runs(replayed_trace).items():
+        m = json.loads((d / "manifest.json").read_text())
+        v = table(d, "violations")
+        per = pq.read_table(d / "events.parquet", columns=["cycles", "native_cycles"])
+        cyc = sum(per.column("cycles").to_pylist())
+        nat = sum(per.column("native_cycles").to_pylist())
+        r = got[label]
+        assert r["backend"] == m["base"]
+        assert (r["without"], r["fallback"]) == (
+            (m["ablation"]["without"], m["ablation"]["fallback"]) if m["ablation"] else (None, None)
+        )
+        assert r["correct"] == (not v) and r["violations"] == len(v)
+        if v:
+            first = min(v, key=lambda x: x["seq"])
+            assert (r["first_seq"], r["first_check"]) == (first["seq"], first["check"])
+        assert r["cycles"] == cyc
+        assert r["cost_ratio"] == pytest.approx(cyc / nat)
+    assert got["native"]["cost_ratio"] == pytest.approx(1.0)
+    assert not got["vmi-without-irq-none"]["correct"]
 
 
 def test_violations_and_first_divergence(replayed_trace: Path) -> None:
     expect = {}
-    for backend, rows in backend_rows(replayed_trace, "violations").items():
+    for label, d in runs(replayed_trace).items():
+        rows = table(d, "violations")
         if not rows:
             continue
         first = min(r["seq"] for r in rows)
         for check in {r["check"] for r in rows}:
-            mine = [r["seq"] for r in rows if r["check"] == check]
-            expect[backend, check] = (len(mine), min(mine), min(mine) == first)
+            mine = sorted((r["seq"], r["detail"]) for r in rows if r["check"] == check)
+            expect[label, check] = (len(mine), mine[0][0], mine[0][0] == first, mine[0][1])
     got = {
-        (r["backend"], r["check"]): (r["violations"], r["first_seq"], r["first_divergence"])
+        (r["backend"], r["check"]): (
+            r["violations"],
+            r["first_seq"],
+            r["first_divergence"],
+            r["first_detail"],
+        )
         for r in run(replayed_trace, "violations")
     }
     assert got == expect and expect
 
 
 def test_exits_per_kinsn(replayed_trace: Path) -> None:
-    import json
-
     insns = json.loads((replayed_trace / "manifest.json").read_text())["counts"]["instructions"]
-    per = backend_rows(replayed_trace, "events")
     got = {r["backend"]: r for r in run(replayed_trace, "exits_per_kinsn")}
-    for backend, rows in per.items():
-        for what in ("exits", "hypercalls", "traps"):
-            n = sum(r[what] for r in rows)
-            assert got[backend][what] == n
-            assert got[backend][f"{what}_per_kinsn"] == pytest.approx(1000 * n / insns)
+    for label, d in runs(replayed_trace).items():
+        per = pq.read_table(d / "events.parquet")
+        for what in ("exits", "hypercalls", "traps", "batch_flushes"):
+            n = sum(per.column(what).to_pylist())
+            assert got[label][what] == n
+            assert got[label][f"{what}_per_kinsn"] == pytest.approx(1000 * n / insns)
 
 
 def test_every_saved_query_runs_on_replayed_traces_and_sets(
@@ -100,19 +133,27 @@ def test_every_saved_query_runs_on_replayed_traces_and_sets(
 
 
 def test_replay_views_in_a_hive_style_set(replayed_trace: Path, tmp_path: Path) -> None:
-    import shutil
-
     for name in ("x", "y"):
         shutil.copytree(replayed_trace, tmp_path / f"trace={name}")
     with Session(tmp_path) as s:
-        cols = [r[0] for r in s.con.execute("DESCRIBE replay").fetchall()]
+        cols = [r[0] for r in s.con.execute("DESCRIBE summary").fetchall()]
         counts = s.con.execute(
             "SELECT trace, count(DISTINCT backend), count(*) FROM replay GROUP BY 1 ORDER BY 1"
         ).fetchall()
     n = pq.ParquetFile(replayed_trace / "events.parquet").metadata.num_rows
-    assert cols[0] == "trace" and "backend" in cols
-    assert counts == [
-        ("x", len(BACKENDS), n * len(BACKENDS)),
-        ("y", len(BACKENDS), n * len(BACKENDS)),
-    ]
+    k = len(runs(replayed_trace))
+    assert cols[:2] == ["trace", "backend"] and cols.count("trace") == 1
+    assert counts == [("x", k, n * k), ("y", k, n * k)]
     assert {r["trace"] for r in run(tmp_path, "ablation_matrix")} == {"x", "y"}
+
+
+def test_costs_view_is_the_cost_table_used(replayed_trace: Path) -> None:
+    import tomllib
+
+    from replayer import costs
+
+    with Session(replayed_trace) as s:
+        rows = s.query('SELECT DISTINCT "table", primitive, cycles FROM costs').to_pylist()
+    toml = tomllib.loads((costs.PRESET_DIR / f"{costs.DEFAULT_PRESET}.toml").read_text())
+    expect = {(toml["table"]["name"], k, v["cycles"]) for k, v in toml["primitive"].items()}
+    assert {(r["table"], r["primitive"], r["cycles"]) for r in rows} == expect
