@@ -66,6 +66,7 @@ def workload_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("workloads")
     for name, g in GUESTS.items():
         record(name, root / name, scale=g.small_scale)
+        replay(root / name)
     return root
 
 
