@@ -318,7 +318,8 @@ def _changes(old: Path, new: Path, name: str) -> str:
     for p in sorted(q.relative_to(old) for q in old.rglob("*") if q.is_file()):
         if not (new / p).exists():
             lines.append(f"  - {p}")
-    if (old / "trace" / "events.parquet").exists():
+    old_events, new_events = old / "trace" / "events.parquet", new / "trace" / "events.parquet"
+    if old_events.exists() and old_events.read_bytes() != new_events.read_bytes():
         with contextlib.suppress(PvscopeError, pa.ArrowException):
             lines.append("  " + first_difference(old / "trace", new / "trace").splitlines()[0])
     return "\n".join(lines) if len(lines) > 1 else f"{name}: unchanged"
