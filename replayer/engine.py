@@ -931,7 +931,8 @@ class _Replay:
         status[delivered < 0] = 2
         ok = delivered >= 0
         masked = np.zeros(len(ints), dtype=bool)
-        masked[ok] = ~tr.vif[delivered[ok]]
+        inside = ok & (delivered < tr.n)
+        masked[inside] = ~tr.vif[delivered[inside]]
         status[masked] = 1
 
         unmask = m.unmask_pending
@@ -976,7 +977,8 @@ class _Replay:
         lat_vt = np.where(
             ok,
             np.maximum(
-                vt[np.maximum(delivered, 0)].astype(np.int64) - ints.raised_vtime.astype(np.int64),
+                vt[np.clip(delivered, 0, tr.n - 1)].astype(np.int64)
+                - ints.raised_vtime.astype(np.int64),
                 0,
             ),
             -1,

@@ -99,7 +99,10 @@ def delivery_points(
 
     ``earliest`` is the first boundary each may be delivered at (its raise + 1);
     ``notices[k]`` whether the backend would notice a pending interrupt at
-    boundary ``k`` once its IF is set (None: always).
+    boundary ``k`` once its IF is set (None: always).  An interrupt the backend
+    would take but has not noticed by the end of the stream (its IF is set, no
+    entry to the host came) is delivered at boundary ``n``, the end: it is late,
+    not lost.
     """
     n = len(vif_b)
     out = np.full(len(earliest), -1, dtype=np.int64)
@@ -108,10 +111,18 @@ def delivery_points(
     e = np.minimum(earliest, n - 1)
     ok_now = vif_b[e]
     cand = np.nonzero(vif_b if notices is None else vif_b & notices)[0]
-    pos = np.searchsorted(cand, e, side="left")
-    later = np.where(pos < len(cand), cand[np.minimum(pos, max(len(cand) - 1, 0))], -1)
-    out = np.where(ok_now, e, later) if len(cand) else np.where(ok_now, e, -1)
-    return out.astype(np.int64)
+    if len(cand):
+        pos = np.searchsorted(cand, e, side="left")
+        later = np.where(pos < len(cand), cand[np.minimum(pos, len(cand) - 1)], -1)
+    else:
+        later = np.full(len(e), -1, dtype=np.int64)
+    out = np.where(ok_now, e, later).astype(np.int64)
+    if notices is not None:
+        # IF set somewhere after the raise, but nothing entered the host: late, at the end
+        if_set = np.nonzero(vif_b)[0]
+        last = if_set[-1] if len(if_set) else -1
+        out = np.where((out < 0) & (last >= e), n, out)
+    return out
 
 
 def unmask_events(delivered: np.ndarray, earliest: np.ndarray, unmaskers: np.ndarray) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""``pvscope replay`` and ``pvscope backends`` as commands: output, exit codes, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from pvscope.errors import PvscopeError
+from replayer.cli import EXIT_VIOLATIONS, backends_cmd, replay
+
+
+def _invoke(args: list[str]) -> tuple[int, str, BaseException | None]:
+    r = CliRunner().invoke(replay, args)
+    exc = r.exception if not isinstance(r.exception, SystemExit) else None
+    return r.exit_code, r.output, exc
+
+
+def test_backends_lists_every_backend_with_its_mechanisms() -> None:
+    r = CliRunner().invoke(backends_cmd, [])
+    assert r.exit_code == 0
+    for name in ("native", "vmi", "xen-pv", "lguest", "hvm-shadow", "hvm-npt", "bt"):
+        assert f"{name}: " in r.output
+    rows = json.loads(CliRunner().invoke(backends_cmd, ["--json"]).output)
+    xen = next(x for x in rows if x["name"] == "xen-pv")
+    assert xen["batching"]["capacity"] == 32 and "apic" not in xen["relies_on"]
+    assert set(xen["mechanisms"]) == {
+        "irq masking",
+        "PTE updates",
+        "PT alloc/release",
+        "CR3/TLB",
+        "APIC",
+        "batching",
+    }
+
+
+def test_a_clean_replay_exits_0_and_a_broken_one_3(synth_path: Path, tmp_path: Path) -> None:
+    code, out, exc = _invoke([str(synth_path), "-b", "native,hvm-npt", "-o", str(tmp_path), "-q"])
+    assert (code, exc) == (0, None)
+    assert "native" in out and "hvm-npt" in out
+    code, out, exc = _invoke(
+        [str(synth_path), "-b", "xen-pv", "--without", "pteupdate", "--fallback", "none"]
+        + ["-o", str(tmp_path), "-q", "--json"]
+    )
+    assert code == EXIT_VIOLATIONS and exc is None
+    s = json.loads(out)[0]
+    assert s["backend"] == "xen-pv-without-pteupdate-none" and s["families"]["mmu"] > 0
+
+
+def test_results_default_to_the_trace_directory(synth_path: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "t"
+    shutil.copytree(synth_path, trace)
+    code, _, _ = _invoke([str(trace), "-b", "native", "-q"])
+    assert code == 0
+    assert (trace / "replay" / "backend=native" / "summary.parquet").exists()
+
+
+def _assert_error(args: list[str], message: str, code: int, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc, _, exc = _invoke(args + ["-o", str(out), "-q"])
+    assert isinstance(exc, PvscopeError), exc
+    assert message in str(exc) and "\n" not in str(exc)
+    assert exc.exit_code == code
+    assert not out.exists()  # nothing written
+
+
+def test_bad_input_is_one_line_and_writes_nothing(synth_path: Path, tmp_path: Path) -> None:
+    t = str(synth_path)
+    _assert_error([str(tmp_path / "nope"), "-b", "native"], "no such trace directory", 1, tmp_path)
+    _assert_error([t, "-b", "kvm"], "unknown backend 'kvm'", 2, tmp_path)
+    _assert_error(
+        [t, "-b", "vmi", "--without", "fpu", "--fallback", "trap"],
+        "unknown requirement",
+        2,
+        tmp_path,
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[table]\nname = 'x'\n[primitive.call_ret]\ncycles = 1\nsource = 'x'\n")
+    _assert_error([t, "-b", "native", "--costs", str(bad)], "missing primitive", 1, tmp_path)
+    bad.write_text("this is not toml = = =")
+    _assert_error([t, "-b", "native", "--costs", str(bad)], "bad TOML", 1, tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "version", "missing"])
+def test_a_damaged_trace_is_refused(synth_path: Path, tmp_path: Path, damage: str) -> None:
+    trace = tmp_path / "t"
+    shutil.copytree(synth_path, trace)
+    if damage == "corrupt":
+        p = trace / "events.parquet"
+        p.write_bytes(p.read_bytes()[:500])
+        msg = "events.parquet"
+    elif damage == "version":
+        m = json.loads((trace / "manifest.json").read_text())
+        m["schema_version"] = m["min_reader_version"] = 99
+        (trace / "manifest.json").write_text(json.dumps(m))
+        msg = "version 99"
+    else:
+        (trace / "state.parquet").unlink()
+        msg = "state.parquet: missing"
+    _assert_error([str(trace), "-b", "native"], msg, 1, tmp_path)
+    assert not (trace / "replay").exists()
+
+
+def test_json_summary_has_groups_and_first_divergence(synth_path: Path, tmp_path: Path) -> None:
+    code, out, _ = _invoke(
+        [str(synth_path), "-b", "lguest", "--without", "irq", "--fallback", "none"]
+        + ["-o", str(tmp_path), "-q", "--json"]
+    )
+    s = json.loads(out)[0]
+    assert code == EXIT_VIOLATIONS
+    assert s["first_divergence"]["check"] in ("irq.masked", "result")
+    assert {"irq", "mmu", "interrupt"} <= set(s["groups"])
+    v = pq.read_table(tmp_path / "backend=lguest-without-irq-none" / "violations.parquet")
+    assert v.num_rows == s["violations"]

@@ -1,0 +1,151 @@
+"""The coherence check: classification, leeway, and incremental == full comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.pagetables import PRESENT, GuestMMU, translations
+
+PD, T1, T2 = 2, 7, 8
+
+
+def _pair(demand: bool = False) -> ViewPair:
+    g = GuestMMU(64)
+    g.cr3 = PD << 12
+    p = ViewPair(g, demand_fill=demand)
+    p.set_cr3(PD << 12)
+    for pfn, idx, v in ((PD, 1, (T1 << 12) | 0x7), (T1, 0, 0x10007), (T1, 1, 0x11007)):
+        p.write_both(pfn, idx, v)
+    return p
+
+
+def test_kinds_are_counted_separately_with_the_lowest_page_as_example() -> None:
+    p = _pair()
+    p.guest_write(T1, 2, 0x12007)  # the backend never hears: missing
+    p.guest_write(T1, 0, 0x20007)  # new frame, not told: the backend's is stale
+    p.guest_write(T1, 1, 0x11005)  # read-only now, not told: wrong permissions
+    p.guest_flushed(p.guest.flush_all(include_global=True))  # no leeway left
+    got = {f.kind: (f.pages, f.vpn, f.expected, f.actual) for f in p.check().findings}
+    assert got == {
+        "missing": (1, (1 << 10) | 2, 0x12007, 0),
+        "stale": (1, 1 << 10, 0x20007, 0x10007),
+        "perm": (1, (1 << 10) | 1, 0x11005, 0x11007),
+    }
+
+
+def test_an_unflushed_change_is_not_yet_wrong() -> None:
+    p = _pair()
+    p.guest_write(T1, 1, 0x11005)  # P -> P without telling: a native TLB may hold it too
+    # the change came from a present value, so before the flush the old one is allowed
+    assert p.check().ok
+    p.guest_flushed(p.guest.flush_all(include_global=False))
+    assert [f.kind for f in p.check().findings] == ["perm"]
+
+
+def test_a_demand_filled_view_only_errs_where_it_maps() -> None:
+    p = _pair(demand=True)
+    p.guest_write(T1, 2, 0x12007)  # new mapping: filled on first touch
+    p.guest.flush_all(include_global=True)
+    assert p.check().ok
+    p.guest_write(T1, 0, 0)  # unmapped, not told, flushed: the shadow still maps it
+    p.guest_flushed(p.guest.flush_all(include_global=True))
+    assert [f.kind for f in p.check().findings] == ["stale"]
+
+
+def test_updates_to_frames_the_backend_was_not_told_of_are_lost() -> None:
+    p = _pair()
+    p.registered = {PD}
+    p.write_both(T2, 0, 0x30007)
+    p.write_both(PD, 2, (T2 << 12) | 0x7)
+    p.guest_flushed(p.guest.flush_all(True))
+    assert [(f.kind, f.pages) for f in p.check().findings] == [("missing", 1)]
+    p.learn_fill(T2, 0, 1024)  # alloc_pt: now it is a table to the backend
+    p.learn_write(T2, 0, 0x30007)
+    assert p.check().ok
+
+
+def _reference(p: ViewPair) -> dict[str, int]:
+    """Independent full comparison: every page, in plain Python terms."""
+    g, v = p.guest, p.view
+    out = {"missing": 0, "stale": 0, "perm": 0}
+    pd = g.pd
+    for i in range(1024):
+        gpde, vpde = g.frames.get(pd, i), v.get(pd, i)
+        if not (gpde | vpde) & PRESENT:
+            continue
+        gt = translations(gpde, g.frames.page(gpde >> 12) if gpde & 1 else None)
+        bt = translations(vpde, v.page(vpde >> 12) if vpde & 1 else None)
+        olds = [gpde, *g.old_values(pd, i)]
+        allowed = [gt]
+        for o in olds:
+            if o & PRESENT:
+                tabs = [g.frames.page(o >> 12), *g.stale_tables(o >> 12)]
+                allowed += [translations(o, t) for t in tabs]
+        for j in np.nonzero(gt | bt)[0].tolist():
+            gg, bb = int(gt[j]), int(bt[j])
+            if p.demand_fill and not bb & 1:
+                bb = gg
+            if any(bb == int(a[j]) for a in allowed):
+                continue
+            if gg & 1 and not bb & 1:
+                out["missing"] += 1
+            elif bb & 1 and (not gg & 1 or (gg ^ bb) & 0xFFFFF000):
+                out["stale"] += 1
+            else:
+                out["perm"] += 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("demand", [False, True])
+def test_incremental_check_equals_full_comparison(seed: int, demand: bool) -> None:
+    rng = np.random.default_rng(seed)
+    g = GuestMMU(64)
+    pds = [2, 3]
+    tables = list(range(10, 18))
+    g.cr3 = pds[0] << 12
+    p = ViewPair(g, demand_fill=demand)
+    p.set_cr3(g.cr3)
+    checks = 0
+    for step in range(400):
+        op = rng.integers(0, 10)
+        pfn = int(rng.choice(tables)) if op < 6 else int(rng.choice(pds))
+        idx = int(rng.integers(0, 8)) if op < 6 else int(rng.integers(0, 6))
+        if op < 6:
+            val = (
+                0
+                if rng.random() < 0.2
+                else (int(rng.integers(0x100, 0x140)) << 12) | int(rng.integers(0, 8))
+            )
+        else:
+            t = int(rng.choice(tables))
+            val = 0 if rng.random() < 0.2 else (t << 12) | int(rng.integers(0, 8))
+        how = rng.random()
+        if how < 0.6:
+            p.write_both(pfn, idx, val)
+        elif how < 0.85:
+            p.guest_write(pfn, idx, val)  # the backend misses it
+        else:
+            p.learn_write(pfn, idx, val)  # the backend believes something the guest never did
+        r = rng.random()
+        if r < 0.05:
+            g.cr3 = int(rng.choice(pds)) << 12
+            p.set_cr3(g.cr3)
+            p.guest_flushed(g.flush_all(False))
+        elif r < 0.1:
+            p.guest_flushed(
+                g.flush_addr(int(rng.integers(0, 6)) << 22 | int(rng.integers(0, 8)) << 12)
+            )
+        elif r < 0.13 and demand:
+            p.resync_space()
+        if step % 7 == 0:
+            inc, full = p.check(), p.check_full()
+            assert inc.key() == full.key(), step
+            ref = _reference(p)
+            assert {f.kind: f.pages for f in full.findings} == {
+                k: v for k, v in ref.items() if v
+            }, step
+            checks += 1
+    assert checks > 50

@@ -1,0 +1,95 @@
+"""Guest page tables rebuilt from hooks: addressing, walks, and the native-TLB leeway."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pvscope.digest import mapping_digest, walk_page_directory
+from replayer.mechanisms.pagetables import (
+    GLOBAL,
+    Frames,
+    GuestMMU,
+    present_mappings,
+    translations,
+)
+
+
+def test_entry_pointers_are_physical_before_paging_and_linear_after() -> None:
+    g = GuestMMU(64)
+    assert g.locate(0x00203008) == (0x203, 2)
+    g.paging = True
+    assert g.locate(0xC0203008) == (0x203, 2)
+
+
+def test_translation_is_as_permissive_as_both_levels() -> None:
+    t = np.zeros(1024, dtype=np.uint32)
+    t[0] = 0x5000 | 0x7  # user, writable
+    t[1] = 0x6000 | 0x2  # not present
+    t[2] = 0x7000 | 0x1 | 0x40  # present, read-only, dirty (dropped)
+    out = translations(0x1000 | 0x3, t)  # directory: kernel-only, writable
+    assert out[0] == 0x5000 | 0x3
+    assert out[1] == 0
+    assert out[2] == 0x7000 | 0x1
+    assert not translations(0x1000, t).any()  # directory entry not present
+    big = translations(0x00C00000 | 0x80 | 0x5, None)  # PSE 4 MiB page at 12 MiB
+    assert big[0] == 0x00C00000 | 0x5 and big[1023] == 0x00FFF000 | 0x5
+
+
+def test_walk_agrees_with_the_shared_digest_walk() -> None:
+    rng = np.random.default_rng(7)
+    f = Frames(256)
+    pd = 10
+    for i in rng.choice(1024, 20, replace=False).tolist():
+        if i % 5 == 0:
+            f.page(pd)[i] = ((i % 64) << 22) | 0x80 | int(rng.integers(0, 8)) | 1
+            continue
+        t = 20 + i % 200
+        f.page(pd)[i] = (t << 12) | int(rng.integers(0, 8))
+        f.page(t)[:] = rng.integers(0, 1 << 32, 1024, dtype=np.uint64).astype(np.uint32)
+
+    def table(pfn: int) -> bytes:
+        return f.page(pfn).tobytes()
+
+    ref = walk_page_directory(table(pd), table)
+    mine = present_mappings(f, pd)
+    assert mapping_digest(mine) == mapping_digest(ref)
+    assert len(mine) == len(ref)
+
+
+def test_only_present_values_become_unflushed() -> None:
+    g = GuestMMU(64)
+    g.write(3, 0, 0x5001)  # not present -> present: a TLB never held the old one
+    assert g.old_values(3, 0) == ()
+    g.write(3, 0, 0x6001)  # present -> present: the old may be cached
+    g.write(3, 0, 0x5001)  # back: the 0x6001 may be cached too
+    assert set(g.old_values(3, 0)) == {0x5001, 0x6001}
+    g.flush_all(include_global=False)
+    assert g.old_values(3, 0) == ()
+
+
+def test_global_entries_survive_a_user_flush_only_with_pge() -> None:
+    g = GuestMMU(64)
+    g.write(3, 0, 0x5001 | GLOBAL)
+    g.write(3, 0, 0)
+    g.flush_all(include_global=False)
+    assert g.old_values(3, 0) == ()  # without CR4.PGE nothing is global
+    g.pge = True
+    g.write(3, 0, 0x5001 | GLOBAL)
+    g.write(3, 0, 0)
+    g.flush_all(include_global=False)
+    assert g.old_values(3, 0) == (0x5001 | GLOBAL,)
+    g.flush_all(include_global=True)
+    assert g.old_values(3, 0) == ()
+
+
+def test_invlpg_flushes_the_walk_to_one_address() -> None:
+    g = GuestMMU(64)
+    g.cr3 = 2 << 12
+    g.write(2, 1, (7 << 12) | 1)  # va 0x00400000 -> table 7
+    g.write(7, 5, 0x9001)
+    g.write(7, 5, 0xA001)
+    g.write(7, 6, 0x9001)
+    g.write(7, 6, 0)
+    g.flush_addr(0x00405000)
+    assert g.old_values(7, 5) == ()
+    assert g.old_values(7, 6) == (0x9001,)
