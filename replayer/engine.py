@@ -68,7 +68,13 @@ from replayer.mechanisms.apic import (
 )
 from replayer.mechanisms.batch import LAZY_CPU, LAZY_FLUSH, LAZY_MMU, LAZY_NONE, BatchQueue
 from replayer.mechanisms.coherence import ViewPair
-from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU, present_mappings
+from replayer.mechanisms.pagetables import (
+    CR0_PG,
+    CR4_PGE,
+    PAGE_OFFSET,
+    GuestMMU,
+    present_mappings,
+)
 from replayer.mechanisms.tracer import WriteTracer
 from replayer.mechanisms.vcpu import (
     backend_if,
@@ -256,6 +262,38 @@ def absorbed_mmio(trace: Trace) -> np.ndarray:
     return out
 
 
+def pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """Per event: the page-table entry a PTE/PMD write names (``pfn * 1024 + index``, -1 for
+    other events, -2 for a pte_update with no observed value) and the value written.
+
+    Entry pointers are physical until a ``write_cr0`` turns paging on, linear-map addresses
+    (physical + PAGE_OFFSET) after it.
+    """
+    n = trace.n
+    h = trace.hook
+    is_cr0 = h == _H["write_cr0"]
+    last = np.where(is_cr0, np.arange(n), -1)
+    np.maximum.accumulate(last, out=last)
+    before = np.empty(n, dtype=np.int64)
+    before[0] = -1
+    before[1:] = last[:-1]
+    pg = np.zeros(n, dtype=bool)
+    has = before >= 0
+    pg[has] = (trace.arg0[before[has]] & 0x80000000) != 0
+    two = np.isin(h, [_H["set_pte"], _H["set_pmd"]])
+    at = h == _H["set_pte_at"]
+    upd = np.isin(h, [_H["pte_update"], _H["pte_update_defer"]])
+    ptr = np.where(two, trace.arg0, np.where(at | upd, trace.arg2, 0)).astype(np.int64)
+    val = np.where(
+        two, trace.arg1, np.where(at, trace.arg3, (trace.result & 0xFFFFFFFF).astype(np.uint32))
+    ).astype(np.int64)
+    phys = np.where(pg, (ptr - PAGE_OFFSET) & 0xFFFFFFFF, ptr)
+    ent = (phys >> 12) * 1024 + ((phys & 0xFFF) >> 2)
+    ent = np.where(two | at | (upd & trace.has_result), ent, -1)
+    ent = np.where(upd & ~trace.has_result, -2, ent)
+    return ent.astype(np.int64), val
+
+
 def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = None) -> np.ndarray:
     """What every event costs on bare hardware (the reference for relative cost)."""
     if absorbed is None:
@@ -369,8 +407,15 @@ class _Replay:
             want[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
         loop = np.nonzero(want)[0]
 
+        ent, val_arr = pte_entries(tr)
         mem_mib = int(((tr.manifest.get("machine") or {}).get("mem_mib")) or 64)
-        guest = GuestMMU(nframes=max(mem_mib, 4) * 256)
+        frames = max(mem_mib, 4) * 256
+        if len(ent):
+            frames = max(frames, int(ent.max() >> 10) + 1)
+        fills = np.isin(tr.hook, [_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"]])
+        if fills.any():
+            frames = max(frames, int(tr.arg0[fills].max()) + 1, int(tr.arg1[fills].max()) + 1)
+        guest = GuestMMU(nframes=frames)
         self.guest = guest
         pair = ViewPair(guest, demand_fill=m.mmu == "demand", shared=self.mirror)
         if m.mmu == "notified":
@@ -410,6 +455,8 @@ class _Replay:
         a3_l = tr.arg3[loop].tolist()
         res_l = tr.result[loop].tolist()
         hasr_l = tr.has_result[loop].tolist()
+        e_l = ent[loop].tolist()
+        v_l = val_arr[loop].tolist()
         cyc0, mech0, ex0, hc0, tr0 = (
             cs.cyc.tolist(),
             cs.mech.tolist(),
@@ -435,17 +482,20 @@ class _Replay:
         RCR4 = {H["read_cr4"], H["read_cr4_safe"]}
         GETDR, SETDR = H["get_debugreg"], H["set_debugreg"]
         AW, AWA, AR = H["apic_write"], H["apic_write_atomic"], H["apic_read"]
-        PTE_HOOKS = {SET_PTE, SET_PTE_AT, SET_PMD, PTE_UPD, PTE_UPD_D}
         ALLOC_HOOKS = {ALLOC_PT, ALLOC_PD, ALLOC_CLONE, REL_PT, REL_PD}
         K_INT, K_EXC, K_MR, K_MW = K_INTERRUPT, K_EXCEPTION, K_MMIO_READ, K_MMIO_WRITE
 
+        # tables the loaded directory names: [_, pd, version, set]; version -1: stale
         cur_tables_cache: list[Any] = [None, -1, -1, frozenset()]
+        gmem = guest.frames.mem
+        call_ret = table["call_ret"]
+        cur_pd = -1
 
         def cur_tables() -> frozenset[int]:
             pd = guest.pd
             if pd is None:
                 return frozenset()
-            v = pair.ver.get(pd, 0)
+            v = pair.pver.get(pd, 0)
             if cur_tables_cache[1] != pd or cur_tables_cache[2] != v:
                 cur_tables_cache[1], cur_tables_cache[2] = pd, v
                 cur_tables_cache[3] = frozenset(pair.guest_tables(pd))
@@ -505,18 +555,21 @@ class _Replay:
             touched = False
 
             if kd == K_HOOK:
-                is_pte = h in PTE_HOOKS
+                e = e_l[pos]
+                is_pte = e >= 0
                 if is_pte:
-                    if h in (SET_PTE, SET_PMD):
-                        ptr, val = a0_l[pos], a1_l[pos]
-                    elif h == SET_PTE_AT:
-                        ptr, val = a2_l[pos], a3_l[pos]
-                    elif hasr_l[pos]:
-                        ptr, val = a2_l[pos], res_l[pos] & 0xFFFFFFFF
-                    else:
-                        continue  # nothing observed: the new value is unknown
-                    phys = ((ptr - 0xC0000000) & 0xFFFFFFFF) if guest.paging else ptr
-                    pfn, ix = phys >> 12, (phys & 0xFFF) >> 2
+                    pfn, ix, val = e >> 10, e & 1023, v_l[pos]
+                    if mirror:
+                        # the hardware walks the guest's tables, or every store to them traps
+                        gmem[e] = val
+                        if pfn == cur_pd:
+                            cur_tables_cache[2] = -1
+                        if traced and tracer.write(pfn):  # type: ignore[union-attr]
+                            cy = wp_t[0] + (0 if h in (PTE_UPD, PTE_UPD_D) else call_ret)
+                            out.append((k, cy, wp_t[1], wp_t[2], wp_t[3], wp_t[4], 0, 0))
+                        continue
+                elif e == -2:
+                    continue  # pte_update with nothing observed: the new value is unknown
                 modes = batchable_ids.get(h)
                 other_mm = False
                 if is_xen and h == SET_PTE_AT and pte_mode == "hook":
@@ -546,14 +599,7 @@ class _Replay:
                 push = queue.push if queued else None  # type: ignore[union-attr]
 
                 if is_pte:
-                    if mirror:
-                        # the hardware walks the guest's tables, or every store to them traps
-                        guest.write(pfn, ix, val)
-                        if traced and tracer.write(pfn):  # type: ignore[union-attr]
-                            cy = wp_t[0] + (0 if h in (PTE_UPD, PTE_UPD_D) else table["call_ret"])
-                            me, e_, hcn, tp = wp_t[1], wp_t[2], wp_t[3], wp_t[4]
-                            touched = True
-                    elif pte_mode == "none":
+                    if pte_mode == "none":
                         pair.guest_write(pfn, ix, val)
                     elif pte_mode == "trap" or other_mm:
                         pair.write_both(pfn, ix, val)
@@ -594,21 +640,24 @@ class _Replay:
                         lo, hi = min(start, 1024), min(start + count, 1024)
                         vals = guest.frames.page(src)[lo:hi].copy()
                         if mirror:
-                            guest.fill(pfn, 0, 1024, None)
-                            guest.fill(pfn, lo, hi, vals)
+                            page = guest.frames.page(pfn)
+                            page[:] = 0
+                            page[lo:hi] = vals
                         else:
                             pair.guest_fill(pfn, 0, 1024)
                             pair.guest_fill(pfn, lo, hi, vals)
                         op = partial(pair.learn_clone, pfn, src, start, count)
                     elif nwrites:
                         if mirror:
-                            guest.fill(pfn, 0, 1024, None)
+                            guest.frames.page(pfn)[:] = 0
                         else:
                             pair.guest_fill(pfn, 0, 1024)
                         op = partial(pair.learn_fill, pfn, 0, 1024)
                     else:
                         op = partial(pair.forget, pfn)
                     if mirror:
+                        if pfn == cur_pd:
+                            cur_tables_cache[2] = -1
                         if traced and nwrites:
                             f = tracer.write(pfn, nwrites)  # type: ignore[union-attr]
                             if f:
@@ -632,6 +681,7 @@ class _Replay:
                 if h == WCR3:
                     x = a0_l[pos]
                     guest.cr3 = x
+                    cur_pd = x >> 12
                     regs["cr3"] = x
                     pair.guest_flushed(guest.flush_all(False))
                     pd = x >> 12
@@ -1046,19 +1096,17 @@ def replay(
     return r
 
 
-def group_names(trace: Trace) -> np.ndarray:
-    """Per event: its hook group, or its kind for other events (as object strings)."""
-    names = np.array([h.group for h in HOOKS] + [""], dtype=object)
-    kinds = np.array(list(_kind_names()) + ["other"], dtype=object)
-    hk = np.where(trace.hook >= 0, trace.hook, _NHOOKS)
-    kd = np.where(trace.kind >= 0, trace.kind, len(kinds) - 1)
-    return np.where(trace.hook >= 0, names[hk], kinds[kd])
-
-
-def _kind_names() -> tuple[str, ...]:
+def group_codes(trace: Trace) -> tuple[np.ndarray, list[str]]:
+    """Per event: an index into the returned names (hook group, or kind for other events)."""
     from replayer.trace import KINDS
 
-    return KINDS
+    names = sorted({h.group for h in HOOKS} | set(KINDS) | {"other"})
+    code = {g: i for i, g in enumerate(names)}
+    by_hook = np.array([code[h.group] for h in HOOKS], dtype=np.int64)
+    by_kind = np.array([code[k] for k in KINDS] + [code["other"]], dtype=np.int64)
+    kd = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int64)
+    hk = np.maximum(trace.hook, 0).astype(np.int64)
+    return np.where(trace.hook >= 0, by_hook[hk], by_kind[kd]), names
 
 
 def summarize(r: RunResult) -> dict[str, Any]:
@@ -1077,18 +1125,16 @@ def summarize(r: RunResult) -> dict[str, Any]:
     lat = r.interrupts["latency_events"][st != 2]
     latv = r.interrupts["latency_vtime"][st != 2]
     groups: dict[str, dict[str, int]] = {}
-    gn = group_names(r.trace)
-    for g in sorted(set(gn.tolist())):
-        sel = gn == g
-        groups[g] = {
-            "events": int(sel.sum()),
-            "cycles": int(r.cycles[sel].sum()),
-            "native_cycles": int(r.native_cycles[sel].sum()),
-            "exits": int(r.exits[sel].sum()),
-            "hypercalls": int(r.hypercalls[sel].sum()),
-            "traps": int(r.traps[sel].sum()),
-            "batch_flushes": int(r.batch_flushes[sel].sum()),
-        }
+    gc, names = group_codes(r.trace)
+    m = len(names)
+    events = np.bincount(gc, minlength=m)
+    sums = {
+        k: np.bincount(gc, weights=getattr(r, k).astype(np.float64), minlength=m)
+        for k in ("cycles", "native_cycles", "exits", "hypercalls", "traps", "batch_flushes")
+    }
+    for i, g in enumerate(names):
+        if events[i]:
+            groups[g] = {"events": int(events[i])} | {k: int(v[i]) for k, v in sums.items()}
     return {
         "backend": run.label,
         "base": run.backend.name,

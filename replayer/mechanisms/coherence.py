@@ -102,8 +102,11 @@ class ViewPair:
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
 
     def _touch(self, pfn: int, idx: int) -> None:
+        # any content change may change a verdict (through the native-TLB leeway of an old
+        # directory entry naming this table); references change only with a loaded directory
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
-        self.pver[pfn] = self.pver.get(pfn, 0) + 1
+        if pfn == self.guest.pd or (self.view_cr3 is not None and pfn == self.view_cr3 >> 12):
+            self.pver[pfn] = self.pver.get(pfn, 0) + 1
         e = (pfn << 10) | idx
         g, v = self.guest.frames, self.view
         gv = g.mem[e] if pfn < g.nframes else 0
@@ -114,7 +117,7 @@ class ViewPair:
                 self.diff[pfn] = {idx}
             else:
                 s.add(idx)
-        elif s is not None:
+        elif s is not None and idx in s:
             s.discard(idx)
             if not s:
                 del self.diff[pfn]
@@ -203,9 +206,10 @@ class ViewPair:
             v.grow(pfn)
         v.mem[(pfn << 10) | idx] = value
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
-        self.pver[pfn] = self.pver.get(pfn, 0) + 1
+        if pfn == self.guest.pd or (self.view_cr3 is not None and pfn == self.view_cr3 >> 12):
+            self.pver[pfn] = self.pver.get(pfn, 0) + 1
         s = self.diff.get(pfn)
-        if s is not None:
+        if s is not None and idx in s:
             s.discard(idx)
             if not s:
                 del self.diff[pfn]
@@ -213,6 +217,12 @@ class ViewPair:
     def set_cr3(self, cr3: int | None) -> None:
         """The backend switches to a directory."""
         self.view_cr3 = cr3
+        self._refs = None
+
+    def learn_writes(self, writes: list[tuple[int, int, int]]) -> None:
+        """Apply queued entry writes in order (a batch flush)."""
+        for pfn, idx, value in writes:
+            self.learn_write(pfn, idx, value)
 
     def resync_entry(self, pfn: int, idx: int) -> None:
         """The backend re-reads one entry from guest memory."""

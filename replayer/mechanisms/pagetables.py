@@ -111,8 +111,9 @@ class GuestMMU:
 
     def __init__(self, nframes: int = 1 << 14) -> None:
         self.frames = Frames(nframes)
-        self.cr3: int | None = None
-        """Physical address last loaded with write_cr3 (None before the first)."""
+        self._cr3: int | None = None
+        self.pd: int | None = None
+        """Frame number of the loaded directory."""
         self.paging = False
         """CR0.PG: entry pointers are linear-map addresses once set, physical before."""
         self.pge = False
@@ -121,9 +122,14 @@ class GuestMMU:
         """frame -> index -> older present values a native TLB may still hold."""
 
     @property
-    def pd(self) -> int | None:
-        """Frame number of the loaded directory."""
-        return None if self.cr3 is None else self.cr3 >> 12
+    def cr3(self) -> int | None:
+        """Physical address last loaded with write_cr3 (None before the first)."""
+        return self._cr3
+
+    @cr3.setter
+    def cr3(self, value: int | None) -> None:
+        self._cr3 = value
+        self.pd = None if value is None else value >> 12
 
     def locate(self, ptr: int) -> tuple[int, int]:
         """(frame, index) of the entry a hook's pointer argument names."""
