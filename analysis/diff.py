@@ -39,6 +39,7 @@ def diff_traces(a: Path, b: Path) -> dict[str, Any]:
     src = pair(a, b)
     cols = ", ".join(f'"{c}"' for c in COMPARED)
     with Session(source=src) as s:
+        s.ensure({"events", "inputs", "state"})
         first = s.query(
             f"""
             WITH a AS (SELECT seq, struct_pack({cols}) AS r FROM events WHERE trace = 'a'),

@@ -13,8 +13,12 @@ Views:
   (``pvscope.hooks``);
 * ``traces`` -- one row per trace from its manifest: guest, scale, seed, instructions,
   end status;
-* ``replay``, ``summary``, ``costs`` and any other replay result tables -- from each
-  trace's ``replay/`` directory (Hive-partitioned by ``backend``), when it has one.
+* from each trace's ``replay/`` directory, when it has one (the replayer's results,
+  Hive-partitioned ``backend=LABEL``; ``trace`` and ``backend`` lead every view):
+  ``replay`` (per event: cycles, native_cycles, mechanism, exits, hypercalls, traps,
+  batch flushes), ``summary`` (one row per run), ``violations``, ``interrupts`` (per
+  recorded interrupt as each backend delivers it), ``groups`` (per hook group) and
+  ``costs`` (the cost table each run used, every number with its source).
 
 Once the views exist the session is locked: DuckDB's external access is off except for
 exactly the Parquet files the views read, the configuration is locked, and statements
@@ -25,8 +29,10 @@ prepared statements) are refused before DuckDB sees them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +47,8 @@ from pvscope.hooks import HOOKS, REQUIREMENTS, Hook
 
 #: Directory of a trace's replay results.
 REPLAY_DIR = "replay"
-#: Views a replay directory can supply, by the Parquet file stem that holds them.
-REPLAY_VIEWS: dict[str, str] = {"events": "replay", "summary": "summary", "costs": "costs"}
+#: Replay result files whose view is not named by their stem (``X.parquet`` is view X).
+REPLAY_VIEWS: dict[str, str] = {"events": "replay"}
 #: Views that come from replay results (for the hint when one is missing).
 REPLAY_VIEW_NAMES = ("replay", "summary", "costs", "violations", "groups", "interrupts")
 #: Manifest facts served in the ``traces`` view: column, type, how to read it.
@@ -92,9 +98,9 @@ def _trace_name(p: Path) -> str:
 
 def open_source(path: Path) -> Source:
     """Resolve a trace or trace-set directory; raise TraceError naming what is wrong."""
-    path = Path(path)
-    if not path.is_dir():
+    if not Path(path).is_dir():
         raise TraceError(f"{path}: no such trace or trace set")
+    path = Path(path).absolute()
     if (path / "manifest.json").exists():
         return Source(path, [Trace(_trace_name(path), path, schema.read_manifest(path))], False)
     children = sorted(p for p in path.iterdir() if p.is_dir() and (p / "manifest.json").exists())
@@ -122,7 +128,9 @@ def pair(
     ``replays`` optionally names each one's replay results directory.
     """
     traces = []
-    for name, p, r in zip(names, (Path(a), Path(b)), replays, strict=True):
+    a, b = Path(a).absolute(), Path(b).absolute()
+    replays = tuple(None if r is None else Path(r).absolute() for r in replays)  # type: ignore[assignment]
+    for name, p, r in zip(names, (a, b), replays, strict=True):
         if not (p / "manifest.json").exists():
             raise TraceError(f"{p}: not a trace (no manifest.json)")
         traces.append(Trace(name, p, schema.read_manifest(p), r))
@@ -170,16 +178,23 @@ def _replay_scan(
     for t, p in files:
         by_trace.setdefault(t.name, []).append(p)
     hive = source.hive and source.is_set
+    # in a Hive-style set the trace=NAME directory supplies the trace column itself
+    types = ", hive_types = {'trace': 'VARCHAR'}" if hive else ""
+    # every results file of one kind has the same columns (one writer, one results
+    # version): read them from the first, not from every trace's
+    first = next(iter(by_trace.values()))
+    probe = f"read_parquet({_sql_list(first[:1])}, hive_partitioning = true{types})"
+    names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {probe}").fetchall()]
+    rest = [_ident(n) for n in names if n not in ("trace", "backend")]
+    if hive:
+        every = [p for paths in by_trace.values() for p in paths]
+        scan = f"read_parquet({_sql_list(every)}, hive_partitioning = true{types})"
+        return f"SELECT {', '.join(['trace', 'backend', *rest])} FROM {scan}"
     for name, paths in by_trace.items():
-        # in a Hive-style set the trace=NAME directory supplies the trace column itself
-        types = ", hive_types = {'trace': 'VARCHAR'}" if hive else ""
-        scan = f"read_parquet({_sql_list(paths)}, hive_partitioning = true{types})"
-        names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
-        lead = ["trace" if hive else f"{_sql_str(name)} AS trace"]
-        lead += ["backend"] if "backend" in names else []
-        rest = [_ident(n) for n in names if n not in ("trace", "backend")]
-        parts.append(f"SELECT {', '.join(lead + rest)} FROM {scan}")
-    return " UNION ALL BY NAME ".join(parts)
+        scan = f"read_parquet({_sql_list(paths)}, hive_partitioning = true)"
+        cols = [f"{_sql_str(name)} AS trace", "backend", *rest]
+        parts.append(f"SELECT {', '.join(cols)} FROM {scan}")
+    return " UNION ALL ".join(parts)
 
 
 def _hooks_table() -> pa.Table:
@@ -264,11 +279,17 @@ class Session:
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.views: dict[str, str] = {}
-        self._create_views()
+        """Every view this session serves, with what it is (made when first used)."""
+        self._build: dict[str, Callable[[], None]] = {}
+        self._discover()
         self._lock()
 
     # -- building -------------------------------------------------------------------
-    def _create_views(self) -> None:
+    # Views are found when the session opens (so the lock can name every file they
+    # read) but made only when a statement first names them: binding a view reads the
+    # footers of its files, which for a large trace set costs more than a fast query.
+
+    def _discover(self) -> None:
         src = self.source
         for table in schema.TABLES.values():
             files = []
@@ -279,46 +300,82 @@ class Session:
                 if not src.is_set:
                     _check_parquet(p)
                 files.append((t, p))
-            self._view(table.name, _scan(src, files, table.names), table.doc)
+            self._offer(
+                table.name,
+                table.doc,
+                functools.partial(self._view_of_table, table, files),
+            )
             src.files += [p for _, p in files]
-        self._table("hooks", _hooks_table(), "the hook catalogue (linux 2.6.21 paravirt_ops)")
-        self._table("traces", _traces_table(src), "one row per trace, from its manifest")
+        self._offer(
+            "hooks",
+            "the hook catalogue (linux 2.6.21 paravirt_ops)",
+            lambda: self._table("hooks", _hooks_table()),
+        )
+        self._offer(
+            "traces",
+            "one row per trace, from its manifest",
+            lambda: self._table("traces", _traces_table(src)),
+        )
         replay: dict[str, list[tuple[Trace, Path]]] = {}
         for t in src.traces:
             for view, paths in replay_files(t).items():
                 replay.setdefault(view, []).extend((t, p) for p in paths)
         for view, files in sorted(replay.items()):
-            try:
-                sql = _replay_scan(self.con, src, files)
-            except duckdb.Error as e:
-                raise TraceError(
-                    f"{src.path}: cannot read the replay results' {view} table: {_one_line(e)}"
-                ) from None
-            self._view(view, sql, "replay results")
+            self._offer(view, "replay results", functools.partial(self._replay_view, view, files))
             src.files += [p for _, p in files]
 
-    def _view(self, name: str, sql: str, doc: str) -> None:
+    def _offer(self, name: str, doc: str, build: Callable[[], None]) -> None:
+        self.views[name] = doc
+        self._build[name] = build
+
+    def ensure(self, names: set[str] | None = None) -> None:
+        """Make the named views (every one when ``names`` is None) if not made yet."""
+        for name in sorted(self._build if names is None else names & set(self._build)):
+            self._build.pop(name)()
+
+    def _view_of_table(self, table: schema.Table, files: list[tuple[Trace, Path]]) -> None:
+        self._view(table.name, _scan(self.source, files, table.names))
+
+    def _replay_view(self, view: str, files: list[tuple[Trace, Path]]) -> None:
+        try:
+            sql = _replay_scan(self.con, self.source, files)
+        except duckdb.Error as e:
+            raise TraceError(
+                f"{self.source.path}: cannot read the replay results' {view} table: {_one_line(e)}"
+            ) from None
+        self._view(view, sql)
+
+    def _view(self, name: str, sql: str) -> None:
         try:
             self.con.execute(f"CREATE VIEW {_ident(name)} AS {sql}")
         except duckdb.Error as e:
             raise TraceError(
                 f"{self.source.path}: cannot read the {name} table: {_one_line(e)}"
             ) from None
-        self.views[name] = doc
 
-    def _table(self, name: str, table: pa.Table, doc: str) -> None:
+    def _table(self, name: str, table: pa.Table) -> None:
         self.con.register("_arrow", table)
         self.con.execute(f"CREATE TABLE {_ident(name)} AS SELECT * FROM _arrow")
         self.con.unregister("_arrow")
-        self.views[name] = doc
 
     def _lock(self) -> None:
-        allowed = sorted(
-            {str(p.resolve()) for p in self.source.files} | {str(p) for p in self.source.files}
-        )
+        allowed = sorted({str(p) for p in self.source.files})
         self.con.execute(f"SET allowed_paths = {_sql_list([Path(a) for a in allowed])}")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
+
+    def _needed(self, statements: list[Any]) -> set[str] | None:
+        """Views the statements name; None (all of them) when that cannot be told."""
+        names: set[str] = set()
+        for st in statements:
+            try:
+                found = duckdb.get_table_names(st.query)
+            except duckdb.Error:
+                return None
+            if not found:
+                return None  # SHOW TABLES, SELECT 1, ...: make everything
+            names |= {n.rsplit(".", 1)[-1] for n in found}
+        return names
 
     # -- running --------------------------------------------------------------------
     def execute(self, sql: str) -> duckdb.DuckDBPyRelation | None:
@@ -331,6 +388,7 @@ class Session:
             raise QueryError("no SQL statement given")
         for st in statements:
             _check_statement(self.con, st)
+        self.ensure(self._needed(statements))
         try:
             for st in statements[:-1]:
                 self.con.execute(st)

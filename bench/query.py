@@ -18,6 +18,7 @@ per column, and what the same events take with the writer options proposed for t
 recorder (``PROPOSED_OPTIONS``).
 
     python bench/query.py [--events 50000000] [--dir /tmp/pvscope-bench-query] [--repeat 5]
+                          [--replay native,vmi,xen-pv]
 """
 
 from __future__ import annotations
@@ -79,6 +80,25 @@ def build_set(root: Path, events: int, scale: int | None) -> Path:
         have += pq.ParquetFile(out / "events.parquet").metadata.num_rows
         seed += 1
     return root
+
+
+def replay_set(root: Path, spec: str) -> None:
+    """Replay every trace of the set with the backends ``spec`` names (skipping done ones)."""
+    from replayer import api, backends, costs
+
+    runs = backends.resolve(spec)
+    table = costs.load(costs.DEFAULT_PRESET)
+    for trace in sorted(root.iterdir()):
+        todo = [r for r in runs if not (trace / "replay" / f"backend={r.label}").is_dir()]
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        api.replay_trace(trace, todo, table)
+        print(
+            f"  replayed {trace.name} on {', '.join(r.label for r in todo)} "
+            f"in {time.perf_counter() - t0:.1f}s",
+            file=sys.stderr,
+        )
 
 
 def storage(root: Path) -> None:
@@ -172,8 +192,16 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "pvscope-bench-query")
     ap.add_argument("--scale", type=int, default=None, help="pvcall scale per trace")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--replay",
+        default="native,vmi,xen-pv",
+        help="backends to replay every trace with, so the replay-side queries are timed too "
+        "('' for none; default: native,vmi,xen-pv)",
+    )
     args = ap.parse_args()
     root = build_set(args.dir / "set", args.events, args.scale)
+    if args.replay:
+        replay_set(root, args.replay)
     n = sum(pq.ParquetFile(f).metadata.num_rows for f in root.glob("*/events.parquet"))
     print(f"trace set {root}: {n:,} events, cpus {os.cpu_count()}, duckdb {duckdb.__version__}")
     storage(root)

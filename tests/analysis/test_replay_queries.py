@@ -136,6 +136,7 @@ def test_replay_views_in_a_hive_style_set(replayed_trace: Path, tmp_path: Path) 
     for name in ("x", "y"):
         shutil.copytree(replayed_trace, tmp_path / f"trace={name}")
     with Session(tmp_path) as s:
+        s.ensure()
         cols = [r[0] for r in s.con.execute("DESCRIBE summary").fetchall()]
         counts = s.con.execute(
             "SELECT trace, count(DISTINCT backend), count(*) FROM replay GROUP BY 1 ORDER BY 1"

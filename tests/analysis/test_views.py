@@ -19,6 +19,7 @@ from pvscope.hooks import HOOKS, Hook
 
 def test_every_trace_table_is_a_view_with_the_schema_columns(golden_trace: Path) -> None:
     with Session(golden_trace) as s:
+        s.ensure()
         for table in schema.TABLES.values():
             cols = [r[0] for r in s.con.execute(f"DESCRIBE {table.name}").fetchall()]
             assert cols == ["trace", *table.names]
@@ -58,6 +59,7 @@ def test_a_trace_set_gains_a_trace_column(
 ) -> None:
     root = request.getfixturevalue(which)
     with Session(root) as s:
+        s.ensure()
         got = dict(s.con.execute("SELECT trace, count(*) FROM events GROUP BY trace").fetchall())
         sym = dict(s.con.execute("SELECT trace, count(*) FROM symbols GROUP BY trace").fetchall())
         traces = [r[0] for r in s.con.execute("SELECT trace FROM traces ORDER BY 1").fetchall()]
@@ -158,3 +160,19 @@ def test_corrupt_foreign_and_future_tables_are_refused(tmp_path: Path, golden_tr
     pq.write_table(table.replace_schema_metadata(meta), t / "inputs.parquet")
     with pytest.raises(TraceError, match="version 9 needs a reader of version >= 9"):
         Session(t)
+
+
+def test_views_are_made_only_when_named(replayed_trace: Path) -> None:
+    with Session(replayed_trace) as s:
+        assert {"events", "hooks", "summary", "replay"} <= set(s.views)
+        s.query("SELECT count(*) FROM events")
+        made = {
+            r[0]
+            for r in s.con.execute(
+                "SELECT table_name FROM duckdb_tables() "
+                "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        }
+        assert "events" in made and "summary" not in made and "hooks" not in made
+        names = set(s.query("SHOW TABLES").column(0).to_pylist())
+        assert names >= set(s.views)
