@@ -213,7 +213,7 @@ def demo(
     if out.exists() and not force and any(out.iterdir()):
         raise UsageError(f"{out}: already exists (use --force to replace it)")
     out.mkdir(parents=True, exist_ok=True)
-    err = Console(stderr=True, quiet=quiet or as_json)
+    err = Console(stderr=True, quiet=quiet or as_json, soft_wrap=True)
     trace = out / f"{name}.trace"
     with err.status(f"recording {name} at scale {scale}"):
         manifest = record(name, trace, scale=scale, force=True)
