@@ -529,6 +529,13 @@ class _Replay:
             pair.learn_write(p, i, v)
             if v & 1 and not v & 0x80:
                 pair.resync_page(v >> 12)  # the shadow table under the entry is dropped
+                lru.pop(v >> 12, None)
+
+        def lguest_pte(p: int, i: int, v: int) -> None:
+            # lguest caches shadow directories by the guest directory's address, apart from
+            # its page-table shadows: a frame now used as a table is no cached directory
+            lru.pop(p, None)
+            pair.learn_write(p, i, v)
 
         def discover(pfns: list[int]) -> int:
             """A trap-fallback VMM scans tables it does not protect yet; return how many."""
@@ -543,8 +550,16 @@ class _Replay:
 
         report_every = max(n // 100, 1 << 16)
         next_report = report_every
+        # a checkpoint follows its event: it is taken at the top of the next iteration (no
+        # stateful event lies between), whichever branch handled the event
+        cp_at: int | None = None
         for pos in range(len(idx_l)):
             k = idx_l[pos]
+            if cp_at is not None:
+                self._checkpoint(cp_at, cps[cp_at], regs, check)
+                cp_at = None
+            if cps and k in cps:
+                cp_at = k
             if progress is not None and k >= next_report:
                 progress(k)
                 next_report = k + report_every
@@ -603,14 +618,18 @@ class _Replay:
                         pair.guest_write(pfn, ix, val)
                     elif pte_mode == "trap" or other_mm:
                         pair.write_both(pfn, ix, val)
-                        if is_lguest and h == SET_PMD and val & 1 and not val & 0x80:
-                            pair.resync_page(val >> 12)  # its shadow table is dropped
+                        if is_lguest:
+                            if h == SET_PMD and val & 1 and not val & 0x80:
+                                pair.resync_page(val >> 12)  # its shadow table is dropped
+                                lru.pop(val >> 12, None)
+                            elif h != SET_PMD:
+                                lru.pop(pfn, None)
                     elif is_lguest:
                         pair.guest_write(pfn, ix, val)
                         if h == SET_PTE:
                             op: Callable[[], None] | None = pair.resync_all  # FLUSH_TLB(1)
                         elif h == SET_PTE_AT:
-                            op = partial(pair.learn_write, pfn, ix, val)
+                            op = partial(lguest_pte, pfn, ix, val)
                         elif h == SET_PMD:
                             op = partial(lguest_pmd, pfn, ix, val)
                         else:
@@ -852,9 +871,8 @@ class _Replay:
                                 f"IOAPIC read (register {ioapic.regsel:#x})",
                             )
 
-            cp = cps.get(k) if cps else None
-            if cp is not None:
-                self._checkpoint(k, cp, regs, check)
+        if cp_at is not None:
+            self._checkpoint(cp_at, cps[cp_at], regs, check)
         if queue is not None and len(queue):
             drain(n - 1)
         return out
@@ -883,7 +901,11 @@ class _Replay:
             if mine != mmu["digest"]:
                 # a checkpoint can fall between an in-place store to a PTE and the
                 # pte_update that reports it: try the values reported just after it
-                mine = self._digest(self._pending_in_place(k))
+                pending = self._pending_in_place(k)
+                for m in range(1, len(pending) + 1):
+                    mine = self._digest(pending[:m])
+                    if mine == mmu["digest"]:
+                        break
             if mine != mmu["digest"]:
                 self.violate(
                     k,
@@ -946,9 +968,12 @@ class _Replay:
         tr, guest = self.trace, self.guest
         out = []
         for j in range(k + 1, min(k + 1 + window, tr.n)):
-            if tr.hook[j] in (_H["pte_update"], _H["pte_update_defer"]) and tr.has_result[j]:
+            h = int(tr.hook[j])
+            if h in (_H["pte_update"], _H["pte_update_defer"]) and tr.has_result[j]:
                 pfn, idx = guest.locate(int(tr.arg2[j]))
                 out.append((pfn, idx, int(tr.result[j]) & 0xFFFFFFFF))
+            elif h >= 0 and HOOKS[h].group == "mmu":
+                break  # the guest moved on: later reports are of later stores
         return out
 
     # ------------------------------------------------------ the virtual CPU

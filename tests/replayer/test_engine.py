@@ -203,3 +203,52 @@ def test_every_backend_row_is_used(synth_trace: Trace, p4: CostTable) -> None:
     assert totals["hvm-npt"]["exits"] > 0 and totals["hvm-npt"]["hypercalls"] == 0
     assert totals["xen-pv"]["hypercalls"] > 0 and totals["xen-pv"]["batch_flushes"] > 0
     assert totals["hvm-shadow"]["cycles"] > totals["hvm-npt"]["cycles"]
+
+
+def test_a_checkpoint_between_an_in_place_store_and_its_report(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        a = synth.spawn(b, pages=3)
+        synth.switch_to(b, a)
+        addrs = sorted(a.pages)
+        pt = a.tables[addrs[0] >> 22]
+        j0, j1 = (addrs[0] >> 12) & 1023, (addrs[1] >> 12) & 1023
+        new = a.pages[addrs[0]] & ~synth.RW
+        b.mem[pt][j0] = new  # the guest's in-place store...
+        b.checkpoint()  # ...the recorder checkpoints here...
+        b.hook("pte_update", a.mm, addrs[0], b.ptr(pt, j0), result=new)  # ...then it reports
+        b.in_place("pte_update", a.mm, addrs[1], pt, j1, 0)  # a later change, not yet made
+
+    tr = _trace(tmp_path, build)
+    assert _run(tr, p4, "native").violations == []
+
+
+def test_lguest_does_not_mistake_a_reused_directory_frame(tmp_path: Path, p4: CostTable) -> None:
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        base = synth.spawn(b, pages=1, base=0x08000000)
+        synth.switch_to(b, base)
+        x = b.alloc_frame()  # a directory for a while...
+        b.hook("alloc_pd_clone", x, b.swapper, 768, 256)
+        first = synth.Proc(pd=x, mm=0xC0280000)
+        synth.switch_to(b, first)
+        synth.switch_to(b, base)
+        b.hook("release_pd", x)
+        b.hook("alloc_pt", x)  # ...then a page table of the running process
+        b.hook("set_pmd", b.ptr(base.pd, 8), (x << 12) | synth.PAGE_TABLE)
+        # a page that is also a page table frame (any frame is data to the guest)
+        data = base.tables[0x08000000 >> 22]
+        b.hook("set_pte_at", base.mm, 8 << 22, b.ptr(x, 0), (data << 12) | 0x67)
+        b.hook("flush_tlb_user")
+        # munmap: ptep_get_and_clear (lguest is not told), the table unhooked, no flush yet
+        b.in_place("pte_update", base.mm, 8 << 22, x, 0, 0)
+        b.hook("set_pmd", b.ptr(base.pd, 8), 0)
+        b.hook("release_pt", x)
+        b.hook("alloc_pd_clone", x, b.swapper, 768, 256)  # ...and a directory again
+        b.hook("flush_tlb_user")
+        synth.switch_to(b, synth.Proc(pd=x, mm=0xC0290000))
+
+    tr = _trace(tmp_path, build)
+    assert _run(tr, p4, "lguest").violations == []

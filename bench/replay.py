@@ -1,0 +1,84 @@
+"""Replay throughput per backend, and what each trap fallback costs against its parent.
+
+    python bench/replay.py                          # a synthetic trace of 2 M events
+    python bench/replay.py --events 10000000        # ... of 10 M events
+    python bench/replay.py --trace DIR              # a recorded trace
+    python bench/replay.py --backends native,vmi    # some backends (default: every run)
+    python bench/replay.py --write                  # also time writing the results
+
+Prints, per run: replay seconds, events per second, cycles relative to native and
+violations found; then, for every trap fallback, its cycles over its parent's.  Ratios
+are measured in the same run, on the same trace.  The synthetic trace is
+``replayer.synth.large_trace``: boot, then a state-neutral epoch (a fork with
+copy-on-write faults and exit, irqsave sections with device interrupts, a timer tick,
+kernel remaps) repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from replayer import backends, costs, engine, results, synth  # noqa: E402
+from replayer.trace import load  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trace", type=Path, help="a recorded trace (default: synthetic)")
+    ap.add_argument("--events", type=int, default=2_000_000, help="synthetic trace size")
+    ap.add_argument("--backends", default="all", help="comma-separated labels, or all")
+    ap.add_argument("--costs", default=costs.DEFAULT_PRESET, help="cost table")
+    ap.add_argument("--write", action="store_true", help="also time writing results")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="pvscope-bench-") as tmp:
+        if args.trace is None:
+            t0 = time.perf_counter()
+            path = synth.large_trace(Path(tmp) / "trace", args.events)
+            print(f"synthetic trace: {time.perf_counter() - t0:.1f} s to build", flush=True)
+        else:
+            path = args.trace
+        t0 = time.perf_counter()
+        tr = load(path)
+        print(f"{tr.name}: {tr.n:,} events, loaded in {time.perf_counter() - t0:.2f} s")
+        table = costs.load(args.costs)
+        runs = backends.all_runs()
+        if args.backends != "all":
+            want = set(args.backends.split(","))
+            runs = [r for r in runs if r.label in want]
+        print(
+            f"{'run':<32} {'seconds':>8} {'events/s':>11} {'vs native':>10} {'violations':>10}"
+            + (f" {'write s':>8}" if args.write else "")
+        )
+        cycles: dict[str, int] = {}
+        for run in runs:
+            t0 = time.perf_counter()
+            r = engine.replay(tr, run, table)
+            dt = time.perf_counter() - t0
+            s = r.summary
+            cycles[run.label] = s["cycles"]
+            line = (
+                f"{run.label:<32} {dt:8.2f} {tr.n / dt:11,.0f} "
+                f"{s['relative_cost']:10.3f} {s['violations']:10,}"
+            )
+            if args.write:
+                t0 = time.perf_counter()
+                results.write(r, Path(tmp) / "replay")
+                line += f" {time.perf_counter() - t0:8.2f}"
+            print(line, flush=True)
+        traps = [r for r in runs if r.fallback == "trap" and r.backend.name in cycles]
+        if traps:
+            print("\ntrap fallback / parent, cycles:")
+            for r in traps:
+                ratio = cycles[r.label] / cycles[r.backend.name]
+                print(f"  {r.label:<32} {ratio:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
