@@ -517,6 +517,22 @@ class _Replay:
                     f"{f.pages} page(s) wrong at {reason}",
                 )
 
+        def apply_batch(entries: list[Any]) -> None:
+            run: list[int] = []
+            for op in entries:
+                if type(op) is int:
+                    run.append(op)
+                    continue
+                if run:
+                    pair.adopt(run)
+                    run = []
+                op()
+            if run:
+                pair.adopt(run)
+
+        if queue is not None:
+            queue.apply = apply_batch
+
         def drain(seq: int) -> int:
             ran = queue.flush() if queue is not None else 0
             if ran and pending_check:
@@ -638,8 +654,8 @@ class _Replay:
                             push(op) if push else op()  # type: ignore[func-returns-value]
                     else:
                         if push:
-                            pair.guest_write(pfn, ix, val)
-                            push(partial(pair.learn_write, pfn, ix, val))
+                            pair.guest_write_queued(pfn, ix, val)
+                            push(e)  # applied at the flush: see apply_batch
                         else:
                             pair.write_both(pfn, ix, val)
                         # a table the VMM was not told of is discovered as it is installed

@@ -19,29 +19,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH = 0, 1, 2, 3
 
 
+def _call_each(entries: list[Any]) -> None:
+    for apply in entries:
+        apply()
+
+
 @dataclass
 class BatchQueue:
-    """Queued operations (callables applied at flush, in order) and the lazy mode."""
+    """Queued operations, applied in order at a flush, and the lazy mode.
+
+    By default entries are callables; ``apply`` may interpret them otherwise.
+    """
 
     capacity: int
     mode: int = LAZY_NONE
-    entries: list[Callable[[], None]] = field(default_factory=list)
+    entries: list[Any] = field(default_factory=list)
     flushes: int = 0
     """Non-empty flushes so far."""
+    apply: Callable[[list[Any]], None] = _call_each
+    """Applies a flushed batch, in order."""
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def push(self, apply: Callable[[], None]) -> int:
+    def push(self, op: Any) -> int:
         """Queue an operation; if the queue was full, flush first and return how many ran."""
         ran = 0
         if len(self.entries) >= self.capacity:
             ran = self.flush()
-        self.entries.append(apply)
+        self.entries.append(op)
         return ran
 
     def flush(self) -> int:
@@ -49,8 +60,7 @@ class BatchQueue:
         n = len(self.entries)
         if n:
             entries, self.entries = self.entries, []
-            for apply in entries:
-                apply()
+            self.apply(entries)
             self.flushes += 1
         return n
 

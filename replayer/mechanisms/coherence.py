@@ -219,10 +219,36 @@ class ViewPair:
         self.view_cr3 = cr3
         self._refs = None
 
-    def learn_writes(self, writes: list[tuple[int, int, int]]) -> None:
-        """Apply queued entry writes in order (a batch flush)."""
-        for pfn, idx, value in writes:
-            self.learn_write(pfn, idx, value)
+    def guest_write_queued(self, pfn: int, idx: int, value: int) -> None:
+        """The guest stores an entry whose update the backend has queued, to be applied with
+        :meth:`adopt` at the flush.  ``diff`` is not updated meanwhile: checks wait for the
+        flush, and the backend learns every update in order, so at the flush the entry
+        takes the guest's value."""
+        self.guest.write(pfn, idx, value)
+        self.ver[pfn] = self.ver.get(pfn, 0) + 1
+
+    def adopt(self, entries: list[int]) -> None:
+        """At a flush: the backend takes the guest's values of these entries (flat indices)."""
+        g, v, reg, diff = self.guest.frames.mem, self.view, self.registered, self.diff
+        gpd = self.guest.pd
+        vpd = None if self.view_cr3 is None else self.view_cr3 >> 12
+        ver, pver = self.ver, self.pver
+        for e in entries:
+            pfn = e >> 10
+            if reg is not None and pfn not in reg:
+                self._touch(pfn, e & 1023)  # nowhere to apply it: the update is lost
+                continue
+            if pfn >= v.nframes:
+                v.grow(pfn)
+            v.mem[e] = g[e]
+            ver[pfn] = ver.get(pfn, 0) + 1
+            if pfn in (gpd, vpd):
+                pver[pfn] = pver.get(pfn, 0) + 1
+            s = diff.get(pfn)
+            if s is not None and (e & 1023) in s:
+                s.discard(e & 1023)
+                if not s:
+                    del diff[pfn]
 
     def resync_entry(self, pfn: int, idx: int) -> None:
         """The backend re-reads one entry from guest memory."""

@@ -56,6 +56,12 @@ def test_fork(fork_path: Path) -> None:
     assert out["lguest-without-pteupdate-none"]["checks"].get("mmu.stale", 0) > 0
 
 
+#: Workloads that change an address space while it is not loaded (fork's children,
+#: reclaim from sleeping tasks): only there does lguest need set_pte_at's hypercall,
+#: since its flushes re-read its shadow of the loaded space.
+UNLOADED_CHANGES = {"fork", "pagefault", "sched", "mixed"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("guest", ["boot", "pagefault", "irqstorm", "sched", "mixed"])
 def test_every_workload_at_a_small_scale(tmp_path: Path, guest: str) -> None:
@@ -64,10 +70,7 @@ def test_every_workload_at_a_small_scale(tmp_path: Path, guest: str) -> None:
 
     out = tmp_path / guest
     record(guest, out, scale=GUESTS[guest].small_scale)
-    tr = load(out)
-    p4 = costs.load("p4")
-    for run in backends.all_runs():
-        r = engine.replay(tr, run, p4)
-        if run.fallback != "none":
-            assert r.violations == [], (guest, run.label, r.violations[:3])
-        assert not [v for v in r.violations if v.check == "trace.mmu"], (guest, run.label)
+    broken = {r.label for r in backends.all_runs() if r.fallback == "none"}
+    if guest not in UNLOADED_CHANGES:
+        broken.discard("lguest-without-pteupdate-none")
+    _check_all(out, expect_broken=broken)
