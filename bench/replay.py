@@ -72,12 +72,12 @@ def main() -> None:
                 results.write(r, Path(tmp) / "replay")
                 line += f" {time.perf_counter() - t0:8.2f}"
             print(line, flush=True)
-        traps = [r for r in runs if r.fallback == "trap" and r.backend.name in cycles]
+        traps = [t for t in runs if t.fallback == "trap" and t.backend.name in cycles]
         if traps:
             print("\ntrap fallback / parent, cycles:")
-            for r in traps:
-                ratio = cycles[r.label] / cycles[r.backend.name]
-                print(f"  {r.label:<32} {ratio:8.3f}")
+            for t in traps:
+                ratio = cycles[t.label] / cycles[t.backend.name]
+                print(f"  {t.label:<32} {ratio:8.3f}")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def replay(
 @click.option("--json", "as_json", is_flag=True, help="print the table as JSON")
 def backends_cmd(as_json: bool) -> None:
     """list the backend models and the mechanism each uses per hook group."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for b in backends.BACKENDS.values():
         rows.append(
             {

@@ -613,6 +613,7 @@ class _Replay:
                         touched = True
                 queued = queue is not None and modes is not None and lazy in modes
                 if queued:
+                    assert queue is not None
                     if len(queue) >= queue.capacity:
                         ran = drain(k)
                         cy = flush_t[0] + ran * entry_cyc + queued_cost[0]
@@ -651,7 +652,7 @@ class _Replay:
                         else:
                             op = None  # pte_update: lguest is not told; the flush resyncs
                         if op is not None:
-                            push(op) if push else op()  # type: ignore[func-returns-value]
+                            push(op) if push else op()
                     else:
                         if push:
                             pair.guest_write_queued(pfn, ix, val)
@@ -701,7 +702,7 @@ class _Replay:
                                 tp += f * wp_t[4]
                                 touched = True
                     elif alloc_mode == "hook":
-                        push(op) if push else op()  # type: ignore[func-returns-value]
+                        push(op) if push else op()
                     elif trap_alloc and nwrites and pfn in (pair.registered or ()):
                         # the guest's memset hits a frame the VMM still protects: it faults,
                         # and the VMM stops trusting (and protecting) the frame
@@ -744,7 +745,7 @@ class _Replay:
                                     while len(lru) > m.pgdir_cache:
                                         lru.popitem(last=False)
 
-                        push(_cr3) if push else _cr3()  # type: ignore[func-returns-value]
+                        push(_cr3) if push else _cr3()
                         if trap_alloc:
                             extra = discover([pd, *cur_tables()])
                             if extra:
@@ -761,13 +762,13 @@ class _Replay:
                         pair.guest_flushed(guest.flush_addr(addr))
                         if m.flush_resync:
                             op = partial(pair.resync_addr, addr)
-                            push(op) if push else op()  # type: ignore[func-returns-value]
+                            push(op) if push else op()
                         reason = f"flush_tlb_single({addr:#x})"
                     else:
                         pair.guest_flushed(guest.flush_all(h == FL_KERN))
                         if m.flush_resync:
                             op = pair.resync_all if h == FL_KERN else pair.resync_space
-                            push(op) if push else op()  # type: ignore[func-returns-value]
+                            push(op) if push else op()
                         if traced:
                             new = tracer.discover(cur_tables())  # type: ignore[union-attr]
                             if new:
@@ -874,16 +875,16 @@ class _Replay:
                     if kd == K_MW:
                         ioapic.write(off, val)
                     else:
-                        have = ioapic.read(off)
-                        if have is None:
+                        known = ioapic.read(off)
+                        if known is None:
                             ioapic.observe(off, val)
-                        elif (have[0] ^ val) & have[1]:
+                        elif (known[0] ^ val) & known[1]:
                             self.violate(
                                 k,
                                 "result",
                                 f"ioapic {off:#x}",
                                 _hex(val),
-                                _hex(have[0]),
+                                _hex(known[0]),
                                 f"IOAPIC read (register {ioapic.regsel:#x})",
                             )
 
@@ -1157,8 +1158,8 @@ def summarize(r: RunResult) -> dict[str, Any]:
     for v in r.violations:
         counts[v.check] += 1
     fam = dict.fromkeys(FAMILIES, 0)
-    for k, v in counts.items():
-        fam[FAMILY[k]] += v
+    for name, count in counts.items():
+        fam[FAMILY[name]] += count
     first = r.violations[0] if r.violations else None
     cyc = int(r.cycles.sum())
     nat = int(r.native_cycles.sum())

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -459,7 +460,9 @@ def write_trace(
         ),
     )
     pq.write_table(inputs.cast(schema.INPUTS.arrow_schema()), path / schema.INPUTS.file, **opts)
-    st = list(zip(*state_rows, strict=True)) if state_rows else [[], [], [], [], []]
+    st: list[tuple[Any, ...]] = (
+        list(zip(*state_rows, strict=True)) if state_rows else [(), (), (), (), ()]
+    )
     state = pa.Table.from_arrays(
         [
             pa.array(st[0], pa.uint64()),

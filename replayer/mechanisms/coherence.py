@@ -332,9 +332,9 @@ class ViewPair:
                     groups.update(idxs)
         else:
             for t in diff:
-                idxs = refs.get(t)
-                if idxs:
-                    groups.update(idxs)
+                found = refs.get(t)
+                if found:
+                    groups.update(found)
         if not groups:
             return CheckResult()
         return self._merge(pd, sorted(groups), cached=True)
@@ -410,10 +410,11 @@ class ViewPair:
             for pde in (gpde, *olds):
                 if not pde & PRESENT:
                     continue
+                alts: list[np.ndarray | None]
                 if pde & PSE:
                     alts = [None]
                 else:
-                    alts = self.guest.stale_tables(pde >> 12)
+                    alts = list(self.guest.stale_tables(pde >> 12))
                     if pde != gpde:
                         alts.append(self._table(self.guest.frames, pde))
                 for t in alts:

@@ -14,6 +14,8 @@ the frame is shadowed (traced) again when next discovered.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class WriteTracer:
     """Traced frames and the flood counter; ``flood_threshold`` None disables the heuristic."""
@@ -26,7 +28,7 @@ class WriteTracer:
         self.zapped = 0
         """Shadows zapped by the flood heuristic."""
 
-    def discover(self, frames: list[int] | set[int]) -> int:
+    def discover(self, frames: Iterable[int]) -> int:
         """Trace these frames; return how many were not traced before."""
         new = 0
         for f in frames:

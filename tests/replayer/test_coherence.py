@@ -71,6 +71,7 @@ def _reference(p: ViewPair) -> dict[str, int]:
     g, v = p.guest, p.view
     out = {"missing": 0, "stale": 0, "perm": 0}
     pd = g.pd
+    assert pd is not None
     for i in range(1024):
         gpde, vpde = g.frames.get(pd, i), v.get(pd, i)
         if not (gpde | vpde) & PRESENT:

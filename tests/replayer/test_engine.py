@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ MATCHING = {
 }
 
 
-def _trace(tmp_path: Path, build) -> Trace:  # type: ignore[no-untyped-def]
+def _trace(tmp_path: Path, build: Callable[[synth.TraceBuilder], None]) -> Trace:
     b = synth.TraceBuilder(seed=3)
     build(b)
     return load(b.write(tmp_path / "t"))
@@ -175,6 +176,7 @@ def test_every_run_on_the_synthetic_workload(
     r = engine.replay(synth_trace, run, p4)
     fams = {FAMILY[v.check] for v in r.violations}
     if run.fallback == "none":
+        assert run.without is not None
         assert MATCHING[run.without] in fams, r.summary["checks"]
         assert "trace" not in fams
         return
