@@ -47,9 +47,8 @@ from typing import Any
 import numpy as np
 
 from pvscope.digest import mapping_digest
-from pvscope.hooks import BY_NAME, HOOKS
+from pvscope.hooks import HOOKS
 from replayer.backends import (
-    CATEGORY,
     MECH_CODE,
     MECHANISMS,
     NATIVE,
@@ -1231,20 +1230,3 @@ def summarize(r: RunResult) -> dict[str, Any]:
             if n
         },
     }
-
-
-def hook_name(hid: int) -> str:
-    """A hook id's name ('' for -1)."""
-    return HOOKS[hid].name if hid >= 0 else ""
-
-
-__all__ = [
-    "CHECKS",
-    "FAMILY",
-    "RunResult",
-    "Violation",
-    "replay",
-    "summarize",
-    "BY_NAME",
-    "CATEGORY",
-]
