@@ -74,6 +74,7 @@ from replayer.mechanisms.pagetables import (
     GuestMMU,
     present_mappings,
 )
+from replayer.mechanisms.registers import control_registers, read_mismatches
 from replayer.mechanisms.tracer import WriteTracer
 from replayer.mechanisms.vcpu import (
     backend_if,
@@ -146,16 +147,7 @@ _STATEFUL = {
         "flush_tlb_single",
         "set_lazy_mode",
         "write_cr0",
-        "clts",
-        "write_cr2",
         "write_cr4",
-        "read_cr0",
-        "read_cr2",
-        "read_cr3",
-        "read_cr4",
-        "read_cr4_safe",
-        "get_debugreg",
-        "set_debugreg",
         "apic_write",
         "apic_write_atomic",
         "apic_read",
@@ -345,6 +337,7 @@ class _Replay:
             # the kernel runs binary-translated: every call it makes pays BT's overhead
             cyc[kernel_hooks] += table["bt_call_overhead"]
         self.vif_b = backend_if(tr.vif, self.irq_tracks)
+        self.cregs = control_registers(tr)
 
         dyn = self._sequential(absorbed, progress)
         if dyn:
@@ -399,7 +392,6 @@ class _Replay:
         kind = tr.kind
         want = hook_mask[hk] & (kind == K_HOOK)
         want |= kind == K_INTERRUPT
-        want |= (kind == K_EXCEPTION) & (tr.arg0 == 14)
         want |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
         cps = tr.checkpoints
         if cps:
@@ -424,8 +416,6 @@ class _Replay:
         lru: OrderedDict[int, None] = OrderedDict()
         lapic, ioapic = VirtualLapic(), VirtualIoapic()
         self.lapic, self.ioapic = lapic, ioapic
-        regs: dict[str, int | None] = {"cr0": None, "cr2": None, "cr3": None, "cr4": None}
-        dregs: dict[int, int] = {}
         self.lost: dict[int, str] = {}
         out: list[tuple[int, ...]] = []
         pending_check: list[str] = []
@@ -476,13 +466,10 @@ class _Replay:
             H["flush_tlb_single"],
         )
         LAZY = H["set_lazy_mode"]
-        WCR0, CLTS, WCR2, WCR4 = H["write_cr0"], H["clts"], H["write_cr2"], H["write_cr4"]
-        RCR = {H["read_cr0"]: "cr0", H["read_cr2"]: "cr2", H["read_cr3"]: "cr3"}
-        RCR4 = {H["read_cr4"], H["read_cr4_safe"]}
-        GETDR, SETDR = H["get_debugreg"], H["set_debugreg"]
+        WCR0, WCR4 = H["write_cr0"], H["write_cr4"]
         AW, AWA, AR = H["apic_write"], H["apic_write_atomic"], H["apic_read"]
         ALLOC_HOOKS = {ALLOC_PT, ALLOC_PD, ALLOC_CLONE, REL_PT, REL_PD}
-        K_INT, K_EXC, K_MR, K_MW = K_INTERRUPT, K_EXCEPTION, K_MMIO_READ, K_MMIO_WRITE
+        K_INT, K_MR, K_MW = K_INTERRUPT, K_MMIO_READ, K_MMIO_WRITE
 
         # tables the loaded directory names: [_, pd, version, set]; version -1: stale
         cur_tables_cache: list[Any] = [None, -1, -1, frozenset()]
@@ -571,7 +558,7 @@ class _Replay:
         for pos in range(len(idx_l)):
             k = idx_l[pos]
             if cp_at is not None:
-                self._checkpoint(cp_at, cps[cp_at], regs, check)
+                self._checkpoint(cp_at, cps[cp_at], check)
                 cp_at = None
             if cps and k in cps:
                 cp_at = k
@@ -717,7 +704,6 @@ class _Replay:
                     x = a0_l[pos]
                     guest.cr3 = x
                     cur_pd = x >> 12
-                    regs["cr3"] = x
                     pair.guest_flushed(guest.flush_all(False))
                     pd = x >> 12
                     extra = 0
@@ -803,38 +789,8 @@ class _Replay:
                 if h == WCR0:
                     x = a0_l[pos]
                     guest.paging = bool(x & CR0_PG)
-                    regs["cr0"] = x
-                elif h == CLTS:
-                    if regs["cr0"] is not None:
-                        regs["cr0"] &= ~0x8
-                elif h == WCR2:
-                    regs["cr2"] = a0_l[pos]
                 elif h == WCR4:
-                    regs["cr4"] = a0_l[pos]
                     guest.pge = bool(a0_l[pos] & CR4_PGE)
-                elif h in RCR or h in RCR4:
-                    name = "cr4" if h in RCR4 else RCR[h]
-                    if hasr_l[pos]:
-                        got = res_l[pos] & 0xFFFFFFFF
-                        have = regs[name]
-                        if have is None:
-                            regs[name] = got
-                        elif have != got:
-                            self.violate(
-                                k, "result", HOOKS[h].name, _hex(got), _hex(have), f"{name} read"
-                            )
-                elif h == SETDR:
-                    dregs[a0_l[pos]] = a1_l[pos]
-                elif h == GETDR:
-                    if hasr_l[pos]:
-                        got = res_l[pos] & 0xFFFFFFFF
-                        have = dregs.get(a0_l[pos])
-                        if have is None:
-                            dregs[a0_l[pos]] = got
-                        elif have != got:
-                            self.violate(
-                                k, "result", "get_debugreg", _hex(got), _hex(have), f"dr{a0_l[pos]}"
-                            )
                 elif h in (AW, AWA):
                     reg, v = a0_l[pos], a1_l[pos]
                     if self.apic_seen:
@@ -859,8 +815,6 @@ class _Replay:
                     self.lost[k] = why
                 else:
                     lapic.deliver(vec)
-            elif kd == K_EXC:
-                regs["cr2"] = a2_l[pos]
             elif kd in (K_MW, K_MR):
                 addr, val = a0_l[pos], a2_l[pos]
                 if LAPIC_BASE <= addr < LAPIC_BASE + 0x1000:
@@ -888,7 +842,7 @@ class _Replay:
                             )
 
         if cp_at is not None:
-            self._checkpoint(cp_at, cps[cp_at], regs, check)
+            self._checkpoint(cp_at, cps[cp_at], check)
         if queue is not None and len(queue):
             drain(n - 1)
         return out
@@ -908,7 +862,6 @@ class _Replay:
         self,
         k: int,
         cp: dict[str, dict[str, int]],
-        regs: dict[str, int | None],
         check: Callable[[int, str], None],
     ) -> None:
         mmu = cp.get("mmu", {})
@@ -948,11 +901,11 @@ class _Replay:
         cpu = cp.get("cpu", {})
         for key in ("cr0", "cr3", "cr4"):
             if key in cpu:
-                have = regs[key]
-                if have is None:
-                    regs[key] = cpu[key]
-                elif have != cpu[key]:
-                    self.violate(k, "device.cpu", key, _hex(cpu[key]), _hex(have), "checkpoint")
+                val, known = self.cregs[key].before(np.array([k + 1]))
+                if known[0] and int(val[0]) != cpu[key]:
+                    self.violate(
+                        k, "device.cpu", key, _hex(cpu[key]), _hex(int(val[0])), "checkpoint"
+                    )
         if "eflags_if" in cpu and k + 1 < self.trace.n:
             have_if = int(self.vif_b[k + 1])
             if have_if != cpu["eflags_if"]:
@@ -1091,6 +1044,8 @@ class _Replay:
 
     def _vectorized_checks(self) -> None:
         tr, m = self.trace, self.model
+        for mm in read_mismatches(tr, self.cregs):
+            self.violate(mm.seq, "result", mm.hook, _hex(mm.recorded), _hex(mm.model), mm.what)
         # save_fl: the IF bit the guest reads is the backend's virtual IF
         sf = np.nonzero((tr.hook == _H["save_fl"]) & tr.has_result)[0]
         if len(sf):
