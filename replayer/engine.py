@@ -342,7 +342,7 @@ class _Replay:
         dyn = self._sequential(absorbed, progress)
         if dyn:
             idx = np.fromiter((d[0] for d in dyn), dtype=np.int64, count=len(dyn))
-            cols = np.array([d[1:] for d in dyn], dtype=np.int64)
+            cols = np.array(dyn, dtype=np.int64)[:, 1:]
             cyc[idx] = cols[:, 0]
             mech[idx] = cols[:, 1]
             ex[idx] = cols[:, 2]
@@ -434,6 +434,8 @@ class _Replay:
         pte_mode, alloc_mode = self.pte_mode, self.alloc_mode
         is_xen, is_lguest = m.name == "xen-pv", m.name == "lguest"
         trap_alloc = alloc_mode == "trap"
+        alloc_hook = alloc_mode == "hook"
+        pte_hook, pte_none, pte_trap = pte_mode == "hook", pte_mode == "none", pte_mode == "trap"
 
         idx_l = loop.tolist()
         h_l = tr.hook[loop].tolist()
@@ -589,7 +591,7 @@ class _Replay:
                     continue  # pte_update with nothing observed: the new value is unknown
                 modes = batchable_ids.get(h)
                 other_mm = False
-                if is_xen and h == SET_PTE_AT and pte_mode == "hook":
+                if is_xen and h == SET_PTE_AT and pte_hook:
                     # xen_set_pte_at: update_va_mapping for the current (or init) mm only;
                     # another mm's table takes a plain store, trapped on the pinned table
                     other_mm = pfn not in cur_tables()
@@ -617,9 +619,9 @@ class _Replay:
                 push = queue.push if queued else None  # type: ignore[union-attr]
 
                 if is_pte:
-                    if pte_mode == "none":
+                    if pte_none:
                         pair.guest_write(pfn, ix, val)
-                    elif pte_mode == "trap" or other_mm:
+                    elif pte_trap or other_mm:
                         pair.write_both(pfn, ix, val)
                         if is_lguest:
                             if h == SET_PMD and val & 1 and not val & 0x80:
@@ -687,7 +689,7 @@ class _Replay:
                                 e_ += f * wp_t[2]
                                 tp += f * wp_t[4]
                                 touched = True
-                    elif alloc_mode == "hook":
+                    elif alloc_hook:
                         push(op) if push else op()
                     elif trap_alloc and nwrites and pfn in (pair.registered or ()):
                         # the guest's memset hits a frame the VMM still protects: it faults,
