@@ -332,10 +332,6 @@ class _Replay:
         bf = np.zeros(n, dtype=np.int32)
         batched = np.zeros(n, dtype=np.int32)
         nat = native_cycles(tr, table, absorbed)
-        kernel_hooks = (tr.kind == K_HOOK) & (tr.cpl == 1)
-        if self.run_.fallback == "trap" and self.run_.without in ("cpl", "irq"):
-            # the kernel runs binary-translated: every call it makes pays BT's overhead
-            cyc[kernel_hooks] += table["bt_call_overhead"]
         self.vif_b = backend_if(tr.vif, self.irq_tracks)
         self.cregs = control_registers(tr)
 
@@ -350,6 +346,9 @@ class _Replay:
             trp[idx] = cols[:, 4]
             bf[idx] = cols[:, 5]
             batched[idx] = cols[:, 6]
+        if self.run_.fallback == "trap" and self.run_.without in ("cpl", "irq"):
+            # the kernel runs binary-translated: every call it makes pays BT's overhead
+            cyc[(tr.kind == K_HOOK) & (tr.cpl == 1)] += table["bt_call_overhead"]
 
         ints = self._interrupts(cyc, mech, ex, hc, trp, bf)
         self._vectorized_checks()

@@ -254,3 +254,13 @@ def test_lguest_does_not_mistake_a_reused_directory_frame(tmp_path: Path, p4: Co
 
     tr = _trace(tmp_path, build)
     assert _run(tr, p4, "lguest").violations == []
+
+
+def test_binary_translating_the_kernel_charges_every_kernel_call(
+    synth_trace: Trace, p4: CostTable
+) -> None:
+    kernel = int(((synth_trace.kind == 0) & (synth_trace.cpl == 1)).sum())
+    for label in ("vmi", "xen-pv", "lguest"):
+        parent = _run(synth_trace, p4, label).summary["cycles"]
+        trap = _run(synth_trace, p4, label, "cpl", "trap").summary["cycles"]
+        assert trap - parent == kernel * p4["bt_call_overhead"], label
