@@ -183,19 +183,42 @@ def check_replays(root: Path, workload: str, work: Path) -> list[str]:
         elif backend not in expected:
             failures.append(f"{workload}/{backend}: no expected summary for this backend")
         elif expected[backend] != actual[backend]:
+            diffs = dict_diff(expected[backend], actual[backend])
+            shown = "; ".join(diffs[:_SHOWN_DIFFS])
+            more = len(diffs) - _SHOWN_DIFFS
             failures.append(
-                f"{workload}/{backend}: summary differs: "
-                + _dict_diff(expected[backend], actual[backend])
+                f"{workload}/{backend}: summary differs: {shown}"
+                + (f"; and {more} more" if more > 0 else "")
+                + f"\n    reproduce:  {replay_command(root, workload, actual[backend])}"
             )
     return failures
 
 
-def _dict_diff(a: Any, b: Any, path: str = "") -> str:
+_SHOWN_DIFFS = 6
+
+
+def replay_command(root: Path, workload: str, summary: dict[str, Any]) -> str:
+    """The command line that replays one golden run (a summary names its backend and ablation)."""
+    cmd = f"pvscope replay {root / workload / 'trace'} --backend {summary.get('base', '?')}"
+    if summary.get("without"):
+        cmd += f" --without {summary['without']} --fallback {summary.get('fallback')}"
+    return cmd + f" -o /tmp/{workload}-replay --json"
+
+
+def dict_diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """Every leaf where two JSON values differ, as ``path: expected A, got B``, in key order."""
     if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
         for k in sorted(set(a) | set(b), key=str):
             if a.get(k) != b.get(k):
-                return _dict_diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-    return f"{path or 'value'}: expected {a!r}, got {b!r}"
+                out += dict_diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [f"{path or 'value'}: expected {_short(a)}, got {_short(b)}"]
+
+
+def _short(v: Any) -> str:
+    """A value for a one-line message: long strings (hashes) cut to their first 12 characters."""
+    return repr(v[:12] + "…") if isinstance(v, str) and len(v) > 24 else repr(v)
 
 
 def replay_summaries(trace: Path, out: Path) -> dict[str, dict[str, Any]]:
@@ -229,8 +252,10 @@ def check(
         for name in names:
             report(f"[ RUN      ] {name}")
             out = Outcome(name)
+            trace_failed = True
             try:
                 out.failures += check_trace(root, name, Path(tmp))
+                trace_failed = not out.ok
                 out.failures += check_replays(root, name, Path(tmp))
             except PvscopeError as e:
                 out.failures.append(f"{name}: {e}")
@@ -244,10 +269,11 @@ def check(
                 )
                 for f in out.failures:
                     report(f"  {f}")
-                report(
-                    f"  reproduce:  {record_command(name, prov, '/tmp/' + name)} && "
-                    f"pvscope diff {root / name / 'trace'} /tmp/{name}"
-                )
+                if trace_failed:
+                    report(
+                        f"  reproduce:  {record_command(name, prov, '/tmp/' + name)} && "
+                        f"pvscope diff {root / name / 'trace'} /tmp/{name}"
+                    )
                 report(f"  regenerate: pvscope golden update {name}   (on purpose only)")
                 report(f"[  FAILED  ] {name}")
             outcomes.append(out)
