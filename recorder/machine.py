@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import mmap
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,10 +34,12 @@ from unicorn import (
     UC_HOOK_MEM_READ_UNMAPPED,
     UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_MODE_32,
+    UC_PROT_ALL,
     Uc,
     UcError,
 )
 from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uclib
 
 from pvscope.digest import mapping_digest, walk_page_directory
 from pvscope.hooks import HOOKS, Hook
@@ -92,6 +95,49 @@ def reserved_gdt_entries(gate_stub: int, busy: bool = True) -> bytes:
         + _gate(SEL_GATE_CODE, gate_stub, 3, 0)
         + _desc(0, 0xFFFFF, 0xBA, 0xC)
     )
+
+
+def _register_access(uc: Uc) -> tuple[Callable[[int], int], Callable[[int, int], None]]:
+    """Read and write one register straight through unicorn's C API.
+
+    The binding's ``reg_read``/``reg_write`` pick a register class per call and cost
+    several microseconds each; a CPL 3 entry or a hypercall needs a dozen of them.
+    Only integer registers of at most 32 bits go through here (the buffer is zeroed
+    first, so 16-bit selectors read back clean).
+    """
+    handle = uc._uch
+    buf = ctypes.c_uint64()
+    ref = ctypes.byref(buf)
+    c_read = uclib.uc_reg_read
+    c_write = uclib.uc_reg_write
+
+    def read(reg: int) -> int:
+        buf.value = 0
+        status = c_read(handle, reg, ref)
+        if status:
+            raise UcError(status)
+        return buf.value
+
+    def write(reg: int, value: int) -> None:
+        buf.value = value & 0xFFFFFFFF
+        status = c_write(handle, reg, ref)
+        if status:
+            raise UcError(status)
+
+    return read, write
+
+
+class _HostMemory:
+    """Guest memory the recorder reads directly: a host buffer unicorn maps with mem_map_ptr."""
+
+    def __init__(self, uc: Uc, base: int, size: int) -> None:
+        self.base = base
+        self.size = size
+        self.buf = mmap.mmap(-1, size)  # page-aligned, zero-filled
+        self.u8 = np.frombuffer(self.buf, dtype=np.uint8)
+        self.u32 = np.frombuffer(self.buf, dtype="<u4")
+        self._anchor = ctypes.c_char.from_buffer(self.buf)
+        uc.mem_map_ptr(base, size, UC_PROT_ALL, ctypes.addressof(self._anchor))
 
 
 class Stop(Exception):
@@ -191,6 +237,7 @@ class Machine:
         self.on_progress = on_progress
         self.rom = R.load()
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self._reg, self._wreg = _register_access(self.uc)
         self.mem_bytes = config.mem_mib << 20
         self.vtime = 0
         self.instructions = 0
@@ -251,9 +298,12 @@ class Machine:
 
     def _setup_memory(self) -> None:
         uc = self.uc
-        uc.mem_map(0, self.mem_bytes)
+        # guest RAM and the hypervisor's pages up to the ring's guard live in host buffers the
+        # recorder reads without a call into unicorn (writes that could hit code still go
+        # through unicorn, which invalidates translated blocks)
+        self.ram = _HostMemory(uc, 0, self.mem_bytes)
         guard = R.RING + R.RING_SIZE
-        uc.mem_map(R.HV_BASE, guard - R.HV_BASE)
+        self.hv = _HostMemory(uc, R.HV_BASE, guard - R.HV_BASE)
         uc.mem_map(guard + 0x1000, R.HV_BASE + R.HV_SIZE - guard - 0x1000)
         for seg in self.image.segments:
             if seg.paddr + seg.memsz > self.mem_bytes:
@@ -349,13 +399,34 @@ class Machine:
     # --- small helpers ----------------------------------------------------------------------
 
     def _data32(self, off: int, value: int) -> None:
-        self.uc.mem_write(R.DATA + off, struct.pack("<I", value & 0xFFFFFFFF))
+        self.hv.u32[(R.DATA - R.HV_BASE + off) >> 2] = value & 0xFFFFFFFF
+
+    def _ring_head(self) -> int:
+        """The ring head the ROM advances."""
+        return int(self.hv.u32[(R.DATA - R.HV_BASE + R.D_RING_HEAD) >> 2])
+
+    def _pread(self, pa: int, n: int) -> bytes:
+        """Guest-physical bytes (RAM from the host buffer, anything else through unicorn)."""
+        if pa + n <= self.mem_bytes:
+            return self.ram.buf[pa : pa + n]
+        return bytes(self.uc.mem_read(pa, n))
+
+    def _ring_read(self, addr: int, n: int) -> bytes:
+        off = addr - R.HV_BASE
+        return self.hv.buf[off : off + n]
+
+    def _ring_write(self, addr: int, data: bytes) -> None:
+        off = addr - R.HV_BASE
+        self.hv.buf[off : off + len(data)] = data
+
+    def _ring_zero(self, start: int, end: int) -> None:
+        self.hv.u8[start - R.HV_BASE : end - R.HV_BASE] = 0
 
     def _rd32(self, pa: int) -> int:
+        """A little-endian word of guest RAM (aligned or not); UcError outside RAM."""
+        if pa & 3 == 0 and pa + 4 <= self.mem_bytes:
+            return int(self.ram.u32[pa >> 2])
         return int.from_bytes(self.uc.mem_read(pa, 4), "little")
-
-    def _reg(self, r: int) -> int:
-        return int(self.uc.reg_read(r))
 
     def translate(self, va: int, write: bool = False, user: bool = False) -> int | None:
         """Guest-physical address of a virtual one through the current page tables."""
@@ -384,7 +455,7 @@ class Machine:
             if pa is None:
                 raise Stop("guest-fault", f"recorder could not read guest address {va:#x}")
             k = min(n, 0x1000 - (va & 0xFFF))
-            out += self.uc.mem_read(pa, k)
+            out += self._pread(pa, k)
             va, n = va + k, n - k
         return bytes(out)
 
@@ -412,7 +483,7 @@ class Machine:
         if self.python_log:
             pending = len(self.buf) // R.RECORD_SIZE
         else:
-            head = self._rd32(R.DATA + R.D_RING_HEAD)
+            head = self._ring_head()
             pending = len(self.held) + (head - self.ring_start) // R.RECORD_SIZE
         return self.drained_events + pending - self.markers_undrained
 
@@ -420,10 +491,10 @@ class Machine:
         if self.python_log:
             self.buf += rec
             return
-        head = self._rd32(R.DATA + R.D_RING_HEAD)
+        head = self._ring_head()
         if head + R.RECORD_SIZE > R.RING + R.RING_SIZE:
             raise Stop("ring-overflow", "the ROM's ring buffer filled within one quantum")
-        self.uc.mem_write(head, rec)
+        self._ring_write(head, rec)
         self._data32(R.D_RING_HEAD, head + R.RECORD_SIZE)
         self._head = head + R.RECORD_SIZE
 
@@ -431,7 +502,6 @@ class Machine:
         self, kind: str, a0: int = 0, a1: int = 0, a2: int = 0, a3: int = 0, site: int | None = None
     ) -> int:
         """Log an event the recorder itself observed; returns its seq."""
-        uc = self.uc
         rec = struct.pack(
             "<HHIIIIIIIII",
             event_code(kind),
@@ -443,7 +513,7 @@ class Machine:
             0,
             0,
             (self._reg(X.UC_X86_REG_EIP) if site is None else site) & 0xFFFFFFFF,
-            int(uc.reg_read(X.UC_X86_REG_EFLAGS)) & 0xFFFFFFFF,
+            self._reg(X.UC_X86_REG_EFLAGS),
             0,
         )
         self._append_record(rec)
@@ -473,18 +543,18 @@ class Machine:
                 del self.buf[:stop]
                 self.buf_pending = [(i - first, h) for i, h in self.buf_pending]
             # the ROM still writes its ring; this path ignores it, only keeps it from filling
-            if self._rd32(R.DATA + R.D_RING_HEAD) - R.RING > R.RING_SIZE // 2:
+            if self._ring_head() - R.RING > R.RING_SIZE // 2:
                 self._data32(R.D_RING_HEAD, R.RING)
             return not self.buf_pending
         if not force and not self.held and self._head - R.RING <= R.RING_SIZE // 2:
             return True  # the head the last marker was written at: far from full
-        head = min(self._rd32(R.DATA + R.D_RING_HEAD), R.RING + R.RING_SIZE)
+        head = min(self._ring_head(), R.RING + R.RING_SIZE)
         size = R.RECORD_SIZE
         base = self.ring_start
-        raw = bytes(self.uc.mem_read(base, head - base))
+        raw = self._ring_read(base, head - base)
         if self.held:
             # re-read the held records that were still being written when last drained
-            self.held = [(a, bytes(self.uc.mem_read(a, size)) if a else r) for a, r in self.held]
+            self.held = [(a, self._ring_read(a, size) if a else r) for a, r in self.held]
             first = next(
                 (i for i, (_a, r) in enumerate(self.held) if r[:2] == b"\0\0"), len(self.held)
             )
@@ -492,7 +562,7 @@ class Machine:
                 self._consume(b"".join(r for _a, r in self.held[:first]))
                 for a, _r in self.held[:first]:
                     if a:  # a slot that was being written: free it for reuse
-                        self.uc.mem_write(a, bytes(size))
+                        self._ring_zero(a, a + size)
                 del self.held[:first]
         if self.held:  # still waiting on an earlier record: hold everything behind it
             k = 0
@@ -517,7 +587,7 @@ class Machine:
         start = R.RING  # zero every slot that will be reused, sparing those being written
         for a in sorted(live) + [head]:
             if a > start:
-                self.uc.mem_write(start, bytes(a - start))
+                self._ring_zero(start, a)
             start = max(start, a + size)
         self.ring_start = new_base
         self._data32(R.D_RING_HEAD, new_base)
@@ -787,8 +857,8 @@ class Machine:
             # from the user-executable trampoline; the gate stub finishes the frame
             # (_finish_gate).  The user's stack is never touched, as with a real gate.
             # The trampoline must not single-step: the frame keeps the user's TF.
-            self.uc.reg_write(X.UC_X86_REG_EFLAGS, eflags & ~0x100)
-            self.uc.reg_write(X.UC_X86_REG_EIP, R.USER_PAGE)
+            self._wreg(X.UC_X86_REG_EFLAGS, eflags & ~0x100)
+            self._wreg(X.UC_X86_REG_EIP, R.USER_PAGE)
             self.pending_gate = _PendingGate(
                 vector, error, return_eip, selector, handler, trap_gate, eflags
             )
@@ -806,15 +876,14 @@ class Machine:
     def _enter_handler(
         self, esp: int, selector: int, handler: int, trap_gate: bool, eflags: int
     ) -> None:
-        uc = self.uc
-        uc.reg_write(X.UC_X86_REG_ESP, esp)
+        self._wreg(X.UC_X86_REG_ESP, esp)
         if selector != self._reg(X.UC_X86_REG_CS):
-            uc.reg_write(X.UC_X86_REG_CS, selector)
+            self._wreg(X.UC_X86_REG_CS, selector)
         eflags &= ~(0x100 | 0x4000 | 0x10000)
         if not trap_gate:
             eflags &= ~EFLAGS_IF
-        uc.reg_write(X.UC_X86_REG_EFLAGS, eflags)
-        uc.reg_write(X.UC_X86_REG_EIP, handler)
+        self._wreg(X.UC_X86_REG_EFLAGS, eflags)
+        self._wreg(X.UC_X86_REG_EIP, handler)
 
     def _finish_gate(self) -> None:
         g = self.pending_gate
@@ -884,20 +953,20 @@ class Machine:
             )
         if name == "write_cr0":
             value = a0 | 1
-            uc.reg_write(X.UC_X86_REG_CR0, value)
+            self._wreg(X.UC_X86_REG_CR0, value)
             self._data32(R.D_CR0, value)
         elif name == "write_cr2":
             self._data32(R.D_CR2, a0)
         elif name == "write_cr3":
-            uc.reg_write(X.UC_X86_REG_CR3, a0)
+            self._wreg(X.UC_X86_REG_CR3, a0)
             self._data32(R.D_CR3, a0)
             self.cr3 = a0
         elif name == "write_cr4":
-            uc.reg_write(X.UC_X86_REG_CR4, a0)
+            self._wreg(X.UC_X86_REG_CR4, a0)
             self._data32(R.D_CR4, a0)
         elif name == "clts":
             value = self._reg(X.UC_X86_REG_CR0) & ~8
-            uc.reg_write(X.UC_X86_REG_CR0, value)
+            self._wreg(X.UC_X86_REG_CR0, value)
             self._data32(R.D_CR0, value)
         elif name == "get_debugreg":
             result = self.debugregs[a0 & 7]
@@ -908,7 +977,7 @@ class Machine:
                 raise Stop("halted-forever", f"{name} with interrupts masked at {eip:#x}")
             self.halted = True
             self.resume_eip = eip
-            uc.reg_write(X.UC_X86_REG_EIP, self.rom.idle)
+            self._wreg(X.UC_X86_REG_EIP, self.rom.idle)
         elif name == "read_msr":
             msr = self.vtime if a0 == 0x10 else self.msrs.get(a0, MSR_VALUES.get(a0))
             ok = msr is not None
@@ -944,13 +1013,13 @@ class Machine:
             )
         elif name == "set_iopl_mask":
             eflags = (self._reg(X.UC_X86_REG_EFLAGS) & ~0x3000) | (a0 & 0x3000)
-            uc.reg_write(X.UC_X86_REG_EFLAGS, eflags)
+            self._wreg(X.UC_X86_REG_EFLAGS, eflags)
         elif name in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single"):
             uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         # load_tr_desc, set_ldt, wbinvd, io_delay: nothing to emulate on this machine
         if result is not None:
-            uc.reg_write(X.UC_X86_REG_EAX, result & 0xFFFFFFFF)
-            uc.reg_write(X.UC_X86_REG_EDX, (result >> 32) & 0xFFFFFFFF)
+            self._wreg(X.UC_X86_REG_EAX, result & 0xFFFFFFFF)
+            self._wreg(X.UC_X86_REG_EDX, (result >> 32) & 0xFFFFFFFF)
 
     def _service(self) -> None:
         code = self._reg(X.UC_X86_REG_EAX)
@@ -1044,7 +1113,7 @@ class Machine:
 
         def table(pfn: int) -> bytes | None:
             pa = pfn << 12
-            return bytes(self.uc.mem_read(pa, 4096)) if pa + 4096 <= self.mem_bytes else None
+            return self.ram.buf[pa : pa + 4096] if pa + 4096 <= self.mem_bytes else None
 
         pd = table(cr3 >> 12)
         return mapping_digest(walk_page_directory(pd, table) if pd is not None else [])
