@@ -71,6 +71,8 @@ from replayer.mechanisms.pagetables import (
     CR0_PG,
     CR4_PGE,
     PAGE_OFFSET,
+    PRESENT,
+    PSE,
     GuestMMU,
     present_mappings,
 )
@@ -151,6 +153,26 @@ _STATEFUL = {
         "apic_write",
         "apic_write_atomic",
         "apic_read",
+    )
+}
+#: Hooks that only change page tables, CR3 or the TLB.
+_MMU_ONLY = {
+    _H[n]
+    for n in (
+        "set_pte",
+        "set_pte_at",
+        "set_pmd",
+        "pte_update",
+        "pte_update_defer",
+        "alloc_pt",
+        "alloc_pd",
+        "alloc_pd_clone",
+        "release_pt",
+        "release_pd",
+        "write_cr3",
+        "flush_tlb_user",
+        "flush_tlb_kernel",
+        "flush_tlb_single",
     )
 }
 _PRIVILEGED = np.array([h.requirement == "cpl" or h.rom == "trap" for h in HOOKS] + [False])
@@ -285,6 +307,170 @@ def pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     return ent.astype(np.int64), val
 
 
+def _cached(trace: Trace, key: str, make: Callable[[Trace], Any]) -> Any:
+    """``make(trace)``, once per trace (the caller must not change what it returns)."""
+    got = trace.cache.get(key)
+    if got is None:
+        got = trace.cache[key] = make(trace)
+    return got
+
+
+def _pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pte_entries`, once per trace."""
+    got: tuple[np.ndarray, np.ndarray] = _cached(trace, "pte_entries", pte_entries)
+    return got
+
+
+def _frames_needed(trace: Trace, ent: np.ndarray) -> int:
+    """Frames the guest's tables need, at least (the store grows beyond on demand)."""
+    mem_mib = int(((trace.manifest.get("machine") or {}).get("mem_mib")) or 64)
+    frames = max(mem_mib, 4) * 256
+    if len(ent):
+        frames = max(frames, int(ent.max() >> 10) + 1)
+    fills = np.isin(trace.hook, [_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"]])
+    if fills.any():
+        frames = max(frames, int(trace.arg0[fills].max()) + 1, int(trace.arg1[fills].max()) + 1)
+    return frames
+
+
+def _digest_of(guest: GuestMMU, overlay: list[tuple[int, int, int]] = ()) -> int:  # type: ignore[assignment]
+    """The mapping digest of the guest's loaded space, with entries overlaid."""
+    pd = guest.pd
+    if not guest.paging or pd is None:
+        return mapping_digest([])
+    mem = guest.frames.mem
+    saved = []
+    for pfn, idx, v in overlay:
+        guest.frames.grow(pfn)
+        mem = guest.frames.mem
+        e = (pfn << 10) | idx
+        saved.append((e, mem[e]))
+        mem[e] = v
+    try:
+        return mapping_digest(present_mappings(guest.frames, pd))
+    finally:
+        for e, v in reversed(saved):
+            guest.frames.mem[e] = v
+
+
+def _pending_in_place(
+    trace: Trace, guest: GuestMMU, k: int, window: int = 64
+) -> list[tuple[int, int, int]]:
+    """In-place PTE changes reported (pte_update*) in the few events after ``k``."""
+    out = []
+    for j in range(k + 1, min(k + 1 + window, trace.n)):
+        h = int(trace.hook[j])
+        if h in (_H["pte_update"], _H["pte_update_defer"]) and trace.has_result[j]:
+            pfn, idx = guest.locate(int(trace.arg2[j]))
+            out.append((pfn, idx, int(trace.result[j]) & 0xFFFFFFFF))
+        elif h >= 0 and HOOKS[h].group == "mmu":
+            break  # the guest moved on: later reports are of later stores
+    return out
+
+
+def trace_mmu_checks(trace: Trace) -> list[Violation]:
+    """``trace.mmu``: checkpoints whose digest the guest tables rebuilt from the hooks miss.
+
+    The guest's tables do not depend on the backend, so this is one pass per trace (kept
+    in ``trace.cache``) over the events that change them: entry writes, table
+    allocations (zeroed or cloned), CR0 and CR3 loads.
+    """
+    got = trace.cache.get("trace.mmu")
+    if got is not None:
+        return list(got)
+    ent, val = _pte_entries(trace)
+    cps = {
+        k: cp["mmu"]["digest"]
+        for k, cp in trace.checkpoints.items()
+        if "digest" in cp.get("mmu", {})
+    }
+    out: list[Violation] = []
+    if cps:
+        guest = GuestMMU(nframes=_frames_needed(trace, ent))
+        frames = guest.frames
+        h = trace.hook
+        fill = np.isin(h, [_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"]])
+        regs = (h == _H["write_cr3"]) | (h == _H["write_cr0"])
+        want = (ent >= 0) | fill | regs
+        cp_idx = np.fromiter(sorted(cps), dtype=np.int64, count=len(cps))
+        want[cp_idx] = True
+        sel = np.nonzero(want)[0]
+        is_cp = np.zeros(trace.n, dtype=bool)
+        is_cp[cp_idx] = True
+        # runs of plain entry writes between the events that need more
+        other = np.nonzero((ent[sel] < 0) | is_cp[sel])[0].tolist()
+        e_l, v_l = ent[sel].tolist(), val[sel].tolist()
+        k_l, h_l = sel.tolist(), h[sel].tolist()
+        a0, a1, a2, a3 = trace.arg0, trace.arg1, trace.arg2, trace.arg3
+        WCR3, WCR0, CLONE = _H["write_cr3"], _H["write_cr0"], _H["alloc_pd_clone"]
+        mem = frames.mem
+        start = 0
+        for pos in other + [len(k_l)]:
+            # (the store already holds every frame an entry write names)
+            for e, v in zip(e_l[start:pos], v_l[start:pos], strict=True):
+                mem[e] = v
+            start = pos + 1
+            if pos == len(k_l):
+                break
+            k, hk = k_l[pos], h_l[pos]
+            e = e_l[pos]
+            if e >= 0:
+                if e >= frames.nframes << 10:
+                    frames.grow(e >> 10)
+                mem = frames.mem
+                mem[e] = v_l[pos]
+            elif hk == WCR3:
+                guest.cr3 = int(a0[k])
+            elif hk == WCR0:
+                guest.paging = bool(int(a0[k]) & CR0_PG)
+            elif fill[k]:
+                pfn = int(a0[k])
+                if hk == CLONE:
+                    src, st, count = int(a1[k]), int(a2[k]), int(a3[k])
+                    lo, hi = min(st, 1024), min(st + count, 1024)
+                    vals = frames.page(src)[lo:hi].copy()
+                    page = frames.page(pfn)
+                    page[:] = 0
+                    page[lo:hi] = vals
+                else:
+                    frames.page(pfn)[:] = 0
+                mem = frames.mem
+            if is_cp[k]:
+                want_d = cps[k]
+                mine = _digest_of(guest)
+                if mine != want_d:
+                    # a checkpoint can fall between an in-place store to a PTE and the
+                    # pte_update that reports it: try the values reported just after it
+                    pending = _pending_in_place(trace, guest, k)
+                    for m in range(1, len(pending) + 1):
+                        mine = _digest_of(guest, pending[:m])
+                        if mine == want_d:
+                            break
+                if mine != want_d:
+                    out.append(
+                        Violation(
+                            k,
+                            "trace.mmu",
+                            "digest",
+                            _hex(want_d),
+                            _hex(mine),
+                            "the page tables rebuilt from the hooks differ from the recorded "
+                            "machine's",
+                        )
+                    )
+                mem = frames.mem
+    trace.cache["trace.mmu"] = tuple(out)
+    return out
+
+
+def prepare(trace: Trace) -> None:
+    """Derive what every replay of ``trace`` shares (kept in ``trace.cache``), so that
+    processes forked afterwards start with it."""
+    _cached(trace, "absorbed", absorbed_mmio)
+    _cached(trace, "group_codes", group_codes)
+    trace_mmu_checks(trace)
+
+
 def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = None) -> np.ndarray:
     """What every event costs on bare hardware (the reference for relative cost)."""
     if absorbed is None:
@@ -326,30 +512,32 @@ class _Replay:
     def run(self, progress: Callable[[int], None] | None) -> RunResult:
         tr, m, table = self.trace, self.model, self.table
         n = tr.n
-        absorbed = absorbed_mmio(tr)
+        absorbed = _cached(tr, "absorbed", absorbed_mmio)
         cs, cyc, mech, ex, hc, trp = _static(tr, m, table, absorbed)
         self.cs = cs
         bf = np.zeros(n, dtype=np.int32)
         batched = np.zeros(n, dtype=np.int32)
-        nat = native_cycles(tr, table, absorbed)
+        nat = _cached(
+            tr, f"native_cycles {table.sha256}", lambda t: native_cycles(t, table, absorbed)
+        )
         self.vif_b = backend_if(tr.vif, self.irq_tracks)
         self.cregs = control_registers(tr)
 
+        self.dyn_cols: list[tuple[np.ndarray, ...]] = []
         dyn = self._sequential(absorbed, progress)
         if dyn:
             idx = np.fromiter((d[0] for d in dyn), dtype=np.int64, count=len(dyn))
             cols = np.array(dyn, dtype=np.int64)[:, 1:]
-            cyc[idx] = cols[:, 0]
-            mech[idx] = cols[:, 1]
-            ex[idx] = cols[:, 2]
-            hc[idx] = cols[:, 3]
-            trp[idx] = cols[:, 4]
-            bf[idx] = cols[:, 5]
-            batched[idx] = cols[:, 6]
+            self.dyn_cols.insert(0, (idx, *cols.T))
+        for idx, *col in self.dyn_cols:
+            # events costed apart (each event at most once): what they cost, column-wise
+            for arr, v in zip((cyc, mech, ex, hc, trp, bf, batched), col, strict=True):
+                arr[idx] = v
         if self.run_.fallback == "trap" and self.run_.without in ("cpl", "irq"):
             # the kernel runs binary-translated: every call it makes pays BT's overhead
             cyc[(tr.kind == K_HOOK) & (tr.cpl == 1)] += table["bt_call_overhead"]
 
+        self.violations.extend(trace_mmu_checks(tr))
         ints = self._interrupts(cyc, mech, ex, hc, trp, bf)
         self._vectorized_checks()
         if progress:
@@ -385,6 +573,14 @@ class _Replay:
         if queue is not None:
             # a synchronous entry to the hypervisor applies what is queued first
             stateful |= {h.id for h in HOOKS if cs.hc[h.id] > 0}
+        if self.mirror and not self.full_check:
+            # the hardware walks the guest's own tables (or traps every store to them):
+            # nothing about them can differ, so the checks find nothing; the guest's tables
+            # are checked against the digests once per trace; what tracing costs depends
+            # on the page-table events alone (:meth:`_traced_pass`)
+            stateful -= _MMU_ONLY
+            if m.mmu == "traced":
+                self._traced_pass()
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
         hook_mask[list(stateful)] = True
         hk = np.where(tr.hook >= 0, tr.hook, _NHOOKS)
@@ -397,15 +593,8 @@ class _Replay:
             want[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
         loop = np.nonzero(want)[0]
 
-        ent, val_arr = pte_entries(tr)
-        mem_mib = int(((tr.manifest.get("machine") or {}).get("mem_mib")) or 64)
-        frames = max(mem_mib, 4) * 256
-        if len(ent):
-            frames = max(frames, int(ent.max() >> 10) + 1)
-        fills = np.isin(tr.hook, [_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"]])
-        if fills.any():
-            frames = max(frames, int(tr.arg0[fills].max()) + 1, int(tr.arg1[fills].max()) + 1)
-        guest = GuestMMU(nframes=frames)
+        ent, val_arr = _pte_entries(tr)
+        guest = GuestMMU(nframes=_frames_needed(tr, ent))
         self.guest = guest
         pair = ViewPair(guest, demand_fill=m.mmu == "demand", shared=self.mirror)
         if m.mmu == "notified":
@@ -848,6 +1037,143 @@ class _Replay:
             drain(n - 1)
         return out
 
+    def _traced_pass(self) -> None:
+        """What page-table events cost a VMM that write-protects the tables it shadows.
+
+        The guest's tables are the hardware's: each store lands at once.  Only the
+        tracer's state (frames traced, the flood counter) runs event by event, over the
+        page-table events alone: runs of entry stores between the events that discover
+        tables (CR3 loads, full flushes) or zero them (allocations).
+        """
+        tr, m, cs, table = self.trace, self.model, self.cs, self.table
+        ent, val = _pte_entries(tr)
+        h = tr.hook
+        ALLOCS = (_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"])
+        WCR3, FL_USER, FL_KERN = _H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]
+        PTE_UPD, PTE_UPD_D = _H["pte_update"], _H["pte_update_defer"]
+        other_hooks = np.isin(h, [*ALLOCS, WCR3, FL_USER, FL_KERN])
+        sel = np.nonzero((ent >= 0) | other_hooks)[0]
+        guest = GuestMMU(nframes=_frames_needed(tr, ent))
+        frames = guest.frames
+        tracer = WriteTracer(m.flood_threshold)
+        wp_t, disc_t = cs.t(m.wp_fault), cs.t(m.discover)
+        call_ret = table["call_ret"]
+        cyc0, mech0, ex0, hc0, tr0 = (
+            cs.cyc.tolist(),
+            cs.mech.tolist(),
+            cs.ex.tolist(),
+            cs.hc.tolist(),
+            cs.tr.tolist(),
+        )
+        # only the tables later read as a directory (loaded, or cloned from) need contents
+        dirs = np.unique(
+            np.concatenate(
+                [
+                    tr.arg0[h == WCR3].astype(np.int64) >> 12,
+                    tr.arg1[h == ALLOCS[2]].astype(np.int64),
+                ]
+            )
+        )
+        es = ent[sel]
+        keep = (es >= 0) & np.isin(es >> 10, dirs)
+        dpos = np.nonzero(keep)[0]
+        d_e, d_v = es[dpos].tolist(), val[sel][dpos].tolist()
+        k_l, h_l = sel.tolist(), h[sel].tolist()
+        pf_l = (es >> 10).tolist()
+        a0, a1, a2, a3 = tr.arg0, tr.arg1, tr.arg2, tr.arg3
+        b_arr = np.nonzero(other_hooks[sel])[0]
+        # directory stores before each barrier: d_e[d_at[i - 1]:d_at[i]] precede barrier i
+        d_at = np.searchsorted(dpos, b_arr).tolist()
+        barriers = b_arr.tolist()
+        dir_set = set(dirs.tolist())
+        if len(dirs):
+            frames.grow(int(dirs.max()))
+        out: list[tuple[int, ...]] = []
+        faults: list[int] = []
+        mem = frames.mem
+        upd_cy = wp_t[0]
+        store_cy = wp_t[0] + call_ret
+        pd: int | None = None
+        tables: list[int] | None = None
+
+        def cur_tables() -> list[int]:
+            nonlocal tables
+            if pd is None:
+                return []
+            if tables is None:
+                pdes = frames.page(pd)
+                t = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+                tables = sorted(set((pdes[t] >> 12).tolist()))
+            return tables
+
+        start = 0
+        d0 = 0
+        for bi, b in enumerate(barriers + [len(k_l)]):
+            d1 = d_at[bi] if bi < len(barriers) else len(d_e)
+            if d0 < d1:
+                for e, v in zip(d_e[d0:d1], d_v[d0:d1], strict=True):
+                    mem[e] = v
+                    if e >> 10 == pd:
+                        tables = None
+                d0 = d1
+            if start < b:
+                if start:
+                    faults.extend([start + i for i in tracer.writes(pf_l[start:b])])
+                else:
+                    faults.extend(tracer.writes(pf_l[start:b]))
+            start = b + 1
+            if b == len(k_l):
+                break
+            k, hk = k_l[b], h_l[b]
+            new = 0
+            per = disc_t
+            if hk in ALLOCS:
+                pfn = int(a0[k])
+                if pfn not in dir_set:
+                    pass  # never read as a directory: its contents do not matter here
+                elif hk == ALLOCS[2]:
+                    src, st, count = int(a1[k]), int(a2[k]), int(a3[k])
+                    lo, hi = min(st, 1024), min(st + count, 1024)
+                    vals = frames.page(src)[lo:hi].copy()
+                    page = frames.page(pfn)
+                    page[:] = 0
+                    page[lo:hi] = vals
+                else:
+                    frames.page(pfn)[:] = 0
+                mem = frames.mem
+                if pfn == pd:
+                    tables = None
+                new = tracer.write(pfn, 1024)
+                per = wp_t
+            elif hk == WCR3:
+                pd = int(a0[k]) >> 12
+                tables = None
+                new = tracer.discover([pd, *cur_tables()])
+            else:
+                new = tracer.discover(cur_tables())
+            if new:
+                out.append(
+                    (
+                        k,
+                        cyc0[hk] + new * per[0],
+                        mech0[hk],
+                        ex0[hk] + new * per[2],
+                        hc0[hk],
+                        tr0[hk] + new * per[4],
+                        0,
+                        0,
+                    )
+                )
+        # every faulting store costs the same (a pte_update has no call of its own to pay)
+        idx = sel[np.asarray(faults, dtype=np.int64)]
+        cy = np.where(np.isin(h[idx], [PTE_UPD, PTE_UPD_D]), upd_cy, store_cy)
+        self.dyn_cols.append(
+            (idx, cy, *(np.full(len(idx), x, dtype=np.int64) for x in (*wp_t[1:], 0, 0)))
+        )
+        if out:
+            arr = np.array(out, dtype=np.int64)
+            self.dyn_cols.append((arr[:, 0], *arr[:, 1:].T))
+
     def _apic_result(self, k: int, reg: int, got: int, what: str) -> None:
         lapic = self.lapic
         have = lapic.read(reg) if self.apic_seen else UNBACKED
@@ -865,26 +1191,6 @@ class _Replay:
         cp: dict[str, dict[str, int]],
         check: Callable[[int, str], None],
     ) -> None:
-        mmu = cp.get("mmu", {})
-        if "digest" in mmu:
-            mine = self._digest()
-            if mine != mmu["digest"]:
-                # a checkpoint can fall between an in-place store to a PTE and the
-                # pte_update that reports it: try the values reported just after it
-                pending = self._pending_in_place(k)
-                for m in range(1, len(pending) + 1):
-                    mine = self._digest(pending[:m])
-                    if mine == mmu["digest"]:
-                        break
-            if mine != mmu["digest"]:
-                self.violate(
-                    k,
-                    "trace.mmu",
-                    "digest",
-                    _hex(mmu["digest"]),
-                    _hex(mine),
-                    "the page tables rebuilt from the hooks differ from the recorded machine's",
-                )
         check(k, "checkpoint")
         lapic_regs = (self.lapic if self.apic_seen else VirtualLapic()).registers()
         for key, want in sorted(cp.get("lapic", {}).items()):
@@ -913,38 +1219,6 @@ class _Replay:
                 self.violate(
                     k, "device.cpu", "eflags_if", str(cpu["eflags_if"]), str(have_if), "checkpoint"
                 )
-
-    def _digest(self, overlay: list[tuple[int, int, int]] = ()) -> int:  # type: ignore[assignment]
-        """The mapping digest of the guest's loaded space, with entries overlaid."""
-        guest = self.guest
-        pd = guest.pd
-        if not guest.paging or pd is None:
-            return mapping_digest([])
-        mem = guest.frames.mem
-        saved = []
-        for pfn, idx, v in overlay:
-            guest.frames.grow(pfn)
-            e = (pfn << 10) | idx
-            saved.append((e, mem[e]))
-            guest.frames.mem[e] = v
-        try:
-            return mapping_digest(present_mappings(guest.frames, pd))
-        finally:
-            for e, v in reversed(saved):
-                guest.frames.mem[e] = v
-
-    def _pending_in_place(self, k: int, window: int = 64) -> list[tuple[int, int, int]]:
-        """In-place PTE changes reported (pte_update*) in the few events after ``k``."""
-        tr, guest = self.trace, self.guest
-        out = []
-        for j in range(k + 1, min(k + 1 + window, tr.n)):
-            h = int(tr.hook[j])
-            if h in (_H["pte_update"], _H["pte_update_defer"]) and tr.has_result[j]:
-                pfn, idx = guest.locate(int(tr.arg2[j]))
-                out.append((pfn, idx, int(tr.result[j]) & 0xFFFFFFFF))
-            elif h >= 0 and HOOKS[h].group == "mmu":
-                break  # the guest moved on: later reports are of later stores
-        return out
 
     # ------------------------------------------------------ the virtual CPU
 
@@ -1122,7 +1396,7 @@ def summarize(r: RunResult) -> dict[str, Any]:
     lat = r.interrupts["latency_events"][st != 2]
     latv = r.interrupts["latency_vtime"][st != 2]
     groups: dict[str, dict[str, int]] = {}
-    gc, names = group_codes(r.trace)
+    gc, names = _cached(r.trace, "group_codes", group_codes)
     m = len(names)
     events = np.bincount(gc, minlength=m)
     sums = {

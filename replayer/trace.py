@@ -65,6 +65,10 @@ class Trace:
     """Event index -> component -> key -> value, for each checkpoint in ``state.parquet``."""
     events_sha256: str = ""
     """sha256 of ``events.parquet``: names the trace in replay manifests."""
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """What every replay of this trace derives alike (decoded entries, the guest's own
+    checks), kept by the replay engine so that runs after the first reuse it.  A trace's
+    arrays are never changed after loading."""
 
     @property
     def name(self) -> str:

@@ -60,3 +60,29 @@ class WriteTracer:
         else:
             self._last, self._run = pfn, run + count - 1
         return faults
+
+    def writes(self, pfns: list[int]) -> list[int]:
+        """The guest stores one entry into each of ``pfns`` in turn (what :meth:`write` does
+        for each, in one call); return the positions of the stores that faulted."""
+        traced = self.traced
+        out: list[int] = []
+        if not traced:
+            return out
+        thr = self.flood_threshold
+        last, run = self._last, self._run
+        for i, p in enumerate(pfns):
+            if p not in traced:
+                continue
+            out.append(i)
+            if thr is None:
+                last, run = p, 0
+                continue
+            run = run + 1 if last == p else 1
+            if run >= thr:
+                traced.discard(p)
+                self.zapped += 1
+                last, run = None, 0
+            else:
+                last = p
+        self._last, self._run = last, run
+        return out

@@ -39,3 +39,27 @@ def test_without_the_heuristic_every_write_faults() -> None:
     t.discover([5])
     assert sum(t.write(5) for _ in range(10)) == 10
     assert t.write(5, 1024) == 1024
+
+
+def test_writes_equals_one_write_at_a_time() -> None:
+    import random
+
+    rng = random.Random(7)
+    for thr in (3, 1, None):
+        for _ in range(50):
+            a, b = WriteTracer(thr), WriteTracer(thr)
+            for t in (a, b):
+                t.discover([1, 2, 3])
+            for _ in range(5):
+                pfns = [rng.choice([1, 2, 3, 4]) for _ in range(rng.randrange(30))]
+                one = [i for i, p in enumerate(pfns) if a.write(p)]
+                assert b.writes(pfns) == one
+                assert (a.traced, a.zapped, a._last, a._run) == (
+                    b.traced,
+                    b.zapped,
+                    b._last,
+                    b._run,
+                )
+                extra = [rng.choice([1, 2, 3, 5]) for _ in range(2)]
+                a.discover(extra)
+                b.discover(extra)
