@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,31 @@ from replayer.trace import Trace, load
 
 REPLAY_DIR = "replay"
 
+#: What a forked worker replays: (trace, table, root), set in the parent before the pool
+#: starts so the children inherit the decoded trace instead of receiving it pickled.
+_SHARED: tuple[Trace, costs.CostTable, Path] | None = None
+
 
 def default_out(trace: Path) -> Path:
     """Where a trace's replay results go by default."""
     return Path(trace) / REPLAY_DIR
+
+
+def default_jobs() -> int:
+    """Worker processes for several runs: the CPUs this process may use."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def _one(run: backends.Run) -> dict[str, Any]:
+    """A worker: replay one run of the shared trace and write its results."""
+    assert _SHARED is not None
+    tr, table, root = _SHARED
+    r = engine.replay(tr, run, table)
+    results.write(r, root)
+    return r.summary
 
 
 def replay_trace(
@@ -23,13 +46,40 @@ def replay_trace(
     table: costs.CostTable,
     out: Path | None = None,
     progress: Callable[[str, int], None] | None = None,
+    jobs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Replay every run and write its results; return the summaries in run order.
 
-    ``progress(label, events_done)`` is called as each run goes.
+    Several runs go to ``jobs`` worker processes (default: one per usable CPU), each
+    run whole in one worker: a run's results do not depend on where it ran.
+    ``progress(label, events_done)`` is called as each run goes (in worker processes,
+    only when a run is done).
     """
+    global _SHARED
     tr = trace if isinstance(trace, Trace) else load(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
+    if jobs is None:
+        jobs = default_jobs()
+    jobs = min(jobs, len(runs))
+    if multiprocessing.current_process().daemon:
+        jobs = 1  # a pool's worker may not start workers of its own
+    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        # what every run derives from the trace alike, once, before the workers fork
+        engine.prepare(tr)
+        root.mkdir(parents=True, exist_ok=True)
+        _SHARED = (tr, table, root)
+        try:
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(jobs) as pool:
+                pending = [pool.apply_async(_one, (run,)) for run in runs]
+                summaries = []
+                for run, p in zip(runs, pending, strict=True):
+                    summaries.append(p.get())
+                    if progress is not None:
+                        progress(run.label, tr.n)
+        finally:
+            _SHARED = None
+        return summaries
     summaries = []
     for run in runs:
         cb = None
