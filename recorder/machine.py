@@ -127,6 +127,13 @@ def _register_access(uc: Uc) -> tuple[Callable[[int], int], Callable[[int, int],
     return read, write
 
 
+def _handler_eflags(eflags: int, trap_gate: bool) -> int:
+    """EFLAGS on entry to an interrupt or exception handler: TF, NT, RF clear; IF too
+    through an interrupt gate."""
+    eflags &= ~(0x100 | 0x4000 | 0x10000)
+    return eflags if trap_gate else eflags & ~EFLAGS_IF
+
+
 class _HostMemory:
     """Guest memory the recorder reads directly: a host buffer unicorn maps with mem_map_ptr."""
 
@@ -194,17 +201,6 @@ class MachineConfig:
 
 
 @dataclass
-class _PendingGate:
-    vector: int
-    error: int | None
-    eip: int
-    selector: int
-    handler: int
-    trap_gate: bool
-    eflags: int
-
-
-@dataclass
 class RunResult:
     """How a run ended."""
 
@@ -248,7 +244,6 @@ class Machine:
         self.cr3 = 0
         self.debugregs = [0] * 8
         self.msrs: dict[int, int] = {}
-        self.pending_gate: _PendingGate | None = None
         self.console: list[str] = []
         self.inputs: list[tuple[int, int, str, int]] = []
         self.stop: Stop | None = None
@@ -474,8 +469,9 @@ class Machine:
     def vread32(self, va: int) -> int:
         return int.from_bytes(self.vread(va, 4), "little")
 
-    def _in_rom(self, eip: int) -> bool:
-        return R.ROM_BASE <= eip < R.DATA
+    def _mid_entry(self, eip: int) -> bool:
+        """Inside a ROM entry or the CPL 3 -> 1 trampoline: no interrupt, no checkpoint."""
+        return R.ROM_BASE <= eip < R.DATA or R.USER_PAGE <= eip < R.USER_PAGE + 0x1000
 
     # --- logging ----------------------------------------------------------------------------
 
@@ -854,14 +850,23 @@ class Machine:
         esp = self._reg(X.UC_X86_REG_ESP)
         if cs & 3 == 3:
             # CPL 3 -> 1: let the CPU switch stacks through the TSS by taking the call gate
-            # from the user-executable trampoline; the gate stub finishes the frame
-            # (_finish_gate).  The user's stack is never touched, as with a real gate.
-            # The trampoline must not single-step: the frame keeps the user's TF.
-            self._wreg(X.UC_X86_REG_EFLAGS, eflags & ~0x100)
+            # from the user-executable trampoline; the ROM's gate stub turns what the gate
+            # pushed into the interrupt frame and jumps to the handler, with what it needs
+            # from the data page.  The user's stack is never touched, as with a real gate.
+            # The handler's EFLAGS are loaded now (the trampoline must not single-step).
+            d = (R.DATA - R.HV_BASE) >> 2
+            u32 = self.hv.u32
+            u32[d + (R.D_GATE_EFLAGS >> 2)] = eflags
+            u32[d + (R.D_GATE_EIP >> 2)] = return_eip
+            if error is not None:
+                u32[d + (R.D_GATE_ERROR >> 2)] = error & 0xFFFFFFFF
+                u32[d + (R.D_GATE_NEXT >> 2)] = self.rom.gate_error
+            else:
+                u32[d + (R.D_GATE_NEXT >> 2)] = self.rom.gate_enter
+            u32[d + (R.D_GATE_TARGET >> 2)] = handler
+            u32[d + (R.D_GATE_TARGET >> 2) + 1] = selector
+            self._wreg(X.UC_X86_REG_EFLAGS, _handler_eflags(eflags, trap_gate))
             self._wreg(X.UC_X86_REG_EIP, R.USER_PAGE)
-            self.pending_gate = _PendingGate(
-                vector, error, return_eip, selector, handler, trap_gate, eflags
-            )
             return
         words = [return_eip, cs, eflags]
         if error is not None:
@@ -879,29 +884,8 @@ class Machine:
         self._wreg(X.UC_X86_REG_ESP, esp)
         if selector != self._reg(X.UC_X86_REG_CS):
             self._wreg(X.UC_X86_REG_CS, selector)
-        eflags &= ~(0x100 | 0x4000 | 0x10000)
-        if not trap_gate:
-            eflags &= ~EFLAGS_IF
-        self._wreg(X.UC_X86_REG_EFLAGS, eflags)
+        self._wreg(X.UC_X86_REG_EFLAGS, _handler_eflags(eflags, trap_gate))
         self._wreg(X.UC_X86_REG_EIP, handler)
-
-    def _finish_gate(self) -> None:
-        g = self.pending_gate
-        if g is None:
-            raise Stop("guest-fault", "call gate entered without a pending delivery")
-        esp = self._reg(X.UC_X86_REG_ESP)
-        # the gate left EIP, CS, ESP, SS of the trampoline's caller; make it an interrupt
-        # frame: the interrupted EIP and the user's EFLAGS
-        _eip, ucs, uesp, uss = struct.unpack("<4I", self.vread(esp, 16))
-        esp -= 4
-        frame = struct.pack("<5I", g.eip, ucs, g.eflags, uesp, uss)
-        if g.error is not None:
-            esp -= 4
-            frame = struct.pack("<I", g.error) + frame
-        if not self.vwrite(esp, frame):
-            raise Stop("triple-fault", f"kernel stack {esp:#x} unwritable")
-        self.pending_gate = None
-        self._enter_handler(esp, g.selector, g.handler, g.trap_gate, self._reg(X.UC_X86_REG_EFLAGS))
 
     def _deliver_external(self) -> None:
         """Deliver the highest-priority deliverable interrupt, if the guest can take it."""
@@ -911,7 +895,7 @@ class Machine:
         if not eflags & EFLAGS_IF:
             return
         eip = self._reg(X.UC_X86_REG_EIP)
-        if not self.halted and (self._in_rom(eip) or self.pending_gate is not None):
+        if not self.halted and self._mid_entry(eip):
             return
         self._interrupt_now(self.resume_eip if self.halted else eip)
 
@@ -933,8 +917,6 @@ class Machine:
             eflags = self._reg(X.UC_X86_REG_EFLAGS)
             if eflags & EFLAGS_IF and self.lapic.pending_vector() is not None:
                 self._interrupt_now(eip)
-        elif action == R.TRAP_GATE:
-            self._finish_gate()
         elif action == R.TRAP_SERVICE:
             self._service()
 
@@ -1084,7 +1066,7 @@ class Machine:
     def checkpoint(self, final: bool = False) -> bool:
         """Record LAPIC, IOAPIC, CPU and MMU state; False (deferred) mid-ROM-entry."""
         eip = self._reg(X.UC_X86_REG_EIP)
-        if not final and (self._in_rom(eip) or self.pending_gate is not None):
+        if not final and self._mid_entry(eip):
             return False
         if not self.drain(force=True) and not final:
             return False

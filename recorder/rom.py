@@ -4,8 +4,10 @@ The ROM sits in the hypervisor's region at the top of the guest's address space
 (like Xen's and lguest's, the guest maps it there 1:1).  It starts with a
 header the guest probes for at boot (signature, ABI version, entry count,
 where the entry table is, the kernel's RPL, the workload's scale and seed),
-then an entry table (one 8-byte ``jmp`` per hook in struct order: the guest
-copies these addresses into its ``paravirt_ops``), then the entries' code.
+then an entry table (one 8-byte slot per hook in struct order, holding a ``jmp``
+to the entry's code), then the entries' code.  As VMI's relocation records let a
+kernel call the ROM's code directly, the guest follows each slot's ``jmp`` and
+puts its target in ``paravirt_ops``, saving a jump per hook call.
 
 Every entry gives native semantics at CPL 1.  What a CPL 1 guest may do itself
 (``cli``/``sti``/``popf`` with IOPL 1, PTE stores, APIC MMIO) it does inline;
@@ -19,8 +21,8 @@ memory (reserved with one ``xadd``, so a record is never split), which the
 recorder drains in bulk between quanta: no Python per hook call.  The
 reference logging path (``--log-path python``) runs the *same* ROM -- so the
 guest retires the same instructions and virtual time and interrupt points
-agree -- but builds each record from a Python code hook on the entry table and
-on the shared tail of result-bearing entries, ignoring the ring.
+agree -- but builds each record from Python code hooks on the instruction that
+reserves the ring record and on the tail of result-bearing entries, ignoring the ring.
 
 The assembly is generated from the hook catalogue; the assembled images are
 committed (``recorder/rom/*.bin`` with ``*.json`` symbol maps) so users need no
@@ -82,6 +84,12 @@ D_PENDING = 0x18
 D_WALLCLOCK = 0x1C
 D_CPU_KHZ = 0x20
 D_IDT = 0x24  # 6 bytes: limit u16, base u32
+# a CPL 3 -> 1 entry the recorder has begun (see gate_stub below), u32 each unless noted
+D_GATE_EFLAGS = 0x40  # the interrupted EFLAGS, for the frame
+D_GATE_EIP = 0x44  # the interrupted EIP, for the frame
+D_GATE_ERROR = 0x48  # the error code, pushed when D_GATE_NEXT is gate_error
+D_GATE_NEXT = 0x4C  # gate_error or gate_enter
+D_GATE_TARGET = 0x50  # 6 bytes: the IDT gate's handler offset u32, selector u16
 
 TSS = ROM_BASE + 0x11000  # the recorder's hardware TSS (esp1/ss1 set by load_esp0)
 USER_PAGE = ROM_BASE + 0x12000  # CPL 3 trampoline into the call gate
@@ -121,7 +129,6 @@ CODE_MARKER = 0x1FF  # quantum marker: a0/a1 = vtime (lo/hi); dropped at drain
 TRAP_HOOK = "hook"  # emulate the hook
 TRAP_UNMASK = "unmask"  # the guest unmasked with an interrupt pending: deliver it
 TRAP_SERVICE = "service"
-TRAP_GATE = "gate"  # CPL 3 -> 1 entry through the call gate
 
 
 def _result_hook(h: Hook) -> bool:
@@ -230,13 +237,17 @@ class RomImage:
     traps: dict[int, tuple[str, int]]
     """Address just after each ``int $0x82`` -> (action, hook id or -1)."""
     result_tails: tuple[int, ...]
-    """Addresses of the shared tails of result-bearing entries (result in eax/edx there)."""
+    """Addresses of the tails of result-bearing entries (result in eax/edx there)."""
     site_offset: tuple[int, ...]
     """Per hook: offset from ESP of the return address at its reservation (ebx pushed or not)."""
     idle: int
     """Address of the idle loop a halted CPU spins in."""
     gate_stub: int
     """Ring-1 target of the call gate that finishes a CPL 3 -> 1 entry."""
+    gate_error: int
+    """Where the gate stub pushes the error code (D_GATE_NEXT for vectors that have one)."""
+    gate_enter: int
+    """Where the gate stub jumps to the handler (D_GATE_NEXT for vectors without one)."""
 
     @property
     def base(self) -> int:
@@ -292,30 +303,36 @@ def generate_asm() -> str:
         if h.jump:  # iret
             out += ["    popl %ebx", "    iret"]
             continue
-        tail = "result_tail" if reg == "%ebx" else "result_tail_c"
         if _result_hook(h):
             out.append(f"    movl %eax, 20({reg})")
             if h.result_slots == 2:
                 out.append(f"    movl %edx, 24({reg})")
-            out += [f"    movw ${record_code(h)}, ({reg})", f"    jmp {tail}"]
-        else:
-            out += ["    popl %ebx", "    ret"] if reg == "%ebx" else ["    ret"]
+            out += [f"    movw ${record_code(h)}, ({reg})", f"tail_{h.name}:"]
+        out += ["    popl %ebx", "    ret"] if reg == "%ebx" else ["    ret"]
     out += [
-        "result_tail:",
-        "    popl %ebx",
-        "    ret",
-        "result_tail_c:",
-        "    ret",
         # service entry: eax = code, edx, ecx = arguments; not a paravirt_ops hook
         "svc_entry:",
         trap(TRAP_SERVICE, -1),
         "    ret",
         "idle_loop:",
         "    jmp idle_loop",
-        # ring-1 side of the call gate: the recorder finishes the CPL 3 -> 1 entry
+        # Ring-1 side of the call gate, finishing a CPL 3 -> 1 entry without a trap.  The
+        # recorder sent the CPU to the trampoline with the handler's EFLAGS already loaded
+        # (IF, TF cleared as the IDT gate says) and left the rest in the data page.  The
+        # gate pushed the trampoline's EIP, the user's CS, ESP, SS on the TSS's ss1:esp1
+        # stack; turn that into an interrupt frame (EIP, CS, EFLAGS, ESP, SS, error code
+        # if any) and far-jump to the IDT gate's handler.  No register or flag changes.
         "gate_stub:",
-        trap(TRAP_GATE, -1),
-        "    ud2",
+        "    pushl 4(%esp)",  # the user's CS ...
+        "    popl (%esp)",  # ... over the trampoline's EIP (pop addresses after esp moves)
+        f"    pushl {DATA + D_GATE_EFLAGS:#x}",  # the interrupted EFLAGS ...
+        "    popl 4(%esp)",  # ... over the old copy of the user's CS
+        f"    pushl {DATA + D_GATE_EIP:#x}",
+        f"    jmp *{DATA + D_GATE_NEXT:#x}",
+        "gate_error:",
+        f"    pushl {DATA + D_GATE_ERROR:#x}",
+        "gate_enter:",
+        f"    ljmp *{DATA + D_GATE_TARGET:#x}",
         f"    .org {USER_PAGE - ROM_BASE:#x}",
         "user_tramp:",
         f"    lcall ${(RESERVED_GDT + 2) * 8 | 3:#x}, $0",
@@ -395,10 +412,12 @@ def build(outdir: Path = ROM_DIR) -> Path:
         "entries": [table[f"slot_{h.name}"] for h in HOOKS],
         "reserve": [table[f"rsv_{h.name}"] for h in HOOKS],
         "traps": traps,
-        "result_tails": [table["result_tail"], table["result_tail_c"]],
+        "result_tails": [table[f"tail_{h.name}"] for h in HOOKS if _result_hook(h)],
         "site_offset": [0 if slot_register(h) == "%ecx" else 4 for h in HOOKS],
         "idle": table["idle_loop"],
         "gate_stub": table["gate_stub"],
+        "gate_error": table["gate_error"],
+        "gate_enter": table["gate_enter"],
         "size": len(image),
     }
     (outdir / "rom.bin").write_bytes(image)
@@ -421,6 +440,8 @@ def load(romdir: Path = ROM_DIR) -> RomImage:
         site_offset=tuple(meta["site_offset"]),
         idle=meta["idle"],
         gate_stub=meta["gate_stub"],
+        gate_error=meta["gate_error"],
+        gate_enter=meta["gate_enter"],
     )
 
 

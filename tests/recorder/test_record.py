@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from unicorn import UC_HOOK_CODE, Uc
 
 from pvscope import schema
 from pvscope.errors import GuestError, UsageError
@@ -200,15 +201,26 @@ def test_interrupted_recording_still_leaves_a_trace(tmp_path: Path) -> None:
 
 
 def test_stack_switch_from_cpl3_uses_the_tss_stack(tmp_path: Path) -> None:
-    """The CPL 3 -> 1 entry lands on TSS.esp1 with SS, ESP, EFLAGS, CS, EIP of the user."""
+    """The CPL 3 -> 1 entry lands on TSS.esp1 with SS, ESP, EFLAGS, CS, EIP of the user.
+
+    Probed where the ROM's gate stub, the frame complete, jumps to the handler.
+    """
     seen: list[tuple[int, tuple[int, ...], int]] = []
 
     class Probe(Machine):
-        def _finish_gate(self) -> None:
+        def _setup_hooks(self) -> None:
+            super()._setup_hooks()
+            self.uc.hook_add(
+                UC_HOOK_CODE,
+                self._at_gate_enter,
+                begin=self.rom.gate_enter,
+                end=self.rom.gate_enter,
+            )
+
+        def _at_gate_enter(self, uc: Uc, address: int, size: int, _ud: object) -> None:
             from unicorn import x86_const as X
 
             tss_esp1 = struct.unpack("<I", self.uc.mem_read(R.TSS + 0x0C, 4))[0]
-            super()._finish_gate()
             esp = self._reg(X.UC_X86_REG_ESP)
             frame = struct.unpack("<6I", self.vread(esp, 24))
             seen.append((tss_esp1, frame, esp))
