@@ -40,6 +40,17 @@ BOOT static void boot_map_table(struct paravirt_ops *pv, pte_t *pgd, u32 pde_ind
 	pv->set_pmd(&pgd[pde_index], pt | _PAGE_TABLE);
 }
 
+/* where the ROM slot at addr leads: the target of its jmp (rel32 or rel8), else the slot */
+static BOOT void *rom_entry_target(u32 addr)
+{
+	const u8 *p = (const u8 *)addr;
+	if (p[0] == 0xE9)
+		return (void *)(addr + 5 + *(const s32 *)(p + 1));
+	if (p[0] == 0xEB)
+		return (void *)(addr + 2 + (s8)p[1]);
+	return (void *)addr;
+}
+
 BOOT void boot_main(void)
 {
 	struct pv_rom_header *r = (struct pv_rom_header *)PV_HV_BASE;
@@ -54,9 +65,11 @@ BOOT void boot_main(void)
 	pv->kernel_rpl = r->kernel_rpl;
 	pv->paravirt_enabled = 1;
 	pv->name = (const char *)r->name;
+	/* each entry-table slot holds a jmp to the entry's code: call the code directly,
+	 * as VMI's relocation records let a kernel do, and save a jump per hook call */
 	void **slot = (void **)&pv->patch;
 	for (u32 i = 0; i < PARAVIRT_NR_HOOKS; i++)
-		slot[i] = (void *)(r->entry_table + 8 * i);
+		slot[i] = rom_entry_target(r->entry_table + 8 * i);
 	*(struct pv_rom_header **)__pa(&rom) = r;
 
 	/* identify the CPU first: 2.6.21's pagetable_init turns on global pages (PGE)
