@@ -93,18 +93,26 @@ class ViewPair:
         notifications shadows or validates only the frames it was told are page tables;
         an update to any other frame has nowhere to go and is lost."""
         self._refs: tuple[int, int, dict[int, list[int]]] | None = None
-        self._verdicts: dict[int, tuple[tuple, tuple]] = {}
+        self._verdicts: dict[int, tuple[tuple, tuple, tuple[int, ...]]] = {}
+        """directory index -> (key, verdict, frames the key's versions are of)."""
+        self.changed: set[int] = set()
+        """Frames whose version changed since the last incremental comparison."""
+        self._valid: tuple[int, set[int]] = (-1, set())
+        """(directory, indices whose cached verdict was current at the last incremental
+        comparison of that directory)."""
 
     # ----------------------------------------------------------- keeping diff
 
     def bump(self, pfn: int) -> None:
         """Frame ``pfn`` changed on some side."""
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
+        self.changed.add(pfn)
 
     def _touch(self, pfn: int, idx: int) -> None:
         # any content change may change a verdict (through the native-TLB leeway of an old
         # directory entry naming this table); references change only with a loaded directory
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
+        self.changed.add(pfn)
         if pfn == self.guest.pd or (self.view_cr3 is not None and pfn == self.view_cr3 >> 12):
             self.pver[pfn] = self.pver.get(pfn, 0) + 1
         e = (pfn << 10) | idx
@@ -206,6 +214,7 @@ class ViewPair:
             v.grow(pfn)
         v.mem[(pfn << 10) | idx] = value
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
+        self.changed.add(pfn)
         if pfn == self.guest.pd or (self.view_cr3 is not None and pfn == self.view_cr3 >> 12):
             self.pver[pfn] = self.pver.get(pfn, 0) + 1
         s = self.diff.get(pfn)
@@ -226,13 +235,14 @@ class ViewPair:
         takes the guest's value."""
         self.guest.write(pfn, idx, value)
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
+        self.changed.add(pfn)
 
     def adopt(self, entries: list[int]) -> None:
         """At a flush: the backend takes the guest's values of these entries (flat indices)."""
         g, v, reg, diff = self.guest.frames.mem, self.view, self.registered, self.diff
         gpd = self.guest.pd
         vpd = None if self.view_cr3 is None else self.view_cr3 >> 12
-        ver, pver = self.ver, self.pver
+        ver, pver, changed = self.ver, self.pver, self.changed
         for e in entries:
             pfn = e >> 10
             if reg is not None and pfn not in reg:
@@ -242,6 +252,7 @@ class ViewPair:
                 v.grow(pfn)
             v.mem[e] = g[e]
             ver[pfn] = ver.get(pfn, 0) + 1
+            changed.add(pfn)
             if pfn in (gpd, vpd):
                 pver[pfn] = pver.get(pfn, 0) + 1
             s = diff.get(pfn)
@@ -352,7 +363,31 @@ class ViewPair:
     def _merge(self, pd: int, groups: list[int], cached: bool) -> CheckResult:
         gf, vf, guest, ver = self.guest.frames, self.view, self.guest, self.ver
         results = []
+        verdicts = self._verdicts
+        # A verdict is a function of its key: both entries, the unflushed values of the
+        # guest's, and the versions of the tables they name.  Every change to those bumps
+        # the version of the directory or of one of those tables (and notes it in
+        # ``changed``), so a verdict current at the last comparison of this directory whose
+        # frames did not change since is still current, key unseen.
+        changed = self.changed
+        if cached:
+            vpd, valid = self._valid
+            if vpd != pd or pd in changed:
+                valid = set()
+            now: set[int] = set()
+            self._valid = (pd, now)
+            self.changed = set()
         for i in groups:
+            if cached and i in valid:
+                hit = verdicts[i]
+                for f in hit[2]:
+                    if f in changed:
+                        break
+                else:
+                    now.add(i)
+                    if hit[1]:
+                        results.append(hit[1])
+                    continue
             gpde, vpde = gf.get(pd, i), vf.get(pd, i)
             if not (gpde | vpde) & PRESENT:
                 continue
@@ -366,14 +401,16 @@ class ViewPair:
                     ver.get(vpde >> 12, 0),
                     tuple(ver.get(o >> 12, 0) for o in olds),
                 )
-                hit = self._verdicts.get(i)
-                if hit is not None and hit[0] == key:
-                    if hit[1]:
-                        results.append(hit[1])
+                now.add(i)
+                seen = verdicts.get(i)
+                if seen is not None and seen[0] == key:
+                    if seen[1]:
+                        results.append(seen[1])
                     continue
             r = self._compare(i, gpde, vpde, olds)
             if cached:
-                self._verdicts[i] = (key, r)
+                deps = (gpde >> 12, vpde >> 12, *(o >> 12 for o in olds))
+                verdicts[i] = (key, r, deps)
             if r:
                 results.append(r)
         return _combine(results)
