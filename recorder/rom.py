@@ -225,6 +225,12 @@ _NATIVE: dict[str, str] = {
 }
 
 
+# Bodies that set every arithmetic flag from the guest's own state before anything can
+# observe the flags (no fault, trap or read of EFLAGS comes first): their entries need not
+# normalize the flags the ring reservation left.
+_BODY_SETS_FLAGS = frozenset({"restore_fl", "irq_enable"})
+
+
 @dataclass(frozen=True)
 class RomImage:
     """An assembled ROM and where things are in it."""
@@ -364,10 +370,11 @@ def _prologue(h: Hook, reg: str) -> list[str]:
         f"    xaddl {reg}, {DATA + D_RING_HEAD:#x}",
         "    pushfl",
         f"    popl 32({reg})",
+    ]
+    if h.name not in _BODY_SETS_FLAGS:
         # the xadd left flags that depend on where the ring's head is; the guest must not
         # see those (they would make its behaviour depend on how the recorder drains)
-        "    cmpl %esp, %esp",
-    ]
+        lines.append("    cmpl %esp, %esp")
     if h.jump:  # iret: log the frame it returns through; all registers are live
         for i in range(3):
             lines += [f"    pushl {sp + 4 * i}(%esp)", f"    popl {4 + 4 * i}({reg})"]
