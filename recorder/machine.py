@@ -48,7 +48,7 @@ from recorder.devices import IoDevice, PeriodicTimer
 from recorder.elf import GuestImage
 from recorder.ioapic import Ioapic
 from recorder.lapic import Lapic
-from recorder.writer import RECORD_DTYPE, TraceWriter, event_code
+from recorder.writer import EVENT_CODES, RECORD_DTYPE, TraceWriter, event_code
 
 # recorder boot GDT, also the layout the reserved entries are copied from
 SEL_R0_CODE = 0x08
@@ -69,6 +69,8 @@ BATCH_BYTES = 64 * 1024 * 40  # decode drained records in batches of 64 Ki
 MIN_INSNS_PER_RECORD = 8  # no hook call logs in fewer instructions (the prologue alone is 9)
 
 _MARKER = struct.Struct(f"<HHII{R.RECORD_SIZE - 12}x")
+_EVENT_RECORD = struct.Struct("<HHIIIIIIIII")
+_EVENT_CODE = {k: event_code(k) for k in EVENT_CODES}
 
 
 def _desc(base: int, limit: int, access: int, flags: int) -> bytes:
@@ -241,7 +243,8 @@ class Machine:
         self.resume_eip = 0
         self.idt_base = 0
         self.idt_limit = 0
-        self.cr3 = 0
+        self.cr3 = 0  # CR0.PG and CR3 change only through the recorder (setup, hypercalls)
+        self._paging = False
         self.debugregs = [0] * 8
         self.msrs: dict[int, int] = {}
         self.console: list[str] = []
@@ -426,9 +429,9 @@ class Machine:
     def translate(self, va: int, write: bool = False, user: bool = False) -> int | None:
         """Guest-physical address of a virtual one through the current page tables."""
         va &= 0xFFFFFFFF
-        if not self._reg(X.UC_X86_REG_CR0) & 0x80000000:
+        if not self._paging:
             return va
-        cr3 = self._reg(X.UC_X86_REG_CR3) & 0xFFFFF000
+        cr3 = self.cr3 & 0xFFFFF000
         try:
             pde = self._rd32(cr3 + (va >> 22) * 4)
             if not pde & 1 or (user and not pde & 4):
@@ -495,13 +498,21 @@ class Machine:
         self._head = head + R.RECORD_SIZE
 
     def _emit(
-        self, kind: str, a0: int = 0, a1: int = 0, a2: int = 0, a3: int = 0, site: int | None = None
-    ) -> int:
-        """Log an event the recorder itself observed; returns its seq."""
-        rec = struct.pack(
-            "<HHIIIIIIIII",
-            event_code(kind),
-            self._reg(X.UC_X86_REG_CS) & 0xFFFF,
+        self,
+        kind: str,
+        a0: int = 0,
+        a1: int = 0,
+        a2: int = 0,
+        a3: int = 0,
+        site: int | None = None,
+        cs: int | None = None,
+        eflags: int | None = None,
+    ) -> None:
+        """Log an event the recorder itself observed (CS, EFLAGS and the site default to the
+        CPU's current ones)."""
+        rec = _EVENT_RECORD.pack(
+            _EVENT_CODE[kind],
+            (self._reg(X.UC_X86_REG_CS) if cs is None else cs) & 0xFFFF,
             a0 & 0xFFFFFFFF,
             a1 & 0xFFFFFFFF,
             a2 & 0xFFFFFFFF,
@@ -509,11 +520,10 @@ class Machine:
             0,
             0,
             (self._reg(X.UC_X86_REG_EIP) if site is None else site) & 0xFFFFFFFF,
-            self._reg(X.UC_X86_REG_EFLAGS),
+            self._reg(X.UC_X86_REG_EFLAGS) if eflags is None else eflags,
             0,
         )
         self._append_record(rec)
-        return self._events_so_far() - 1
 
     def _marker(self) -> None:
         self._append_record(
@@ -717,12 +727,14 @@ class Machine:
         return before == bytes([0xCD, vector]) or (vector == 3 and before[1] == 0xCC)
 
     def _software_interrupt(self, vector: int, eip: int) -> None:
-        self._emit("softint", vector, site=eip)
+        cs = self._reg(X.UC_X86_REG_CS)
+        eflags = self._reg(X.UC_X86_REG_EFLAGS)
+        self._emit("softint", vector, site=eip, cs=cs, eflags=eflags)
         gate = self._idt_gate(vector)
-        if gate is not None and (self._reg(X.UC_X86_REG_CS) & 3) > gate[3]:
+        if gate is not None and (cs & 3) > gate[3]:
             self._exception(13, eip - 2, error=vector * 8 + 2)
             return
-        self._deliver(vector, return_eip=eip)
+        self._deliver(vector, return_eip=eip, gate=gate, cs=cs, eflags=eflags)
 
     def _exception(self, vector: int, eip: int, error: int | None = None) -> None:
         cr2 = 0
@@ -835,8 +847,20 @@ class Machine:
             return None
         return (lo >> 16) & 0xFFFF, (hi & 0xFFFF0000) | (lo & 0xFFFF), kind == 0xF, (hi >> 13) & 3
 
-    def _deliver(self, vector: int, *, error: int | None = None, return_eip: int) -> None:
-        gate = self._idt_gate(vector)
+    def _deliver(
+        self,
+        vector: int,
+        *,
+        error: int | None = None,
+        return_eip: int,
+        gate: tuple[int, int, bool, int] | None = None,
+        cs: int | None = None,
+        eflags: int | None = None,
+    ) -> None:
+        """Enter the IDT gate of ``vector``; the caller may pass the gate and the CS and
+        EFLAGS it already read (unchanged since)."""
+        if gate is None:
+            gate = self._idt_gate(vector)
         if gate is None:
             status = "guest-fault" if vector < 32 else "guest-fault"
             raise Stop(
@@ -845,9 +869,10 @@ class Machine:
                 + ("" if self.idt_base else " (no IDT loaded)"),
             )
         selector, handler, trap_gate, _dpl = gate
-        cs = self._reg(X.UC_X86_REG_CS)
-        eflags = self._reg(X.UC_X86_REG_EFLAGS)
-        esp = self._reg(X.UC_X86_REG_ESP)
+        if cs is None:
+            cs = self._reg(X.UC_X86_REG_CS)
+        if eflags is None:
+            eflags = self._reg(X.UC_X86_REG_EFLAGS)
         if cs & 3 == 3:
             # CPL 3 -> 1: let the CPU switch stacks through the TSS by taking the call gate
             # from the user-executable trampoline; the ROM's gate stub turns what the gate
@@ -871,7 +896,7 @@ class Machine:
         words = [return_eip, cs, eflags]
         if error is not None:
             words.insert(0, error)
-        esp -= 4 * len(words)
+        esp = self._reg(X.UC_X86_REG_ESP) - 4 * len(words)
         if not self.vwrite(esp, struct.pack(f"<{len(words)}I", *words)):
             raise Stop(
                 "triple-fault", f"kernel stack {esp:#x} unwritable delivering vector {vector:#x}"
@@ -923,8 +948,6 @@ class Machine:
     def _hypercall(self, h: Hook, eip: int) -> None:
         uc = self.uc
         a0 = self._reg(X.UC_X86_REG_EAX)
-        a1 = self._reg(X.UC_X86_REG_EDX)
-        a2 = self._reg(X.UC_X86_REG_ECX)
         name = h.name
         result: int | None = None
         if h.rom == "unsupported":
@@ -937,6 +960,7 @@ class Machine:
             value = a0 | 1
             self._wreg(X.UC_X86_REG_CR0, value)
             self._data32(R.D_CR0, value)
+            self._paging = bool(self._reg(X.UC_X86_REG_CR0) & 0x80000000)
         elif name == "write_cr2":
             self._data32(R.D_CR2, a0)
         elif name == "write_cr3":
@@ -950,10 +974,11 @@ class Machine:
             value = self._reg(X.UC_X86_REG_CR0) & ~8
             self._wreg(X.UC_X86_REG_CR0, value)
             self._data32(R.D_CR0, value)
+            self._paging = bool(self._reg(X.UC_X86_REG_CR0) & 0x80000000)
         elif name == "get_debugreg":
             result = self.debugregs[a0 & 7]
         elif name == "set_debugreg":
-            self.debugregs[a0 & 7] = a1
+            self.debugregs[a0 & 7] = self._reg(X.UC_X86_REG_EDX)
         elif name in ("safe_halt", "halt"):
             if not self._reg(X.UC_X86_REG_EFLAGS) & EFLAGS_IF:
                 raise Stop("halted-forever", f"{name} with interrupts masked at {eip:#x}")
@@ -961,13 +986,14 @@ class Machine:
             self.resume_eip = eip
             self._wreg(X.UC_X86_REG_EIP, self.rom.idle)
         elif name == "read_msr":
+            a1 = self._reg(X.UC_X86_REG_EDX)
             msr = self.vtime if a0 == 0x10 else self.msrs.get(a0, MSR_VALUES.get(a0))
             ok = msr is not None
             if a1 and not self.vwrite(a1, struct.pack("<i", 0 if ok else -14)):
                 raise Stop("guest-fault", f"read_msr: err pointer {a1:#x} unmapped")
             result = msr or 0
         elif name == "write_msr":
-            self.msrs[a0] = a1 | (a2 << 32)
+            self.msrs[a0] = self._reg(X.UC_X86_REG_EDX) | (self._reg(X.UC_X86_REG_ECX) << 32)
             result = 0
         elif name in ("read_tsc", "get_scheduled_cycles"):
             result = self.vtime
@@ -989,7 +1015,7 @@ class Machine:
             self.idt_base, self.idt_limit = base, limit
             uc.mem_write(R.DATA + R.D_IDT, struct.pack("<HI", limit, base))
         elif name == "load_esp0":
-            esp0 = self.vread32(a1 + 24)
+            esp0 = self.vread32(self._reg(X.UC_X86_REG_EDX) + 24)
             uc.mem_write(
                 R.TSS + 0x0C, struct.pack("<II", esp0, self._reg(X.UC_X86_REG_SS) & 0xFFFF)
             )
