@@ -239,6 +239,24 @@ def test_stack_switch_from_cpl3_uses_the_tss_stack(tmp_path: Path) -> None:
         assert eflags & 0x200
 
 
+def test_mmu_digest_matches_the_shared_digest_of_the_page_walk(tmp_path: Path) -> None:
+    """The recorder's fast path hashes the walk as pvscope.digest.mapping_digest would."""
+    from pvscope.digest import mapping_digest, walk_page_directory
+
+    image = load_image(GUESTS["fork"].image, "fork")
+    m = Machine(image, MachineConfig(scale=5, budget=2_000_000), TraceWriter(tmp_path))
+    m.run()
+    cr3 = m.cr3 & 0xFFFFF000
+
+    def table(pfn: int) -> bytes | None:
+        pa = pfn << 12
+        return bytes(m.uc.mem_read(pa, 4096)) if pa + 4096 <= m.mem_bytes else None
+
+    pd = table(cr3 >> 12)
+    assert pd is not None
+    assert m._mmu_digest() == mapping_digest(walk_page_directory(pd, table))
+
+
 # --- bad input: one line, non-zero, nothing written --------------------------------------
 
 
