@@ -155,6 +155,8 @@ _STATEFUL = {
         "apic_read",
     )
 }
+#: Hooks that store one page-table entry.
+_PTE_HOOKS = [_H[n] for n in ("set_pte", "set_pte_at", "set_pmd", "pte_update", "pte_update_defer")]
 #: Hooks that only change page tables, CR3 or the TLB.
 _MMU_ONLY = {
     _H[n]
@@ -740,16 +742,112 @@ class _Replay:
                     k += 1
             return k
 
+        # Runs of entry stores (no other stateful event between them) are taken together
+        # where each store only needs the guest's and the backend's copies updated and its
+        # cost noted: the stores are classified one by one as below, then applied a run of
+        # one kind at a time.  A store that needs more (a flush, a directory entry of the
+        # loaded space, lguest's shadow, a discovered table) ends the run and goes through
+        # the loop.  A run ends at a checkpoint.
+        n_loop = len(idx_l)
+        is_store = np.isin(tr.hook[loop], _PTE_HOOKS)
+        after_cp = np.zeros(n_loop, dtype=bool)
+        if cps:
+            after_cp[1:] = np.isin(loop[:-1], np.fromiter(cps, dtype=np.int64, count=len(cps)))
+        bounds = np.append(np.nonzero(~is_store | after_cp)[0], n_loop)
+        run_end = bounds[np.searchsorted(bounds, np.arange(n_loop), side="right")]
+        run_end_l = np.where(is_store, run_end, -1).tolist()
+        bulk_ok = not mirror and (not is_lguest or pte_none)
+        q_by_mode = {
+            mode: frozenset(b for b, modes in batchable_ids.items() if mode in modes)
+            for mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH)
+        }
+        q_ks: list[int] = []
+        wp_ks: list[int] = []
+        capacity = queue.capacity if queue is not None else 0
+
+        def apply_run(kind: int, es: list[int], vs: list[int]) -> None:
+            if kind == 0:
+                pair.guest_write_many(es, vs)
+            elif kind == 1:
+                pair.guest_write_queued_many(es, vs)
+                queue.entries.extend(es)  # type: ignore[union-attr]
+            else:
+                pair.write_both_many(es, vs)
+
+        def stores(pos0: int, end: int, lazy: int) -> int:
+            """Take the stores at loop positions [pos0, end) that need nothing more; return
+            the position of the first one not taken."""
+            qh = q_by_mode.get(lazy, frozenset()) if queue is not None else frozenset()
+            qn = len(queue) if queue is not None else 0
+            gpd = guest.pd
+            vpd = None if pair.view_cr3 is None else pair.view_cr3 >> 12
+            run_kind = -1
+            es: list[int] = []
+            vs: list[int] = []
+            j = pos0
+            while j < end:
+                e = e_l[j]
+                if e < 0:
+                    j += 1  # pte_update with nothing observed
+                    continue
+                pfn = e >> 10
+                if pfn in (gpd, vpd):
+                    break  # references of the loaded space change
+                h = h_l[j]
+                v = v_l[j]
+                other = is_xen and pte_hook and h == SET_PTE_AT and pfn not in cur_tables()
+                queued = not other and h in qh
+                if queued:
+                    if qn >= capacity:
+                        break
+                elif queue is not None and qn and (wp_t[3] if other else hc0[h]) > 0:
+                    break
+                if pte_none:
+                    kind = 0
+                elif pte_trap or other:
+                    kind = 2
+                elif trap_alloc and h == SET_PMD and v & 1 and not v & 0x80:
+                    break
+                else:
+                    kind = 1 if queued else 2
+                if kind != run_kind:
+                    if es:
+                        apply_run(run_kind, es, vs)
+                        es, vs = [], []
+                    run_kind = kind
+                es.append(e)
+                vs.append(v)
+                if other:
+                    wp_ks.append(idx_l[j])
+                elif queued:
+                    q_ks.append(idx_l[j])
+                    if kind == 1:
+                        qn += 1
+                j += 1
+            if es:
+                apply_run(run_kind, es, vs)
+            return j
+
         report_every = max(n // 100, 1 << 16)
         next_report = report_every
         # a checkpoint follows its event: it is taken at the top of the next iteration (no
         # stateful event lies between), whichever branch handled the event
         cp_at: int | None = None
-        for pos in range(len(idx_l)):
+        skip = 0
+        for pos in range(n_loop):
+            if pos < skip:
+                continue
             k = idx_l[pos]
             if cp_at is not None:
                 self._checkpoint(cp_at, cps[cp_at], check)
                 cp_at = None
+            if bulk_ok and run_end_l[pos] > pos:
+                skip = stores(pos, run_end_l[pos], lazy)
+                if skip > pos:
+                    last = idx_l[skip - 1]
+                    if cps and last in cps:
+                        cp_at = last
+                    continue
             if cps and k in cps:
                 cp_at = k
             if progress is not None and k >= next_report:
@@ -1035,6 +1133,11 @@ class _Replay:
             self._checkpoint(cp_at, cps[cp_at], check)
         if queue is not None and len(queue):
             drain(n - 1)
+        for ks, t in ((q_ks, (*queued_cost[:2], 0, 0, 0)), (wp_ks, wp_t)):
+            if ks:
+                idx = np.asarray(ks, dtype=np.int64)
+                cols = (*t, 0, 0)
+                self.dyn_cols.append((idx, *(np.full(len(idx), x, dtype=np.int64) for x in cols)))
         return out
 
     def _traced_pass(self) -> None:

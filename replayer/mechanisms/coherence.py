@@ -148,6 +148,84 @@ class ViewPair:
         self.guest.write(pfn, idx, value)
         self._touch(pfn, idx)
 
+    def _bump_many(self, entries: list[int]) -> None:
+        # one version bump per frame stands for several: versions are only compared
+        ver, pver, changed = self.ver, self.pver, self.changed
+        gpd = self.guest.pd
+        vpd = None if self.view_cr3 is None else self.view_cr3 >> 12
+        for pfn in {e >> 10 for e in entries}:
+            ver[pfn] = ver.get(pfn, 0) + 1
+            changed.add(pfn)
+            if pfn in (gpd, vpd):
+                pver[pfn] = pver.get(pfn, 0) + 1
+
+    def _retouch_many(self, entries: list[int]) -> None:
+        """``diff`` after entries changed on some side: they differ where the values do."""
+        g, v, diff = self.guest.frames, self.view, self.diff
+        top = max(entries) >> 10
+        if top >= v.nframes:
+            v.grow(top)
+        gm, vm = g.mem, v.mem
+        for e in entries:
+            pfn, idx = e >> 10, e & 1023
+            s = diff.get(pfn)
+            if gm[e] != vm[e]:
+                if s is None:
+                    diff[pfn] = {idx}
+                else:
+                    s.add(idx)
+            elif s is not None and idx in s:
+                s.discard(idx)
+                if not s:
+                    del diff[pfn]
+
+    def guest_write_many(self, entries: list[int], values: list[int]) -> None:
+        """:meth:`guest_write` of each (flat entry, value) in turn."""
+        if not entries:
+            return
+        self.guest.write_many(entries, values)
+        self._bump_many(entries)
+        self._retouch_many(entries)
+
+    def guest_write_queued_many(self, entries: list[int], values: list[int]) -> None:
+        """:meth:`guest_write_queued` of each (flat entry, value) in turn."""
+        if not entries:
+            return
+        self.guest.write_many(entries, values)
+        ver, changed = self.ver, self.changed
+        for pfn in {e >> 10 for e in entries}:
+            ver[pfn] = ver.get(pfn, 0) + 1
+            changed.add(pfn)
+
+    def write_both_many(self, entries: list[int], values: list[int]) -> None:
+        """:meth:`write_both` of each (flat entry, value) in turn."""
+        if not entries:
+            return
+        self.guest.write_many(entries, values)
+        self._bump_many(entries)
+        reg, diff = self.registered, self.diff
+        v = self.view
+        top = max(entries) >> 10
+        if top >= v.nframes:
+            v.grow(top)
+        vm = v.mem
+        lost = []
+        for e, val in zip(entries, values, strict=True):
+            pfn = e >> 10
+            if reg is not None and pfn not in reg:
+                lost.append(e)  # nowhere to apply it
+                continue
+            vm[e] = val
+            s = diff.get(pfn)
+            if s is not None:
+                idx = e & 1023
+                if idx in s:
+                    s.discard(idx)
+                    if not s:
+                        del diff[pfn]
+        if lost:
+            self._retouch_many(lost)
+
     def guest_fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None = None) -> None:
         """The guest zeroes or copies a range of a frame by itself (memset/memcpy)."""
         self.guest.fill(pfn, lo, hi, values)

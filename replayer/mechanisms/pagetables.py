@@ -167,6 +167,23 @@ class GuestMMU:
             self._note(pfn, idx, old, value)
         return old
 
+    def write_many(self, entries: list[int], values: list[int]) -> None:
+        """:meth:`write` of each (flat entry ``pfn * 1024 + idx``, value) in turn."""
+        if not entries:
+            return
+        f = self.frames
+        top = max(entries)
+        if top >> 10 >= f.nframes:
+            f.grow(top >> 10)
+        mem = f.mem
+        note = self._note
+        for e, v in zip(entries, values, strict=True):
+            old = mem[e]
+            if old != v:
+                mem[e] = v
+                if old & PRESENT:
+                    note(e >> 10, e & 1023, old, v)
+
     def _note(self, pfn: int, idx: int, old: int, new: int) -> None:
         if not old & PRESENT:
             return

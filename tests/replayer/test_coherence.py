@@ -151,3 +151,41 @@ def test_incremental_check_equals_full_comparison(seed: int, demand: bool) -> No
             }, step
             checks += 1
     assert checks > 40
+
+
+def _state(p: ViewPair) -> tuple:
+    return (
+        p.guest.frames.np.tobytes(),
+        p.view.np[: len(p.guest.frames.np)].tobytes(),
+        {k: sorted(v) for k, v in p.diff.items()},
+        p.guest.unflushed,
+        sorted(p.changed),
+        sorted(p.ver),
+        sorted(p.pver),
+    )
+
+
+@pytest.mark.parametrize("method", ["guest_write", "guest_write_queued", "write_both"])
+def test_a_run_of_writes_at_once_equals_one_at_a_time(method: str) -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        a, b = _pair(), _pair()
+        told = rng.random() < 0.5
+        for p in (a, b):
+            p.registered = {PD, T1} if told else None
+            p.changed.clear()
+        for _ in range(4):
+            n = int(rng.integers(1, 40))
+            pfns = rng.choice([PD, T1, T2], size=n).tolist()
+            idxs = rng.integers(0, 4, size=n).tolist()
+            vals = [int(v) for v in rng.choice([0, 0x10007, 0x11005, 0x30007, T2 << 12 | 7], n)]
+            for pfn, i, v in zip(pfns, idxs, vals, strict=True):
+                getattr(a, method)(pfn, i, v)
+            getattr(b, method + "_many")(
+                [(pfn << 10) | i for pfn, i in zip(pfns, idxs, strict=True)], vals
+            )
+            assert _state(a) == _state(b)
+            if rng.random() < 0.5:
+                for p in (a, b):
+                    p.guest_flushed(p.guest.flush_all(include_global=False))
+            assert a.check().key() == b.check().key()
