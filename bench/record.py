@@ -2,9 +2,13 @@
 
 Both paths record the same guest at the same scale in one run, each in its own
 process (so peak memory is per recording), timed around ``record()`` alone.
-Then a >= 10 M-event recording checks that memory stays flat.
+Then a >= 10 M-event recording checks that memory stays flat.  With
+``--workloads``, instead records every built-in workload at its default scale
+(ring path) and prints events per second and events per million guest
+instructions -- the per-trap cost of the process workloads shows there.
 
     python bench/record.py [--scale N] [--big-scale N] [--json]
+    python bench/record.py --workloads [NAME ...] [--json]
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ def child(guest: str, scale: int, log_path: str, out: str) -> None:
     from recorder.record import record
 
     t0 = time.perf_counter()
-    m = record(guest, Path(out), scale=scale, log_path=log_path, force=True)
+    c0 = time.process_time()
+    m = record(guest, Path(out), scale=scale or None, log_path=log_path, force=True)
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     print(
         json.dumps(
             {
                 "log_path": log_path,
                 "scale": scale,
                 "seconds": dt,
+                "cpu_seconds": cpu,
                 "hook_calls": m["counts"]["by_kind"].get("hook", 0),
                 "events": m["counts"]["events"],
                 "instructions": m["counts"]["instructions"],
@@ -62,10 +69,19 @@ def main() -> None:
         help="scale of the memory check (pvcall: about 10 M events)",
     )
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--workloads",
+        nargs="*",
+        metavar="NAME",
+        help="record these built-in workloads (default: all) at their default scale instead",
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child[0], int(a.child[1]), a.child[2], a.child[3])
+        return
+    if a.workloads is not None:
+        workloads(a.workloads, a.json)
         return
     with tempfile.TemporaryDirectory() as tmp:
         ring = run(a.guest, a.scale, "ring", tmp)
@@ -106,6 +122,28 @@ def main() -> None:
             f"{big['events'] / big['seconds'] / 1e6:.2f} M events/s, "
             f"peak {big['maxrss_mib']:.0f} MiB"
         )
+
+
+def workloads(names: list[str], as_json: bool) -> None:
+    """Each workload at its default scale, one process each, one after the other."""
+    from recorder.guests import GUESTS
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names or list(GUESTS):
+            r = run(name, 0, "ring", tmp)
+            r["guest"] = name
+            rows.append(r)
+            if not as_json:
+                print(
+                    f"{name:<10} {r['events']:>11,} events {r['instructions']:>14,} insns "
+                    f"{r['seconds']:7.1f} s (cpu {r['cpu_seconds']:6.1f} s)  "
+                    f"{r['events'] / r['seconds'] / 1e3:7.0f} k events/s  "
+                    f"{r['events'] / r['instructions'] * 1e6:7.0f} events/M insns",
+                    flush=True,
+                )
+    if as_json:
+        print(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
