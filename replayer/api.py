@@ -13,9 +13,10 @@ from replayer.trace import Trace, load
 
 REPLAY_DIR = "replay"
 
-#: What a forked worker replays: (trace, table, root), set in the parent before the pool
-#: starts so the children inherit the decoded trace instead of receiving it pickled.
-_SHARED: tuple[Trace, costs.CostTable, Path] | None = None
+#: What forked workers replay: (trace, runs, table, root), set in the parent before the
+#: pool starts so the children inherit it (the decoded trace, and the runs as they are)
+#: instead of receiving copies; a worker is told only the index of a run.
+_SHARED: tuple[Trace, list[backends.Run], costs.CostTable, Path] | None = None
 
 
 def default_out(trace: Path) -> Path:
@@ -31,11 +32,11 @@ def default_jobs() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def _one(run: backends.Run) -> dict[str, Any]:
-    """A worker: replay one run of the shared trace and write its results."""
+def _one(i: int) -> dict[str, Any]:
+    """A worker: replay the i-th shared run of the shared trace and write its results."""
     assert _SHARED is not None
-    tr, table, root = _SHARED
-    r = engine.replay(tr, run, table)
+    tr, runs, table, root = _SHARED
+    r = engine.replay(tr, runs[i], table)
     results.write(r, root)
     return r.summary
 
@@ -67,11 +68,11 @@ def replay_trace(
         # what every run derives from the trace alike, once, before the workers fork
         engine.prepare(tr)
         root.mkdir(parents=True, exist_ok=True)
-        _SHARED = (tr, table, root)
+        _SHARED = (tr, runs, table, root)
         try:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(jobs) as pool:
-                pending = [pool.apply_async(_one, (run,)) for run in runs]
+                pending = [pool.apply_async(_one, (i,)) for i in range(len(runs))]
                 summaries = []
                 for run, p in zip(runs, pending, strict=True):
                     summaries.append(p.get())

@@ -750,7 +750,7 @@ class Run:
         if self.without is None:
             return b
         swap = (TRAP_COSTS if self.fallback == "trap" else NONE_COSTS)[self.without]
-        if self.without == "pteupdate" and self.fallback == "trap" and b.wp_fault is not ZERO:
+        if self.without == "pteupdate" and self.fallback == "trap" and b.wp_fault != ZERO:
             # a backend that already traps page-table writes (Xen) traps them all alike
             wp = b.wp_fault
             swap = {"pte_write": wp, "pte_update": wp}

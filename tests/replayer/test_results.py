@@ -68,3 +68,21 @@ def test_golden_summaries_cover_every_run(synth_path: Path, tmp_path: Path) -> N
     assert list(got) == [r.label for r in backends.all_runs()]
     json.dumps(got, sort_keys=True)  # JSON-able
     assert got["native"]["violations"] == 0
+
+
+def test_runs_in_worker_processes_give_the_same_bytes_as_in_turn(
+    synth_trace: Trace, tmp_path: Path
+) -> None:
+    runs = backends.all_runs()
+    a, b = tmp_path / "a", tmp_path / "b"
+    one = api.replay_trace(synth_trace, runs, costs.load("p4"), a, jobs=1)
+    two = api.replay_trace(synth_trace, runs, costs.load("p4"), b, jobs=2)
+    assert one == two
+    assert _bytes(a) == _bytes(b)
+
+
+def test_a_run_copied_to_another_process_is_the_same_model() -> None:
+    import pickle
+
+    for run in backends.all_runs():
+        assert pickle.loads(pickle.dumps(run)).model() == run.model(), run.label
