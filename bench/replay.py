@@ -5,13 +5,18 @@
     python bench/replay.py --trace DIR              # a recorded trace
     python bench/replay.py --backends native,vmi    # some backends (default: every run)
     python bench/replay.py --write                  # also time writing the results
+    python bench/replay.py --wall                   # also: every run, results written,
+                                                    # in worker processes, wall time
 
-Prints, per run: replay seconds, events per second, cycles relative to native and
+Prints the work every run of a trace shares (done once per trace, before the runs); then,
+per run on one core: replay seconds, events per second, cycles relative to native and
 violations found; then, for every trap fallback, its cycles over its parent's.  Ratios
-are measured in the same run, on the same trace.  The synthetic trace is
-``replayer.synth.large_trace``: boot, then a state-neutral epoch (a fork with
-copy-on-write faults and exit, irqsave sections with device interrupts, a timer tick,
-kernel remaps) repeated.
+are measured in the same run, on the same trace.  ``--wall`` then times what
+``pvscope replay TRACE --backend all`` does: load the trace, replay every run in
+``--jobs`` worker processes (default: one per usable CPU) and write the results.
+The synthetic trace is ``replayer.synth.large_trace``: boot, then a state-neutral
+epoch (a fork with copy-on-write faults and exit, irqsave sections with device
+interrupts, a timer tick, kernel remaps) repeated.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from replayer import backends, costs, engine, results, synth  # noqa: E402
-from replayer.trace import load  # noqa: E402
+from replayer import api, backends, costs, engine, results, synth  # noqa: E402
+from replayer.trace import Trace, load  # noqa: E402
 
 
 def main() -> None:
@@ -35,6 +40,9 @@ def main() -> None:
     ap.add_argument("--backends", default="all", help="comma-separated labels, or all")
     ap.add_argument("--costs", default=costs.DEFAULT_PRESET, help="cost table")
     ap.add_argument("--write", action="store_true", help="also time writing results")
+    ap.add_argument("--wall", action="store_true", help="also time every run in workers")
+    ap.add_argument("--jobs", type=int, default=None, help="worker processes for --wall")
+    ap.add_argument("--no-single", action="store_true", help="skip the per-run timings")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="pvscope-bench-") as tmp:
@@ -52,32 +60,53 @@ def main() -> None:
         if args.backends != "all":
             want = set(args.backends.split(","))
             runs = [r for r in runs if r.label in want]
-        print(
-            f"{'run':<32} {'seconds':>8} {'events/s':>11} {'vs native':>10} {'violations':>10}"
-            + (f" {'write s':>8}" if args.write else "")
-        )
-        cycles: dict[str, int] = {}
-        for run in runs:
+        if not args.no_single:
             t0 = time.perf_counter()
-            r = engine.replay(tr, run, table)
+            engine.prepare(tr)
+            print(f"shared by every run (once per trace): {time.perf_counter() - t0:.2f} s")
+            single(tr, runs, table, args.write, Path(tmp))
+        if args.wall:
+            jobs = args.jobs or api.default_jobs()
+            t0 = time.perf_counter()
+            fresh = load(path)
+            api.replay_trace(fresh, runs, table, Path(tmp) / "wall", jobs=jobs)
             dt = time.perf_counter() - t0
-            s = r.summary
-            cycles[run.label] = s["cycles"]
-            line = (
-                f"{run.label:<32} {dt:8.2f} {tr.n / dt:11,.0f} "
-                f"{s['relative_cost']:10.3f} {s['violations']:10,}"
+            print(
+                f"\n{len(runs)} runs, loaded, replayed and written with {jobs} worker "
+                f"process(es): {dt:.1f} s wall"
             )
-            if args.write:
-                t0 = time.perf_counter()
-                results.write(r, Path(tmp) / "replay")
-                line += f" {time.perf_counter() - t0:8.2f}"
-            print(line, flush=True)
-        traps = [t for t in runs if t.fallback == "trap" and t.backend.name in cycles]
-        if traps:
-            print("\ntrap fallback / parent, cycles:")
-            for t in traps:
-                ratio = cycles[t.label] / cycles[t.backend.name]
-                print(f"  {t.label:<32} {ratio:8.3f}")
+
+
+def single(
+    tr: Trace, runs: list[backends.Run], table: costs.CostTable, write: bool, tmp: Path
+) -> None:
+    """Each run in turn, in this process: seconds and events/s per run, trap ratios."""
+    print(
+        f"{'run':<32} {'seconds':>8} {'events/s':>11} {'vs native':>10} {'violations':>10}"
+        + (f" {'write s':>8}" if write else "")
+    )
+    cycles: dict[str, int] = {}
+    for run in runs:
+        t0 = time.perf_counter()
+        r = engine.replay(tr, run, table)
+        dt = time.perf_counter() - t0
+        s = r.summary
+        cycles[run.label] = s["cycles"]
+        line = (
+            f"{run.label:<32} {dt:8.2f} {tr.n / dt:11,.0f} "
+            f"{s['relative_cost']:10.3f} {s['violations']:10,}"
+        )
+        if write:
+            t0 = time.perf_counter()
+            results.write(r, tmp / "replay")
+            line += f" {time.perf_counter() - t0:8.2f}"
+        print(line, flush=True)
+    traps = [t for t in runs if t.fallback == "trap" and t.backend.name in cycles]
+    if traps:
+        print("\ntrap fallback / parent, cycles:")
+        for t in traps:
+            ratio = cycles[t.label] / cycles[t.backend.name]
+            print(f"  {t.label:<32} {ratio:8.3f}")
 
 
 if __name__ == "__main__":
