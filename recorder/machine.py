@@ -71,6 +71,12 @@ MIN_INSNS_PER_RECORD = 8  # no hook call logs in fewer instructions (the prologu
 
 _MARKER = struct.Struct(f"<HHII{R.RECORD_SIZE - 12}x")
 _EVENT_RECORD = struct.Struct("<HHIIIIIIIII")
+_U32X2 = struct.Struct("<II")
+_HEAD_WORD = (R.DATA - R.HV_BASE + R.D_RING_HEAD) >> 2  # the ring head, as a word of hv.u32
+# the data page's CPL 3 -> 1 entry fields, from D_GATE_EFLAGS: EFLAGS, EIP, error code, where
+# the gate stub goes next, the handler's offset and selector
+_GATE_FIELDS = struct.Struct("<IIIIIH")
+assert R.D_GATE_EIP - R.D_GATE_EFLAGS == 4 and R.D_GATE_TARGET - R.D_GATE_EFLAGS == 16
 _EVENT_CODE = {k: event_code(k) for k in EVENT_CODES}
 
 
@@ -415,10 +421,6 @@ class Machine:
         off = addr - R.HV_BASE
         return self.hv.buf[off : off + n]
 
-    def _ring_write(self, addr: int, data: bytes) -> None:
-        off = addr - R.HV_BASE
-        self.hv.buf[off : off + len(data)] = data
-
     def _ring_zero(self, start: int, end: int) -> None:
         self.hv.u8[start - R.HV_BASE : end - R.HV_BASE] = 0
 
@@ -472,6 +474,11 @@ class Machine:
         return True
 
     def vread32(self, va: int) -> int:
+        """A little-endian word of guest virtual memory."""
+        if va & 3 == 0:
+            pa = self.translate(va)
+            if pa is not None and pa + 4 <= self.mem_bytes:
+                return int(self.ram.u32[pa >> 2])
         return int.from_bytes(self.vread(va, 4), "little")
 
     def _mid_entry(self, eip: int) -> bool:
@@ -492,11 +499,13 @@ class Machine:
         if self.python_log:
             self.buf += rec
             return
-        head = self._ring_head()
+        u32 = self.hv.u32
+        head = int(u32[_HEAD_WORD])
         if head + R.RECORD_SIZE > R.RING + R.RING_SIZE:
             raise Stop("ring-overflow", "the ROM's ring buffer filled within one quantum")
-        self._ring_write(head, rec)
-        self._data32(R.D_RING_HEAD, head + R.RECORD_SIZE)
+        off = head - R.HV_BASE
+        self.hv.buf[off : off + R.RECORD_SIZE] = rec
+        u32[_HEAD_WORD] = head + R.RECORD_SIZE
         self._head = head + R.RECORD_SIZE
 
     def _emit(
@@ -844,7 +853,12 @@ class Machine:
         """(selector, offset, is_trap_gate, dpl) of a present IDT gate, or None."""
         if vector * 8 + 7 > self.idt_limit or not self.idt_base:
             return None
-        lo, hi = struct.unpack("<II", self.vread(self.idt_base + vector * 8, 8))
+        va = self.idt_base + vector * 8
+        pa = self.translate(va) if va & 7 == 0 else None
+        if pa is not None and pa + 8 <= self.mem_bytes:
+            lo, hi = int(self.ram.u32[pa >> 2]), int(self.ram.u32[(pa >> 2) + 1])
+        else:
+            lo, hi = _U32X2.unpack(self.vread(va, 8))
         if not hi & 0x8000:
             return None
         kind = (hi >> 8) & 0x1F
@@ -884,17 +898,16 @@ class Machine:
             # pushed into the interrupt frame and jumps to the handler, with what it needs
             # from the data page.  The user's stack is never touched, as with a real gate.
             # The handler's EFLAGS are loaded now (the trampoline must not single-step).
-            d = (R.DATA - R.HV_BASE) >> 2
-            u32 = self.hv.u32
-            u32[d + (R.D_GATE_EFLAGS >> 2)] = eflags
-            u32[d + (R.D_GATE_EIP >> 2)] = return_eip
-            if error is not None:
-                u32[d + (R.D_GATE_ERROR >> 2)] = error & 0xFFFFFFFF
-                u32[d + (R.D_GATE_NEXT >> 2)] = self.rom.gate_error
-            else:
-                u32[d + (R.D_GATE_NEXT >> 2)] = self.rom.gate_enter
-            u32[d + (R.D_GATE_TARGET >> 2)] = handler
-            u32[d + (R.D_GATE_TARGET >> 2) + 1] = selector
+            _GATE_FIELDS.pack_into(
+                self.hv.buf,
+                R.DATA - R.HV_BASE + R.D_GATE_EFLAGS,
+                eflags,
+                return_eip & 0xFFFFFFFF,
+                (error or 0) & 0xFFFFFFFF,
+                self.rom.gate_enter if error is None else self.rom.gate_error,
+                handler,
+                selector,
+            )
             self._wreg(X.UC_X86_REG_EFLAGS, _handler_eflags(eflags, trap_gate))
             self._wreg(X.UC_X86_REG_EIP, R.USER_PAGE)
             return
@@ -1021,8 +1034,8 @@ class Machine:
             uc.mem_write(R.DATA + R.D_IDT, struct.pack("<HI", limit, base))
         elif name == "load_esp0":
             esp0 = self.vread32(self._reg(X.UC_X86_REG_EDX) + 24)
-            uc.mem_write(
-                R.TSS + 0x0C, struct.pack("<II", esp0, self._reg(X.UC_X86_REG_SS) & 0xFFFF)
+            _U32X2.pack_into(
+                self.hv.buf, R.TSS - R.HV_BASE + 0x0C, esp0, self._reg(X.UC_X86_REG_SS) & 0xFFFF
             )
         elif name == "set_iopl_mask":
             eflags = (self._reg(X.UC_X86_REG_EFLAGS) & ~0x3000) | (a0 & 0x3000)
