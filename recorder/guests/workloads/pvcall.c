@@ -123,6 +123,11 @@ void workload_main(u32 scale, u32 seed)
 		counter++;
 		paravirt_ops.restore_fl(flags);
 
+		/* and one without saving flags, as spin_lock_irq/spin_unlock_irq do */
+		paravirt_ops.irq_disable();
+		counter++;
+		paravirt_ops.irq_enable();
+
 		/* map four scratch pages, the last three batched in lazy MMU mode */
 		u32 slot = (i << 2) & 1023;
 		pte_t *pte = &scratch[slot];
@@ -142,10 +147,10 @@ void workload_main(u32 scale, u32 seed)
 		counter += paravirt_ops.read_cr2() & 1;
 		paravirt_ops.irq_enable();
 
-		if ((i & 63) == 0) {
-			paravirt_ops.flush_tlb_single(SCRATCH + (slot << PAGE_SHIFT));
-			(void)paravirt_ops.apic_read(APIC_TASKPRI);
-		}
+		if ((i & 63) != 0)
+			continue;
+		paravirt_ops.flush_tlb_single(SCRATCH + (slot << PAGE_SHIFT));
+		(void)paravirt_ops.apic_read(APIC_TASKPRI);
 		if ((i & 1023) == 0) {
 			paravirt_ops.set_pte(pte, 0);
 			paravirt_ops.flush_tlb_user();
