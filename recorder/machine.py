@@ -310,6 +310,9 @@ class Machine:
         self.ram = _HostMemory(uc, 0, self.mem_bytes)
         guard = R.RING + R.RING_SIZE
         self.hv = _HostMemory(uc, R.HV_BASE, guard - R.HV_BASE)
+        slots = R.RING_SIZE // R.RECORD_SIZE
+        ring = self.hv.u8[R.RING - R.HV_BASE : R.RING - R.HV_BASE + slots * R.RECORD_SIZE]
+        self._ring_codes = ring.view(RECORD_DTYPE)["code"]
         uc.mem_map(guard + 0x1000, R.HV_BASE + R.HV_SIZE - guard - 0x1000)
         for seg in self.image.segments:
             if seg.paddr + seg.memsz > self.mem_bytes:
@@ -422,7 +425,14 @@ class Machine:
         return self.hv.buf[off : off + n]
 
     def _ring_zero(self, start: int, end: int) -> None:
-        self.hv.u8[start - R.HV_BASE : end - R.HV_BASE] = 0
+        """Mark the ring slots in [start, end) free: code 0 (the ROM writes it last).
+
+        Their other fields keep the old record's values; the ROM and the recorder overwrite
+        every field a record carries, and the writer ignores (zeroes) the others.
+        """
+        first = (start - R.RING) // R.RECORD_SIZE
+        last = (end - R.RING) // R.RECORD_SIZE
+        self._ring_codes[first:last] = 0
 
     def _rd32(self, pa: int) -> int:
         """A little-endian word of guest RAM (aligned or not); UcError outside RAM."""

@@ -31,8 +31,13 @@ ROW_GROUP = 1 << 20
 
 _WRITE_CR3 = BY_NAME["write_cr3"].id
 _RESULT_SLOTS = np.zeros(CODE_EVENT_BASE, dtype=np.int8)
+#: Argument fields (a0..a3) a hook's record carries; the rest of a ring slot is left as the
+#: slot's previous record had it (the recorder clears only a reused slot's code), so the
+#: decoder zeroes them.
+_ARG_FIELDS = np.zeros(CODE_EVENT_BASE, dtype=np.int8)
 for _h in HOOKS:
     _RESULT_SLOTS[_h.id] = _h.result_slots
+    _ARG_FIELDS[_h.id] = 3 if _h.jump else min(_h.slots, 4)
 
 _PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
@@ -157,6 +162,8 @@ class TraceWriter:
         kind_idx = np.where(is_hook, 0, code - CODE_EVENT_BASE + 1)
         hook_idx = np.where(is_hook, code, 0)
         slots = np.where(is_hook, _RESULT_SLOTS[np.minimum(code, CODE_EVENT_BASE - 1)], 0)
+        nargs = np.where(is_hook, _ARG_FIELDS[np.minimum(code, CODE_EVENT_BASE - 1)], 4)
+        args = [np.where(nargs > k, rec[f"a{k}"], np.uint32(0)) for k in range(4)]
         lo = rec["res_lo"].astype(np.uint64)
         hi = rec["res_hi"].astype(np.uint64) << np.uint64(32)
         result = np.where(slots == 2, lo | hi, lo)
@@ -165,10 +172,10 @@ class TraceWriter:
             pa.array(vtime),
             _dict_array(kind_idx, KIND_NAMES),
             _dict_array(hook_idx, HOOK_NAMES, valid=is_hook),
-            pa.array(rec["a0"]),
-            pa.array(rec["a1"]),
-            pa.array(rec["a2"]),
-            pa.array(rec["a3"]),
+            pa.array(args[0]),
+            pa.array(args[1]),
+            pa.array(args[2]),
+            pa.array(args[3]),
             pa.array(result, mask=slots == 0),
             pa.array(rec["site"]),
             pa.array((rec["cs"] & 3).astype(np.uint8)),
