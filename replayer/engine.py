@@ -155,6 +155,8 @@ _STATEFUL = {
         "apic_read",
     )
 }
+#: What a store taken in a run does to the two copies, by its kind (engine ``stores``).
+_ACT = (0, 1, 2, 0, 2)
 #: Hooks that store one page-table entry.
 _PTE_HOOKS = [_H[n] for n in ("set_pte", "set_pte_at", "set_pmd", "pte_update", "pte_update_defer")]
 #: Hooks that only change page tables, CR3 or the TLB.
@@ -695,18 +697,41 @@ class _Replay:
                     f"{f.pages} page(s) wrong at {reason}",
                 )
 
+        def learn_run(es: list[int], vs: list[int]) -> None:
+            # lguest's queued set_pte_at, a run at a time (lguest_pte for each)
+            for e in es:
+                lru.pop(e >> 10, None)
+            pair.learn_write_many(es, vs)
+
         def apply_batch(entries: list[Any]) -> None:
+            # entries: a flat entry (the backend takes the guest's value), an (entry, value)
+            # lguest learns, or a callable; consecutive ones of a kind are applied together
             run: list[int] = []
+            les: list[int] = []
+            lvs: list[int] = []
             for op in entries:
-                if type(op) is int:
+                t = type(op)
+                if t is int:
+                    if les:
+                        learn_run(les, lvs)
+                        les, lvs = [], []
                     run.append(op)
                     continue
                 if run:
                     pair.adopt(run)
                     run = []
+                if t is tuple:
+                    les.append(op[0])
+                    lvs.append(op[1])
+                    continue
+                if les:
+                    learn_run(les, lvs)
+                    les, lvs = [], []
                 op()
             if run:
                 pair.adopt(run)
+            if les:
+                learn_run(les, lvs)
 
         if queue is not None:
             queue.apply = apply_batch
@@ -756,7 +781,7 @@ class _Replay:
         bounds = np.append(np.nonzero(~is_store | after_cp)[0], n_loop)
         run_end = bounds[np.searchsorted(bounds, np.arange(n_loop), side="right")]
         run_end_l = np.where(is_store, run_end, -1).tolist()
-        bulk_ok = not mirror and (not is_lguest or pte_none)
+        bulk_ok = not mirror
         q_by_mode = {
             mode: frozenset(b for b, modes in batchable_ids.items() if mode in modes)
             for mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH)
@@ -765,14 +790,17 @@ class _Replay:
         wp_ks: list[int] = []
         capacity = queue.capacity if queue is not None else 0
 
-        def apply_run(kind: int, es: list[int], vs: list[int]) -> None:
-            if kind == 0:
+        def apply_run(act: int, es: list[int], vs: list[int], qadd: list[Any]) -> None:
+            # act 0: the guest stores, the backend is not told now; 1: the same, the update
+            # queued (diff waits for the flush); 2: the backend learns the store at once
+            if act == 0:
                 pair.guest_write_many(es, vs)
-            elif kind == 1:
+            elif act == 1:
                 pair.guest_write_queued_many(es, vs)
-                queue.entries.extend(es)  # type: ignore[union-attr]
             else:
                 pair.write_both_many(es, vs)
+            if qadd:
+                queue.entries.extend(qadd)  # type: ignore[union-attr]
 
         def stores(pos0: int, end: int, lazy: int) -> int:
             """Take the stores at loop positions [pos0, end) that need nothing more; return
@@ -781,9 +809,10 @@ class _Replay:
             qn = len(queue) if queue is not None else 0
             gpd = guest.pd
             vpd = None if pair.view_cr3 is None else pair.view_cr3 >> 12
-            run_kind = -1
+            run_act = -1
             es: list[int] = []
             vs: list[int] = []
+            qadd: list[Any] = []
             j = pos0
             while j < end:
                 e = e_l[j]
@@ -804,28 +833,50 @@ class _Replay:
                     break
                 if pte_none:
                     kind = 0
+                elif is_lguest:
+                    if h == SET_PMD:
+                        if pte_hook or v & 1 and not v & 0x80:
+                            break  # the shadow table under the entry is dropped
+                        kind = 2
+                    elif pte_trap:
+                        kind = 4
+                    elif h == SET_PTE:
+                        break  # FLUSH_TLB(1): every shadow dropped
+                    elif h == SET_PTE_AT:
+                        kind = 3 if queued else 4
+                    else:
+                        kind = 0  # pte_update: lguest is not told; the flush resyncs
                 elif pte_trap or other:
                     kind = 2
                 elif trap_alloc and h == SET_PMD and v & 1 and not v & 0x80:
                     break
                 else:
                     kind = 1 if queued else 2
-                if kind != run_kind:
+                # kinds: 0 guest only, 1 queued (update applied at the flush), 2 both at once,
+                # 3 guest now, lguest queued to learn the value, 4 both at once, lguest
+                act = _ACT[kind]
+                if act != run_act:
                     if es:
-                        apply_run(run_kind, es, vs)
-                        es, vs = [], []
-                    run_kind = kind
+                        apply_run(run_act, es, vs, qadd)
+                        es, vs, qadd = [], [], []
+                    run_act = act
                 es.append(e)
                 vs.append(v)
+                if kind == 1:
+                    qadd.append(e)
+                elif kind == 3:
+                    qadd.append((e, v))
+                elif kind == 4:
+                    lru.pop(pfn, None)  # no cached directory any more (lguest_pte)
                 if other:
                     wp_ks.append(idx_l[j])
                 elif queued:
                     q_ks.append(idx_l[j])
-                    if kind == 1:
+                    if kind == 1 or kind == 3:
                         qn += 1
                 j += 1
             if es:
-                apply_run(run_kind, es, vs)
+                apply_run(run_act, es, vs, qadd)
             return j
 
         report_every = max(n // 100, 1 << 16)

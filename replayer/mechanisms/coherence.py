@@ -226,6 +226,24 @@ class ViewPair:
         if lost:
             self._retouch_many(lost)
 
+    def learn_write_many(self, entries: list[int], values: list[int]) -> None:
+        """:meth:`learn_write` of each (flat entry, value) in turn."""
+        reg = self.registered
+        if reg is not None:
+            kept = [(e, v) for e, v in zip(entries, values, strict=True) if e >> 10 in reg]
+            entries, values = [e for e, _ in kept], [v for _, v in kept]
+        if not entries:
+            return
+        v = self.view
+        top = max(entries) >> 10
+        if top >= v.nframes:
+            v.grow(top)
+        vm = v.mem
+        for e, val in zip(entries, values, strict=True):
+            vm[e] = val
+        self._bump_many(entries)
+        self._retouch_many(entries)
+
     def guest_fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None = None) -> None:
         """The guest zeroes or copies a range of a frame by itself (memset/memcpy)."""
         self.guest.fill(pfn, lo, hi, values)
@@ -536,17 +554,20 @@ class ViewPair:
                     bad &= b != translations(pde, t)
             if not bad.any():
                 return _EMPTY
-        gp, bp = (g & PRESENT).astype(bool), (b & PRESENT).astype(bool)
-        same = ((g ^ b) & np.uint32(PAGE_MASK)) == 0
+        # classify only the pages found wrong (in page order)
+        at = np.flatnonzero(bad)
+        gb, bb = g[at], b[at]
+        gp, bp = (gb & PRESENT).astype(bool), (bb & PRESENT).astype(bool)
+        same = ((gb ^ bb) & np.uint32(PAGE_MASK)) == 0
         out = []
         for kind, m in (
-            ("missing", bad & gp & ~bp),
-            ("stale", bad & bp & (~gp | ~same)),
-            ("perm", bad & gp & bp & same),
+            ("missing", gp & ~bp),
+            ("stale", bp & (~gp | ~same)),
+            ("perm", gp & bp & same),
         ):
-            idx = np.nonzero(m)[0]
+            idx = np.flatnonzero(m)
             if len(idx):
-                j = int(idx[0])
+                j = int(at[idx[0]])
                 out.append((kind, len(idx), (i << 10) | j, int(g[j]), int(b[j])))
         return tuple(out)
 

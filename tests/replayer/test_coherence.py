@@ -165,7 +165,9 @@ def _state(p: ViewPair) -> tuple:
     )
 
 
-@pytest.mark.parametrize("method", ["guest_write", "guest_write_queued", "write_both"])
+@pytest.mark.parametrize(
+    "method", ["guest_write", "guest_write_queued", "write_both", "learn_write"]
+)
 def test_a_run_of_writes_at_once_equals_one_at_a_time(method: str) -> None:
     rng = np.random.default_rng(11)
     for _ in range(30):
