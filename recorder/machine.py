@@ -67,7 +67,7 @@ ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 UNTIL = 0xFFFFFFF0  # an address the CPU never reaches: quanta end by count
 MSR_VALUES = {0x1B: 0xFEE00900}  # IA32_APIC_BASE: enabled, BSP, at 0xFEE00000
 BATCH_BYTES = 64 * 1024 * 40  # decode drained records in batches of 64 Ki
-MIN_INSNS_PER_RECORD = 8  # no hook call logs in fewer instructions (the prologue alone is 9)
+MIN_INSNS_PER_RECORD = 8  # no hook call logs in fewer (the call and the shortest prologue: 9)
 
 _MARKER = struct.Struct(f"<HHII{R.RECORD_SIZE - 12}x")
 _EVENT_RECORD = struct.Struct("<HHIIIIIIIII")
@@ -412,7 +412,7 @@ class Machine:
 
     def _ring_head(self) -> int:
         """The ring head the ROM advances."""
-        return int(self.hv.u32[(R.DATA - R.HV_BASE + R.D_RING_HEAD) >> 2])
+        return int(self.hv.u32[_HEAD_WORD])
 
     def _pread(self, pa: int, n: int) -> bytes:
         """Guest-physical bytes (RAM from the host buffer, anything else through unicorn)."""
