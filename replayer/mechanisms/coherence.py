@@ -97,6 +97,11 @@ class ViewPair:
         """directory index -> (key, verdict, frames the key's versions are of)."""
         self.changed: set[int] = set()
         """Frames whose version changed since the last incremental comparison."""
+        self._deps: dict[int, set[int]] = {}
+        """frame -> directory indices whose cached verdict may depend on it (a superset)."""
+        self._last_groups: set[int] = set()
+        self._last_results: dict[int, tuple[tuple[str, int, int, int, int], ...]] = {}
+        """The directory indices the last incremental comparison took, and its findings."""
         self._valid: tuple[int, set[int]] = (-1, set())
         """(directory, indices whose cached verdict was current at the last incremental
         comparison of that directory)."""
@@ -444,7 +449,30 @@ class ViewPair:
                     groups.update(found)
         if not groups:
             return CheckResult()
+        vpd, valid = self._valid
+        if vpd == pd and groups == self._last_groups and pd not in self.changed:
+            return self._remerge(pd, groups)
         return self._merge(pd, sorted(groups), cached=True)
+
+    def _remerge(self, pd: int, groups: set[int]) -> CheckResult:
+        """:meth:`_merge` over the same directory entries as the last comparison, with the
+        directory unchanged: only entries naming a changed table can get another verdict."""
+        changed, deps = self.changed, self._deps
+        dirty: set[int] = set()
+        for f in changed:
+            found = deps.get(f)
+            if found:
+                dirty |= found
+        dirty &= groups
+        self.changed = set()
+        results = self._last_results
+        if dirty:
+            self.changed = changed  # _merge clears it and re-validates what it takes
+            valid = self._valid[1]
+            self._merge(pd, sorted(dirty), cached=True, into=results)
+            self._valid = (pd, valid)  # the other entries stay current
+            self._last_groups = groups
+        return _combine(list(results.values()))
 
     def check_full(self) -> CheckResult:
         """Compare every page of the loaded space from scratch (what :meth:`check` equals)."""
@@ -456,10 +484,19 @@ class ViewPair:
             return self._merge_two(pd, vpd)
         return self._merge(pd, list(range(1024)), cached=False)
 
-    def _merge(self, pd: int, groups: list[int], cached: bool) -> CheckResult:
+    def _merge(
+        self,
+        pd: int,
+        groups: list[int],
+        cached: bool,
+        into: dict[int, tuple[tuple[str, int, int, int, int], ...]] | None = None,
+    ) -> CheckResult:
         gf, vf, guest, ver = self.guest.frames, self.view, self.guest, self.ver
         results = []
+        # per entry, the verdicts found wrong (kept for :meth:`_remerge`)
+        found: dict[int, tuple[tuple[str, int, int, int, int], ...]] = {} if into is None else into
         verdicts = self._verdicts
+        dep_index = self._deps
         # A verdict is a function of its key: both entries, the unflushed values of the
         # guest's, and the versions of the tables they name.  Every change to those bumps
         # the version of the directory or of one of those tables (and notes it in
@@ -483,9 +520,13 @@ class ViewPair:
                     now.add(i)
                     if hit[1]:
                         results.append(hit[1])
+                        found[i] = hit[1]
+                    else:
+                        found.pop(i, None)
                     continue
             gpde, vpde = gf.get(pd, i), vf.get(pd, i)
             if not (gpde | vpde) & PRESENT:
+                found.pop(i, None)
                 continue
             olds = guest.old_values(pd, i)
             if cached:
@@ -502,13 +543,24 @@ class ViewPair:
                 if seen is not None and seen[0] == key:
                     if seen[1]:
                         results.append(seen[1])
+                        found[i] = seen[1]
+                    else:
+                        found.pop(i, None)
                     continue
             r = self._compare(i, gpde, vpde, olds)
             if cached:
                 deps = (gpde >> 12, vpde >> 12, *(o >> 12 for o in olds))
                 verdicts[i] = (key, r, deps)
+                for f in deps:
+                    dep_index.setdefault(f, set()).add(i)
             if r:
                 results.append(r)
+                found[i] = r
+            else:
+                found.pop(i, None)
+        if cached and into is None:
+            self._last_groups = set(groups)
+            self._last_results = found
         return _combine(results)
 
     def _merge_two(self, pd: int, vpd: int) -> CheckResult:
@@ -555,7 +607,7 @@ class ViewPair:
             if not bad.any():
                 return _EMPTY
         # classify only the pages found wrong (in page order)
-        at = np.flatnonzero(bad)
+        at = np.nonzero(bad)[0]
         gb, bb = g[at], b[at]
         gp, bp = (gb & PRESENT).astype(bool), (bb & PRESENT).astype(bool)
         same = ((gb ^ bb) & np.uint32(PAGE_MASK)) == 0
@@ -565,7 +617,7 @@ class ViewPair:
             ("stale", bp & (~gp | ~same)),
             ("perm", gp & bp & same),
         ):
-            idx = np.flatnonzero(m)
+            idx = np.nonzero(m)[0]
             if len(idx):
                 j = int(at[idx[0]])
                 out.append((kind, len(idx), (i << 10) | j, int(g[j]), int(b[j])))
