@@ -402,7 +402,7 @@ class Machine:
             self._reserve_hook = {a: h for a, h in zip(self.rom.reserve, HOOKS, strict=True)}
             for a in self.rom.reserve:
                 uc.hook_add(UC_HOOK_CODE, self._on_entry, begin=a, end=a)
-            for a in self.rom.result_tails:
+            for a in self.rom.completion_tails:
                 uc.hook_add(UC_HOOK_CODE, self._on_result, begin=a, end=a)
 
     # --- small helpers ----------------------------------------------------------------------
@@ -656,7 +656,7 @@ class Machine:
             site = self.vread32(esp)
             if h.slots >= 4:
                 a[3] = self.vread32(esp + 4)
-        pending = h.result_slots > 0
+        pending = self.rom.completes_late[h.id]
         rec = struct.pack(
             "<HHIIIIIIIII",
             0 if pending else R.record_code(h),
@@ -676,13 +676,14 @@ class Machine:
         idx, h = self.buf_pending.pop()
         off = idx * R.RECORD_SIZE
         struct.pack_into("<H", self.buf, off, R.record_code(h))
-        struct.pack_into(
-            "<II",
-            self.buf,
-            off + 20,
-            self._reg(X.UC_X86_REG_EAX),
-            self._reg(X.UC_X86_REG_EDX) if h.result_slots == 2 else 0,
-        )
+        if h.result_slots:
+            struct.pack_into(
+                "<II",
+                self.buf,
+                off + 20,
+                self._reg(X.UC_X86_REG_EAX),
+                self._reg(X.UC_X86_REG_EDX) if h.result_slots == 2 else 0,
+            )
 
     # --- MMIO ---------------------------------------------------------------------------
 

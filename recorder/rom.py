@@ -242,8 +242,11 @@ class RomImage:
     """Address of each entry's xadd that reserves its ring record (where the python path logs)."""
     traps: dict[int, tuple[str, int]]
     """Address just after each ``int $0x82`` -> (action, hook id or -1)."""
-    result_tails: tuple[int, ...]
-    """Addresses of the tails of result-bearing entries (result in eax/edx there)."""
+    completion_tails: tuple[int, ...]
+    """Where entries that complete their record after the body have just done so (result
+    in eax/edx there for result-bearing ones)."""
+    completes_late: tuple[bool, ...]
+    """Per hook: whether its entry completes the record after the body (see tails)."""
     site_offset: tuple[int, ...]
     """Per hook: offset from ESP of the return address at its reservation (ebx pushed or not)."""
     idle: int
@@ -295,6 +298,8 @@ def generate_asm() -> str:
         elif body is None:
             body = ""  # nop
         reg = slot_register(h)
+        if reg == "%ecx" and "{A4" in body:
+            raise ValueError(f"{h.name}: an ecx entry pops its return address; no stack slots")
         a4 = 8 if reg == "%ebx" else 4  # the ebx entries push it first
         body = (
             body.replace("{A4_16}", str(a4 + 16))
@@ -302,8 +307,10 @@ def generate_asm() -> str:
             .replace("{TRAP}", trap(TRAP_HOOK, h.id))
             .replace("{UNMASK}", trap(TRAP_UNMASK, h.id))
         )
+        pops = _pops_return(h, body)
+        late = _result_hook(h) or (pops and "(" in body)
         out.append(f"body_{h.name}:")
-        out += _prologue(h, reg)
+        out += _prologue(h, reg, pops, late)
         if body:
             out.append("    " + body)
         if h.jump:  # iret
@@ -313,8 +320,12 @@ def generate_asm() -> str:
             out.append(f"    movl %eax, 20({reg})")
             if h.result_slots == 2:
                 out.append(f"    movl %edx, 24({reg})")
+        if late:
             out += [f"    movw ${record_code(h)}, ({reg})", f"tail_{h.name}:"]
-        out += ["    popl %ebx", "    ret"] if reg == "%ebx" else ["    ret"]
+        if pops:
+            out.append(f"    jmp *28({reg})")
+        else:
+            out += ["    popl %ebx", "    ret"] if reg == "%ebx" else ["    ret"]
     out += [
         # service entry: eax = code, edx, ecx = arguments; not a paravirt_ops hook
         "svc_entry:",
@@ -360,8 +371,22 @@ def slot_register(h: Hook) -> str:
     return "%ecx"
 
 
-def _prologue(h: Hook, reg: str) -> list[str]:
-    """Reserve a record with one xadd and fill it; complete it now unless a result follows."""
+def _pops_return(h: Hook, body: str) -> bool:
+    """Whether the entry pops its return address into its record and returns with ``jmp
+    *28(%ecx)``: one instruction less than copying it and returning with ``ret``.
+
+    Only ecx entries (ebx is pushed above the return address) whose body does not trap:
+    an interrupt delivered from a trap could switch tasks and keep the entry, so its
+    record, open for long.  A body that touches memory through a pointer could fault
+    and run a handler inside the entry; such an entry completes its record after the
+    body, so that while the handler runs the record is incomplete and the recorder
+    neither frees nor reuses its slot (it holds incomplete records' slots).
+    """
+    return slot_register(h) == "%ecx" and not h.jump and "int $0x82" not in body
+
+
+def _prologue(h: Hook, reg: str, pops: bool, late: bool) -> list[str]:
+    """Reserve a record with one xadd and fill it; complete it now unless ``late``."""
     lines = ["    pushl %ebx"] if reg == "%ebx" else []
     sp = 4 if reg == "%ebx" else 0  # where the return address (or iret frame) is
     lines += [
@@ -385,9 +410,12 @@ def _prologue(h: Hook, reg: str) -> list[str]:
             lines.append(f"    movl {regs[i]}, {4 + 4 * i}({reg})")
         if h.slots >= 4:
             lines += [f"    pushl {sp + 4}(%esp)", f"    popl 16({reg})"]
-        lines += [f"    pushl {sp}(%esp)", f"    popl 28({reg})"]
+        if pops:
+            lines.append(f"    popl 28({reg})")
+        else:
+            lines += [f"    pushl {sp}(%esp)", f"    popl 28({reg})"]
     lines.append(f"    movw %cs, 2({reg})")
-    if not _result_hook(h):
+    if not late:
         lines.append(f"    movw ${record_code(h)}, ({reg})")
     return lines
 
@@ -419,7 +447,8 @@ def build(outdir: Path = ROM_DIR) -> Path:
         "entries": [table[f"slot_{h.name}"] for h in HOOKS],
         "reserve": [table[f"rsv_{h.name}"] for h in HOOKS],
         "traps": traps,
-        "result_tails": [table[f"tail_{h.name}"] for h in HOOKS if _result_hook(h)],
+        "completion_tails": [table[f"tail_{h.name}"] for h in HOOKS if f"tail_{h.name}" in table],
+        "completes_late": [f"tail_{h.name}" in table for h in HOOKS],
         "site_offset": [0 if slot_register(h) == "%ecx" else 4 for h in HOOKS],
         "idle": table["idle_loop"],
         "gate_stub": table["gate_stub"],
@@ -443,7 +472,8 @@ def load(romdir: Path = ROM_DIR) -> RomImage:
         entries=tuple(meta["entries"]),
         reserve=tuple(meta["reserve"]),
         traps=traps,
-        result_tails=tuple(meta["result_tails"]),
+        completion_tails=tuple(meta["completion_tails"]),
+        completes_late=tuple(meta["completes_late"]),
         site_offset=tuple(meta["site_offset"]),
         idle=meta["idle"],
         gate_stub=meta["gate_stub"],

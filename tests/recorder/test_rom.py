@@ -66,3 +66,20 @@ def test_guest_header_constants_match_the_rom() -> None:
     ]
     assert len(fields) == len(offsets) == 16
     assert offsets == [0] + [8 + 4 * i for i in range(15)]
+
+
+def test_entries_returning_through_their_record_keep_it_open_while_anything_can_nest() -> None:
+    """An entry that pops its return address into its ring record (and returns with
+    ``jmp *28(%ecx)``) must not let a handler run inside it while that record is complete:
+    the recorder frees complete records' slots.  So such an entry never traps, and one
+    whose body touches memory through a pointer writes its code after the body."""
+    asm = R.generate_asm()
+    for h in HOOKS:
+        start = asm.index(f"body_{h.name}:")
+        entry = asm[start : asm.find("body_", start + 5) % len(asm)]
+        if "jmp *28(%ecx)" not in entry:
+            continue
+        assert "int $0x82" not in entry, h.name
+        code_store = f"movw ${R.record_code(h)}, (%ecx)"
+        after_code = entry.split(code_store)[1].replace("jmp *28(%ecx)", "")
+        assert "(" not in after_code, h.name  # no memory access once the record is complete
