@@ -782,6 +782,8 @@ class _Replay:
         run_end = bounds[np.searchsorted(bounds, np.arange(n_loop), side="right")]
         run_end_l = np.where(is_store, run_end, -1).tolist()
         bulk_ok = not mirror
+        # stores that always take the loop: do not try a run from them
+        loop_only = {SET_PTE, SET_PMD} if is_lguest and pte_hook else set()
         q_by_mode = {
             mode: frozenset(b for b, modes in batchable_ids.items() if mode in modes)
             for mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH)
@@ -892,7 +894,7 @@ class _Replay:
             if cp_at is not None:
                 self._checkpoint(cp_at, cps[cp_at], check)
                 cp_at = None
-            if bulk_ok and run_end_l[pos] > pos:
+            if bulk_ok and run_end_l[pos] > pos and h_l[pos] not in loop_only:
                 skip = stores(pos, run_end_l[pos], lazy)
                 if skip > pos:
                     last = idx_l[skip - 1]

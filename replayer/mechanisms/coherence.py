@@ -97,6 +97,9 @@ class ViewPair:
         """directory index -> (key, verdict, frames the key's versions are of)."""
         self.changed: set[int] = set()
         """Frames whose version changed since the last incremental comparison."""
+        self._diff_exact = True
+        """No store has bypassed ``diff`` yet (:meth:`guest_write_queued`): every entry
+        outside it is equal on both sides."""
         self._deps: dict[int, set[int]] = {}
         """frame -> directory indices whose cached verdict may depend on it (a superset)."""
         self._last_groups: set[int] = set()
@@ -196,6 +199,7 @@ class ViewPair:
         """:meth:`guest_write_queued` of each (flat entry, value) in turn."""
         if not entries:
             return
+        self._diff_exact = False
         self.guest.write_many(entries, values)
         ver, changed = self.ver, self.changed
         for pfn in {e >> 10 for e in entries}:
@@ -334,6 +338,7 @@ class ViewPair:
         :meth:`adopt` at the flush.  ``diff`` is not updated meanwhile: checks wait for the
         flush, and the backend learns every update in order, so at the flush the entry
         takes the guest's value."""
+        self._diff_exact = False
         self.guest.write(pfn, idx, value)
         self.ver[pfn] = self.ver.get(pfn, 0) + 1
         self.changed.add(pfn)
@@ -371,7 +376,14 @@ class ViewPair:
         """The backend re-reads (discovers, validates) a whole frame from guest memory."""
         if pfn not in self.diff or (self.registered is not None and pfn not in self.registered):
             return
-        self.view.page(pfn)[:] = self.guest.frames.page(pfn)
+        if self._diff_exact and len(self.diff[pfn]) <= 16:
+            # only the entries in diff differ: copying them is copying the page
+            self.view.grow(pfn)
+            vm, gm, base = self.view.mem, self.guest.frames.mem, pfn << 10
+            for idx in self.diff[pfn]:
+                vm[base | idx] = gm[base | idx]
+        else:
+            self.view.page(pfn)[:] = self.guest.frames.page(pfn)
         self.bump(pfn)
         self.pver[pfn] = self.pver.get(pfn, 0) + 1
         del self.diff[pfn]
