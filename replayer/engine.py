@@ -156,7 +156,7 @@ _STATEFUL = {
     )
 }
 #: What a store taken in a run does to the two copies, by its kind (engine ``stores``).
-_ACT = (0, 1, 2, 0, 2)
+_ACT = (0, 1, 2, 0, 2, 3)
 #: Hooks that store one page-table entry.
 _PTE_HOOKS = [_H[n] for n in ("set_pte", "set_pte_at", "set_pmd", "pte_update", "pte_update_defer")]
 #: Hooks that only change page tables, CR3 or the TLB.
@@ -783,7 +783,7 @@ class _Replay:
         run_end_l = np.where(is_store, run_end, -1).tolist()
         bulk_ok = not mirror
         # stores that always take the loop: do not try a run from them
-        loop_only = {SET_PTE, SET_PMD} if is_lguest and pte_hook else set()
+        loop_only = {SET_PMD} if is_lguest and pte_hook else set()
         q_by_mode = {
             mode: frozenset(b for b, modes in batchable_ids.items() if mode in modes)
             for mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH)
@@ -795,7 +795,11 @@ class _Replay:
         def apply_run(act: int, es: list[int], vs: list[int], qadd: list[Any]) -> None:
             # act 0: the guest stores, the backend is not told now; 1: the same, the update
             # queued (diff waits for the flush); 2: the backend learns the store at once
-            if act == 0:
+            if act == 3:
+                # each store, then every shadow re-read: after the last, all of them are
+                pair.guest_write_many(es, vs)
+                pair.resync_all()
+            elif act == 0:
                 pair.guest_write_many(es, vs)
             elif act == 1:
                 pair.guest_write_queued_many(es, vs)
@@ -843,7 +847,9 @@ class _Replay:
                     elif pte_trap:
                         kind = 4
                     elif h == SET_PTE:
-                        break  # FLUSH_TLB(1): every shadow dropped
+                        if queued:
+                            break
+                        kind = 5  # FLUSH_TLB(1) at once: every shadow dropped
                     elif h == SET_PTE_AT:
                         kind = 3 if queued else 4
                     else:
@@ -855,7 +861,8 @@ class _Replay:
                 else:
                     kind = 1 if queued else 2
                 # kinds: 0 guest only, 1 queued (update applied at the flush), 2 both at once,
-                # 3 guest now, lguest queued to learn the value, 4 both at once, lguest
+                # 3 guest now, lguest queued to learn the value, 4 both at once, lguest,
+                # 5 guest now, lguest drops every shadow at once
                 act = _ACT[kind]
                 if act != run_act:
                     if es:
