@@ -176,13 +176,23 @@ class GuestMMU:
         if top >> 10 >= f.nframes:
             f.grow(top >> 10)
         mem = f.mem
-        note = self._note
+        unflushed = self.unflushed
         for e, v in zip(entries, values, strict=True):
             old = mem[e]
             if old != v:
                 mem[e] = v
                 if old & PRESENT:
-                    note(e >> 10, e & 1023, old, v)
+                    # what _note does, inline
+                    pfn, idx = e >> 10, e & 1023
+                    u = unflushed.get(pfn)
+                    if u is None:
+                        unflushed[pfn] = {idx: (old,)}
+                        continue
+                    t = u.get(idx)
+                    if t is None:
+                        u[idx] = (old,)
+                    elif old not in t:
+                        u[idx] = t + (old,)
 
     def _note(self, pfn: int, idx: int, old: int, new: int) -> None:
         if not old & PRESENT:
