@@ -22,7 +22,9 @@ recorder drains in bulk between quanta: no Python per hook call.  The
 reference logging path (``--log-path python``) runs the *same* ROM -- so the
 guest retires the same instructions and virtual time and interrupt points
 agree -- but builds each record from Python code hooks on the instruction that
-reserves the ring record and on the tail of result-bearing entries, ignoring the ring.
+reserves the ring record and on the tail where an entry that completes its record
+after the body (a result-bearing one, or one whose body could fault) does so,
+ignoring the ring.
 
 The assembly is generated from the hook catalogue; the assembled images are
 committed (``recorder/rom/*.bin`` with ``*.json`` symbol maps) so users need no
