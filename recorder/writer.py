@@ -131,19 +131,22 @@ class TraceWriter:
         rec = np.frombuffer(raw, dtype=RECORD_DTYPE) if isinstance(raw, bytes | bytearray) else raw
         if len(rec) == 0:
             return 0
+        # virtual time: each record takes the value of the latest marker before it (records
+        # before the first marker, the value the previous batch ended with)
+        mpos = np.flatnonzero(rec["code"] == CODE_MARKER)
+        if len(mpos):
+            mvt = rec["a0"][mpos].astype(np.uint64) | (
+                rec["a1"][mpos].astype(np.uint64) << np.uint64(32)
+            )
+            runs = np.diff(mpos, prepend=-1, append=len(rec)) - 1  # records between markers
+            keep = np.ones(len(rec), dtype=bool)
+            keep[mpos] = False
+            rec = rec[keep]
+            vtime = np.repeat(np.concatenate(([np.uint64(self.vtime)], mvt)), runs)
+            self.vtime = int(mvt[-1])
+        else:
+            vtime = np.full(len(rec), self.vtime, dtype=np.uint64)
         code = rec["code"].astype(np.int32)
-        is_marker = code == CODE_MARKER
-        # virtual time: each record takes the value of the latest marker before it
-        marker_vt = rec["a0"].astype(np.uint64) | (rec["a1"].astype(np.uint64) << np.uint64(32))
-        marker_idx = np.where(is_marker, np.arange(len(rec)), -1)
-        np.maximum.accumulate(marker_idx, out=marker_idx)
-        vtime = np.where(
-            marker_idx >= 0, marker_vt[np.maximum(marker_idx, 0)], np.uint64(self.vtime)
-        ).astype(np.uint64)
-        if is_marker.any():
-            self.vtime = int(marker_vt[np.nonzero(is_marker)[0][-1]])
-        keep = ~is_marker
-        rec, code, vtime = rec[keep], code[keep], vtime[keep]
         code = np.where(code < CODE_EVENT_BASE, code - HOOK_CODE_BASE, code)  # hook ids
         n = len(rec)
         if n == 0:

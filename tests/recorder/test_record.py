@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from unicorn import UC_HOOK_CODE, Uc
@@ -382,3 +383,23 @@ def test_hook_zero_is_logged_on_both_paths(tmp_path: Path, log_path: str) -> Non
     record(str(guest), tmp_path / "t", log_path=log_path)
     rows = q(tmp_path / "t", "select kind, hook, arg0 from EVENTS order by seq")
     assert rows[0][:2] == ("hook", "patch") and rows[1][0] == "exception"
+
+
+def test_writer_gives_each_record_the_vtime_of_the_latest_marker_before_it(tmp_path: Path) -> None:
+    """Across batches too: records before a batch's first marker keep the last one's vtime."""
+    from recorder.writer import RECORD_DTYPE
+
+    def batch(codes_and_a0: list[tuple[int, int]]) -> bytes:
+        rec = np.zeros(len(codes_and_a0), dtype=RECORD_DTYPE)
+        for i, (code, a0) in enumerate(codes_and_a0):
+            rec[i]["code"], rec[i]["a0"] = code, a0
+        return rec.tobytes()
+
+    hook = R.record_code(BY_NAME["irq_disable"])
+    w = TraceWriter(tmp_path)
+    w.add_records(batch([(hook, 0), (R.CODE_MARKER, 5), (hook, 0), (hook, 0), (R.CODE_MARKER, 7)]))
+    w.add_records(batch([(hook, 0), (R.CODE_MARKER, 9), (R.CODE_MARKER, 11), (hook, 0)]))
+    w.add_records(batch([(hook, 0)]))
+    w.close({})
+    vtime = pq.read_table(tmp_path / "events.parquet").column("vtime").to_pylist()
+    assert vtime == [0, 5, 5, 7, 11, 11]
