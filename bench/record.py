@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def main() -> None:
     if a.workloads is not None:
         workloads(a.workloads, a.json)
         return
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         ring = run(a.guest, a.scale, "ring", tmp)
         python = run(a.guest, a.scale, "python", tmp)
@@ -101,6 +103,8 @@ def main() -> None:
         "ratio": rate["ring"] / rate["python"],
         "identical_traces": same,
         "big": big,
+        "loadavg_1min": [load_before, os.getloadavg()[0]],
+        "cpus": os.cpu_count(),
     }
     if a.json:
         print(json.dumps(result, indent=1))
@@ -113,9 +117,13 @@ def main() -> None:
         print(
             f"  {r['log_path']:<6} {r['seconds']:7.2f} s  "
             f"{r['hook_calls'] / r['seconds'] / 1e6:6.2f} M calls/s  "
-            f"peak {r['maxrss_mib']:.0f} MiB"
+            f"(cpu {r['cpu_seconds']:.2f} s)  peak {r['maxrss_mib']:.0f} MiB"
         )
     print(f"  ratio ring/python: {result['ratio']:.1f}x; traces byte-identical: {same}")
+    print(
+        f"  1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, "
+        f"on {os.cpu_count()} CPUs (wall times above assume the recorder had them)"
+    )
     if big:
         print(
             f"  {big['events']:,}-event recording: {big['seconds']:.1f} s, "
