@@ -815,6 +815,8 @@ class _Replay:
             qn = len(queue) if queue is not None else 0
             gpd = guest.pd
             vpd = None if pair.view_cr3 is None else pair.view_cr3 >> 12
+            # the loaded directory does not change within a run (a store to it ends one)
+            loaded = cur_tables() if is_xen and pte_hook else frozenset()
             run_act = -1
             es: list[int] = []
             vs: list[int] = []
@@ -830,7 +832,7 @@ class _Replay:
                     break  # references of the loaded space change
                 h = h_l[j]
                 v = v_l[j]
-                other = is_xen and pte_hook and h == SET_PTE_AT and pfn not in cur_tables()
+                other = is_xen and pte_hook and h == SET_PTE_AT and pfn not in loaded
                 queued = not other and h in qh
                 if queued:
                     if qn >= capacity:

@@ -139,6 +139,8 @@ class GuestMMU:
         """CR4.PGE: global entries survive CR3 loads and user flushes."""
         self.unflushed: dict[int, dict[int, tuple[int, ...]]] = {}
         """frame -> index -> older present values a native TLB may still hold."""
+        self._settled: set[int] = set()
+        """Frames of ``unflushed`` that hold only global values (a user flush keeps them)."""
 
     @property
     def cr3(self) -> int | None:
@@ -176,7 +178,7 @@ class GuestMMU:
         if top >> 10 >= f.nframes:
             f.grow(top >> 10)
         mem = f.mem
-        unflushed = self.unflushed
+        unflushed, settled = self.unflushed, self._settled
         for e, v in zip(entries, values, strict=True):
             old = mem[e]
             if old != v:
@@ -184,6 +186,7 @@ class GuestMMU:
                 if old & PRESENT:
                     # what _note does, inline
                     pfn, idx = e >> 10, e & 1023
+                    settled.discard(pfn)
                     u = unflushed.get(pfn)
                     if u is None:
                         unflushed[pfn] = {idx: (old,)}
@@ -197,6 +200,7 @@ class GuestMMU:
     def _note(self, pfn: int, idx: int, old: int, new: int) -> None:
         if not old & PRESENT:
             return
+        self._settled.discard(pfn)
         u = self.unflushed.get(pfn)
         if u is None:
             self.unflushed[pfn] = {idx: (old,)}
@@ -224,8 +228,12 @@ class GuestMMU:
         touched = list(self.unflushed)
         if include_global or not self.pge:
             self.unflushed.clear()
+            self._settled.clear()
             return touched
+        settled = self._settled
         for pfn in touched:
+            if pfn in settled:
+                continue  # only global values: all kept
             u = self.unflushed[pfn]
             for idx in list(u):
                 keep = tuple(v for v in u[idx] if v & GLOBAL)
@@ -235,6 +243,8 @@ class GuestMMU:
                     del u[idx]
             if not u:
                 del self.unflushed[pfn]
+            else:
+                settled.add(pfn)
         return touched
 
     def flush_addr(self, addr: int) -> list[int]:

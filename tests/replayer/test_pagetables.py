@@ -93,3 +93,23 @@ def test_invlpg_flushes_the_walk_to_one_address() -> None:
     g.flush_addr(0x00405000)
     assert g.old_values(7, 5) == ()
     assert g.old_values(7, 6) == (0x9001,)
+
+
+def test_a_user_flush_keeps_what_it_kept_before() -> None:
+    # frames left with global values only are skipped by later user flushes; new values
+    # written there must still be dropped by the next one
+    from replayer.mechanisms.pagetables import GLOBAL
+
+    g = GuestMMU(16)
+    g.pge = True
+    g.write(3, 0, 0x1000 | GLOBAL | 1)
+    g.write(3, 0, 0x2000 | GLOBAL | 1)  # the global one is unflushed
+    g.flush_all(include_global=False)
+    assert g.unflushed == {3: {0: (0x1000 | GLOBAL | 1,)}}
+    g.write(3, 1, 0x3001)
+    g.write(3, 1, 0x4001)  # a non-global one on the same frame
+    g.write_many([(3 << 10) | 2, (3 << 10) | 2], [0x5001, 0x6001])
+    g.flush_all(include_global=False)
+    assert g.unflushed == {3: {0: (0x1000 | GLOBAL | 1,)}}
+    g.flush_all(include_global=True)
+    assert g.unflushed == {}
