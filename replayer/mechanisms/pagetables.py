@@ -217,8 +217,18 @@ class GuestMMU:
         old = view[lo:hi].copy()
         new = np.zeros(hi - lo, dtype=np.uint32) if values is None else values
         view[lo:hi] = new
-        for k in np.nonzero(old != new)[0].tolist():
-            self._note(pfn, lo + k, int(old[k]), int(new[k]))
+        # what _note does for each changed entry that was present, in one pass
+        ch = np.nonzero((old != new) & ((old & PRESENT) != 0))[0]
+        if not len(ch):
+            return
+        self._settled.discard(pfn)
+        u = self.unflushed.setdefault(pfn, {})
+        for idx, o in zip((ch + lo).tolist(), old[ch].tolist(), strict=True):
+            t = u.get(idx)
+            if t is None:
+                u[idx] = (o,)
+            elif o not in t:
+                u[idx] = t + (o,)
 
     def flush_all(self, include_global: bool) -> list[int]:
         """A TLB flush of everything (``include_global``) or of non-global entries.
