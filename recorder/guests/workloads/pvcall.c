@@ -1,8 +1,7 @@
 /*
  * pvcall: the boot sequence, a short self-test of the machine (a demand page
  * fault in the kernel, a CPL 3 task making system calls and faulting in its
- * own page, a timer tick held back while masked, a few I/O device requests),
- * then a loop calling hooks of every
+ * own page, a few I/O device requests), then a loop calling hooks of every
  * group while the LAPIC timer and the IOAPIC's periodic timer interrupt it.
  * At the default scale (150000) it makes about 2.7 M hook calls.
  */
@@ -98,19 +97,6 @@ static void self_test(void)
 	run_user(USER_CODE, USER_STACK_TOP);
 	if (syscalls != 64)
 		check_failed("user task syscalls", syscalls);
-	/* a timer tick raised while interrupts are masked waits for the unmask: spin with
-	 * them off for about 1.5 local APIC periods (6 instructions an iteration), then
-	 * restore the flags */
-	unsigned long flags = paravirt_ops.save_fl();
-	paravirt_ops.irq_disable();
-	u32 ticks = lapic_ticks;
-	for (volatile u32 k = 0; k < kcfg.hz_insns / 4; k++)
-		;
-	if (lapic_ticks != ticks)
-		check_failed("timer tick taken while masked", lapic_ticks - ticks);
-	paravirt_ops.restore_fl(flags);
-	if (lapic_ticks == ticks)
-		check_failed("masked timer tick not delivered at unmask", ticks);
 	/* four requests to the I/O device; their completions interrupt */
 	for (u32 i = 0; i < 4; i++) {
 		mmio_write(IODEV_BASE + IODEV_DOORBELL, 100 + i);
