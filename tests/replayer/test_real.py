@@ -58,8 +58,10 @@ def test_fork(fork_path: Path) -> None:
 
 #: Workloads that change an address space while it is not loaded (fork's children,
 #: reclaim from sleeping tasks): only there does lguest need set_pte_at's hypercall,
-#: since its flushes re-read its shadow of the loaded space.
-UNLOADED_CHANGES = {"fork", "pagefault", "sched", "mixed"}
+#: since its flushes re-read its shadow of the loaded space.  sched is not listed: it
+#: does so only incidentally (a copy-on-write break landing next to a switch), which a
+#: small recording may or may not contain -- no claim either way for it.
+UNLOADED_CHANGES = {"fork", "pagefault", "mixed"}
 
 
 @pytest.mark.slow
