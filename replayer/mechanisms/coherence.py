@@ -42,6 +42,11 @@ from replayer.mechanisms.pagetables import (
 
 KINDS = ("missing", "stale", "perm")
 _EMPTY: tuple[tuple[str, int, int, int, int], ...] = ()
+_ONE, _FOUR, _LOW = np.uint32(1), np.uint32(4), np.uint32(~PAGE_MASK & 0xFFFFFFFF)
+# a wrong page's kind (index into KINDS; 3: none) by its code in ``_compare``: present
+# on the guest's side only: missing; on the backend's only, or on both with frames that
+# differ: stale; on both, same frame: perm (only the meaning bits differ)
+_KIND_OF = np.array([3, 0, 1, 2, 3, 0, 1, 1], dtype=np.intp)
 
 
 @dataclass
@@ -515,6 +520,11 @@ class ViewPair:
         # ``changed``), so a verdict current at the last comparison of this directory whose
         # frames did not change since is still current, key unseen.
         changed = self.changed
+        # the directory's entries on both sides (Frames.get inlined; nothing here grows a
+        # store) and its unflushed ones (GuestMMU.old_values)
+        gmem, vmem, base = gf.mem, vf.mem, pd << 10
+        g_in, v_in = pd < gf.nframes, pd < vf.nframes
+        unflushed = guest.unflushed.get(pd)
         if cached:
             vpd, valid = self._valid
             if vpd != pd or pd in changed:
@@ -536,11 +546,12 @@ class ViewPair:
                     else:
                         found.pop(i, None)
                     continue
-            gpde, vpde = gf.get(pd, i), vf.get(pd, i)
+            gpde = gmem[base | i] if g_in else 0
+            vpde = vmem[base | i] if v_in else 0
             if not (gpde | vpde) & PRESENT:
                 found.pop(i, None)
                 continue
-            olds = guest.old_values(pd, i)
+            olds = unflushed.get(i, ()) if unflushed is not None else ()
             if cached:
                 key = (
                     gpde,
@@ -548,7 +559,7 @@ class ViewPair:
                     olds,
                     ver.get(gpde >> 12, 0),
                     ver.get(vpde >> 12, 0),
-                    tuple(ver.get(o >> 12, 0) for o in olds),
+                    tuple([ver.get(o >> 12, 0) for o in olds]) if olds else (),
                 )
                 now.add(i)
                 seen = verdicts.get(i)
@@ -599,10 +610,10 @@ class ViewPair:
         b = translations(vpde, self._table(self.view, vpde))
         if self.demand_fill:
             b = np.where(b & 1, b, g)
-        bad = b != g
-        if not bad.any():
-            return _EMPTY
         if self.guest.unflushed:
+            bad = b != g
+            if not bad.any():
+                return _EMPTY
             # a native TLB may still hold what the entries on the walk held since flushed
             for pde in (gpde, *olds):
                 if not pde & PRESENT:
@@ -616,37 +627,44 @@ class ViewPair:
                         alts.append(self._table(self.guest.frames, pde))
                 for t in alts:
                     bad &= b != translations(pde, t)
-            if not bad.any():
-                return _EMPTY
-        # classify only the pages found wrong (in page order)
-        at = np.nonzero(bad)[0]
+            at = np.flatnonzero(bad)
+        else:
+            at = np.flatnonzero(b != g)
+        if not len(at):
+            return _EMPTY
+        # classify only the pages found wrong (in page order): a code per page from
+        # present on the guest's side (1), on the backend's (2), frames differ (4)
         gb, bb = g[at], b[at]
-        gp, bp = (gb & PRESENT).astype(bool), (bb & PRESENT).astype(bool)
-        same = ((gb ^ bb) & np.uint32(PAGE_MASK)) == 0
+        code = (gb & _ONE) | ((bb & _ONE) << _ONE)
+        code[(gb ^ bb) > _LOW] |= _FOUR
+        kind_of = _KIND_OF[code]
+        counts = np.bincount(kind_of, minlength=4).tolist()
         out = []
-        for kind, m in (
-            ("missing", gp & ~bp),
-            ("stale", bp & (~gp | ~same)),
-            ("perm", gp & bp & same),
-        ):
-            idx = np.nonzero(m)[0]
-            if len(idx):
-                j = int(at[idx[0]])
-                out.append((kind, len(idx), (i << 10) | j, int(g[j]), int(b[j])))
+        for k, kind in enumerate(KINDS):
+            c = counts[k]
+            if c:
+                j = int(at[int(np.argmax(kind_of == k))])
+                out.append((kind, c, (i << 10) | j, int(g[j]), int(b[j])))
         return tuple(out)
 
 
 def _combine(results: list[tuple[tuple[str, int, int, int, int], ...]]) -> CheckResult:
     counts: dict[str, int] = {}
-    first: dict[str, tuple[int, int, int]] = {}
+    first: dict[str, tuple[str, int, int, int, int]] = {}
     for r in results:
-        for kind, pages, vpn, e, a in r:
-            counts[kind] = counts.get(kind, 0) + pages
-            if kind not in first or vpn < first[kind][0]:
-                first[kind] = (vpn, e, a)
+        for t in r:
+            kind = t[0]
+            f = first.get(kind)
+            if f is None:
+                first[kind] = t
+                counts[kind] = t[1]
+            else:
+                counts[kind] += t[1]
+                if t[2] < f[2]:
+                    first[kind] = t
     res = CheckResult()
     for k in KINDS:
         if k in counts:
-            v, e, a = first[k]
-            res.findings.append(Finding(k, counts[k], v, e, a))
+            t = first[k]
+            res.findings.append(Finding(k, counts[k], t[2], t[3], t[4]))
     return res

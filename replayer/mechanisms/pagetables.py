@@ -31,6 +31,7 @@ CR0_PG = 0x80000000
 CR4_PGE = 0x80
 
 _J = np.arange(1024, dtype=np.uint32)
+_ONE = np.uint32(1)
 
 
 class Frames:
@@ -84,8 +85,11 @@ def translations(pde: int, table: np.ndarray | None) -> np.ndarray:
         return (base + (_J << np.uint32(12))) | np.uint32(pde & MEANING)
     if table is None:
         return np.zeros(1024, dtype=np.uint32)
-    meaning = table & np.uint32(pde & MEANING)
-    return np.where(table & 1, (table & np.uint32(PAGE_MASK)) | meaning, 0).astype(np.uint32)
+    # (frame | the pde's meaning bits of the pte) where present: one mask, then the
+    # present bit (kept by the mask, the pde being present) zeroes the others
+    out = table & np.uint32(PAGE_MASK | (pde & MEANING))
+    out *= out & _ONE
+    return out
 
 
 def walk(frames: Frames, pd: int) -> np.ndarray:
