@@ -639,6 +639,12 @@ class ViewPair:
         code[(gb ^ bb) > _LOW] |= _FOUR
         kind_of = _KIND_OF[code]
         counts = np.bincount(kind_of, minlength=4).tolist()
+        if counts.count(0) == 3:
+            # one kind only (the usual case): its first page is the first wrong one
+            k = counts.index(len(at))
+            if k < 3:
+                j = int(at[0])
+                return ((KINDS[k], counts[k], (i << 10) | j, int(g[j]), int(b[j])),)
         out = []
         for k, kind in enumerate(KINDS):
             c = counts[k]
