@@ -191,3 +191,40 @@ def test_a_run_of_writes_at_once_equals_one_at_a_time(method: str) -> None:
                 for p in (a, b):
                     p.guest_flushed(p.guest.flush_all(include_global=False))
             assert a.check().key() == b.check().key()
+
+
+def _kinds_page_by_page(g: np.ndarray, b: np.ndarray, i: int) -> tuple:
+    """What ``_compare`` reports, one page at a time in plain Python."""
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for j in range(1024):
+        e, a = int(g[j]), int(b[j])
+        if e == a:
+            continue
+        gp, bp = bool(e & PRESENT), bool(a & PRESENT)
+        same = (e ^ a) >> 12 == 0
+        kind = "missing" if gp and not bp else "stale" if bp and (not gp or not same) else "perm"
+        counts[kind] = counts.get(kind, 0) + 1
+        first.setdefault(kind, j)
+    return tuple(
+        (k, counts[k], (i << 10) | first[k], int(g[first[k]]), int(b[first[k]]))
+        for k in ("missing", "stale", "perm")
+        if k in counts
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compare_classifies_like_a_page_by_page_walk(seed: int) -> None:
+    # one kind or several, few pages wrong or many, the pde's own meaning bits varied
+    rng = np.random.default_rng(seed)
+    for trial in range(150):
+        p = _pair()
+        gt, vt = p.guest.frames.page(T1), p.view.page(T2)
+        gt[:] = rng.integers(0, 1 << 32, 1024, dtype=np.uint64).astype(np.uint32)
+        vt[:] = gt
+        for j in rng.integers(0, 1024, int(rng.integers(0, 60 if trial % 2 else 3))):
+            vt[j] ^= np.uint32(int(rng.choice([1, 2, 4, 6, 1 << 12, 5 << 13, 1 << 31])))
+        gpde = (T1 << 12) | int(rng.integers(0, 8)) | PRESENT
+        vpde = (T2 << 12) | (gpde & 7 if trial % 3 else int(rng.integers(0, 8)))
+        want = _kinds_page_by_page(translations(gpde, gt), translations(vpde, vt), 5)
+        assert p._compare(5, gpde, vpde, ()) == want
