@@ -129,32 +129,6 @@ _H = HOOK_ID
 _NHOOKS = len(HOOKS)
 _APIC_HOOKS = (_H["apic_write"], _H["apic_write_atomic"], _H["apic_read"])
 _UNMASKERS = (_H["irq_enable"], _H["restore_fl"])
-#: Hooks the sequential pass handles on every backend.
-_STATEFUL = {
-    _H[n]
-    for n in (
-        "set_pte",
-        "set_pte_at",
-        "set_pmd",
-        "pte_update",
-        "pte_update_defer",
-        "alloc_pt",
-        "alloc_pd",
-        "alloc_pd_clone",
-        "release_pt",
-        "release_pd",
-        "write_cr3",
-        "flush_tlb_user",
-        "flush_tlb_kernel",
-        "flush_tlb_single",
-        "set_lazy_mode",
-        "write_cr0",
-        "write_cr4",
-        "apic_write",
-        "apic_write_atomic",
-        "apic_read",
-    )
-}
 #: What a store taken in a run does to the two copies, by its kind (engine ``stores``).
 _ACT = (0, 1, 2, 0, 2, 3)
 #: Hooks that store one page-table entry.
@@ -177,6 +151,18 @@ _MMU_ONLY = {
         "flush_tlb_user",
         "flush_tlb_kernel",
         "flush_tlb_single",
+    )
+}
+#: Hooks the sequential pass handles on every backend.
+_STATEFUL = _MMU_ONLY | {
+    _H[n]
+    for n in (
+        "set_lazy_mode",
+        "write_cr0",
+        "write_cr4",
+        "apic_write",
+        "apic_write_atomic",
+        "apic_read",
     )
 }
 _PRIVILEGED = np.array([h.requirement == "cpl" or h.rom == "trap" for h in HOOKS] + [False])
