@@ -73,6 +73,7 @@ from replayer.mechanisms.pagetables import (
     PAGE_OFFSET,
     PRESENT,
     PSE,
+    Frames,
     GuestMMU,
     present_mappings,
 )
@@ -166,6 +167,20 @@ _STATEFUL = _MMU_ONLY | {
     )
 }
 _PRIVILEGED = np.array([h.requirement == "cpl" or h.rom == "trap" for h in HOOKS] + [False])
+
+
+def _fill_table(frames: Frames, pfn: int, clone: tuple[int, int, int] | None) -> None:
+    """A table as ``alloc_*`` leaves it: zeroed, or for ``alloc_pd_clone`` (source frame,
+    first entry, count) with those entries copied from the source."""
+    page = frames.page(pfn)
+    if clone is None:
+        page[:] = 0
+        return
+    src, st, count = clone
+    lo, hi = min(st, 1024), min(st + count, 1024)
+    vals = frames.page(src)[lo:hi].copy()
+    page[:] = 0
+    page[lo:hi] = vals
 
 
 @dataclass
@@ -415,15 +430,9 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
                 guest.paging = bool(int(a0[k]) & CR0_PG)
             elif fill[k]:
                 pfn = int(a0[k])
-                if hk == CLONE:
-                    src, st, count = int(a1[k]), int(a2[k]), int(a3[k])
-                    lo, hi = min(st, 1024), min(st + count, 1024)
-                    vals = frames.page(src)[lo:hi].copy()
-                    page = frames.page(pfn)
-                    page[:] = 0
-                    page[lo:hi] = vals
-                else:
-                    frames.page(pfn)[:] = 0
+                _fill_table(
+                    frames, pfn, (int(a1[k]), int(a2[k]), int(a3[k])) if hk == CLONE else None
+                )
                 mem = frames.mem
             if is_cp[k]:
                 want_d = cps[k]
@@ -1282,15 +1291,9 @@ class _Replay:
                 pfn = int(a0[k])
                 if pfn not in dir_set:
                     pass  # never read as a directory: its contents do not matter here
-                elif hk == ALLOCS[2]:
-                    src, st, count = int(a1[k]), int(a2[k]), int(a3[k])
-                    lo, hi = min(st, 1024), min(st + count, 1024)
-                    vals = frames.page(src)[lo:hi].copy()
-                    page = frames.page(pfn)
-                    page[:] = 0
-                    page[lo:hi] = vals
                 else:
-                    frames.page(pfn)[:] = 0
+                    clone = (int(a1[k]), int(a2[k]), int(a3[k])) if hk == ALLOCS[2] else None
+                    _fill_table(frames, pfn, clone)
                 mem = frames.mem
                 if pfn == pd:
                     tables = None
