@@ -109,21 +109,7 @@ def first_difference(golden: Path, fresh: Path) -> str:
 
 
 def _row(r: dict[str, Any]) -> str:
-    keys = (
-        "seq",
-        "vtime",
-        "kind",
-        "hook",
-        "arg0",
-        "arg1",
-        "arg2",
-        "arg3",
-        "result",
-        "site",
-        "cpl",
-        "vif",
-        "cr3",
-    )
+    keys = schema.EVENTS.names
     out = []
     for k in keys:
         v = r.get(k)

@@ -153,6 +153,25 @@ REQ_CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Hooks that only change page tables, CR3 or the TLB.
+MMU_ONLY_HOOKS = (
+    "set_pte",
+    "set_pte_at",
+    "set_pmd",
+    "pte_update",
+    "pte_update_defer",
+    "alloc_pt",
+    "alloc_pd",
+    "alloc_pd_clone",
+    "release_pt",
+    "release_pd",
+    "write_cr3",
+    "flush_tlb_user",
+    "flush_tlb_kernel",
+    "flush_tlb_single",
+)
+
+
 @dataclass(frozen=True)
 class Backend:
     """One backend: mechanisms, requirements relied on, and per-category costs."""
@@ -357,27 +376,7 @@ VMI = Backend(
     # taken as 64 entries, lguest's ring size, as a parameter
     batch_capacity=64,
     batch_source="estimate: the VMI ROM's queue size is not visible in Linux source; 64",
-    batchable={
-        h: (1, 2)
-        for h in (
-            "set_pte",
-            "set_pte_at",
-            "set_pmd",
-            "pte_update",
-            "pte_update_defer",
-            "alloc_pt",
-            "alloc_pd",
-            "alloc_pd_clone",
-            "release_pt",
-            "release_pd",
-            "write_cr3",
-            "flush_tlb_user",
-            "flush_tlb_kernel",
-            "flush_tlb_single",
-            "load_esp0",
-            "load_tls",
-        )
-    },
+    batchable={h: (1, 2) for h in (*MMU_ONLY_HOOKS, "load_esp0", "load_tls")},
     flush_cost=c("batch_flush", "rom_vmm"),
     unmask_pending=c("rom_call", "rom_vmm", hypercalls=1),
 )

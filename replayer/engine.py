@@ -51,6 +51,7 @@ from pvscope.hooks import HOOKS
 from replayer.backends import (
     MECH_CODE,
     MECHANISMS,
+    MMU_ONLY_HOOKS,
     NATIVE,
     Backend,
     Cost,
@@ -135,25 +136,7 @@ _ACT = (0, 1, 2, 0, 2, 3)
 #: Hooks that store one page-table entry.
 _PTE_HOOKS = [_H[n] for n in ("set_pte", "set_pte_at", "set_pmd", "pte_update", "pte_update_defer")]
 #: Hooks that only change page tables, CR3 or the TLB.
-_MMU_ONLY = {
-    _H[n]
-    for n in (
-        "set_pte",
-        "set_pte_at",
-        "set_pmd",
-        "pte_update",
-        "pte_update_defer",
-        "alloc_pt",
-        "alloc_pd",
-        "alloc_pd_clone",
-        "release_pt",
-        "release_pd",
-        "write_cr3",
-        "flush_tlb_user",
-        "flush_tlb_kernel",
-        "flush_tlb_single",
-    )
-}
+_MMU_ONLY = {_H[n] for n in MMU_ONLY_HOOKS}
 #: Hooks the sequential pass handles on every backend.
 _STATEFUL = _MMU_ONLY | {
     _H[n]

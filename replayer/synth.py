@@ -108,24 +108,8 @@ class TraceBuilder:
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.mem_mib = mem_mib
-        self.cols: dict[str, list[int]] = {
-            k: []
-            for k in (
-                "vtime",
-                "kind",
-                "hook",
-                "arg0",
-                "arg1",
-                "arg2",
-                "arg3",
-                "result",
-                "has_result",
-                "site",
-                "cpl",
-                "vif",
-                "cr3",
-            )
-        }
+        # the schema's columns but seq (a row's position), and whether it has a result
+        self.cols: dict[str, list[int]] = {k: [] for k in (*schema.EVENTS.names[1:], "has_result")}
         self.state_rows: list[tuple[int, int, str, str, int]] = []
         self.vtime = 0
         self.vif = False
