@@ -215,6 +215,17 @@ class _Costs:
                 model.cost(h.name)
             )
 
+    def lists(self) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+        """Per-hook (cycles, mechanism codes, exits, hypercalls, traps) as Python lists, for
+        the sequential pass's loop."""
+        return (
+            self.cyc.tolist(),
+            self.mech.tolist(),
+            self.ex.tolist(),
+            self.hc.tolist(),
+            self.tr.tolist(),
+        )
+
     def t(self, cost: Cost) -> tuple[int, int, int, int, int]:
         """(cycles, mechanism code, exits, hypercalls, traps)."""
         return (
@@ -618,13 +629,7 @@ class _Replay:
         hasr_l = tr.has_result[loop].tolist()
         e_l = ent[loop].tolist()
         v_l = val_arr[loop].tolist()
-        cyc0, mech0, ex0, hc0, tr0 = (
-            cs.cyc.tolist(),
-            cs.mech.tolist(),
-            cs.ex.tolist(),
-            cs.hc.tolist(),
-            cs.tr.tolist(),
-        )
+        cyc0, mech0, ex0, hc0, tr0 = cs.lists()
 
         H = _H
         SET_PTE, SET_PTE_AT, SET_PMD = H["set_pte"], H["set_pte_at"], H["set_pmd"]
@@ -1201,13 +1206,7 @@ class _Replay:
         tracer = WriteTracer(m.flood_threshold)
         wp_t, disc_t = cs.t(m.wp_fault), cs.t(m.discover)
         call_ret = table["call_ret"]
-        cyc0, mech0, ex0, hc0, tr0 = (
-            cs.cyc.tolist(),
-            cs.mech.tolist(),
-            cs.ex.tolist(),
-            cs.hc.tolist(),
-            cs.tr.tolist(),
-        )
+        cyc0, mech0, ex0, hc0, tr0 = cs.lists()
         # only the tables later read as a directory (loaded, or cloned from) need contents
         dirs = np.unique(
             np.concatenate(
