@@ -32,13 +32,25 @@ def default_jobs() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def _one(i: int) -> dict[str, Any]:
-    """A worker: replay the i-th shared run of the shared trace and write its results."""
+def _group(ids: list[int]) -> list[dict[str, Any]]:
+    """A worker: replay these shared runs of the shared trace, write their results."""
     assert _SHARED is not None
     tr, runs, table, root = _SHARED
-    r = engine.replay(tr, runs[i], table)
-    results.write(r, root)
-    return r.summary
+    out = []
+    for i in ids:
+        r = engine.replay(tr, runs[i], table)
+        results.write(r, root)
+        out.append(r.summary)
+    return out
+
+
+def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
+    """Run indices grouped by what their sequential pass depends on, so that one worker
+    replays a group in turn and the later runs reuse the first's pass; largest first."""
+    by_key: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        by_key.setdefault(engine.sequential_key(run, table), []).append(i)
+    return sorted(by_key.values(), key=len, reverse=True)
 
 
 def replay_trace(
@@ -52,7 +64,8 @@ def replay_trace(
     """Replay every run and write its results; return the summaries in run order.
 
     Several runs go to ``jobs`` worker processes (default: one per usable CPU), each
-    run whole in one worker: a run's results do not depend on where it ran.
+    run whole in one worker, runs sharing their sequential pass in the same one (in turn,
+    the later ones reusing it): a run's results do not depend on where it ran.
     ``progress(label, events_done)`` is called as each run goes (in worker processes,
     only when a run is done).
     """
@@ -61,9 +74,11 @@ def replay_trace(
     root = Path(out) if out is not None else default_out(tr.path)
     if jobs is None:
         jobs = default_jobs()
-    jobs = min(jobs, len(runs))
+    groups = _groups(runs, table)
+    jobs = min(jobs, len(groups))
     if multiprocessing.current_process().daemon:
         jobs = 1  # a pool's worker may not start workers of its own
+    done: dict[int, dict[str, Any]] = {}
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         # what every run derives from the trace alike, once, before the workers fork
         engine.prepare(tr)
@@ -72,27 +87,27 @@ def replay_trace(
         try:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(jobs) as pool:
-                pending = [pool.apply_async(_one, (i,)) for i in range(len(runs))]
-                summaries = []
-                for run, p in zip(runs, pending, strict=True):
-                    summaries.append(p.get())
-                    if progress is not None:
-                        progress(run.label, tr.n)
+                pending = [(ids, pool.apply_async(_group, (ids,))) for ids in groups]
+                for ids, p in pending:
+                    for i, summary in zip(ids, p.get(), strict=True):
+                        done[i] = summary
+                        if progress is not None:
+                            progress(runs[i].label, tr.n)
         finally:
             _SHARED = None
-        return summaries
-    summaries = []
-    for run in runs:
-        cb = None
-        if progress is not None:
+        return [done[i] for i in range(len(runs))]
+    for ids in groups:
+        for i in ids:
+            cb = None
+            if progress is not None:
 
-            def cb(k: int, _label: str = run.label) -> None:
-                progress(_label, k)
+                def cb(k: int, _label: str = runs[i].label) -> None:
+                    progress(_label, k)
 
-        r = engine.replay(tr, run, table, progress=cb)
-        results.write(r, root)
-        summaries.append(r.summary)
-    return summaries
+            r = engine.replay(tr, runs[i], table, progress=cb)
+            results.write(r, root)
+            done[i] = r.summary
+    return [done[i] for i in range(len(runs))]
 
 
 def golden_summaries(trace: Path, out: Path) -> dict[str, dict[str, Any]]:

@@ -66,7 +66,14 @@ from replayer.mechanisms.apic import (
     VirtualIoapic,
     VirtualLapic,
 )
-from replayer.mechanisms.batch import LAZY_CPU, LAZY_FLUSH, LAZY_MMU, LAZY_NONE, BatchQueue
+from replayer.mechanisms.batch import (
+    LAZY_CPU,
+    LAZY_FLUSH,
+    LAZY_MMU,
+    LAZY_NONE,
+    BatchQueue,
+    plan,
+)
 from replayer.mechanisms.coherence import ViewPair
 from replayer.mechanisms.pagetables import (
     CR0_PG,
@@ -196,6 +203,9 @@ class RunResult:
     violations: list[Violation]
     interrupts: dict[str, np.ndarray]
     summary: dict[str, Any] = field(default_factory=dict)
+    sequential: str = "exact"
+    """How the sequential pass ran: ``exact`` (both copies simulated), ``lean`` (proved
+    equal, :meth:`_Replay._lean`) or ``shared`` (reused from a run with an equal pass)."""
 
 
 class _Costs:
@@ -456,11 +466,106 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
     return out
 
 
+def loaded_table_stores(trace: Trace) -> np.ndarray:
+    """Per event: a PTE store into a page table the guest's loaded directory names (as the
+    guest's tables stand just before the store; False for every other event).
+
+    Xen's ``set_pte_at`` takes a hypercall for the current address space and a plain
+    (trapped) store for another: which it is depends on the guest's tables alone, so it is
+    found once per trace.  Only frames ever loaded as a directory (or cloned from) are
+    rebuilt; the loaded directory's tables are kept as counts, changed by stores to it.
+    """
+    ent, val = _pte_entries(trace)
+    h = trace.hook
+    WCR3, CLONE = _H["write_cr3"], _H["alloc_pd_clone"]
+    fills = np.isin(h, [_H["alloc_pt"], _H["alloc_pd"], CLONE])
+    is_cr3 = h == WCR3
+    dirs = np.unique(
+        np.concatenate(
+            [trace.arg0[is_cr3].astype(np.int64) >> 12, trace.arg1[h == CLONE].astype(np.int64)]
+        )
+    )
+    out = np.zeros(trace.n, dtype=bool)
+    store = ent >= 0
+    if not len(dirs) or not store.any():
+        return out
+    row = {int(d): i for i, d in enumerate(dirs.tolist())}
+    mem = np.zeros((len(dirs), 1024), dtype=np.int64)
+    dir_store = store & np.isin(ent >> 10, dirs)
+    dir_fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
+    chg = np.nonzero(is_cr3 | dir_store | dir_fill)[0]
+    a0, a1, a2, a3 = (
+        x.tolist() for x in (trace.arg0[chg], trace.arg1[chg], trace.arg2[chg], trace.arg3[chg])
+    )
+    e_l, v_l, h_l = ent[chg].tolist(), val[chg].tolist(), h[chg].tolist()
+    counts: dict[int, int] = {}
+    pd = -1
+    bounds: list[int] = []  # events after which the loaded tables changed
+    keys: list[int] = []  # (interval << 21) | table, for every table of every interval
+
+    def names(v: int) -> int:
+        return v >> 12 if v & PRESENT and not v & PSE else -1
+
+    def recount() -> None:
+        counts.clear()
+        r = row.get(pd)
+        if r is None:
+            return
+        pdes = mem[r]
+        sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+        for t in (pdes[sel] >> 12).tolist():
+            counts[t] = counts.get(t, 0) + 1
+
+    for i, k in enumerate(chg.tolist()):
+        hk = h_l[i]
+        if hk == WCR3:
+            pd = a0[i] >> 12
+            recount()
+        elif e_l[i] >= 0:
+            e, v = e_l[i], v_l[i]
+            pfn = e >> 10
+            r = row[pfn]
+            old = int(mem[r, e & 1023])
+            mem[r, e & 1023] = v
+            if pfn != pd or names(old) == names(v):
+                continue
+            for t, d in ((names(old), -1), (names(v), 1)):
+                if t >= 0:
+                    c_ = counts.get(t, 0) + d
+                    if c_:
+                        counts[t] = c_
+                    else:
+                        counts.pop(t, None)
+        else:
+            pfn = a0[i]
+            r = row[pfn]
+            mem[r] = 0
+            if hk == CLONE:
+                lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
+                mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
+            if pfn != pd:
+                continue
+            recount()
+        bounds.append(k)
+        iv = len(bounds)
+        keys.extend((iv << 21) | t for t in counts)
+    sidx = np.nonzero(store)[0]
+    ivs = np.searchsorted(np.asarray(bounds, dtype=np.int64), sidx, side="left")
+    q = (ivs.astype(np.int64) << 21) | (ent[sidx] >> 10)
+    table = np.sort(np.asarray(keys, dtype=np.int64))
+    at = np.searchsorted(table, q)
+    hit = at < len(table)
+    hit[hit] = table[at[hit]] == q[hit]
+    out[sidx] = hit
+    return out
+
+
 def prepare(trace: Trace) -> None:
     """Derive what every replay of ``trace`` shares (kept in ``trace.cache``), so that
     processes forked afterwards start with it."""
     _cached(trace, "absorbed", absorbed_mmio)
     _cached(trace, "group_codes", group_codes)
+    _cached(trace, "loaded_table_stores", loaded_table_stores)
     trace_mmu_checks(trace)
 
 
@@ -475,11 +580,65 @@ def _hex(v: int | None) -> str:
     return "unknown" if v is None else f"{v:#x}"
 
 
+def _modes(run: Run) -> tuple[str | None, str | None, bool, bool]:
+    """How a run's backend learns PTE updates and allocations, and whether it sees the APIC
+    and tracks the guest's interrupt flag (``hook``: as designed; or the fallback)."""
+    req, fb = run.without, run.fallback
+    pte_mode = "hook" if req != "pteupdate" else fb
+    alloc_mode = "unhooked" if run.backend.name == "lguest" else "hook" if req != "ptalloc" else fb
+    return (
+        pte_mode,
+        alloc_mode,
+        not (req == "apic" and fb == "none"),
+        not (req == "irq" and fb == "none"),
+    )
+
+
+def _stateful(model: Backend, cs: _Costs) -> set[int]:
+    """Hooks the sequential pass takes: those that change or read state on every backend,
+    those the backend may queue, and (with a queue) every synchronous entry to the
+    hypervisor, which applies what is queued first."""
+    out = set(_STATEFUL) | {_H[h] for h in model.batchable}
+    if model.batching:
+        out |= {h.id for h in HOOKS if cs.hc[h.id] > 0}
+    return out
+
+
+def sequential_key(
+    run: Run, table: CostTable, full_check: bool = False, exact: bool = False
+) -> str:
+    """Everything a run's sequential pass reads: runs with equal keys have equal passes.
+
+    That is the backend's mechanisms, the costs of the hooks the pass takes (the others
+    are costed column-wise), the modes an ablation sets and the cost table -- so an
+    ablation that changes only costs the pass does not look at (``cpl``; ``irq`` where
+    masking never enters the hypervisor) shares its parent's pass.
+    """
+    m = run.model()
+    cs = _Costs(m, table)
+    hooks = sorted(_stateful(m, cs))
+    own = [(h, cs.t(m.cost(HOOKS[h].name))) for h in hooks]
+    mech = (m.name, m.mmu, m.apic, m.batching, m.batch_capacity, sorted(m.batchable.items()))
+    more = (
+        m.flush_cost,
+        m.wp_fault,
+        m.discover,
+        m.timer_write,
+        m.flush_resync,
+        m.pgdir_cache,
+        m.flood_threshold,
+    )
+    return repr((mech, more, own, _modes(run), table.sha256, full_check, exact))
+
+
 class _Replay:
     """State of one replay; :meth:`run` does the three passes."""
 
-    def __init__(self, trace: Trace, run: Run, table: CostTable, full_check: bool) -> None:
+    def __init__(
+        self, trace: Trace, run: Run, table: CostTable, full_check: bool, exact: bool = False
+    ) -> None:
         self.trace = trace
+        self.exact = exact
         self.run_ = run
         self.model = run.model()
         self.table = table
@@ -487,13 +646,9 @@ class _Replay:
         self.violations: list[Violation] = []
         m = self.model
         self.mirror = m.mmu in ("direct", "traced")
-        ab_req, ab_fb = run.without, run.fallback
-        self.pte_mode = "hook" if ab_req != "pteupdate" else ab_fb
-        self.alloc_mode = "hook" if ab_req != "ptalloc" else ab_fb
-        if m.name == "lguest":
-            self.alloc_mode = "unhooked"
-        self.apic_seen = not (ab_req == "apic" and ab_fb == "none")
-        self.irq_tracks = not (ab_req == "irq" and ab_fb == "none")
+        self.pte_mode, self.alloc_mode, self.apic_seen, self.irq_tracks = _modes(run)
+        self.lost: dict[int, str] = {}
+        """Recorded interrupts the backend's devices would not take, and why."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -516,12 +671,24 @@ class _Replay:
         self.vif_b = backend_if(tr.vif, self.irq_tracks)
         self.cregs = control_registers(tr)
 
-        self.dyn_cols: list[tuple[np.ndarray, ...]] = []
-        dyn = self._sequential(absorbed, progress)
-        if dyn:
-            idx = np.fromiter((d[0] for d in dyn), dtype=np.int64, count=len(dyn))
-            cols = np.array(dyn, dtype=np.int64)[:, 1:]
-            self.dyn_cols.insert(0, (idx, *cols.T))
+        # runs that differ in nothing the sequential pass reads (an ablation that swaps no
+        # cost in, as cpl's) share it: the last one is kept on the trace
+        key = sequential_key(self.run_, table, self.full_check, self.exact)
+        shared = tr.cache.get("sequential")
+        if shared is not None and shared[0] == key:
+            _, dyn_cols, found, lost = shared
+            self.dyn_cols, self.lost = list(dyn_cols), lost
+            self.violations.extend(found)
+            how = "shared"
+        else:
+            self.dyn_cols = []
+            how = "lean" if self._lean(absorbed) else "exact"
+            dyn = self._sequential(absorbed, progress) if how == "exact" else []
+            if dyn:
+                idx = np.fromiter((d[0] for d in dyn), dtype=np.int64, count=len(dyn))
+                cols = np.array(dyn, dtype=np.int64)[:, 1:]
+                self.dyn_cols.insert(0, (idx, *cols.T))
+            tr.cache["sequential"] = (key, tuple(self.dyn_cols), tuple(self.violations), self.lost)
         for idx, *col in self.dyn_cols:
             # events costed apart (each event at most once): what they cost, column-wise
             for arr, v in zip((cyc, mech, ex, hc, trp, bf, batched), col, strict=True):
@@ -550,8 +717,221 @@ class _Replay:
             batched=batched.astype(np.uint32),
             violations=sorted(self.violations, key=lambda v: (v.seq, CHECKS.index(v.check))),
             interrupts=ints,
+            sequential=how,
         )
         return res
+
+    # ------------------------------------------------------------ the lean pass
+
+    def _lean(self, absorbed: np.ndarray) -> bool:
+        """The sequential pass for a backend fed by notifications, where it learns every store.
+
+        A ``notified`` backend (VMI's shadow, Xen's validated tables) applies each
+        notification at once or, queued, in order at the flush.  If every page-table store
+        reaches a frame it keeps at the moment the store is applied (the frame's last
+        ``alloc_*`` is applied before it and no ``release_*`` before it is), and no
+        ``alloc_pd_clone`` copies a source with updates still in flight, its copy equals the
+        guest's tables whenever nothing is queued -- which is when every MMU check is made --
+        so no check can find a page wrong.  Those conditions are decided over the whole
+        trace at once (the queue's flushes from :func:`plan`); where they hold, costs come
+        from the queue plan column-wise and only device events run one by one.  Where they
+        do not, return False: :meth:`_sequential` simulates both copies.
+        """
+        tr, m, cs, table = self.trace, self.model, self.cs, self.table
+        if (
+            self.exact
+            or self.full_check
+            or m.mmu != "notified"
+            or self.pte_mode not in ("hook", "trap")
+            or self.alloc_mode != "hook"
+        ):
+            return False
+        n = tr.n
+        h, kind = tr.hook, tr.kind
+        hk = np.where(h >= 0, h, _NHOOKS)
+        ent, _ = _pte_entries(tr)
+        a0 = tr.arg0.astype(np.int64)
+        queue = m.batching is not None
+        batchable_ids = {_H[x]: modes for x, modes in m.batchable.items()}
+        hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
+        hook_mask[list(_stateful(m, cs))] = True
+        in_loop = hook_mask[hk] & (kind == K_HOOK) & (ent != -2)
+
+        LAZY, CLONE = _H["set_lazy_mode"], _H["alloc_pd_clone"]
+        is_lazy = h == LAZY
+        setm = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_MMU, LAZY_CPU))
+        last = np.where(setm, np.arange(n), -1)
+        np.maximum.accumulate(last, out=last)
+        prev = np.full(n, -1, dtype=np.int64)
+        prev[1:] = last[:-1]
+        mode = np.where(prev >= 0, a0[np.maximum(prev, 0)], LAZY_NONE)
+        can = np.zeros((_NHOOKS + 1, 4), dtype=bool)
+        for hid, modes in batchable_ids.items():
+            can[hid, list(modes)] = True
+
+        wp_t = cs.t(m.wp_fault)
+        other = np.zeros(n, dtype=bool)
+        if m.name == "xen-pv" and self.pte_mode == "hook":
+            # xen_set_pte_at: a plain (trapped) store into another address space's table
+            member = _cached(tr, "loaded_table_stores", loaded_table_stores)
+            other = (h == _H["set_pte_at"]) & (ent >= 0) & ~member
+        queued = (in_loop & can[hk, mode] & ~other) if queue else np.zeros(n, dtype=bool)
+        alloc_ids = [_H[x] for x in ("alloc_pt", "alloc_pd", "alloc_pd_clone")]
+        release_ids = [_H["release_pt"], _H["release_pd"]]
+        adds = np.zeros(_NHOOKS + 1, dtype=bool)
+        adds[[*_PTE_HOOKS, *alloc_ids, *release_ids, _H["write_cr3"]]] = True
+        if m.flush_resync:
+            adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
+        hcn = np.where(other, wp_t[3], cs.hc[hk])
+        drains = np.zeros(n, dtype=bool)
+        if queue:
+            drains = (
+                in_loop
+                & ~queued
+                & (((hcn > 0) & ~is_lazy) | (is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))))
+            )
+        ev = np.nonzero(queued | drains)[0]
+        cap = max(m.batch_capacity, 1)
+        qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], cap)
+        flush_at = ev[qp.flushes]
+
+        # -- the proof: every store reaches a kept frame, every clone a settled source
+        def flushes_upto(x: np.ndarray) -> np.ndarray:
+            return np.searchsorted(flush_at, x, side="right")
+
+        def next_flush(x: np.ndarray) -> np.ndarray:
+            if not len(flush_at):
+                return np.full(len(x), n, dtype=np.int64)
+            i = flushes_upto(x)
+            return np.where(i < len(flush_at), flush_at[np.minimum(i, len(flush_at) - 1)], n)
+
+        span = n + 1
+        r_idx = np.nonzero(in_loop & np.isin(h, alloc_ids + release_ids))[0]
+        r_f = a0[r_idx]
+        order = np.lexsort((r_idx, r_f))
+        r_idx, r_f = r_idx[order], r_f[order]
+        r_alloc = np.isin(h[r_idx], alloc_ids)
+        r_q = queued[r_idx]
+        r_key = r_f * span + r_idx
+        s_idx = np.nonzero(in_loop & (ent >= 0))[0]
+        s_f = ent[s_idx] >> 10
+        pos = np.searchsorted(r_key, s_f * span + s_idx) - 1
+        ok = pos >= 0
+        ok[ok] = r_f[pos[ok]] == s_f[ok]
+        if not ok.all() or not r_alloc[pos].all():
+            return False  # a store to a frame never allocated, or released
+        s_q = queued[s_idx]
+        late = ~s_q & r_q[pos] & (flushes_upto(s_idx) == flushes_upto(r_idx[pos]))
+        nxt = np.minimum(pos + 1, max(len(r_idx) - 1, 0))
+        again = (pos + 1 < len(r_idx)) & (r_f[nxt] == s_f)
+        late |= s_q & again & (r_idx[nxt] < next_flush(s_idx))
+        same = r_f[1:] == r_f[:-1]
+        overtaken = same & r_q[:-1] & ~r_q[1:]
+        overtaken &= flushes_upto(r_idx[1:]) == flushes_upto(r_idx[:-1])
+        if late.any() or overtaken.any():
+            return False  # applied out of the guest's order
+        c_idx = np.nonzero(in_loop & (h == CLONE))[0]
+        if len(c_idx):
+            # the backend copies its own copy of the source: no update of the source may be
+            # queued when the clone is applied, nor (a queued clone) land before it is
+            keys = np.concatenate([s_f * span + s_idx, r_key])
+            touch = np.sort(keys)
+            touch_q = np.sort(keys[np.concatenate([s_q, r_q])])
+            i = flushes_upto(c_idx)
+            lo = np.full(len(c_idx), -1, dtype=np.int64)
+            if len(flush_at):
+                lo = np.where(i > 0, flush_at[np.maximum(i - 1, 0)], -1)
+            src = tr.arg1[c_idx].astype(np.int64) * span
+
+            def between(keys: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+                return np.searchsorted(keys, src + b, side="left") - np.searchsorted(
+                    keys, src + a, side="right"
+                )
+
+            busy = between(touch_q, lo, c_idx)
+            busy += queued[c_idx] * between(touch, c_idx, next_flush(c_idx))
+            if (busy > 0).any():
+                return False  # a clone's source changes while updates are in flight
+
+        # -- costs: what the queue plan and the row say, column-wise
+        timer = np.zeros(n, dtype=bool)
+        timer_t = cs.t(m.timer_write) if m.timer_write else None
+        if timer_t is not None:
+            timer = in_loop & np.isin(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
+        drained = np.zeros(n, dtype=np.int64)
+        drained[ev] = qp.drained
+        cap_flush = np.zeros(n, dtype=bool)
+        cap_flush[ev[qp.capacity_flush]] = True
+        idx = np.nonzero(queued | (drained > 0) | other | timer)[0]
+        hx = hk[idx]
+        cy, me = cs.cyc[hx].astype(np.int64), cs.mech[hx].astype(np.int64)
+        ex_, hc_, tp_ = (a[hx].astype(np.int64) for a in (cs.ex, cs.hc, cs.tr))
+        nbf, nbt = np.zeros(len(idx), dtype=np.int64), np.zeros(len(idx), dtype=np.int64)
+        cols = (cy, me, ex_, hc_, tp_)
+
+        def put(sel: np.ndarray, t: tuple[int, ...]) -> None:
+            for col, x in zip(cols, t, strict=False):
+                col[sel] = x
+
+        put(other[idx], wp_t)
+        flush_t = cs.t(m.flush_cost)
+        entry = table["batch_entry"]
+        d = drained[idx]
+        dm = d > 0
+        lz = dm & is_lazy[idx]
+        cy[dm & ~lz] += flush_t[0] + d[dm & ~lz] * entry
+        cy[lz] = cs.cyc[LAZY] + flush_t[0] + d[lz] * entry
+        me[lz] = MECH_CODE["batch_flush"]
+        nbf[dm], nbt[dm] = 1, d[dm]
+        qm = queued[idx]
+        qcost = cs.t(c("queued", "call_ret", "queue_entry"))
+        put(qm, (*qcost[:2], 0, 0, 0))
+        cf = qm & cap_flush[idx]
+        cy[cf] += flush_t[0] + cap * entry
+        me[cf] = MECH_CODE["batch_flush"]
+        nbf[cf], nbt[cf] = 1, cap
+        if timer_t is not None:
+            put(timer[idx], timer_t)
+        self.dyn_cols.append((idx, cy, me, ex_, hc_, tp_, nbf, nbt))
+
+        # -- the devices, event by event
+        self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
+        self.lost = {}
+        dev = (kind == K_INTERRUPT) | (in_loop & np.isin(h, _APIC_HOOKS))
+        dev |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
+        cps = tr.checkpoints
+        at = np.zeros(n, dtype=bool)
+        at[dev] = True
+        if cps:
+            at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+        sel = np.nonzero(at)[0]
+        cols_l = zip(
+            sel.tolist(),
+            kind[sel].tolist(),
+            h[sel].tolist(),
+            tr.arg0[sel].tolist(),
+            tr.arg1[sel].tolist(),
+            tr.arg2[sel].tolist(),
+            tr.has_result[sel].tolist(),
+            tr.result[sel].tolist(),
+            dev[sel].tolist(),
+            strict=True,
+        )
+
+        def no_mmu_check(seq: int, reason: str) -> None:
+            return None  # the copies are equal whenever a check is made (above)
+
+        for k, kd, hh, x0, x1, x2, hasr, res, is_dev in cols_l:
+            if is_dev:
+                if kd == K_HOOK:
+                    self._apic_hook(k, hh, x0, x1, hasr, res)
+                elif kd == K_INTERRUPT:
+                    self._interrupt(k, x0, x1)
+                else:
+                    self._mmio(k, kd, x0, x2)
+            if k in cps:
+                self._checkpoint(k, cps[k], no_mmu_check)
+        return True
 
     # ----------------------------------------------------- the sequential pass
 
@@ -561,11 +941,8 @@ class _Replay:
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
         n = tr.n
         batchable_ids = {_H[h]: modes for h, modes in m.batchable.items()}
-        stateful = set(_STATEFUL) | set(batchable_ids)
+        stateful = _stateful(m, cs)
         queue = BatchQueue(m.batch_capacity) if m.batching else None
-        if queue is not None:
-            # a synchronous entry to the hypervisor applies what is queued first
-            stateful |= {h.id for h in HOOKS if cs.hc[h.id] > 0}
         if self.mirror and not self.full_check:
             # the hardware walks the guest's own tables (or traps every store to them):
             # nothing about them can differ, so the checks find nothing; the guest's tables
@@ -597,7 +974,7 @@ class _Replay:
         lru: OrderedDict[int, None] = OrderedDict()
         lapic, ioapic = VirtualLapic(), VirtualIoapic()
         self.lapic, self.ioapic = lapic, ioapic
-        self.lost: dict[int, str] = {}
+        self.lost = {}
         out: list[tuple[int, ...]] = []
         pending_check: list[str] = []
         lazy = LAZY_NONE
@@ -1124,55 +1501,19 @@ class _Replay:
                     guest.paging = bool(x & CR0_PG)
                 elif h == WCR4:
                     guest.pge = bool(a0_l[pos] & CR4_PGE)
-                elif h in (AW, AWA):
-                    reg, v = a0_l[pos], a1_l[pos]
-                    if self.apic_seen:
-                        lapic.write(reg, v)
-                    if timer_t is not None and reg == 0x380 and not queued:
+                elif h in (AW, AWA, AR):
+                    self._apic_hook(k, h, a0_l[pos], a1_l[pos], hasr_l[pos], res_l[pos])
+                    if h != AR and timer_t is not None and a0_l[pos] == 0x380 and not queued:
                         cy, me, e_, hcn, tp = timer_t
                         touched = True
-                elif h == AR:
-                    reg = a0_l[pos]
-                    if hasr_l[pos]:
-                        self._apic_result(k, reg, res_l[pos] & 0xFFFFFFFF, "apic_read")
 
                 if touched:
                     out.append((k, cy, me, e_, hcn, tp, nbf, nbt))
 
             elif kd == K_INT:
-                vec, src = a0_l[pos] & 0xFF, a1_l[pos]
-                why = lapic.blocks(vec, src) if self.apic_seen else "APIC never enabled"
-                if why is None and 0 <= src < 24:
-                    why = ioapic.blocks(src)
-                if why is not None:
-                    self.lost[k] = why
-                else:
-                    lapic.deliver(vec)
+                self._interrupt(k, a0_l[pos], a1_l[pos])
             elif kd in (K_MW, K_MR):
-                addr, val = a0_l[pos], a2_l[pos]
-                if LAPIC_BASE <= addr < LAPIC_BASE + 0x1000:
-                    if kd == K_MW:
-                        if self.apic_seen:
-                            lapic.write(addr - LAPIC_BASE, val)
-                    else:
-                        self._apic_result(k, addr - LAPIC_BASE, val, "lapic mmio read")
-                elif IOAPIC_BASE <= addr < IOAPIC_BASE + 0x1000:
-                    off = addr - IOAPIC_BASE
-                    if kd == K_MW:
-                        ioapic.write(off, val)
-                    else:
-                        known = ioapic.read(off)
-                        if known is None:
-                            ioapic.observe(off, val)
-                        elif (known[0] ^ val) & known[1]:
-                            self.violate(
-                                k,
-                                "result",
-                                f"ioapic {off:#x}",
-                                _hex(val),
-                                _hex(known[0]),
-                                f"IOAPIC read (register {ioapic.regsel:#x})",
-                            )
+                self._mmio(k, kd, a0_l[pos], a2_l[pos])
 
         if cp_at is not None:
             self._checkpoint(cp_at, cps[cp_at], check)
@@ -1309,6 +1650,53 @@ class _Replay:
         if out:
             arr = np.array(out, dtype=np.int64)
             self.dyn_cols.append((arr[:, 0], *arr[:, 1:].T))
+
+    def _interrupt(self, k: int, a0: int, src: int) -> None:
+        """A recorded interrupt (vector in ``a0``, IOAPIC pin or -1 in ``src``): delivered
+        to the virtual LAPIC, or lost with the reason."""
+        vec = a0 & 0xFF
+        why = self.lapic.blocks(vec, src) if self.apic_seen else "APIC never enabled"
+        if why is None and 0 <= src < 24:
+            why = self.ioapic.blocks(src)
+        if why is not None:
+            self.lost[k] = why
+        else:
+            self.lapic.deliver(vec)
+
+    def _mmio(self, k: int, kd: int, addr: int, val: int) -> None:
+        """A LAPIC or IOAPIC MMIO access the guest made itself (not an apic_* hook's)."""
+        if LAPIC_BASE <= addr < LAPIC_BASE + 0x1000:
+            if kd == K_MMIO_WRITE:
+                if self.apic_seen:
+                    self.lapic.write(addr - LAPIC_BASE, val)
+            else:
+                self._apic_result(k, addr - LAPIC_BASE, val, "lapic mmio read")
+        elif IOAPIC_BASE <= addr < IOAPIC_BASE + 0x1000:
+            ioapic = self.ioapic
+            off = addr - IOAPIC_BASE
+            if kd == K_MMIO_WRITE:
+                ioapic.write(off, val)
+                return
+            known = ioapic.read(off)
+            if known is None:
+                ioapic.observe(off, val)
+            elif (known[0] ^ val) & known[1]:
+                self.violate(
+                    k,
+                    "result",
+                    f"ioapic {off:#x}",
+                    _hex(val),
+                    _hex(known[0]),
+                    f"IOAPIC read (register {ioapic.regsel:#x})",
+                )
+
+    def _apic_hook(self, k: int, h: int, reg: int, v: int, has_result: bool, res: int) -> None:
+        """apic_write / apic_write_atomic / apic_read: the virtual LAPIC's side."""
+        if h == _H["apic_read"]:
+            if has_result:
+                self._apic_result(k, reg, res & 0xFFFFFFFF, "apic_read")
+        elif self.apic_seen:
+            self.lapic.write(reg, v)
 
     def _apic_result(self, k: int, reg: int, got: int, what: str) -> None:
         lapic = self.lapic
@@ -1496,9 +1884,15 @@ def replay(
     table: CostTable,
     progress: Callable[[int], None] | None = None,
     full_check: bool = False,
+    exact: bool = False,
 ) -> RunResult:
-    """Replay ``trace`` on ``run``'s backend under cost table ``table``."""
-    r = _Replay(trace, run, table, full_check).run(progress)
+    """Replay ``trace`` on ``run``'s backend under cost table ``table``.
+
+    ``full_check`` compares every page at every MMU check (instead of incrementally);
+    ``exact`` runs the whole sequential pass even where the lean pass applies (both are for
+    tests: the results are the same).
+    """
+    r = _Replay(trace, run, table, full_check, exact).run(progress)
     r.summary = summarize(r)
     return r
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH = 0, 1, 2, 3
 
 
@@ -73,3 +75,54 @@ class BatchQueue:
             return ran
         self.mode = mode
         return 0
+
+
+@dataclass
+class QueuePlan:
+    """What a :class:`BatchQueue` does over a sequence of events, found without running it.
+
+    Positions index the sequence given to :func:`plan`.
+    """
+
+    capacity_flush: np.ndarray
+    """Per position: a queued event that finds the queue full and first applies it."""
+    drained: np.ndarray
+    """Per position: how many entries a drain trigger applies (0: the queue was empty)."""
+    flushes: np.ndarray
+    """Positions where queued entries are applied, ascending (the final drain after the
+    last event not included)."""
+
+
+def plan(queued: np.ndarray, pushes: np.ndarray, drains: np.ndarray, capacity: int) -> QueuePlan:
+    """The queue's flushes over a sequence, vectorized.
+
+    ``queued``: the event is queued (costs an entry; a full queue is applied first);
+    ``pushes``: it also adds an operation (a subset of ``queued``); ``drains``: the event
+    applies whatever is queued (never queued itself).  As :class:`BatchQueue`: a queued
+    event finding ``capacity`` entries applies them first, so between drains entries are
+    applied in blocks of ``capacity`` pushes, each at the first queued event after the
+    block's last push; a drain applies what is left.
+    """
+    n = len(queued)
+    seg = np.cumsum(drains) - drains  # drains before each position
+    pc = np.cumsum(pushes)
+    dpos = np.nonzero(drains)[0]
+    base = np.zeros(len(dpos) + 1, dtype=np.int64)
+    base[1:] = pc[dpos]
+    rank = pc - pushes - base[seg]  # pushes before, within the position's segment
+    capacity_flush = np.zeros(n, dtype=bool)
+    ends = np.nonzero(pushes & ((rank + 1) % capacity == 0))[0]
+    qpos = np.nonzero(queued)[0]
+    if len(ends) and len(qpos):
+        at = np.searchsorted(qpos, ends, side="right")
+        ok = at < len(qpos)
+        nxt = qpos[at[ok]]
+        nxt = nxt[seg[nxt] == seg[ends[ok]]]
+        capacity_flush[nxt] = True
+    nseg = len(dpos) + 1
+    per_seg = np.bincount(seg[pushes], minlength=nseg)
+    flushed = np.bincount(seg[capacity_flush], minlength=nseg) * capacity
+    drained = np.zeros(n, dtype=np.int64)
+    drained[dpos] = (per_seg - flushed)[: len(dpos)]
+    flushes = np.nonzero(capacity_flush | (drained > 0))[0]
+    return QueuePlan(capacity_flush, drained, flushes)

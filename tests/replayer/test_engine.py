@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from replayer import backends, engine, synth
 from replayer.backends import BACKENDS, all_runs, resolve
 from replayer.costs import CostTable
+from replayer.engine import _H as H
 from replayer.engine import FAMILY
+from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.pagetables import GuestMMU
 from replayer.trace import Trace, load
 
 MATCHING = {
@@ -264,3 +268,96 @@ def test_binary_translating_the_kernel_charges_every_kernel_call(
         parent = _run(synth_trace, p4, label).summary["cycles"]
         trap = _run(synth_trace, p4, label, "cpl", "trap").summary["cycles"]
         assert trap - parent == kernel * p4["bt_call_overhead"], label
+
+
+def _same(a: engine.RunResult, b: engine.RunResult) -> None:
+    for col in ("cycles", "mechanism", "exits", "hypercalls", "traps", "batch_flushes", "batched"):
+        assert np.array_equal(getattr(a, col), getattr(b, col)), col
+    assert a.violations == b.violations
+    assert sorted(a.interrupts) == sorted(b.interrupts)
+    for k in a.interrupts:
+        assert np.array_equal(a.interrupts[k], b.interrupts[k]), k
+    assert a.summary == b.summary
+
+
+def _alone(tr: Trace, run: backends.Run, p4: CostTable, exact: bool = False) -> engine.RunResult:
+    tr.cache.pop("sequential", None)
+    return engine.replay(tr, run, p4, exact=exact)
+
+
+LEAN = ("vmi", "xen-pv", "vmi-without-pteupdate-trap", "xen-pv-without-irq-trap")
+
+
+@pytest.mark.parametrize("label", LEAN)
+def test_the_lean_pass_gives_what_simulating_both_copies_gives(
+    label: str, synth_trace: Trace, fork_path: Path, pvcall_path: Path, p4: CostTable
+) -> None:
+    run = next(r for r in all_runs() if r.label == label)
+    for tr in (synth_trace, load(fork_path), load(pvcall_path)):
+        lean, exact = _alone(tr, run, p4), _alone(tr, run, p4, exact=True)
+        assert exact.sequential == "exact"
+        if tr is not synth_trace:
+            assert lean.sequential == "lean"  # the guests announce every table they use
+        _same(lean, exact)
+
+
+def test_the_lean_pass_refuses_a_store_the_backend_may_have_missed(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        a = synth.spawn(b, pages=2)
+        synth.switch_to(b, a)
+        addr = sorted(a.pages)[0]
+        pt = a.tables[addr >> 22]
+        b.hook("release_pt", pt)  # the kernel says the table is gone...
+        b.hook("set_pte_at", a.mm, addr, b.ptr(pt, (addr >> 12) & 1023), 0)  # ...and stores
+        b.hook("flush_tlb_single", addr)
+
+    tr = _trace(tmp_path, build)
+    for label in ("vmi", "xen-pv"):
+        r = _run(tr, p4, label)
+        assert r.sequential == "exact"
+        assert [v.check for v in r.violations] == ["mmu.stale"]
+
+
+def test_runs_sharing_a_sequential_pass_get_what_each_would_alone(
+    fork_path: Path, p4: CostTable
+) -> None:
+    tr = load(fork_path)
+    for name, req in (("lguest", "cpl"), ("lguest", "irq"), ("vmi", "cpl")):
+        parent, ab = backends.Run(BACKENDS[name]), backends.Run(BACKENDS[name], req, "trap")
+        assert engine.sequential_key(parent, p4) == engine.sequential_key(ab, p4)
+        _alone(tr, parent, p4)
+        shared = engine.replay(tr, ab, p4)
+        assert shared.sequential == "shared"
+        _same(shared, _alone(tr, ab, p4))
+    # a backend's IF seen otherwise changes what checkpoints find; PTE hooks, what it learns
+    for req in ("irq", "pteupdate"):
+        ab = backends.Run(BACKENDS["lguest"], req, "none")
+        assert engine.sequential_key(ab, p4) != engine.sequential_key(backends.Run(ab.backend), p4)
+
+
+def test_loaded_table_stores_follow_the_guest_tables(fork_path: Path) -> None:
+    tr = load(fork_path)
+    ent, val = engine.pte_entries(tr)
+    guest = GuestMMU(nframes=1 << 14)
+    want = np.zeros(tr.n, dtype=bool)
+    fills = {H[x] for x in ("alloc_pt", "alloc_pd", "alloc_pd_clone")}
+    for k in range(tr.n):
+        h, e = int(tr.hook[k]), int(ent[k])
+        if e >= 0:
+            if guest.pd is not None:
+                want[k] = (e >> 10) in ViewPair(guest).guest_tables(guest.pd)
+            guest.write(e >> 10, e & 1023, int(val[k]))
+        elif h == H["write_cr3"]:
+            guest.cr3 = int(tr.arg0[k])
+        elif h in fills:
+            clone = None
+            if h == H["alloc_pd_clone"]:
+                clone = (int(tr.arg1[k]), int(tr.arg2[k]), int(tr.arg3[k]))
+            guest.frames.grow(int(tr.arg0[k]))
+            engine._fill_table(guest.frames, int(tr.arg0[k]), clone)
+    got = engine.loaded_table_stores(tr)
+    assert want.any() and (~want & (ent >= 0)).any()
+    assert np.array_equal(got, want)
