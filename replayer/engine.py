@@ -612,7 +612,8 @@ def sequential_key(
     That is the backend's mechanisms, the costs of the hooks the pass takes (the others
     are costed column-wise), the modes an ablation sets and the cost table -- so an
     ablation that changes only costs the pass does not look at (``cpl``; ``irq`` where
-    masking never enters the hypervisor) shares its parent's pass.
+    masking never enters the hypervisor, and whose interrupt flag is checked apart)
+    shares its parent's pass.
     """
     m = run.model()
     cs = _Costs(m, table)
@@ -628,7 +629,7 @@ def sequential_key(
         m.pgdir_cache,
         m.flood_threshold,
     )
-    return repr((mech, more, own, _modes(run), table.sha256, full_check, exact))
+    return repr((mech, more, own, _modes(run)[:3], table.sha256, full_check, exact))
 
 
 class _Replay:
@@ -697,6 +698,7 @@ class _Replay:
             # the kernel runs binary-translated: every call it makes pays BT's overhead
             cyc[(tr.kind == K_HOOK) & (tr.cpl == 1)] += table["bt_call_overhead"]
 
+        self._cpu_checkpoints()
         self.violations.extend(trace_mmu_checks(tr))
         ints = self._interrupts(cyc, mech, ex, hc, trp, bf)
         self._vectorized_checks()
@@ -1729,20 +1731,24 @@ class _Replay:
             got = io.get(key)
             if got is not None and (got[0] ^ want) & got[1]:
                 self.violate(k, "device.ioapic", key, _hex(want), _hex(got[0]), "checkpoint")
-        cpu = cp.get("cpu", {})
-        for key in ("cr0", "cr3", "cr4"):
-            if key in cpu:
-                val, known = self.cregs[key].before(np.array([k + 1]))
-                if known[0] and int(val[0]) != cpu[key]:
-                    self.violate(
-                        k, "device.cpu", key, _hex(cpu[key]), _hex(int(val[0])), "checkpoint"
-                    )
-        if "eflags_if" in cpu and k + 1 < self.trace.n:
-            have_if = int(self.vif_b[k + 1])
-            if have_if != cpu["eflags_if"]:
-                self.violate(
-                    k, "device.cpu", "eflags_if", str(cpu["eflags_if"]), str(have_if), "checkpoint"
-                )
+
+    def _cpu_checkpoints(self) -> None:
+        """Control registers and the interrupt flag at every checkpoint (the backend's IF,
+        the registers as the hooks set them), apart from the sequential pass."""
+        for k, cp in sorted(self.trace.checkpoints.items()):
+            cpu = cp.get("cpu", {})
+            for key in ("cr0", "cr3", "cr4"):
+                if key in cpu:
+                    val, known = self.cregs[key].before(np.array([k + 1]))
+                    if known[0] and int(val[0]) != cpu[key]:
+                        self.violate(
+                            k, "device.cpu", key, _hex(cpu[key]), _hex(int(val[0])), "checkpoint"
+                        )
+            if "eflags_if" in cpu and k + 1 < self.trace.n:
+                have_if = int(self.vif_b[k + 1])
+                if have_if != cpu["eflags_if"]:
+                    want = str(cpu["eflags_if"])
+                    self.violate(k, "device.cpu", "eflags_if", want, str(have_if), "checkpoint")
 
     # ------------------------------------------------------ the virtual CPU
 
