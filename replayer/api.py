@@ -46,11 +46,19 @@ def _group(ids: list[int]) -> list[dict[str, Any]]:
 
 def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
     """Run indices grouped by what their sequential pass depends on, so that one worker
-    replays a group in turn and the later runs reuse the first's pass; largest first."""
+    replays a group in turn and the later runs reuse the first's pass.  Groups likely to
+    take longest go first (those that simulate both copies of the page tables, then the
+    larger), so that the workers finish together."""
     by_key: dict[str, list[int]] = {}
     for i, run in enumerate(runs):
         by_key.setdefault(engine.sequential_key(run, table), []).append(i)
-    return sorted(by_key.values(), key=len, reverse=True)
+
+    def weight(ids: list[int]) -> tuple[bool, int]:
+        run = runs[ids[0]]
+        full = run.backend.paravirt and not engine.may_be_lean(run)
+        return full, len(ids)
+
+    return sorted(by_key.values(), key=weight, reverse=True)
 
 
 def replay_trace(

@@ -473,7 +473,8 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
     Xen's ``set_pte_at`` takes a hypercall for the current address space and a plain
     (trapped) store for another: which it is depends on the guest's tables alone, so it is
     found once per trace.  Only frames ever loaded as a directory (or cloned from) are
-    rebuilt; the loaded directory's tables are kept as counts, changed by stores to it.
+    rebuilt; the loaded directory's tables are kept as counts, and each table's spells in
+    the set as (enter, leave) events, which the stores are then looked up in.
     """
     ent, val = _pte_entries(trace)
     h = trace.hook
@@ -491,51 +492,87 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
         return out
     row = {int(d): i for i, d in enumerate(dirs.tolist())}
     mem = np.zeros((len(dirs), 1024), dtype=np.int64)
-    dir_store = store & np.isin(ent >> 10, dirs)
+    # a store matters if it is into the loaded directory, or its frame is loaded or cloned
+    # from before it is next zeroed (frames pass between directory and table use)
+    span = trace.n + 1
+    seq = np.arange(trace.n, dtype=np.int64)
+    last = np.where(is_cr3, seq, -1)
+    np.maximum.accumulate(last, out=last)
+    pd_at = np.full(trace.n, -1, dtype=np.int64)
+    pd_at[1:] = np.where(last[:-1] >= 0, trace.arg0[np.maximum(last[:-1], 0)] >> 12, -1)
+    uses = np.sort(
+        np.concatenate(
+            [
+                (trace.arg0[is_cr3].astype(np.int64) >> 12) * span + seq[is_cr3],
+                trace.arg1[h == CLONE].astype(np.int64) * span + seq[h == CLONE],
+            ]
+        )
+    )
+    zeroed = np.sort(trace.arg0[fills].astype(np.int64) * span + seq[fills])
+    sk = np.nonzero(store)[0]
+    sf = ent[sk] >> 10
+
+    def after(keys: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(keys, sf * span + sk, side="right")
+        nxt = keys[np.minimum(i, len(keys) - 1)] if len(keys) else np.zeros(len(sk), np.int64)
+        return np.where((i < len(keys)) & (nxt // span == sf), nxt % span, span)
+
+    next_use, next_zero = after(uses), after(zeroed)
+    dir_store = np.zeros(trace.n, dtype=bool)
+    dir_store[sk] = (sf == pd_at[sk]) | (next_use < next_zero)
     dir_fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
     chg = np.nonzero(is_cr3 | dir_store | dir_fill)[0]
-    a0, a1, a2, a3 = (
-        x.tolist() for x in (trace.arg0[chg], trace.arg1[chg], trace.arg2[chg], trace.arg3[chg])
-    )
+    a0, a1, a2, a3 = (x[chg].tolist() for x in (trace.arg0, trace.arg1, trace.arg2, trace.arg3))
     e_l, v_l, h_l = ent[chg].tolist(), val[chg].tolist(), h[chg].tolist()
     counts: dict[int, int] = {}
+    since: dict[int, int] = {}  # table -> the event after which it joined the set
+    spells: list[tuple[int, int, int]] = []  # (table, joined after, left after)
     pd = -1
-    bounds: list[int] = []  # events after which the loaded tables changed
-    keys: list[int] = []  # (interval << 21) | table, for every table of every interval
 
     def names(v: int) -> int:
         return v >> 12 if v & PRESENT and not v & PSE else -1
 
-    def recount() -> None:
-        counts.clear()
+    def recount(k: int) -> None:
         r = row.get(pd)
-        if r is None:
-            return
-        pdes = mem[r]
-        sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
-        for t in (pdes[sel] >> 12).tolist():
-            counts[t] = counts.get(t, 0) + 1
+        new: dict[int, int] = {}
+        if r is not None:
+            pdes = mem[r]
+            sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+            for t in (pdes[sel] >> 12).tolist():
+                new[t] = new.get(t, 0) + 1
+        for t in counts.keys() - new.keys():
+            spells.append((t, since.pop(t), k))
+        for t in new.keys() - counts.keys():
+            since[t] = k
+        counts.clear()
+        counts.update(new)
 
     for i, k in enumerate(chg.tolist()):
         hk = h_l[i]
         if hk == WCR3:
             pd = a0[i] >> 12
-            recount()
+            recount(k)
         elif e_l[i] >= 0:
             e, v = e_l[i], v_l[i]
-            pfn = e >> 10
+            pfn, idx = e >> 10, e & 1023
             r = row[pfn]
-            old = int(mem[r, e & 1023])
-            mem[r, e & 1023] = v
-            if pfn != pd or names(old) == names(v):
+            old = int(mem[r, idx])
+            mem[r, idx] = v
+            if pfn != pd:
                 continue
-            for t, d in ((names(old), -1), (names(v), 1)):
-                if t >= 0:
-                    c_ = counts.get(t, 0) + d
-                    if c_:
-                        counts[t] = c_
-                    else:
-                        counts.pop(t, None)
+            t_old, t_new = names(old), names(v)
+            if t_old == t_new:
+                continue
+            if t_old >= 0:
+                counts[t_old] -= 1
+                if not counts[t_old]:
+                    del counts[t_old]
+                    spells.append((t_old, since.pop(t_old), k))
+            if t_new >= 0:
+                if t_new not in counts:
+                    counts[t_new] = 0
+                    since[t_new] = k
+                counts[t_new] += 1
         else:
             pfn = a0[i]
             r = row[pfn]
@@ -543,20 +580,19 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
             if hk == CLONE:
                 lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
                 mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
-            if pfn != pd:
-                continue
-            recount()
-        bounds.append(k)
-        iv = len(bounds)
-        keys.extend((iv << 21) | t for t in counts)
+            if pfn == pd:
+                recount(k)
+    spells.extend((t, j, trace.n) for t, j in since.items())
+    if not spells:
+        return out
+    sp = np.array(sorted(spells), dtype=np.int64)
     sidx = np.nonzero(store)[0]
-    ivs = np.searchsorted(np.asarray(bounds, dtype=np.int64), sidx, side="left")
-    q = (ivs.astype(np.int64) << 21) | (ent[sidx] >> 10)
-    table = np.sort(np.asarray(keys, dtype=np.int64))
-    at = np.searchsorted(table, q)
-    hit = at < len(table)
-    hit[hit] = table[at[hit]] == q[hit]
-    out[sidx] = hit
+    f = ent[sidx] >> 10
+    pos = np.searchsorted(sp[:, 0] * span + sp[:, 1], f * span + sidx, side="left") - 1
+    ok = pos >= 0
+    at = np.maximum(pos, 0)
+    ok &= (sp[at, 0] == f) & (sidx <= sp[at, 2])
+    out[sidx] = ok
     return out
 
 
@@ -566,6 +602,9 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "absorbed", absorbed_mmio)
     _cached(trace, "group_codes", group_codes)
     _cached(trace, "loaded_table_stores", loaded_table_stores)
+    regs = _cached(trace, "control_registers", control_registers)
+    _cached(trace, "recorded_interrupts", recorded_interrupts)
+    _cached(trace, "read_mismatches", lambda t: read_mismatches(t, regs))
     trace_mmu_checks(trace)
 
 
@@ -602,6 +641,14 @@ def _stateful(model: Backend, cs: _Costs) -> set[int]:
     if model.batching:
         out |= {h.id for h in HOOKS if cs.hc[h.id] > 0}
     return out
+
+
+def may_be_lean(run: Run) -> bool:
+    """Whether the run's sequential pass may go lean (:meth:`_Replay._lean`): a backend fed
+    by notifications, told of page-table allocations and of every PTE update (or trapping
+    them) -- whether it does depends on the trace."""
+    pte_mode, alloc_mode, _, _ = _modes(run)
+    return run.model().mmu == "notified" and pte_mode in ("hook", "trap") and alloc_mode == "hook"
 
 
 def sequential_key(
@@ -670,7 +717,7 @@ class _Replay:
             tr, f"native_cycles {table.sha256}", lambda t: native_cycles(t, table, absorbed)
         )
         self.vif_b = backend_if(tr.vif, self.irq_tracks)
-        self.cregs = control_registers(tr)
+        self.cregs = _cached(tr, "control_registers", control_registers)
 
         # runs that differ in nothing the sequential pass reads (an ablation that swaps no
         # cost in, as cpl's) share it: the last one is kept on the trace
@@ -740,13 +787,7 @@ class _Replay:
         do not, return False: :meth:`_sequential` simulates both copies.
         """
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
-        if (
-            self.exact
-            or self.full_check
-            or m.mmu != "notified"
-            or self.pte_mode not in ("hook", "trap")
-            or self.alloc_mode != "hook"
-        ):
+        if self.exact or self.full_check or not may_be_lean(self.run_):
             return False
         n = tr.n
         h, kind = tr.hook, tr.kind
@@ -1762,7 +1803,7 @@ class _Replay:
         bf: np.ndarray,
     ) -> dict[str, np.ndarray]:
         tr, m = self.trace, self.model
-        ints = recorded_interrupts(tr)
+        ints = _cached(tr, "recorded_interrupts", recorded_interrupts)
         earliest = ints.raised + 1
         notices = None
         irq_trap = self.run_.without == "irq" and self.run_.fallback == "trap"
@@ -1849,7 +1890,8 @@ class _Replay:
 
     def _vectorized_checks(self) -> None:
         tr, m = self.trace, self.model
-        for mm in read_mismatches(tr, self.cregs):
+        mismatches = _cached(tr, "read_mismatches", lambda t: read_mismatches(t, self.cregs))
+        for mm in mismatches:
             self.violate(mm.seq, "result", mm.hook, _hex(mm.recorded), _hex(mm.model), mm.what)
         # save_fl: the IF bit the guest reads is the backend's virtual IF
         sf = np.nonzero((tr.hook == _H["save_fl"]) & tr.has_result)[0]
