@@ -72,6 +72,7 @@ from replayer.mechanisms.batch import (
     LAZY_MMU,
     LAZY_NONE,
     BatchQueue,
+    QueuePlan,
     plan,
 )
 from replayer.mechanisms.coherence import ViewPair
@@ -466,30 +467,40 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
     return out
 
 
-def loaded_table_stores(trace: Trace) -> np.ndarray:
-    """Per event: a PTE store into a page table the guest's loaded directory names (as the
-    guest's tables stand just before the store; False for every other event).
+@dataclass
+class LoadedSpaces:
+    """The guest's loaded address space over a trace: which page tables its directory
+    names, when (backend-independent, one pass per trace: :func:`loaded_spaces`)."""
 
-    Xen's ``set_pte_at`` takes a hypercall for the current address space and a plain
-    (trapped) store for another: which it is depends on the guest's tables alone, so it is
-    found once per trace.  Only frames ever loaded as a directory (or cloned from) are
-    rebuilt; the loaded directory's tables are kept as counts, and each table's spells in
-    the set as (enter, leave) events, which the stores are then looked up in.
+    spells: np.ndarray
+    """(table frame, joined after event, left after event) rows, sorted: the directory
+    loaded after the first event names the table until after the second (the trace's
+    length: to the end)."""
+    at_cr3: dict[int, tuple[int, ...]]
+    """write_cr3 event -> the tables the directory it loads names, then."""
+
+
+def loaded_spaces(trace: Trace) -> LoadedSpaces:
+    """The tables the guest's loaded directory names, over the whole trace.
+
+    Only frames ever loaded as a directory (or cloned from) are rebuilt, and of their
+    stores only those into the loaded directory or before the frame is next loaded or
+    cloned from (frames pass between directory and table use); the loaded directory's
+    tables are kept as counts, changed by stores to it.
     """
     ent, val = _pte_entries(trace)
     h = trace.hook
     WCR3, CLONE = _H["write_cr3"], _H["alloc_pd_clone"]
     fills = np.isin(h, [_H["alloc_pt"], _H["alloc_pd"], CLONE])
     is_cr3 = h == WCR3
+    store = ent >= 0
     dirs = np.unique(
         np.concatenate(
             [trace.arg0[is_cr3].astype(np.int64) >> 12, trace.arg1[h == CLONE].astype(np.int64)]
         )
     )
-    out = np.zeros(trace.n, dtype=bool)
-    store = ent >= 0
-    if not len(dirs) or not store.any():
-        return out
+    if not len(dirs):
+        return LoadedSpaces(np.zeros((0, 3), dtype=np.int64), {})
     row = {int(d): i for i, d in enumerate(dirs.tolist())}
     mem = np.zeros((len(dirs), 1024), dtype=np.int64)
     # a store matters if it is into the loaded directory, or its frame is loaded or cloned
@@ -512,7 +523,7 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
     sk = np.nonzero(store)[0]
     sf = ent[sk] >> 10
 
-    def after(keys: np.ndarray) -> np.ndarray:
+    def after(keys: np.ndarray) -> np.ndarray:  # the frame's next event of a kind
         i = np.searchsorted(keys, sf * span + sk, side="right")
         nxt = keys[np.minimum(i, len(keys) - 1)] if len(keys) else np.zeros(len(sk), np.int64)
         return np.where((i < len(keys)) & (nxt // span == sf), nxt % span, span)
@@ -527,6 +538,7 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
     counts: dict[int, int] = {}
     since: dict[int, int] = {}  # table -> the event after which it joined the set
     spells: list[tuple[int, int, int]] = []  # (table, joined after, left after)
+    at_cr3: dict[int, tuple[int, ...]] = {}
     pd = -1
 
     def names(v: int) -> int:
@@ -552,6 +564,7 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
         if hk == WCR3:
             pd = a0[i] >> 12
             recount(k)
+            at_cr3[k] = tuple(sorted(counts))
         elif e_l[i] >= 0:
             e, v = e_l[i], v_l[i]
             pfn, idx = e >> 10, e & 1023
@@ -583,10 +596,25 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
             if pfn == pd:
                 recount(k)
     spells.extend((t, j, trace.n) for t, j in since.items())
-    if not spells:
+    sp = np.array(sorted(spells), dtype=np.int64).reshape(-1, 3)
+    return LoadedSpaces(sp, at_cr3)
+
+
+def loaded_table_stores(trace: Trace) -> np.ndarray:
+    """Per event: a PTE store into a page table the guest's loaded directory names (as the
+    guest's tables stand just before the store; False for every other event).
+
+    Xen's ``set_pte_at`` takes a hypercall for the current address space and a plain
+    (trapped) store for another: which it is depends on the guest's tables alone, so it is
+    found once per trace (:func:`loaded_spaces`).
+    """
+    ent, _ = _pte_entries(trace)
+    sp = _cached(trace, "loaded_spaces", loaded_spaces).spells
+    out = np.zeros(trace.n, dtype=bool)
+    sidx = np.nonzero(ent >= 0)[0]
+    if not len(sp) or not len(sidx):
         return out
-    sp = np.array(sorted(spells), dtype=np.int64)
-    sidx = np.nonzero(store)[0]
+    span = trace.n + 1
     f = ent[sidx] >> 10
     pos = np.searchsorted(sp[:, 0] * span + sp[:, 1], f * span + sidx, side="left") - 1
     ok = pos >= 0
@@ -601,6 +629,7 @@ def prepare(trace: Trace) -> None:
     processes forked afterwards start with it."""
     _cached(trace, "absorbed", absorbed_mmio)
     _cached(trace, "group_codes", group_codes)
+    _cached(trace, "loaded_spaces", loaded_spaces)
     _cached(trace, "loaded_table_stores", loaded_table_stores)
     regs = _cached(trace, "control_registers", control_registers)
     _cached(trace, "recorded_interrupts", recorded_interrupts)
@@ -617,6 +646,229 @@ def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = 
 
 def _hex(v: int | None) -> str:
     return "unknown" if v is None else f"{v:#x}"
+
+
+class _Proof:
+    """Whether a notified backend's copy of the page tables provably equals the guest's at
+    every MMU check (:meth:`_Replay._lean`), decided over the whole trace at once.
+
+    Times are in quarters of an event: ``4k`` a flush applying the queue before event
+    ``k``, ``4k+1`` checks deferred to that flush, ``4k+2`` event ``k`` itself (the guest's
+    store, what the backend does at once), ``4k+3`` a check right after it.
+    """
+
+    def __init__(
+        self,
+        trace: Trace,
+        in_loop: np.ndarray,
+        queued: np.ndarray,
+        flush_at: np.ndarray,
+        ent: np.ndarray,
+    ) -> None:
+        self.trace, self.in_loop, self.queued, self.flush_at = trace, in_loop, queued, flush_at
+        h = trace.hook
+        self.s_idx = np.nonzero(in_loop & (ent >= 0))[0]
+        self.s_f = ent[self.s_idx] >> 10
+        self.s_q = queued[self.s_idx]
+        self.a0 = trace.arg0.astype(np.int64)
+        self.alloc_ids = [_H[x] for x in ("alloc_pt", "alloc_pd", "alloc_pd_clone")]
+        self.release_ids = [_H["release_pt"], _H["release_pd"]]
+        self.is_alloc = in_loop & np.isin(h, self.alloc_ids)
+
+    def flushes_upto(self, x: np.ndarray) -> np.ndarray:
+        """Flushes at or before each event."""
+        return np.searchsorted(self.flush_at, x, side="right")
+
+    def next_flush(self, x: np.ndarray) -> np.ndarray:
+        """The first flush after each event (the trace's length: the final drain)."""
+        fa, n = self.flush_at, self.trace.n
+        if not len(fa):
+            return np.full(len(x), n, dtype=np.int64)
+        i = self.flushes_upto(x)
+        return np.where(i < len(fa), fa[np.minimum(i, len(fa) - 1)], n)
+
+    def notified(self) -> bool:
+        """Told of every allocation: every store reaches a frame the backend keeps when it
+        is applied (the frame's last alloc_* applied before it, no release_* before it, in
+        the guest's order), and no clone copies a source with updates in flight."""
+        tr, in_loop, queued = self.trace, self.in_loop, self.queued
+        h, n = tr.hook, tr.n
+        span = n + 1
+        flushes_upto, next_flush = self.flushes_upto, self.next_flush
+        s_idx, s_f, s_q = self.s_idx, self.s_f, self.s_q
+        r_idx = np.nonzero(in_loop & np.isin(h, self.alloc_ids + self.release_ids))[0]
+        r_f = self.a0[r_idx]
+        order = np.lexsort((r_idx, r_f))
+        r_idx, r_f = r_idx[order], r_f[order]
+        r_alloc = np.isin(h[r_idx], self.alloc_ids)
+        r_q = queued[r_idx]
+        r_key = r_f * span + r_idx
+        pos = np.searchsorted(r_key, s_f * span + s_idx) - 1
+        ok = pos >= 0
+        ok[ok] = r_f[pos[ok]] == s_f[ok]
+        if not ok.all() or not r_alloc[pos].all():
+            return False  # a store to a frame never allocated, or released
+        late = ~s_q & r_q[pos] & (flushes_upto(s_idx) == flushes_upto(r_idx[pos]))
+        nxt = np.minimum(pos + 1, max(len(r_idx) - 1, 0))
+        again = (pos + 1 < len(r_idx)) & (r_f[nxt] == s_f)
+        late |= s_q & again & (r_idx[nxt] < next_flush(s_idx))
+        same = r_f[1:] == r_f[:-1]
+        overtaken = same & r_q[:-1] & ~r_q[1:]
+        overtaken &= flushes_upto(r_idx[1:]) == flushes_upto(r_idx[:-1])
+        if late.any() or overtaken.any():
+            return False  # applied out of the guest's order
+        c_idx = np.nonzero(in_loop & (h == _H["alloc_pd_clone"]))[0]
+        if not len(c_idx):
+            return True
+        # the backend copies its own copy of the source: no update of the source may be
+        # queued when the clone is applied, nor (a queued clone) land before it is
+        keys = np.concatenate([s_f * span + s_idx, r_key])
+        touch = np.sort(keys)
+        touch_q = np.sort(keys[np.concatenate([s_q, r_q])])
+        i = flushes_upto(c_idx)
+        lo = np.full(len(c_idx), -1, dtype=np.int64)
+        if len(self.flush_at):
+            lo = np.where(i > 0, self.flush_at[np.maximum(i - 1, 0)], -1)
+        src = tr.arg1[c_idx].astype(np.int64) * span
+
+        def between(keys: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.searchsorted(keys, src + b, side="left") - np.searchsorted(
+                keys, src + a, side="right"
+            )
+
+        busy = between(touch_q, lo, c_idx)
+        busy += queued[c_idx] * between(touch, c_idx, next_flush(c_idx))
+        return not (busy > 0).any()  # else a clone's source changes while updates fly
+
+    def discovered(
+        self,
+        scans: np.ndarray,
+        faults: np.ndarray,
+        checks: np.ndarray,
+        ev: np.ndarray,
+        qp: QueuePlan,
+    ) -> bool:
+        """Not told of allocations (``--without ptalloc --fallback trap``): the backend
+        keeps a frame from when it discovers it -- as the loaded directory or one of its
+        tables at a CR3 load, or as a table a set_pmd installs -- re-reading it whole, to
+        the frame's next allocation (whose memset faults on the protected frame).  A frame
+        is wrong from an allocation or a store the backend missed to its next discovery;
+        no check may fall where a wrong frame is in the loaded space.
+
+        Fills ``scans`` (tables discovered at each event) and ``faults`` (allocations of a
+        protected frame) for the costs.
+        """
+        tr, in_loop = self.trace, self.in_loop
+        h, n = tr.hook, tr.n
+        span = 4 * n + 8
+        spaces = _cached(tr, "loaded_spaces", loaded_spaces)
+        # discoveries: (frame, time, event)
+        cr3 = np.nonzero(in_loop & (h == _H["write_cr3"]))[0]
+        d_f: list[int] = []
+        d_k: list[int] = []
+        for k in cr3.tolist():
+            found = {int(tr.arg0[k]) >> 12, *spaces.at_cr3.get(k, ())}
+            d_f.extend(found)
+            d_k.extend([k] * len(found))
+        ent, val = _pte_entries(tr)
+        inst = in_loop & (h == _H["set_pmd"]) & (ent >= 0) & ((val & 0x81) == 1)
+        ik = np.nonzero(inst)[0]
+        disc_f = np.concatenate([np.asarray(d_f, dtype=np.int64), val[ik] >> 12])
+        disc_k = np.concatenate([np.asarray(d_k, dtype=np.int64), ik])
+        fill_k = np.nonzero(self.is_alloc)[0]
+        fill_f = self.a0[fill_k]
+        # registered at a time: the frame's last discovery before it follows its last fill
+        dk = np.sort(disc_f * span + 4 * disc_k + 2)
+        fk = np.sort(fill_f * span + 4 * fill_k + 2)
+
+        def last_before(keys: np.ndarray, f: np.ndarray, t: np.ndarray) -> np.ndarray:
+            i = np.searchsorted(keys, f * span + t, side="left") - 1
+            got = keys[np.maximum(i, 0)] if len(keys) else np.zeros(len(f), np.int64)
+            return np.where((i >= 0) & (got // span == f), got % span, -1)
+
+        def registered(f: np.ndarray, t: np.ndarray) -> np.ndarray:
+            d = last_before(dk, f, t)
+            return (d >= 0) & (d > last_before(fk, f, t))
+
+        new = ~registered(disc_f, 4 * disc_k + 2)
+        np.add.at(scans, disc_k[new], 1)
+        faults[fill_k[registered(fill_f, 4 * fill_k + 2)]] = True
+        # wrong from a fill, or a store applied to a frame not kept, to the next discovery
+        s_idx, s_f = self.s_idx, self.s_f
+        applied = np.where(self.s_q, 4 * self.next_flush(s_idx), 4 * s_idx + 2)
+        lost = ~registered(s_f, applied)
+        w_f = np.concatenate([fill_f, s_f[lost]])
+        w_t = np.concatenate([4 * fill_k + 2, applied[lost]])
+        i = np.searchsorted(dk, w_f * span + w_t, side="right")
+        nxt = dk[np.minimum(i, len(dk) - 1)] if len(dk) else np.zeros(len(w_f), np.int64)
+        w_end = np.where((i < len(dk)) & (nxt // span == w_f), nxt % span, span - 1)
+        # one interval per (frame, end): from its first start
+        order = np.lexsort((w_t, w_end, w_f))
+        w_f, w_t, w_end = w_f[order], w_t[order], w_end[order]
+        first = np.ones(len(w_f), dtype=bool)
+        first[1:] = (w_f[1:] != w_f[:-1]) | (w_end[1:] != w_end[:-1])
+        w_f, w_t, w_end = w_f[first], w_t[first], w_end[first]
+        if not len(w_f):
+            return True
+        # the loaded space: each directory while loaded, each table while it names it
+        cr3_next = np.append(cr3[1:], n)
+        sp = spaces.spells
+        l_f = np.concatenate([self.a0[cr3] >> 12, sp[:, 0]])
+        l_a = np.concatenate([4 * cr3 + 2, 4 * sp[:, 1] + 2])
+        l_b = np.concatenate([4 * cr3_next + 2, 4 * sp[:, 2] + 2])
+        l_f, l_a, l_b = _union(l_f, l_a, l_b)
+        # check times: right after the event, or at the flush that empties the queue
+        pending = _pending_after(n, ev, qp, self.queued)
+        late = pending[checks] > 0
+        when = np.where(late, 4 * self.next_flush(checks) + 1, 4 * checks + 3)
+        when = np.sort(when)
+        # any check inside (wrong interval) & (loaded interval) of the same frame
+        lo = np.searchsorted(l_f * span + l_b, w_f * span + w_t, side="right")
+        hi = np.searchsorted(l_f * span + l_a, w_f * span + w_end, side="left")
+        cnt = np.maximum(hi - lo, 0)
+        if not cnt.any():
+            return True
+        wi = np.repeat(np.arange(len(w_f)), cnt)
+        li = np.repeat(lo, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+        a = np.maximum(w_t[wi], l_a[li])
+        b = np.minimum(w_end[wi], l_b[li])
+        inside = np.searchsorted(when, b, side="left") - np.searchsorted(when, a, side="left")
+        return not (inside > 0).any()
+
+
+def _union(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Intervals [a, b) per frame f merged where they overlap, sorted."""
+    order = np.lexsort((a, f))
+    f, a, b = f[order], a[order], b[order]
+    out_f: list[int] = []
+    out_a: list[int] = []
+    out_b: list[int] = []
+    for x, lo, hi in zip(f.tolist(), a.tolist(), b.tolist(), strict=True):
+        if out_f and out_f[-1] == x and lo <= out_b[-1]:
+            out_b[-1] = max(out_b[-1], hi)
+        else:
+            out_f.append(x)
+            out_a.append(lo)
+            out_b.append(hi)
+    return tuple(np.asarray(v, dtype=np.int64) for v in (out_f, out_a, out_b))
+
+
+def _pending_after(n: int, ev: np.ndarray, qp: QueuePlan, queued: np.ndarray) -> np.ndarray:
+    """Per event: entries left in the queue right after it (plan positions ``ev``)."""
+    pushes = np.zeros(n, dtype=np.int64)
+    pushes[ev] = qp.pushes
+    cum = np.cumsum(pushes)
+    base = np.zeros(n, dtype=np.int64)  # pushes applied by the last flush at or before
+    marks = np.full(n, -1, dtype=np.int64)
+    cf = ev[qp.capacity_flush]
+    dr = ev[qp.drained > 0]
+    marks[cf] = cum[cf] - pushes[cf]
+    marks[dr] = cum[dr]
+    has = marks >= 0
+    idx = np.where(has, np.arange(n), -1)
+    np.maximum.accumulate(idx, out=idx)
+    base = np.where(idx >= 0, marks[np.maximum(idx, 0)], 0)
+    return cum - base
 
 
 def _modes(run: Run) -> tuple[str | None, str | None, bool, bool]:
@@ -645,10 +897,13 @@ def _stateful(model: Backend, cs: _Costs) -> set[int]:
 
 def may_be_lean(run: Run) -> bool:
     """Whether the run's sequential pass may go lean (:meth:`_Replay._lean`): a backend fed
-    by notifications, told of page-table allocations and of every PTE update (or trapping
-    them) -- whether it does depends on the trace."""
+    by notifications, told of every PTE update (or trapping them) and told of page-table
+    allocations (or, told of updates, discovering tables) -- whether it does depends on
+    the trace."""
     pte_mode, alloc_mode, _, _ = _modes(run)
-    return run.model().mmu == "notified" and pte_mode in ("hook", "trap") and alloc_mode == "hook"
+    hooked = alloc_mode == "hook" and pte_mode in ("hook", "trap")
+    found = alloc_mode == "trap" and pte_mode == "hook"
+    return run.model().mmu == "notified" and (hooked or found)
 
 
 def sequential_key(
@@ -772,6 +1027,16 @@ class _Replay:
 
     # ------------------------------------------------------------ the lean pass
 
+    def _check_events(self, in_loop: np.ndarray) -> np.ndarray:
+        """Events after which the MMU is checked: CR3 loads, TLB flushes, checkpoints."""
+        h = self.trace.hook
+        names = ("write_cr3", "flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")
+        at = in_loop & np.isin(h, [_H[x] for x in names])
+        cps = self.trace.checkpoints
+        if cps:
+            at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+        return np.nonzero(at)[0]
+
     def _lean(self, absorbed: np.ndarray) -> bool:
         """The sequential pass for a backend fed by notifications, where it learns every store.
 
@@ -781,7 +1046,9 @@ class _Replay:
         ``alloc_*`` is applied before it and no ``release_*`` before it is), and no
         ``alloc_pd_clone`` copies a source with updates still in flight, its copy equals the
         guest's tables whenever nothing is queued -- which is when every MMU check is made --
-        so no check can find a page wrong.  Those conditions are decided over the whole
+        so no check can find a page wrong.  Without allocation hooks (trap fallback) the
+        backend keeps what it discovered; then no check may fall where a frame of the loaded
+        space is wrong (:class:`_Proof`).  Those conditions are decided over the whole
         trace at once (the queue's flushes from :func:`plan`); where they hold, costs come
         from the queue plan column-wise and only device events run one by one.  Where they
         do not, return False: :meth:`_sequential` simulates both copies.
@@ -800,7 +1067,7 @@ class _Replay:
         hook_mask[list(_stateful(m, cs))] = True
         in_loop = hook_mask[hk] & (kind == K_HOOK) & (ent != -2)
 
-        LAZY, CLONE = _H["set_lazy_mode"], _H["alloc_pd_clone"]
+        LAZY = _H["set_lazy_mode"]
         is_lazy = h == LAZY
         setm = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_MMU, LAZY_CPU))
         last = np.where(setm, np.arange(n), -1)
@@ -822,7 +1089,9 @@ class _Replay:
         alloc_ids = [_H[x] for x in ("alloc_pt", "alloc_pd", "alloc_pd_clone")]
         release_ids = [_H["release_pt"], _H["release_pd"]]
         adds = np.zeros(_NHOOKS + 1, dtype=bool)
-        adds[[*_PTE_HOOKS, *alloc_ids, *release_ids, _H["write_cr3"]]] = True
+        adds[[*_PTE_HOOKS, _H["write_cr3"]]] = True
+        if self.alloc_mode == "hook":
+            adds[[*alloc_ids, *release_ids]] = True
         if m.flush_resync:
             adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
         hcn = np.where(other, wp_t[3], cs.hc[hk])
@@ -836,65 +1105,16 @@ class _Replay:
         ev = np.nonzero(queued | drains)[0]
         cap = max(m.batch_capacity, 1)
         qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], cap)
-        flush_at = ev[qp.flushes]
 
-        # -- the proof: every store reaches a kept frame, every clone a settled source
-        def flushes_upto(x: np.ndarray) -> np.ndarray:
-            return np.searchsorted(flush_at, x, side="right")
-
-        def next_flush(x: np.ndarray) -> np.ndarray:
-            if not len(flush_at):
-                return np.full(len(x), n, dtype=np.int64)
-            i = flushes_upto(x)
-            return np.where(i < len(flush_at), flush_at[np.minimum(i, len(flush_at) - 1)], n)
-
-        span = n + 1
-        r_idx = np.nonzero(in_loop & np.isin(h, alloc_ids + release_ids))[0]
-        r_f = a0[r_idx]
-        order = np.lexsort((r_idx, r_f))
-        r_idx, r_f = r_idx[order], r_f[order]
-        r_alloc = np.isin(h[r_idx], alloc_ids)
-        r_q = queued[r_idx]
-        r_key = r_f * span + r_idx
-        s_idx = np.nonzero(in_loop & (ent >= 0))[0]
-        s_f = ent[s_idx] >> 10
-        pos = np.searchsorted(r_key, s_f * span + s_idx) - 1
-        ok = pos >= 0
-        ok[ok] = r_f[pos[ok]] == s_f[ok]
-        if not ok.all() or not r_alloc[pos].all():
-            return False  # a store to a frame never allocated, or released
-        s_q = queued[s_idx]
-        late = ~s_q & r_q[pos] & (flushes_upto(s_idx) == flushes_upto(r_idx[pos]))
-        nxt = np.minimum(pos + 1, max(len(r_idx) - 1, 0))
-        again = (pos + 1 < len(r_idx)) & (r_f[nxt] == s_f)
-        late |= s_q & again & (r_idx[nxt] < next_flush(s_idx))
-        same = r_f[1:] == r_f[:-1]
-        overtaken = same & r_q[:-1] & ~r_q[1:]
-        overtaken &= flushes_upto(r_idx[1:]) == flushes_upto(r_idx[:-1])
-        if late.any() or overtaken.any():
-            return False  # applied out of the guest's order
-        c_idx = np.nonzero(in_loop & (h == CLONE))[0]
-        if len(c_idx):
-            # the backend copies its own copy of the source: no update of the source may be
-            # queued when the clone is applied, nor (a queued clone) land before it is
-            keys = np.concatenate([s_f * span + s_idx, r_key])
-            touch = np.sort(keys)
-            touch_q = np.sort(keys[np.concatenate([s_q, r_q])])
-            i = flushes_upto(c_idx)
-            lo = np.full(len(c_idx), -1, dtype=np.int64)
-            if len(flush_at):
-                lo = np.where(i > 0, flush_at[np.maximum(i - 1, 0)], -1)
-            src = tr.arg1[c_idx].astype(np.int64) * span
-
-            def between(keys: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-                return np.searchsorted(keys, src + b, side="left") - np.searchsorted(
-                    keys, src + a, side="right"
-                )
-
-            busy = between(touch_q, lo, c_idx)
-            busy += queued[c_idx] * between(touch, c_idx, next_flush(c_idx))
-            if (busy > 0).any():
-                return False  # a clone's source changes while updates are in flight
+        # -- the proof that no check can find a page wrong
+        scans = np.zeros(n, dtype=np.int64)  # tables discovered at the event (trap)
+        faults = np.zeros(n, dtype=bool)  # allocations faulting on a protected frame
+        proof = _Proof(tr, in_loop, queued, ev[qp.flushes], ent)
+        if self.alloc_mode == "hook":
+            if not proof.notified():
+                return False
+        elif not proof.discovered(scans, faults, self._check_events(in_loop), ev, qp):
+            return False
 
         # -- costs: what the queue plan and the row say, column-wise
         timer = np.zeros(n, dtype=bool)
@@ -905,7 +1125,7 @@ class _Replay:
         drained[ev] = qp.drained
         cap_flush = np.zeros(n, dtype=bool)
         cap_flush[ev[qp.capacity_flush]] = True
-        idx = np.nonzero(queued | (drained > 0) | other | timer)[0]
+        idx = np.nonzero(queued | (drained > 0) | other | timer | (scans > 0) | faults)[0]
         hx = hk[idx]
         cy, me = cs.cyc[hx].astype(np.int64), cs.mech[hx].astype(np.int64)
         ex_, hc_, tp_ = (a[hx].astype(np.int64) for a in (cs.ex, cs.hc, cs.tr))
@@ -935,6 +1155,10 @@ class _Replay:
         nbf[cf], nbt[cf] = 1, cap
         if timer_t is not None:
             put(timer[idx], timer_t)
+        cy += scans[idx] * table["scan_table"]
+        fl = faults[idx]
+        cy[fl] += table["pv_fault"] + table["emulate_write"]
+        tp_[fl] += 1
         self.dyn_cols.append((idx, cy, me, ex_, hc_, tp_, nbf, nbt))
 
         # -- the devices, event by event

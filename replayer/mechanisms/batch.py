@@ -91,6 +91,8 @@ class QueuePlan:
     flushes: np.ndarray
     """Positions where queued entries are applied, ascending (the final drain after the
     last event not included)."""
+    pushes: np.ndarray
+    """Per position: the event adds an entry (as given)."""
 
 
 def plan(queued: np.ndarray, pushes: np.ndarray, drains: np.ndarray, capacity: int) -> QueuePlan:
@@ -125,4 +127,4 @@ def plan(queued: np.ndarray, pushes: np.ndarray, drains: np.ndarray, capacity: i
     drained = np.zeros(n, dtype=np.int64)
     drained[dpos] = (per_seg - flushed)[: len(dpos)]
     flushes = np.nonzero(capacity_flush | (drained > 0))[0]
-    return QueuePlan(capacity_flush, drained, flushes)
+    return QueuePlan(capacity_flush, drained, flushes, pushes.astype(bool))

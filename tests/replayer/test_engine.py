@@ -285,7 +285,14 @@ def _alone(tr: Trace, run: backends.Run, p4: CostTable, exact: bool = False) -> 
     return engine.replay(tr, run, p4, exact=exact)
 
 
-LEAN = ("vmi", "xen-pv", "vmi-without-pteupdate-trap", "xen-pv-without-irq-trap")
+LEAN = (
+    "vmi",
+    "xen-pv",
+    "vmi-without-pteupdate-trap",
+    "xen-pv-without-irq-trap",
+    "vmi-without-ptalloc-trap",
+    "xen-pv-without-ptalloc-trap",
+)
 
 
 @pytest.mark.parametrize("label", LEAN)
@@ -319,6 +326,22 @@ def test_the_lean_pass_refuses_a_store_the_backend_may_have_missed(
         r = _run(tr, p4, label)
         assert r.sequential == "exact"
         assert [v.check for v in r.violations] == ["mmu.stale"]
+
+
+def test_the_lean_pass_refuses_a_table_reused_while_mapped(tmp_path: Path, p4: CostTable) -> None:
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        a = synth.spawn(b, pages=2)
+        synth.switch_to(b, a)  # the VMM discovers a's tables here...
+        pt = a.tables[sorted(a.pages)[0] >> 22]
+        b.hook("alloc_pt", pt)  # ...then the kernel zeroes one still mapped
+        b.hook("flush_tlb_user")
+
+    tr = _trace(tmp_path, build)
+    for label in ("vmi", "xen-pv"):
+        r = _run(tr, p4, label, "ptalloc", "trap")
+        assert r.sequential == "exact"
+        assert {v.check for v in r.violations} == {"mmu.stale"}
 
 
 def test_runs_sharing_a_sequential_pass_get_what_each_would_alone(
