@@ -106,25 +106,25 @@ def plan(queued: np.ndarray, pushes: np.ndarray, drains: np.ndarray, capacity: i
     block's last push; a drain applies what is left.
     """
     n = len(queued)
-    seg = np.cumsum(drains) - drains  # drains before each position
-    pc = np.cumsum(pushes)
-    dpos = np.nonzero(drains)[0]
-    base = np.zeros(len(dpos) + 1, dtype=np.int64)
-    base[1:] = pc[dpos]
-    rank = pc - pushes - base[seg]  # pushes before, within the position's segment
+    # only pushes, queued events and drains matter: work on their positions
+    dpos = np.flatnonzero(drains)
+    ppos = np.flatnonzero(pushes)
+    qpos = np.flatnonzero(queued)
+    pseg = np.searchsorted(dpos, ppos)  # segment (drains before) of each push
+    rank = np.arange(len(ppos)) - np.searchsorted(pseg, pseg, side="left")
+    ends = ppos[(rank + 1) % capacity == 0]
     capacity_flush = np.zeros(n, dtype=bool)
-    ends = np.nonzero(pushes & ((rank + 1) % capacity == 0))[0]
-    qpos = np.nonzero(queued)[0]
     if len(ends) and len(qpos):
         at = np.searchsorted(qpos, ends, side="right")
         ok = at < len(qpos)
         nxt = qpos[at[ok]]
-        nxt = nxt[seg[nxt] == seg[ends[ok]]]
+        nxt = nxt[np.searchsorted(dpos, nxt) == np.searchsorted(dpos, ends[ok])]
         capacity_flush[nxt] = True
     nseg = len(dpos) + 1
-    per_seg = np.bincount(seg[pushes], minlength=nseg)
-    flushed = np.bincount(seg[capacity_flush], minlength=nseg) * capacity
+    per_seg = np.bincount(pseg, minlength=nseg)
+    cf = np.flatnonzero(capacity_flush)
+    flushed = np.bincount(np.searchsorted(dpos, cf), minlength=nseg) * capacity
     drained = np.zeros(n, dtype=np.int64)
     drained[dpos] = (per_seg - flushed)[: len(dpos)]
-    flushes = np.nonzero(capacity_flush | (drained > 0))[0]
+    flushes = np.union1d(cf, dpos[drained[dpos] > 0])
     return QueuePlan(capacity_flush, drained, flushes, pushes.astype(bool))
