@@ -478,6 +478,9 @@ class LoadedSpaces:
     length: to the end)."""
     at_cr3: dict[int, tuple[int, ...]]
     """write_cr3 event -> the tables the directory it loads names, then."""
+    at_invlpg: dict[int, int]
+    """flush_tlb_single event -> the table the loaded directory's entry for the address
+    names then (-1: none)."""
 
 
 def loaded_spaces(trace: Trace) -> LoadedSpaces:
@@ -500,7 +503,7 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
         )
     )
     if not len(dirs):
-        return LoadedSpaces(np.zeros((0, 3), dtype=np.int64), {})
+        return LoadedSpaces(np.zeros((0, 3), dtype=np.int64), {}, {})
     row = {int(d): i for i, d in enumerate(dirs.tolist())}
     mem = np.zeros((len(dirs), 1024), dtype=np.int64)
     # a store matters if it is into the loaded directory, or its frame is loaded or cloned
@@ -532,13 +535,15 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     dir_store = np.zeros(trace.n, dtype=bool)
     dir_store[sk] = (sf == pd_at[sk]) | (next_use < next_zero)
     dir_fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
-    chg = np.nonzero(is_cr3 | dir_store | dir_fill)[0]
+    INVLPG = _H["flush_tlb_single"]
+    chg = np.nonzero(is_cr3 | dir_store | dir_fill | (h == INVLPG))[0]
     a0, a1, a2, a3 = (x[chg].tolist() for x in (trace.arg0, trace.arg1, trace.arg2, trace.arg3))
     e_l, v_l, h_l = ent[chg].tolist(), val[chg].tolist(), h[chg].tolist()
     counts: dict[int, int] = {}
     since: dict[int, int] = {}  # table -> the event after which it joined the set
     spells: list[tuple[int, int, int]] = []  # (table, joined after, left after)
     at_cr3: dict[int, tuple[int, ...]] = {}
+    at_invlpg: dict[int, int] = {}
     pd = -1
 
     def names(v: int) -> int:
@@ -565,6 +570,9 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
             pd = a0[i] >> 12
             recount(k)
             at_cr3[k] = tuple(sorted(counts))
+        elif hk == INVLPG:
+            r = row.get(pd)
+            at_invlpg[k] = names(int(mem[r, a0[i] >> 22])) if r is not None else -1
         elif e_l[i] >= 0:
             e, v = e_l[i], v_l[i]
             pfn, idx = e >> 10, e & 1023
@@ -597,7 +605,54 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
                 recount(k)
     spells.extend((t, j, trace.n) for t, j in since.items())
     sp = np.array(sorted(spells), dtype=np.int64).reshape(-1, 3)
-    return LoadedSpaces(sp, at_cr3)
+    return LoadedSpaces(sp, at_cr3, at_invlpg)
+
+
+def fill_changes(trace: Trace) -> dict[int, np.ndarray]:
+    """Per allocation (``alloc_*``) of a frame ever loaded as a directory or cloned from:
+    the entries whose meaning (:func:`_meaning`) it changes (one pass per trace over those
+    frames' stores)."""
+    ent, val = _pte_entries(trace)
+    h = trace.hook
+    WCR3, CLONE = _H["write_cr3"], _H["alloc_pd_clone"]
+    fills = np.isin(h, [_H["alloc_pt"], _H["alloc_pd"], CLONE])
+    dirs = np.unique(
+        np.concatenate(
+            [
+                trace.arg0[h == WCR3].astype(np.int64) >> 12,
+                trace.arg1[h == CLONE].astype(np.int64),
+            ]
+        )
+    )
+    out: dict[int, np.ndarray] = {}
+    if not len(dirs):
+        return out
+    row = {int(d): i for i, d in enumerate(dirs.tolist())}
+    mem = np.zeros((len(dirs), 1024), dtype=np.int64)
+    store = (ent >= 0) & np.isin(ent >> 10, dirs)
+    fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
+    sel = np.nonzero(store | fill)[0]
+    e_l, v_l, h_l = ent[sel].tolist(), val[sel].tolist(), h[sel].tolist()
+    a0, a1, a2, a3 = (x[sel].tolist() for x in (trace.arg0, trace.arg1, trace.arg2, trace.arg3))
+    for i, k in enumerate(sel.tolist()):
+        e = e_l[i]
+        if e >= 0:
+            mem[row[e >> 10], e & 1023] = v_l[i]
+            continue
+        r = row[a0[i]]
+        old = mem[r].copy()
+        mem[r] = 0
+        if h_l[i] == CLONE:
+            lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
+            mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
+        out[k] = np.nonzero(_meaning(mem[r]) != _meaning(old))[0]
+    return out
+
+
+def _meaning(v: np.ndarray) -> np.ndarray:
+    """What of an entry's value a translation depends on (frame, present, writable, user,
+    large page): equal meanings translate alike under any directory entry."""
+    return np.where(v & PRESENT, v & 0xFFFFF087, 0)
 
 
 def loaded_table_stores(trace: Trace) -> np.ndarray:
@@ -631,6 +686,7 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "group_codes", group_codes)
     _cached(trace, "loaded_spaces", loaded_spaces)
     _cached(trace, "loaded_table_stores", loaded_table_stores)
+    _cached(trace, "fill_changes", fill_changes)
     regs = _cached(trace, "control_registers", control_registers)
     _cached(trace, "recorded_interrupts", recorded_interrupts)
     _cached(trace, "read_mismatches", lambda t: read_mismatches(t, regs))
@@ -649,12 +705,15 @@ def _hex(v: int | None) -> str:
 
 
 class _Proof:
-    """Whether a notified backend's copy of the page tables provably equals the guest's at
-    every MMU check (:meth:`_Replay._lean`), decided over the whole trace at once.
+    """Whether no MMU check can find a page wrong in a backend's copy of the page tables
+    (:meth:`_Replay._lean`), decided over the whole trace at once; one method per kind of
+    copy.  It may say no where a check would find nothing (the run is then simulated);
+    it must not say yes where one would find something.
 
     Times are in quarters of an event: ``4k`` a flush applying the queue before event
     ``k``, ``4k+1`` checks deferred to that flush, ``4k+2`` event ``k`` itself (the guest's
-    store, what the backend does at once), ``4k+3`` a check right after it.
+    store, what the backend does at once), ``4k+3`` a check right after it
+    (:meth:`shadowed` also orders the operations one flush applies by their events).
     """
 
     def __init__(
@@ -835,6 +894,290 @@ class _Proof:
         inside = np.searchsorted(when, b, side="left") - np.searchsorted(when, a, side="left")
         return not (inside > 0).any()
 
+    def shadowed(self, checks: np.ndarray, ev: np.ndarray, qp: QueuePlan, cache: int) -> bool:
+        """lguest: a shadow it learns set_pte_at/set_pmd into, re-reads on flushes (the walk
+        of an address, the loaded space, everything) and, for a directory not among the
+        ``cache`` it keeps, at a CR3 load; in-place updates and allocations it is not told.
+
+        An entry is wrong from a change the shadow missed (pte_update, an allocation's
+        memset, a queued set_pte_at overtaken by a later change) to the next re-read
+        covering it.  No check may find a wrong entry of the loaded directory, a wrong
+        allocated table in the loaded space, or a wrong entry of a loaded table that a
+        native TLB could not still hold: one covered by a TLB flush since it went wrong.
+        (lguest is correct by the second clause: what it was not told waits for a flush.)
+        """
+        tr, in_loop, queued = self.trace, self.in_loop, self.queued
+        h, n = tr.hook, tr.n
+        ent, val = _pte_entries(tr)
+        spaces = _cached(tr, "loaded_spaces", loaded_spaces)
+        M = n + 1  # composite times: quarter * M + event (ops of one flush in order)
+
+        def at(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+            return q.astype(np.int64) * M + k
+
+        def applied(k: np.ndarray) -> np.ndarray:
+            return np.where(queued[k], at(4 * self.next_flush(k), k), at(4 * k + 2, k))
+
+        def state(t: np.ndarray) -> np.ndarray:  # the last event whose effects t sees
+            q = t // M
+            return np.where(q % 4 >= 2, q // 4, q // 4 - 1)
+
+        cr3 = np.nonzero(in_loop & (h == _H["write_cr3"]))[0]
+        cr3_pd = self.a0[cr3] >> 12
+
+        def pd_at(st: np.ndarray) -> np.ndarray:
+            i = np.searchsorted(cr3, st, side="right") - 1
+            return np.where(i >= 0, cr3_pd[np.maximum(i, 0)], -1)
+
+        s_idx, s_f = self.s_idx, self.s_f
+        s_e, s_v, s_h = ent[s_idx], val[s_idx], h[s_idx]
+        s_t = at(4 * s_idx + 2, s_idx)
+        fill_k = np.nonzero(self.is_alloc)[0]
+        fill_f = self.a0[fill_k]
+        fill_t = at(4 * fill_k + 2, fill_k)
+        fill_order = np.argsort(fill_f * M + fill_k, kind="stable")
+        f_key = (fill_f * M + fill_k)[fill_order]
+
+        def fill_between(f: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            """A fill of frame f at an event in (lo, hi)."""
+            a = np.searchsorted(f_key, f * M + lo, side="right")
+            b = np.searchsorted(f_key, f * M + hi, side="left")
+            return b > a
+
+        # each store's previous and next store to the same entry
+        o = np.argsort(s_e, kind="stable")
+        es, ks, vs = s_e[o], s_idx[o], s_v[o]
+        same_prev = np.zeros(len(o), dtype=bool)
+        same_prev[1:] = es[1:] == es[:-1]
+        prev_k = np.full(len(o), -1, dtype=np.int64)
+        prev_k[1:] = ks[:-1]
+        prev_v = np.zeros(len(o), dtype=np.int64)
+        prev_v[1:] = vs[:-1]
+        next_k = np.full(len(o), n, dtype=np.int64)
+        next_k[:-1] = np.where(es[:-1] == es[1:], ks[1:], n)
+        chg = ~same_prev | (_meaning(vs) != _meaning(prev_v)) | fill_between(es >> 10, prev_k, ks)
+        changed = np.empty(len(o), dtype=bool)
+        changed[o] = chg
+        nxt = np.empty(len(o), dtype=np.int64)
+        nxt[o] = next_k
+
+        # an allocation of a frame that is (or was) a directory: only the entries it
+        # changes; of any other frame: the whole frame, to its next whole re-read
+        changes = _cached(tr, "fill_changes", fill_changes)
+        known = np.array([k in changes for k in fill_k.tolist()], dtype=bool)
+        got = [changes[k] for k in fill_k[known].tolist()]
+        counts = np.array([len(x) for x in got], dtype=np.int64)
+        fz_k_a = np.repeat(fill_k[known], counts)
+        fz_e_a = np.repeat(fill_f[known] * 1024, counts)
+        if len(got):
+            fz_e_a = fz_e_a + np.concatenate(got)
+        fz_t = at(4 * fz_k_a + 2, fz_k_a)
+        fill_k, fill_f, fill_t = fill_k[~known], fill_f[~known], fill_t[~known]
+        upd = np.isin(s_h, [_H["pte_update"], _H["pte_update_defer"]])
+        learn = np.isin(s_h, [_H["set_pte_at"], _H["set_pmd"]])
+        s_a = applied(s_idx)
+        stale = learn & queued[s_idx]
+        stale &= (at(4 * nxt + 2, nxt) < s_a) | fill_between(s_f, s_idx, s_a // M // 4 + 1)
+        # wrong entries: (entry, from, leeway from)
+        w_e = np.concatenate([s_e[upd & changed], s_e[stale], fz_e_a])
+        w_s = np.concatenate([s_t[upd & changed], s_a[stale], fz_t])
+        w_l = np.concatenate([s_t[upd & changed], s_t[stale], fz_t])
+
+        # re-reads: everything; frames; entries
+        fl_k = np.nonzero(in_loop & (h == _H["flush_tlb_kernel"]))[0]
+        setpte = s_h == _H["set_pte"]
+        g_t = np.sort(np.concatenate([applied(fl_k), s_a[setpte]]))
+        # CR3 loads re-read the space unless the directory is among the cached
+        cr3_t = applied(cr3)
+        inst = learn & (s_h == _H["set_pmd"]) & ((s_v & 0x81) == 1)
+        pops_f = np.concatenate([s_f[s_h == _H["set_pte_at"]], s_v[inst] >> 12])
+        pops_t = np.concatenate([s_a[s_h == _H["set_pte_at"]], s_a[inst]])
+        # a pop matters only as the first of its frame after a load of that frame
+        keep = np.isin(pops_f, cr3_pd)
+        pops_f, pops_t = pops_f[keep], pops_t[keep]
+        loads = _first_after(pops_f, pops_t, cr3_pd, cr3_t)  # each load's next pop
+        big = np.iinfo(np.int64).max
+        firsts = np.unique(np.stack([cr3_pd, loads], axis=1)[loads < big], axis=0)
+        pops_f, pops_t = firsts[:, 0], firsts[:, 1]
+        evs = sorted(
+            [(t, 1, f) for t, f in zip(cr3_t.tolist(), cr3_pd.tolist(), strict=True)]
+            + [(t, 0, f) for t, f in zip(pops_t.tolist(), pops_f.tolist(), strict=True)]
+        )
+        lru: OrderedDict[int, None] = OrderedDict()
+        miss_t: list[int] = []
+        for t, is_cr3, f in evs:
+            if not is_cr3:
+                lru.pop(f, None)
+            elif f in lru:
+                lru.move_to_end(f)
+            else:
+                miss_t.append(t)
+                lru[f] = None
+                while len(lru) > cache:
+                    lru.popitem(last=False)
+        fu_k = np.nonzero(in_loop & (h == _H["flush_tlb_user"]))[0]
+        rs_t = np.concatenate([np.asarray(miss_t, dtype=np.int64), applied(fu_k)])
+        rs_st = state(rs_t)
+        q_i, q_tab = _tables_at_states(spaces.spells, rs_st)
+        fr_f = np.concatenate([pd_at(rs_st), q_tab, s_v[inst] >> 12])
+        fr_t = np.concatenate([rs_t, rs_t[q_i], s_a[inst]])
+        # entries: set_pte_at/set_pmd learning the current value; a flush_tlb_single's walk
+        en_e = [s_e[learn & ~stale]]
+        en_t = [s_a[learn & ~stale]]
+        il_k = np.nonzero(in_loop & (h == _H["flush_tlb_single"]))[0]
+        il_t = applied(il_k)
+        if len(il_k):
+            addr = self.a0[il_k]
+            i, j = addr >> 22, (addr >> 12) & 1023
+            pd_k = pd_at(il_k)
+            tab = np.array([spaces.at_invlpg.get(k, -1) for k in il_k.tolist()], dtype=np.int64)
+            # a queued one re-reads what the walk is when it lands: only if unchanged
+            moved = queued[il_k] & (pd_at(state(il_t)) != pd_k)
+            pde = pd_k * 1024 + i
+            pde_st = np.isin(s_e, pde[queued[il_k]])
+            if pde_st.any():
+                o2 = np.lexsort((s_idx[pde_st], s_e[pde_st]))
+                ke, kk = s_e[pde_st][o2], s_idx[pde_st][o2]
+                a = np.searchsorted(ke * M + kk, pde * M + il_k, side="right")
+                b = np.searchsorted(ke * M + kk, pde * M + state(il_t), side="right")
+                moved |= queued[il_k] & (b > a)
+            ok = (pd_k >= 0) & ~moved
+            en_e.append(pde[ok])
+            en_t.append(il_t[ok])
+            ok &= tab >= 0
+            en_e.append((tab * 1024 + j)[ok])
+            en_t.append(il_t[ok])
+        en_e_a, en_t_a = np.concatenate(en_e), np.concatenate(en_t)
+
+        # a wrong spell ends at the first re-read after it starts
+        def next_global(t: np.ndarray) -> np.ndarray:
+            i = np.searchsorted(g_t, t, side="right")
+            big = np.iinfo(np.int64).max
+            return (
+                np.where(i < len(g_t), g_t[np.minimum(i, max(len(g_t) - 1, 0))], big)
+                if len(g_t)
+                else np.full(len(t), big, dtype=np.int64)
+            )
+
+        w_f = w_e >> 10
+        w_end = np.minimum(next_global(w_s), _first_after(fr_f, fr_t, w_f, w_s))
+        w_end = np.minimum(w_end, _first_after(en_e_a, en_t_a, w_e, w_s))
+        a_end = np.minimum(next_global(fill_t), _first_after(fr_f, fr_t, fill_f, fill_t))
+
+        # the checks, each where it is made, and the loaded space then
+        pending = _pending_after(n, ev, qp, queued)
+        late = pending[checks] > 0
+        c_t = np.where(
+            late,
+            at(4 * self.next_flush(checks) + 1, np.full(len(checks), n)),
+            at(4 * checks + 3, np.full(len(checks), n)),
+        )
+        c_t = np.sort(c_t)
+        c_st = state(c_t)
+        c_pd = pd_at(c_st)
+
+        def hits(f: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(wrong spell, check time) pairs: checks in [lo, hi) with frame f loaded."""
+            a = np.searchsorted(c_t, lo, side="right")
+            b = np.searchsorted(c_t, hi, side="left")
+            cnt = np.maximum(b - a, 0)
+            if cnt.sum() > 5_000_000:
+                raise _Unproved
+            wi = np.repeat(np.arange(len(f)), cnt)
+            ci = np.repeat(a, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+            st = c_st[ci]
+            loaded = (c_pd[ci] == f[wi]) | _named_at(spaces.spells, f[wi], st)
+            return wi[loaded], ci[loaded]
+
+        try:
+            # an allocation's memset the shadow missed, in the loaded space at a check
+            wi, _ = hits(fill_f, fill_t, a_end)
+            if len(wi):
+                return False
+            wi, ci = hits(w_f, w_s, w_end)
+        except _Unproved:
+            return False
+        if not len(wi):
+            return True
+        if (c_pd[ci] == w_f[wi]).any():
+            return False  # an entry of the loaded directory itself
+        # a TLB flush covering the entry since it went wrong: CR3 loads and full flushes
+        full_k = np.nonzero(
+            in_loop & np.isin(h, [_H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]])
+        )[0]
+        full_t = at(4 * full_k + 2, full_k)
+        lo_t, hi_t = w_l[wi], c_t[ci]
+        if (np.searchsorted(full_t, hi_t) > np.searchsorted(full_t, lo_t, side="right")).any():
+            return False
+        # ... and invlpg of an address with the entry's index (any table: a bound)
+        if len(il_k):
+            j_key = ((self.a0[il_k] >> 12) & 1023) * (4 * M * (n + 2)) + at(4 * il_k + 2, il_k)
+            j_key = np.sort(j_key)
+            jj = (w_e[wi] & 1023) * (4 * M * (n + 2))
+            if (
+                np.searchsorted(j_key, jj + hi_t) > np.searchsorted(j_key, jj + lo_t, side="right")
+            ).any():
+                return False
+        return True
+
+
+def _first_after(kx: np.ndarray, kt: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each (x, t): the least time in ``kt`` after t paired with x in ``kx`` (the int64
+    maximum where there is none)."""
+    big = np.iinfo(np.int64).max
+    if not len(kx):
+        return np.full(len(x), big, dtype=np.int64)
+    times = np.sort(np.concatenate([kt, t]))
+    times = times[np.append(True, times[1:] != times[:-1])]
+    span = len(times) + 1
+    keys = np.sort(kx * span + np.searchsorted(times, kt))
+    pos = np.searchsorted(keys, x * span + np.searchsorted(times, t), side="right")
+    got = keys[np.minimum(pos, len(keys) - 1)]
+    ok = (pos < len(keys)) & (got // span == x)
+    return np.where(ok, times[np.minimum(got % span, len(times) - 1)], big)
+
+
+class _Unproved(Exception):
+    """The proof gives up (too many cases to look at)."""
+
+
+def _tables_at_states(spells: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query index, table) for every table the loaded directory names after each event in
+    ``states`` (spells as in :class:`LoadedSpaces`)."""
+    order = np.argsort(states, kind="stable")
+    joins = spells[np.argsort(spells[:, 1], kind="stable")]
+    leaves = spells[np.argsort(spells[:, 2], kind="stable")]
+    active: dict[int, int] = {}
+    qi: list[int] = []
+    qt: list[int] = []
+    a = b = 0
+    jl, ll = joins.tolist(), leaves.tolist()
+    for q in order.tolist():
+        st = int(states[q])
+        while a < len(jl) and jl[a][1] <= st:
+            active[jl[a][0]] = active.get(jl[a][0], 0) + 1
+            a += 1
+        while b < len(ll) and ll[b][2] <= st:
+            t = ll[b][0]
+            active[t] -= 1
+            if not active[t]:
+                del active[t]
+            b += 1
+        qi.extend([q] * len(active))
+        qt.extend(active)
+    return np.asarray(qi, dtype=np.int64), np.asarray(qt, dtype=np.int64)
+
+
+def _named_at(spells: np.ndarray, f: np.ndarray, st: np.ndarray) -> np.ndarray:
+    """Whether the loaded directory names table f after event st (per pair)."""
+    if not len(spells) or not len(f):
+        return np.zeros(len(f), dtype=bool)
+    span = int(max(spells[:, 2].max(), st.max() if len(st) else 0)) + 2
+    pos = np.searchsorted(spells[:, 0] * span + spells[:, 1], f * span + st, side="right") - 1
+    ok = pos >= 0
+    p = np.maximum(pos, 0)
+    return ok & (spells[p, 0] == f) & (st < spells[p, 2])
+
 
 def _union(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
     """Intervals [a, b) per frame f merged where they overlap, sorted."""
@@ -898,12 +1241,13 @@ def _stateful(model: Backend, cs: _Costs) -> set[int]:
 def may_be_lean(run: Run) -> bool:
     """Whether the run's sequential pass may go lean (:meth:`_Replay._lean`): a backend fed
     by notifications, told of every PTE update (or trapping them) and told of page-table
-    allocations (or, told of updates, discovering tables) -- whether it does depends on
-    the trace."""
+    allocations (or, told of updates, discovering tables), or lguest told of PTE updates
+    -- whether it does depends on the trace."""
     pte_mode, alloc_mode, _, _ = _modes(run)
     hooked = alloc_mode == "hook" and pte_mode in ("hook", "trap")
     found = alloc_mode == "trap" and pte_mode == "hook"
-    return run.model().mmu == "notified" and (hooked or found)
+    mmu = run.model().mmu
+    return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
 
 
 def sequential_key(
@@ -1048,7 +1392,9 @@ class _Replay:
         guest's tables whenever nothing is queued -- which is when every MMU check is made --
         so no check can find a page wrong.  Without allocation hooks (trap fallback) the
         backend keeps what it discovered; then no check may fall where a frame of the loaded
-        space is wrong (:class:`_Proof`).  Those conditions are decided over the whole
+        space is wrong.  lguest's shadow (``demand``) may be wrong at a check only where a
+        native TLB could still hold what the shadow holds (:class:`_Proof`).  Those
+        conditions are decided over the whole
         trace at once (the queue's flushes from :func:`plan`); where they hold, costs come
         from the queue plan column-wise and only device events run one by one.  Where they
         do not, return False: :meth:`_sequential` simulates both copies.
@@ -1110,7 +1456,10 @@ class _Replay:
         scans = np.zeros(n, dtype=np.int64)  # tables discovered at the event (trap)
         faults = np.zeros(n, dtype=bool)  # allocations faulting on a protected frame
         proof = _Proof(tr, in_loop, queued, ev[qp.flushes], ent)
-        if self.alloc_mode == "hook":
+        if m.mmu == "demand":
+            if not proof.shadowed(self._check_events(in_loop), ev, qp, m.pgdir_cache):
+                return False
+        elif self.alloc_mode == "hook":
             if not proof.notified():
                 return False
         elif not proof.discovered(scans, faults, self._check_events(in_loop), ev, qp):
@@ -1125,7 +1474,14 @@ class _Replay:
         drained[ev] = qp.drained
         cap_flush = np.zeros(n, dtype=bool)
         cap_flush[ev[qp.capacity_flush]] = True
-        idx = np.nonzero(queued | (drained > 0) | other | timer | (scans > 0) | faults)[0]
+        async_flush = np.zeros(n, dtype=bool)
+        if m.name == "lguest":
+            # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
+            async_flush = in_loop & is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
+            async_flush &= drained == 0
+        idx = np.nonzero(
+            queued | (drained > 0) | other | timer | (scans > 0) | faults | async_flush
+        )[0]
         hx = hk[idx]
         cy, me = cs.cyc[hx].astype(np.int64), cs.mech[hx].astype(np.int64)
         ex_, hc_, tp_ = (a[hx].astype(np.int64) for a in (cs.ex, cs.hc, cs.tr))
@@ -1153,6 +1509,10 @@ class _Replay:
         cy[cf] += flush_t[0] + cap * entry
         me[cf] = MECH_CODE["batch_flush"]
         nbf[cf], nbt[cf] = 1, cap
+        af = async_flush[idx]
+        cy[af] += table["hypercall"]
+        me[af] = MECH_CODE["hypercall"]
+        hc_[af] = 1
         if timer_t is not None:
             put(timer[idx], timer_t)
         cy += scans[idx] * table["scan_table"]

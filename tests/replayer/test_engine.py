@@ -292,6 +292,8 @@ LEAN = (
     "xen-pv-without-irq-trap",
     "vmi-without-ptalloc-trap",
     "xen-pv-without-ptalloc-trap",
+    "lguest",
+    "lguest-without-irq-none",
 )
 
 
@@ -342,6 +344,25 @@ def test_the_lean_pass_refuses_a_table_reused_while_mapped(tmp_path: Path, p4: C
         r = _run(tr, p4, label, "ptalloc", "trap")
         assert r.sequential == "exact"
         assert {v.check for v in r.violations} == {"mmu.stale"}
+
+
+def test_the_lean_pass_refuses_a_cached_directory_changed_behind_lguest(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        a, other = synth.spawn(b, pages=2), synth.spawn(b, pages=2)
+        synth.switch_to(b, a)
+        synth.switch_to(b, other)  # lguest keeps a's shadow directory...
+        addr = sorted(a.pages)[0]
+        pt = a.tables[addr >> 22]
+        b.in_place("pte_update", a.mm, addr, pt, (addr >> 12) & 1023, 0)  # ...not told
+        synth.switch_to(b, a)  # a cached directory: no re-read, and the CR3 load flushed
+
+    tr = _trace(tmp_path, build)
+    r = _run(tr, p4, "lguest")
+    assert r.sequential == "exact"
+    assert {v.check for v in r.violations} == {"mmu.stale"}
 
 
 def test_runs_sharing_a_sequential_pass_get_what_each_would_alone(
