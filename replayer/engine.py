@@ -877,8 +877,7 @@ class _Proof:
         l_b = np.concatenate([4 * cr3_next + 2, 4 * sp[:, 2] + 2])
         l_f, l_a, l_b = _union(l_f, l_a, l_b)
         # check times: right after the event, or at the flush that empties the queue
-        pending = _pending_after(n, ev, qp, self.queued)
-        late = pending[checks] > 0
+        late = _pending_after(ev, qp, checks) > 0
         when = np.where(late, 4 * self.next_flush(checks) + 1, 4 * checks + 3)
         when = np.sort(when)
         # any check inside (wrong interval) & (loaded interval) of the same frame
@@ -944,6 +943,8 @@ class _Proof:
             b = np.searchsorted(f_key, f * M + hi, side="left")
             return b > a
 
+        upd = np.isin(s_h, [_H["pte_update"], _H["pte_update_defer"]])
+        learn = np.isin(s_h, [_H["set_pte_at"], _H["set_pmd"]])
         # each store's previous and next store to the same entry
         o = np.argsort(s_e, kind="stable")
         es, ks, vs = s_e[o], s_idx[o], s_v[o]
@@ -955,7 +956,9 @@ class _Proof:
         prev_v[1:] = vs[:-1]
         next_k = np.full(len(o), n, dtype=np.int64)
         next_k[:-1] = np.where(es[:-1] == es[1:], ks[1:], n)
-        chg = ~same_prev | (_meaning(vs) != _meaning(prev_v)) | fill_between(es >> 10, prev_k, ks)
+        chg = ~same_prev | (_meaning(vs) != _meaning(prev_v))
+        look = ~chg & upd[o]  # (only pte_update's matter)
+        chg[look] = fill_between(es[look] >> 10, prev_k[look], ks[look])
         changed = np.empty(len(o), dtype=bool)
         changed[o] = chg
         nxt = np.empty(len(o), dtype=np.int64)
@@ -973,11 +976,11 @@ class _Proof:
             fz_e_a = fz_e_a + np.concatenate(got)
         fz_t = at(4 * fz_k_a + 2, fz_k_a)
         fill_k, fill_f, fill_t = fill_k[~known], fill_f[~known], fill_t[~known]
-        upd = np.isin(s_h, [_H["pte_update"], _H["pte_update_defer"]])
-        learn = np.isin(s_h, [_H["set_pte_at"], _H["set_pmd"]])
         s_a = applied(s_idx)
         stale = learn & queued[s_idx]
-        stale &= (at(4 * nxt + 2, nxt) < s_a) | fill_between(s_f, s_idx, s_a // M // 4 + 1)
+        stale &= at(4 * nxt + 2, nxt) < s_a
+        look = learn & queued[s_idx] & ~stale
+        stale[look] = fill_between(s_f[look], s_idx[look], s_a[look] // M // 4 + 1)
         # wrong entries: (entry, from, leeway from)
         w_e = np.concatenate([s_e[upd & changed], s_e[stale], fz_e_a])
         w_s = np.concatenate([s_t[upd & changed], s_a[stale], fz_t])
@@ -1018,7 +1021,8 @@ class _Proof:
         fu_k = np.nonzero(in_loop & (h == _H["flush_tlb_user"]))[0]
         rs_t = np.concatenate([np.asarray(miss_t, dtype=np.int64), applied(fu_k)])
         rs_st = state(rs_t)
-        q_i, q_tab = _tables_at_states(spaces.spells, rs_st)
+        wrong_f = np.concatenate([w_e >> 10, fill_f])  # only their re-reads matter
+        q_i, q_tab = _tables_at_states(spaces.spells[np.isin(spaces.spells[:, 0], wrong_f)], rs_st)
         fr_f = np.concatenate([pd_at(rs_st), q_tab, s_v[inst] >> 12])
         fr_t = np.concatenate([rs_t, rs_t[q_i], s_a[inst]])
         # entries: set_pte_at/set_pmd learning the current value; a flush_tlb_single's walk
@@ -1048,6 +1052,10 @@ class _Proof:
             en_e.append((tab * 1024 + j)[ok])
             en_t.append(il_t[ok])
         en_e_a, en_t_a = np.concatenate(en_e), np.concatenate(en_t)
+        mine = np.isin(en_e_a, w_e)
+        en_e_a, en_t_a = en_e_a[mine], en_t_a[mine]
+        mine = np.isin(fr_f, wrong_f)
+        fr_f, fr_t = fr_f[mine], fr_t[mine]
 
         # a wrong spell ends at the first re-read after it starts
         def next_global(t: np.ndarray) -> np.ndarray:
@@ -1065,8 +1073,7 @@ class _Proof:
         a_end = np.minimum(next_global(fill_t), _first_after(fr_f, fr_t, fill_f, fill_t))
 
         # the checks, each where it is made, and the loaded space then
-        pending = _pending_after(n, ev, qp, queued)
-        late = pending[checks] > 0
+        late = _pending_after(ev, qp, checks) > 0
         c_t = np.where(
             late,
             at(4 * self.next_flush(checks) + 1, np.full(len(checks), n)),
@@ -1145,27 +1152,13 @@ def _tables_at_states(spells: np.ndarray, states: np.ndarray) -> tuple[np.ndarra
     """(query index, table) for every table the loaded directory names after each event in
     ``states`` (spells as in :class:`LoadedSpaces`)."""
     order = np.argsort(states, kind="stable")
-    joins = spells[np.argsort(spells[:, 1], kind="stable")]
-    leaves = spells[np.argsort(spells[:, 2], kind="stable")]
-    active: dict[int, int] = {}
-    qi: list[int] = []
-    qt: list[int] = []
-    a = b = 0
-    jl, ll = joins.tolist(), leaves.tolist()
-    for q in order.tolist():
-        st = int(states[q])
-        while a < len(jl) and jl[a][1] <= st:
-            active[jl[a][0]] = active.get(jl[a][0], 0) + 1
-            a += 1
-        while b < len(ll) and ll[b][2] <= st:
-            t = ll[b][0]
-            active[t] -= 1
-            if not active[t]:
-                del active[t]
-            b += 1
-        qi.extend([q] * len(active))
-        qt.extend(active)
-    return np.asarray(qi, dtype=np.int64), np.asarray(qt, dtype=np.int64)
+    qs = states[order]
+    a = np.searchsorted(qs, spells[:, 1], side="left")
+    b = np.searchsorted(qs, spells[:, 2], side="left")
+    cnt = np.maximum(b - a, 0)
+    si = np.repeat(np.arange(len(spells)), cnt)
+    pos = np.repeat(a, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    return order[pos], spells[si, 0]
 
 
 def _named_at(spells: np.ndarray, f: np.ndarray, st: np.ndarray) -> np.ndarray:
@@ -1196,22 +1189,18 @@ def _union(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...
     return tuple(np.asarray(v, dtype=np.int64) for v in (out_f, out_a, out_b))
 
 
-def _pending_after(n: int, ev: np.ndarray, qp: QueuePlan, queued: np.ndarray) -> np.ndarray:
-    """Per event: entries left in the queue right after it (plan positions ``ev``)."""
-    pushes = np.zeros(n, dtype=np.int64)
-    pushes[ev] = qp.pushes
-    cum = np.cumsum(pushes)
-    base = np.zeros(n, dtype=np.int64)  # pushes applied by the last flush at or before
-    marks = np.full(n, -1, dtype=np.int64)
-    cf = ev[qp.capacity_flush]
-    dr = ev[qp.drained > 0]
-    marks[cf] = cum[cf] - pushes[cf]
-    marks[dr] = cum[dr]
-    has = marks >= 0
-    idx = np.where(has, np.arange(n), -1)
-    np.maximum.accumulate(idx, out=idx)
-    base = np.where(idx >= 0, marks[np.maximum(idx, 0)], 0)
-    return cum - base
+def _pending_after(ev: np.ndarray, qp: QueuePlan, at: np.ndarray) -> np.ndarray:
+    """Entries left in the queue right after each event of ``at`` (plan positions ``ev``)."""
+    cum = np.cumsum(qp.pushes)  # pushes up to each plan position
+    i = np.searchsorted(ev, at, side="right") - 1
+    upto = np.where(i >= 0, cum[np.maximum(i, 0)], 0) if len(ev) else np.zeros(len(at), int)
+    # what the last flush at or before applied: all pushes before it (a capacity flush
+    # comes before its own event's push), or through it (a drain)
+    fl = qp.flushes
+    done = cum[fl] - (qp.capacity_flush[fl] & qp.pushes[fl])
+    j = np.searchsorted(ev[fl], at, side="right") - 1
+    base = np.where(j >= 0, done[np.maximum(j, 0)], 0) if len(fl) else np.zeros(len(at), int)
+    return upto - base
 
 
 def _modes(run: Run) -> tuple[str | None, str | None, bool, bool]:
