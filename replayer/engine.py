@@ -956,11 +956,12 @@ class _Proof:
         prev_v[1:] = vs[:-1]
         next_k = np.full(len(o), n, dtype=np.int64)
         next_k[:-1] = np.where(es[:-1] == es[1:], ks[1:], n)
-        chg = ~same_prev | (_meaning(vs) != _meaning(prev_v))
-        look = ~chg & upd[o]  # (only pte_update's matter)
-        chg[look] = fill_between(es[look] >> 10, prev_k[look], ks[look])
-        changed = np.empty(len(o), dtype=bool)
-        changed[o] = chg
+        u = np.flatnonzero(upd[o])  # only pte_update's change matters
+        chg = ~same_prev[u] | (_meaning(vs[u]) != _meaning(prev_v[u]))
+        look = ~chg
+        chg[look] = fill_between(es[u][look] >> 10, prev_k[u][look], ks[u][look])
+        changed = np.zeros(len(o), dtype=bool)
+        changed[o[u]] = chg
         nxt = np.empty(len(o), dtype=np.int64)
         nxt[o] = next_k
 
