@@ -1372,7 +1372,7 @@ class _Replay:
         return np.nonzero(at)[0]
 
     def _lean(self, absorbed: np.ndarray) -> bool:
-        """The sequential pass for a backend fed by notifications, where it learns every store.
+        """The sequential pass where a proof shows no MMU check can find a page wrong.
 
         A ``notified`` backend (VMI's shadow, Xen's validated tables) applies each
         notification at once or, queued, in order at the flush.  If every page-table store
@@ -1383,11 +1383,11 @@ class _Replay:
         so no check can find a page wrong.  Without allocation hooks (trap fallback) the
         backend keeps what it discovered; then no check may fall where a frame of the loaded
         space is wrong.  lguest's shadow (``demand``) may be wrong at a check only where a
-        native TLB could still hold what the shadow holds (:class:`_Proof`).  Those
-        conditions are decided over the whole
-        trace at once (the queue's flushes from :func:`plan`); where they hold, costs come
-        from the queue plan column-wise and only device events run one by one.  Where they
-        do not, return False: :meth:`_sequential` simulates both copies.
+        native TLB could still hold what the shadow holds.  Those conditions
+        (:class:`_Proof`) are decided over the whole trace at once, with the queue's
+        flushes from :func:`plan`; where they hold, costs come from the queue plan
+        column-wise and only device events run one by one.  Where they do not, return
+        False: :meth:`_sequential` simulates both copies.
         """
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
         if self.exact or self.full_check or not may_be_lean(self.run_):
