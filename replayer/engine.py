@@ -925,6 +925,8 @@ class _Proof:
         cr3_pd = self.a0[cr3] >> 12
 
         def pd_at(st: np.ndarray) -> np.ndarray:
+            if not len(cr3):
+                return np.full(len(st), -1, dtype=np.int64)
             i = np.searchsorted(cr3, st, side="right") - 1
             return np.where(i >= 0, cr3_pd[np.maximum(i, 0)], -1)
 

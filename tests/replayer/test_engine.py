@@ -310,6 +310,23 @@ def test_the_lean_pass_gives_what_simulating_both_copies_gives(
         _same(lean, exact)
 
 
+def test_every_run_on_a_trace_with_checks_but_no_address_space(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    def build(b: synth.TraceBuilder) -> None:
+        b.hook("irq_disable")
+        b.hook("irq_enable")
+        b.checkpoint()
+        b.hook("flush_tlb_single", 0x1000)
+        b.hook("flush_tlb_user")
+        b.checkpoint()
+
+    tr = _trace(tmp_path, build)
+    for run in all_runs():
+        lean, exact = _alone(tr, run, p4), _alone(tr, run, p4, exact=True)
+        _same(lean, exact)
+
+
 def test_the_lean_pass_refuses_a_store_the_backend_may_have_missed(
     tmp_path: Path, p4: CostTable
 ) -> None:
