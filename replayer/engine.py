@@ -141,6 +141,9 @@ _APIC_HOOKS = (_H["apic_write"], _H["apic_write_atomic"], _H["apic_read"])
 _UNMASKERS = (_H["irq_enable"], _H["restore_fl"])
 #: What a store taken in a run does to the two copies, by its kind (engine ``stores``).
 _ACT = (0, 1, 2, 0, 2, 3)
+#: Hooks that allocate (zero or clone) a page-table frame, and that release one.
+_ALLOCS = [_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"]]
+_RELEASES = [_H["release_pt"], _H["release_pd"]]
 #: Hooks that store one page-table entry.
 _PTE_HOOKS = [_H[n] for n in ("set_pte", "set_pte_at", "set_pmd", "pte_update", "pte_update_defer")]
 #: Hooks that only change page tables, CR3 or the TLB.
@@ -337,7 +340,7 @@ def _frames_needed(trace: Trace, ent: np.ndarray) -> int:
     frames = max(mem_mib, 4) * 256
     if len(ent):
         frames = max(frames, int(ent.max() >> 10) + 1)
-    fills = np.isin(trace.hook, [_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"]])
+    fills = np.isin(trace.hook, _ALLOCS)
     if fills.any():
         frames = max(frames, int(trace.arg0[fills].max()) + 1, int(trace.arg1[fills].max()) + 1)
     return frames
@@ -399,7 +402,7 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
         guest = GuestMMU(nframes=_frames_needed(trace, ent))
         frames = guest.frames
         h = trace.hook
-        fill = np.isin(h, [_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"]])
+        fill = np.isin(h, _ALLOCS)
         regs = (h == _H["write_cr3"]) | (h == _H["write_cr0"])
         want = (ent >= 0) | fill | regs
         cp_idx = np.fromiter(sorted(cps), dtype=np.int64, count=len(cps))
@@ -467,6 +470,20 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
     return out
 
 
+def _directory_frames(trace: Trace) -> np.ndarray:
+    """Frames ever loaded as a directory or cloned from, sorted: the only ones whose
+    contents a per-trace pass over the guest's directories needs."""
+    h = trace.hook
+    return np.unique(
+        np.concatenate(
+            [
+                trace.arg0[h == _H["write_cr3"]].astype(np.int64) >> 12,
+                trace.arg1[h == _H["alloc_pd_clone"]].astype(np.int64),
+            ]
+        )
+    )
+
+
 @dataclass
 class LoadedSpaces:
     """The guest's loaded address space over a trace: which page tables its directory
@@ -494,14 +511,10 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     ent, val = _pte_entries(trace)
     h = trace.hook
     WCR3, CLONE = _H["write_cr3"], _H["alloc_pd_clone"]
-    fills = np.isin(h, [_H["alloc_pt"], _H["alloc_pd"], CLONE])
+    fills = np.isin(h, _ALLOCS)
     is_cr3 = h == WCR3
     store = ent >= 0
-    dirs = np.unique(
-        np.concatenate(
-            [trace.arg0[is_cr3].astype(np.int64) >> 12, trace.arg1[h == CLONE].astype(np.int64)]
-        )
-    )
+    dirs = _directory_frames(trace)
     if not len(dirs):
         return LoadedSpaces(np.zeros((0, 3), dtype=np.int64), {}, {})
     row = {int(d): i for i, d in enumerate(dirs.tolist())}
@@ -614,16 +627,9 @@ def fill_changes(trace: Trace) -> dict[int, np.ndarray]:
     frames' stores)."""
     ent, val = _pte_entries(trace)
     h = trace.hook
-    WCR3, CLONE = _H["write_cr3"], _H["alloc_pd_clone"]
-    fills = np.isin(h, [_H["alloc_pt"], _H["alloc_pd"], CLONE])
-    dirs = np.unique(
-        np.concatenate(
-            [
-                trace.arg0[h == WCR3].astype(np.int64) >> 12,
-                trace.arg1[h == CLONE].astype(np.int64),
-            ]
-        )
-    )
+    CLONE = _H["alloc_pd_clone"]
+    fills = np.isin(h, _ALLOCS)
+    dirs = _directory_frames(trace)
     out: dict[int, np.ndarray] = {}
     if not len(dirs):
         return out
@@ -730,9 +736,7 @@ class _Proof:
         self.s_f = ent[self.s_idx] >> 10
         self.s_q = queued[self.s_idx]
         self.a0 = trace.arg0.astype(np.int64)
-        self.alloc_ids = [_H[x] for x in ("alloc_pt", "alloc_pd", "alloc_pd_clone")]
-        self.release_ids = [_H["release_pt"], _H["release_pd"]]
-        self.is_alloc = in_loop & np.isin(h, self.alloc_ids)
+        self.is_alloc = in_loop & np.isin(h, _ALLOCS)
 
     def flushes_upto(self, x: np.ndarray) -> np.ndarray:
         """Flushes at or before each event."""
@@ -746,6 +750,12 @@ class _Proof:
         i = self.flushes_upto(x)
         return np.where(i < len(fa), fa[np.minimum(i, len(fa) - 1)], n)
 
+    def check_times(self, checks: np.ndarray, ev: np.ndarray, qp: QueuePlan) -> np.ndarray:
+        """When each check is made, in quarters: right after its event, or at the flush
+        that empties the queue (``checks``: events, ascending)."""
+        late = _pending_after(ev, qp, checks) > 0
+        return np.where(late, 4 * self.next_flush(checks) + 1, 4 * checks + 3)
+
     def notified(self) -> bool:
         """Told of every allocation: every store reaches a frame the backend keeps when it
         is applied (the frame's last alloc_* applied before it, no release_* before it, in
@@ -755,11 +765,11 @@ class _Proof:
         span = n + 1
         flushes_upto, next_flush = self.flushes_upto, self.next_flush
         s_idx, s_f, s_q = self.s_idx, self.s_f, self.s_q
-        r_idx = np.nonzero(in_loop & np.isin(h, self.alloc_ids + self.release_ids))[0]
+        r_idx = np.nonzero(in_loop & np.isin(h, _ALLOCS + _RELEASES))[0]
         r_f = self.a0[r_idx]
         order = np.lexsort((r_idx, r_f))
         r_idx, r_f = r_idx[order], r_f[order]
-        r_alloc = np.isin(h[r_idx], self.alloc_ids)
+        r_alloc = np.isin(h[r_idx], _ALLOCS)
         r_q = queued[r_idx]
         r_key = r_f * span + r_idx
         pos = np.searchsorted(r_key, s_f * span + s_idx) - 1
@@ -876,10 +886,7 @@ class _Proof:
         l_a = np.concatenate([4 * cr3 + 2, 4 * sp[:, 1] + 2])
         l_b = np.concatenate([4 * cr3_next + 2, 4 * sp[:, 2] + 2])
         l_f, l_a, l_b = _union(l_f, l_a, l_b)
-        # check times: right after the event, or at the flush that empties the queue
-        late = _pending_after(ev, qp, checks) > 0
-        when = np.where(late, 4 * self.next_flush(checks) + 1, 4 * checks + 3)
-        when = np.sort(when)
+        when = np.sort(self.check_times(checks, ev, qp))
         # any check inside (wrong interval) & (loaded interval) of the same frame
         lo = np.searchsorted(l_f * span + l_b, w_f * span + w_t, side="right")
         hi = np.searchsorted(l_f * span + l_a, w_f * span + w_end, side="left")
@@ -1062,13 +1069,7 @@ class _Proof:
 
         # a wrong spell ends at the first re-read after it starts
         def next_global(t: np.ndarray) -> np.ndarray:
-            i = np.searchsorted(g_t, t, side="right")
-            big = np.iinfo(np.int64).max
-            return (
-                np.where(i < len(g_t), g_t[np.minimum(i, max(len(g_t) - 1, 0))], big)
-                if len(g_t)
-                else np.full(len(t), big, dtype=np.int64)
-            )
+            return _first_after(np.zeros(len(g_t), np.int64), g_t, np.zeros(len(t), np.int64), t)
 
         w_f = w_e >> 10
         w_end = np.minimum(next_global(w_s), _first_after(fr_f, fr_t, w_f, w_s))
@@ -1076,13 +1077,7 @@ class _Proof:
         a_end = np.minimum(next_global(fill_t), _first_after(fr_f, fr_t, fill_f, fill_t))
 
         # the checks, each where it is made, and the loaded space then
-        late = _pending_after(ev, qp, checks) > 0
-        c_t = np.where(
-            late,
-            at(4 * self.next_flush(checks) + 1, np.full(len(checks), n)),
-            at(4 * checks + 3, np.full(len(checks), n)),
-        )
-        c_t = np.sort(c_t)
+        c_t = np.sort(self.check_times(checks, ev, qp)) * M + n  # after the quarter's ops
         c_st = state(c_t)
         c_pd = pd_at(c_st)
 
@@ -1424,12 +1419,10 @@ class _Replay:
             member = _cached(tr, "loaded_table_stores", loaded_table_stores)
             other = (h == _H["set_pte_at"]) & (ent >= 0) & ~member
         queued = (in_loop & can[hk, mode] & ~other) if queue else np.zeros(n, dtype=bool)
-        alloc_ids = [_H[x] for x in ("alloc_pt", "alloc_pd", "alloc_pd_clone")]
-        release_ids = [_H["release_pt"], _H["release_pd"]]
         adds = np.zeros(_NHOOKS + 1, dtype=bool)
         adds[[*_PTE_HOOKS, _H["write_cr3"]]] = True
         if self.alloc_mode == "hook":
-            adds[[*alloc_ids, *release_ids]] = True
+            adds[[*_ALLOCS, *_RELEASES]] = True
         if m.flush_resync:
             adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
         hcn = np.where(other, wp_t[3], cs.hc[hk])
@@ -1630,8 +1623,8 @@ class _Replay:
         H = _H
         SET_PTE, SET_PTE_AT, SET_PMD = H["set_pte"], H["set_pte_at"], H["set_pmd"]
         PTE_UPD, PTE_UPD_D = H["pte_update"], H["pte_update_defer"]
-        ALLOC_PT, ALLOC_PD, ALLOC_CLONE = H["alloc_pt"], H["alloc_pd"], H["alloc_pd_clone"]
-        REL_PT, REL_PD = H["release_pt"], H["release_pd"]
+        ALLOC_PT, ALLOC_PD, ALLOC_CLONE = _ALLOCS
+        REL_PT, REL_PD = _RELEASES
         WCR3, FL_USER, FL_KERN, FL_ONE = (
             H["write_cr3"],
             H["flush_tlb_user"],
@@ -2156,7 +2149,7 @@ class _Replay:
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
         ent, val = _pte_entries(tr)
         h = tr.hook
-        ALLOCS = (_H["alloc_pt"], _H["alloc_pd"], _H["alloc_pd_clone"])
+        ALLOCS = _ALLOCS
         WCR3, FL_USER, FL_KERN = _H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]
         PTE_UPD, PTE_UPD_D = _H["pte_update"], _H["pte_update_defer"]
         other_hooks = np.isin(h, [*ALLOCS, WCR3, FL_USER, FL_KERN])
@@ -2168,14 +2161,7 @@ class _Replay:
         call_ret = table["call_ret"]
         cyc0, mech0, ex0, hc0, tr0 = cs.lists()
         # only the tables later read as a directory (loaded, or cloned from) need contents
-        dirs = np.unique(
-            np.concatenate(
-                [
-                    tr.arg0[h == WCR3].astype(np.int64) >> 12,
-                    tr.arg1[h == ALLOCS[2]].astype(np.int64),
-                ]
-            )
-        )
+        dirs = _directory_frames(tr)
         es = ent[sel]
         keep = (es >= 0) & np.isin(es >> 10, dirs)
         dpos = np.nonzero(keep)[0]
