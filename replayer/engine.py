@@ -737,6 +737,8 @@ class _Proof:
         self.s_q = queued[self.s_idx]
         self.a0 = trace.arg0.astype(np.int64)
         self.is_alloc = in_loop & np.isin(h, _ALLOCS)
+        self.cr3 = np.nonzero(in_loop & (h == _H["write_cr3"]))[0]
+        self.cr3_pd = self.a0[self.cr3] >> 12
 
     def flushes_upto(self, x: np.ndarray) -> np.ndarray:
         """Flushes at or before each event."""
@@ -749,6 +751,50 @@ class _Proof:
             return np.full(len(x), n, dtype=np.int64)
         i = self.flushes_upto(x)
         return np.where(i < len(fa), fa[np.minimum(i, len(fa) - 1)], n)
+
+    def pd_at(self, st: np.ndarray) -> np.ndarray:
+        """The directory loaded after each event of ``st`` (-1: none yet)."""
+        if not len(self.cr3):
+            return np.full(len(st), -1, dtype=np.int64)
+        i = np.searchsorted(self.cr3, st, side="right") - 1
+        return np.where(i >= 0, self.cr3_pd[np.maximum(i, 0)], -1)
+
+    def loaded_checks(
+        self, f: np.ndarray, lo: np.ndarray, hi: np.ndarray, when: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(i, c, directory) for each check at quarter ``when[c]`` (sorted) in [lo[i],
+        hi[i]) while frame f[i] is in the loaded space: the loaded directory (directory
+        True) or a table it names.  The spans are cut by the loaded space first, so only
+        checks that see a wrong frame are listed."""
+        n = self.trace.n
+        span = 4 * n + 8
+        hi = np.minimum(hi, span - 1)
+        spells = _cached(self.trace, "loaded_spaces", loaded_spaces).spells
+        cr3_next = np.append(self.cr3[1:], n)
+        out = []
+        for is_pd, lf, la, lb in (
+            (True, self.cr3_pd, 4 * self.cr3 + 2, 4 * cr3_next + 2),
+            (False, spells[:, 0], 4 * spells[:, 1] + 2, 4 * spells[:, 2] + 2),
+        ):
+            # a frame's spans of either kind are disjoint: sorted by start, ends sorted too
+            o = np.lexsort((la, lf))
+            lf, la, lb = lf[o], la[o], lb[o]
+            a = np.searchsorted(lf * span + lb, f * span + lo, side="right")
+            b = np.searchsorted(lf * span + la, f * span + hi, side="left")
+            cnt = np.maximum(b - a, 0)
+            wi = np.repeat(np.arange(len(f)), cnt)
+            li = _expand(a, cnt)
+            c0 = np.searchsorted(when, np.maximum(lo[wi], la[li]), side="left")
+            c1 = np.searchsorted(when, np.minimum(hi[wi], lb[li]), side="left")
+            cnt = np.maximum(c1 - c0, 0)
+            if cnt.sum() > 5_000_000:
+                raise _Unproved
+            out.append((np.repeat(wi, cnt), _expand(c0, cnt), np.full(int(cnt.sum()), is_pd)))
+        return (
+            np.concatenate([x[0] for x in out]),
+            np.concatenate([x[1] for x in out]),
+            np.concatenate([x[2] for x in out]),
+        )
 
     def check_times(self, checks: np.ndarray, ev: np.ndarray, qp: QueuePlan) -> np.ndarray:
         """When each check is made, in quarters: right after its event, or at the flush
@@ -832,7 +878,7 @@ class _Proof:
         span = 4 * n + 8
         spaces = _cached(tr, "loaded_spaces", loaded_spaces)
         # discoveries: (frame, time, event)
-        cr3 = np.nonzero(in_loop & (h == _H["write_cr3"]))[0]
+        cr3 = self.cr3
         d_f: list[int] = []
         d_k: list[int] = []
         for k in cr3.tolist():
@@ -879,26 +925,12 @@ class _Proof:
         w_f, w_t, w_end = w_f[first], w_t[first], w_end[first]
         if not len(w_f):
             return True
-        # the loaded space: each directory while loaded, each table while it names it
-        cr3_next = np.append(cr3[1:], n)
-        sp = spaces.spells
-        l_f = np.concatenate([self.a0[cr3] >> 12, sp[:, 0]])
-        l_a = np.concatenate([4 * cr3 + 2, 4 * sp[:, 1] + 2])
-        l_b = np.concatenate([4 * cr3_next + 2, 4 * sp[:, 2] + 2])
-        l_f, l_a, l_b = _union(l_f, l_a, l_b)
         when = np.sort(self.check_times(checks, ev, qp))
-        # any check inside (wrong interval) & (loaded interval) of the same frame
-        lo = np.searchsorted(l_f * span + l_b, w_f * span + w_t, side="right")
-        hi = np.searchsorted(l_f * span + l_a, w_f * span + w_end, side="left")
-        cnt = np.maximum(hi - lo, 0)
-        if not cnt.any():
-            return True
-        wi = np.repeat(np.arange(len(w_f)), cnt)
-        li = np.repeat(lo, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        a = np.maximum(w_t[wi], l_a[li])
-        b = np.minimum(w_end[wi], l_b[li])
-        inside = np.searchsorted(when, b, side="left") - np.searchsorted(when, a, side="left")
-        return not (inside > 0).any()
+        try:
+            wi, _, _ = self.loaded_checks(w_f, w_t, w_end, when)
+        except _Unproved:
+            return False
+        return not len(wi)
 
     def shadowed(self, checks: np.ndarray, ev: np.ndarray, qp: QueuePlan, cache: int) -> bool:
         """lguest: a shadow it learns set_pte_at/set_pmd into, re-reads on flushes (the walk
@@ -928,14 +960,7 @@ class _Proof:
             q = t // M
             return np.where(q % 4 >= 2, q // 4, q // 4 - 1)
 
-        cr3 = np.nonzero(in_loop & (h == _H["write_cr3"]))[0]
-        cr3_pd = self.a0[cr3] >> 12
-
-        def pd_at(st: np.ndarray) -> np.ndarray:
-            if not len(cr3):
-                return np.full(len(st), -1, dtype=np.int64)
-            i = np.searchsorted(cr3, st, side="right") - 1
-            return np.where(i >= 0, cr3_pd[np.maximum(i, 0)], -1)
+        cr3, cr3_pd, pd_at = self.cr3, self.cr3_pd, self.pd_at
 
         s_idx, s_f = self.s_idx, self.s_f
         s_e, s_v, s_h = ent[s_idx], val[s_idx], h[s_idx]
@@ -1077,41 +1102,24 @@ class _Proof:
         a_end = np.minimum(next_global(fill_t), _first_after(fr_f, fr_t, fill_f, fill_t))
 
         # the checks, each where it is made, and the loaded space then
-        c_t = np.sort(self.check_times(checks, ev, qp)) * M + n  # after the quarter's ops
-        c_st = state(c_t)
-        c_pd = pd_at(c_st)
-
-        def hits(f: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """(wrong spell, check time) pairs: checks in [lo, hi) with frame f loaded."""
-            a = np.searchsorted(c_t, lo, side="right")
-            b = np.searchsorted(c_t, hi, side="left")
-            cnt = np.maximum(b - a, 0)
-            if cnt.sum() > 5_000_000:
-                raise _Unproved
-            wi = np.repeat(np.arange(len(f)), cnt)
-            ci = np.repeat(a, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-            st = c_st[ci]
-            loaded = (c_pd[ci] == f[wi]) | _named_at(spaces.spells, f[wi], st)
-            return wi[loaded], ci[loaded]
-
+        c_q = np.sort(self.check_times(checks, ev, qp))
         try:
             # an allocation's memset the shadow missed, in the loaded space at a check
-            wi, _ = hits(fill_f, fill_t, a_end)
-            if len(wi):
+            if len(self.loaded_checks(fill_f, fill_t // M, a_end // M, c_q)[0]):
                 return False
-            wi, ci = hits(w_f, w_s, w_end)
+            wi, ci, on_pd = self.loaded_checks(w_f, w_s // M, w_end // M, c_q)
         except _Unproved:
             return False
         if not len(wi):
             return True
-        if (c_pd[ci] == w_f[wi]).any():
+        if on_pd.any():
             return False  # an entry of the loaded directory itself
         # a TLB flush covering the entry since it went wrong: CR3 loads and full flushes
         full_k = np.nonzero(
             in_loop & np.isin(h, [_H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]])
         )[0]
         full_t = at(4 * full_k + 2, full_k)
-        lo_t, hi_t = w_l[wi], c_t[ci]
+        lo_t, hi_t = w_l[wi], c_q[ci] * M + n  # a check comes after its quarter's ops
         if (np.searchsorted(full_t, hi_t) > np.searchsorted(full_t, lo_t, side="right")).any():
             return False
         # ... and invlpg of an address with the entry's index (any table: a bound)
@@ -1155,36 +1163,13 @@ def _tables_at_states(spells: np.ndarray, states: np.ndarray) -> tuple[np.ndarra
     b = np.searchsorted(qs, spells[:, 2], side="left")
     cnt = np.maximum(b - a, 0)
     si = np.repeat(np.arange(len(spells)), cnt)
-    pos = np.repeat(a, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-    return order[pos], spells[si, 0]
+    return order[_expand(a, cnt)], spells[si, 0]
 
 
-def _named_at(spells: np.ndarray, f: np.ndarray, st: np.ndarray) -> np.ndarray:
-    """Whether the loaded directory names table f after event st (per pair)."""
-    if not len(spells) or not len(f):
-        return np.zeros(len(f), dtype=bool)
-    span = int(max(spells[:, 2].max(), st.max() if len(st) else 0)) + 2
-    pos = np.searchsorted(spells[:, 0] * span + spells[:, 1], f * span + st, side="right") - 1
-    ok = pos >= 0
-    p = np.maximum(pos, 0)
-    return ok & (spells[p, 0] == f) & (st < spells[p, 2])
-
-
-def _union(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Intervals [a, b) per frame f merged where they overlap, sorted."""
-    order = np.lexsort((a, f))
-    f, a, b = f[order], a[order], b[order]
-    out_f: list[int] = []
-    out_a: list[int] = []
-    out_b: list[int] = []
-    for x, lo, hi in zip(f.tolist(), a.tolist(), b.tolist(), strict=True):
-        if out_f and out_f[-1] == x and lo <= out_b[-1]:
-            out_b[-1] = max(out_b[-1], hi)
-        else:
-            out_f.append(x)
-            out_a.append(lo)
-            out_b.append(hi)
-    return tuple(np.asarray(v, dtype=np.int64) for v in (out_f, out_a, out_b))
+def _expand(start: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """start[i], start[i] + 1, ... (count[i] of them), for each i in turn."""
+    total = int(count.sum())
+    return np.repeat(start, count) + (np.arange(total) - np.repeat(np.cumsum(count) - count, count))
 
 
 def _pending_after(ev: np.ndarray, qp: QueuePlan, at: np.ndarray) -> np.ndarray:
