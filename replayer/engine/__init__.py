@@ -1,0 +1,204 @@
+"""The replay engine: one backend (row of ``replayer.backends``) re-driven by a trace.
+
+No guest runs.  The recorded stream is the reference (native semantics at
+CPL 1); the engine feeds each event to the backend's mechanisms and records
+what the event cost on that backend and anything the backend got wrong.
+
+Three passes:
+
+1. *static costs* (vectorized): most events cost what their hook or kind
+   costs in the backend row, gathered by hook id over the whole stream;
+2. *the sequential pass*: only events whose effect depends on state -- page
+   table writes and allocations, CR3 loads and flushes, lazy-mode batches,
+   APIC and IOAPIC accesses, control-register reads, checkpoints -- run
+   through a Python loop over precomputed index lists;
+3. *the virtual CPU* (vectorized): the interrupt flag as the backend sees it,
+   when it delivers each recorded interrupt, what unmasking with one pending
+   costs, and the ``save_fl`` results and privilege checks.
+
+Correctness checks (violation rows ``seq, check, field, expected, actual,
+detail``):
+
+* ``irq.masked`` / ``irq.lost`` -- an interrupt delivered while the guest had
+  them masked, or never delivered (the backend never unmasked, or its virtual
+  APIC would not take it); latency per interrupt goes to the interrupts table;
+* ``mmu.missing`` / ``mmu.stale`` / ``mmu.perm`` -- at every CR3 load, TLB flush
+  and checkpoint (deferred to the batch flush while calls are queued), pages
+  whose effective translation differs from the guest's intent;
+* ``device.lapic`` / ``device.ioapic`` / ``device.cpu`` -- registers at a
+  checkpoint that differ from the recorded machine's;
+* ``result`` -- a value the guest read (``save_fl``, ``read_cr*``,
+  ``apic_read``, ``get_debugreg``, LAPIC/IOAPIC MMIO reads) that differs from
+  the recorded one;
+* ``privilege`` -- guest code at CPL 0 where the backend requires CPL 1;
+* ``trace.mmu`` -- the replay's own rebuild of the guest tables disagrees with
+  a checkpoint's digest (the trace, or this replayer, is wrong; every backend
+  reports it).
+
+Where each stage lives (each module's docstring says what it takes and gives):
+
+==================  ================================================================
+``derived``         per-trace data every run shares (entry stores, loaded spaces, ...)
+``static``          pass 1: static costs from the backend row, and native costs
+``lean``            pass 2, lean: costs from the queue plan where ``proofs`` say the
+                    backend's copy of the tables cannot differ at any check
+``proofs``          the whole-trace proofs ``lean`` relies on
+``sequential``      pass 2, simulated: both copies of the tables, event by event
+``traced``          pass 2 for write-protecting VMMs (shadow paging, BT)
+``cpu``             pass 3: the virtual CPU (interrupt delivery and its cost)
+``checks``          devices and the checks that need no table simulation
+``result``          what a replay gives (``RunResult``, ``Violation``, ``CHECKS``)
+``summary``         the JSON-able summary of one replay
+``state``           the state one replay holds; each pass is a mixin of it
+``common``          hook-id sets and the per-trace cache
+==================  ================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from replayer.backends import Run
+from replayer.costs import CostTable
+from replayer.engine.checks import trace_mmu_checks
+from replayer.engine.common import _H, _cached
+from replayer.engine.cpu import VirtualCpu
+from replayer.engine.derived import (
+    _fill_table,
+    absorbed_mmio,
+    fill_changes,
+    loaded_spaces,
+    loaded_table_stores,
+    pte_entries,
+)
+from replayer.engine.lean import LeanPass, may_be_lean
+from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
+from replayer.engine.sequential import SequentialPass, sequential_key
+from replayer.engine.static import _static, native_cycles
+from replayer.engine.summary import group_codes, summarize
+from replayer.mechanisms.registers import control_registers, read_mismatches
+from replayer.mechanisms.vcpu import backend_if, recorded_interrupts
+from replayer.trace import K_HOOK, Trace
+
+__all__ = [
+    "CHECKS",
+    "FAMILIES",
+    "FAMILY",
+    "RunResult",
+    "Violation",
+    "_H",
+    "_fill_table",
+    "group_codes",
+    "loaded_table_stores",
+    "may_be_lean",
+    "native_cycles",
+    "prepare",
+    "pte_entries",
+    "replay",
+    "sequential_key",
+    "summarize",
+]
+
+
+def prepare(trace: Trace) -> None:
+    """Derive what every replay of ``trace`` shares (kept in ``trace.cache``), so that
+    processes forked afterwards start with it."""
+    _cached(trace, "absorbed", absorbed_mmio)
+    _cached(trace, "group_codes", group_codes)
+    _cached(trace, "loaded_spaces", loaded_spaces)
+    _cached(trace, "loaded_table_stores", loaded_table_stores)
+    _cached(trace, "fill_changes", fill_changes)
+    regs = _cached(trace, "control_registers", control_registers)
+    _cached(trace, "recorded_interrupts", recorded_interrupts)
+    _cached(trace, "read_mismatches", lambda t: read_mismatches(t, regs))
+    trace_mmu_checks(trace)
+
+
+class _Replay(LeanPass, SequentialPass, VirtualCpu):
+    """One replay; :meth:`run` does the three passes."""
+
+    def run(self, progress: Callable[[int], None] | None) -> RunResult:
+        tr, m, table = self.trace, self.model, self.table
+        n = tr.n
+        absorbed = _cached(tr, "absorbed", absorbed_mmio)
+        cs, cyc, mech, ex, hc, trp = _static(tr, m, table, absorbed)
+        self.cs = cs
+        bf = np.zeros(n, dtype=np.int32)
+        batched = np.zeros(n, dtype=np.int32)
+        nat = _cached(
+            tr, f"native_cycles {table.sha256}", lambda t: native_cycles(t, table, absorbed)
+        )
+        self.vif_b = backend_if(tr.vif, self.irq_tracks)
+        self.cregs = _cached(tr, "control_registers", control_registers)
+
+        # runs that differ in nothing the sequential pass reads (an ablation that swaps no
+        # cost in, as cpl's) share it: the last one is kept on the trace
+        key = sequential_key(self.run_, table, self.full_check, self.exact)
+        shared = tr.cache.get("sequential")
+        if shared is not None and shared[0] == key:
+            _, dyn_cols, found, lost = shared
+            self.dyn_cols, self.lost = list(dyn_cols), lost
+            self.violations.extend(found)
+            how = "shared"
+        else:
+            self.dyn_cols = []
+            how = "lean" if self._lean(absorbed) else "exact"
+            dyn = self._sequential(absorbed, progress) if how == "exact" else []
+            if dyn:
+                idx = np.fromiter((d[0] for d in dyn), dtype=np.int64, count=len(dyn))
+                cols = np.array(dyn, dtype=np.int64)[:, 1:]
+                self.dyn_cols.insert(0, (idx, *cols.T))
+            tr.cache["sequential"] = (key, tuple(self.dyn_cols), tuple(self.violations), self.lost)
+        for idx, *col in self.dyn_cols:
+            # events costed apart (each event at most once): what they cost, column-wise
+            for arr, v in zip((cyc, mech, ex, hc, trp, bf, batched), col, strict=True):
+                arr[idx] = v
+        if self.run_.fallback == "trap" and self.run_.without in ("cpl", "irq"):
+            # the kernel runs binary-translated: every call it makes pays BT's overhead
+            cyc[(tr.kind == K_HOOK) & (tr.cpl == 1)] += table["bt_call_overhead"]
+
+        self._cpu_checkpoints()
+        self.violations.extend(trace_mmu_checks(tr))
+        ints = self._interrupts(cyc, mech, ex, hc, trp, bf)
+        self._vectorized_checks()
+        if progress:
+            progress(n)
+
+        res = RunResult(
+            run=self.run_,
+            costs=table,
+            trace=tr,
+            cycles=cyc.astype(np.uint64),
+            native_cycles=nat.astype(np.uint64),
+            mechanism=mech,
+            exits=ex.astype(np.uint32),
+            hypercalls=hc.astype(np.uint32),
+            traps=trp.astype(np.uint32),
+            batch_flushes=bf.astype(np.uint32),
+            batched=batched.astype(np.uint32),
+            violations=sorted(self.violations, key=lambda v: (v.seq, CHECKS.index(v.check))),
+            interrupts=ints,
+            sequential=how,
+        )
+        return res
+
+
+def replay(
+    trace: Trace,
+    run: Run,
+    table: CostTable,
+    progress: Callable[[int], None] | None = None,
+    full_check: bool = False,
+    exact: bool = False,
+) -> RunResult:
+    """Replay ``trace`` on ``run``'s backend under cost table ``table``.
+
+    ``full_check`` compares every page at every MMU check (instead of incrementally);
+    ``exact`` runs the whole sequential pass even where the lean pass applies (both are for
+    tests: the results are the same).
+    """
+    r = _Replay(trace, run, table, full_check, exact).run(progress)
+    r.summary = summarize(r)
+    return r

@@ -1,0 +1,300 @@
+"""The checks that need no page-table simulation, and the virtual devices' side.
+
+Takes the replay state; gives violation rows: ``trace.mmu`` (the guest tables rebuilt
+from the hooks against each checkpoint's digest, once per trace), ``device.*`` at
+checkpoints, ``result`` for values the guest read (APIC and IOAPIC reads, control
+registers, ``save_fl``) and ``privilege``; and, event by event, the virtual LAPIC
+and IOAPIC fed by the passes that walk the devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from pvscope.digest import mapping_digest
+from pvscope.hooks import HOOKS
+from replayer.engine.common import _ALLOCS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
+from replayer.engine.derived import _fill_table, _frames_needed, _pte_entries
+from replayer.engine.result import Violation
+from replayer.engine.state import ReplayState
+from replayer.mechanisms.apic import (
+    IOAPIC_BASE,
+    LAPIC_BASE,
+    UNBACKED,
+    VirtualLapic,
+)
+from replayer.mechanisms.pagetables import (
+    CR0_PG,
+    GuestMMU,
+    present_mappings,
+)
+from replayer.mechanisms.registers import read_mismatches
+from replayer.trace import (
+    K_HOOK,
+    K_MMIO_WRITE,
+    Trace,
+)
+
+
+def _digest_of(guest: GuestMMU, overlay: list[tuple[int, int, int]] = ()) -> int:  # type: ignore[assignment]
+    """The mapping digest of the guest's loaded space, with entries overlaid."""
+    pd = guest.pd
+    if not guest.paging or pd is None:
+        return mapping_digest([])
+    mem = guest.frames.mem
+    saved = []
+    for pfn, idx, v in overlay:
+        guest.frames.grow(pfn)
+        mem = guest.frames.mem
+        e = (pfn << 10) | idx
+        saved.append((e, mem[e]))
+        mem[e] = v
+    try:
+        return mapping_digest(present_mappings(guest.frames, pd))
+    finally:
+        for e, v in reversed(saved):
+            guest.frames.mem[e] = v
+
+
+def _pending_in_place(
+    trace: Trace, guest: GuestMMU, k: int, window: int = 64
+) -> list[tuple[int, int, int]]:
+    """In-place PTE changes reported (pte_update*) in the few events after ``k``."""
+    out = []
+    for j in range(k + 1, min(k + 1 + window, trace.n)):
+        h = int(trace.hook[j])
+        if h in (_H["pte_update"], _H["pte_update_defer"]) and trace.has_result[j]:
+            pfn, idx = guest.locate(int(trace.arg2[j]))
+            out.append((pfn, idx, int(trace.result[j]) & 0xFFFFFFFF))
+        elif h >= 0 and HOOKS[h].group == "mmu":
+            break  # the guest moved on: later reports are of later stores
+    return out
+
+
+def trace_mmu_checks(trace: Trace) -> list[Violation]:
+    """``trace.mmu``: checkpoints whose digest the guest tables rebuilt from the hooks miss.
+
+    The guest's tables do not depend on the backend, so this is one pass per trace (kept
+    in ``trace.cache``) over the events that change them: entry writes, table
+    allocations (zeroed or cloned), CR0 and CR3 loads.
+    """
+    got = trace.cache.get("trace.mmu")
+    if got is not None:
+        return list(got)
+    ent, val = _pte_entries(trace)
+    cps = {
+        k: cp["mmu"]["digest"]
+        for k, cp in trace.checkpoints.items()
+        if "digest" in cp.get("mmu", {})
+    }
+    out: list[Violation] = []
+    if cps:
+        guest = GuestMMU(nframes=_frames_needed(trace, ent))
+        frames = guest.frames
+        h = trace.hook
+        fill = np.isin(h, _ALLOCS)
+        regs = (h == _H["write_cr3"]) | (h == _H["write_cr0"])
+        want = (ent >= 0) | fill | regs
+        cp_idx = np.fromiter(sorted(cps), dtype=np.int64, count=len(cps))
+        want[cp_idx] = True
+        sel = np.nonzero(want)[0]
+        is_cp = np.zeros(trace.n, dtype=bool)
+        is_cp[cp_idx] = True
+        # runs of plain entry writes between the events that need more
+        other = np.nonzero((ent[sel] < 0) | is_cp[sel])[0].tolist()
+        e_l, v_l = ent[sel].tolist(), val[sel].tolist()
+        k_l, h_l = sel.tolist(), h[sel].tolist()
+        a0, a1, a2, a3 = trace.arg0, trace.arg1, trace.arg2, trace.arg3
+        WCR3, WCR0, CLONE = _H["write_cr3"], _H["write_cr0"], _H["alloc_pd_clone"]
+        mem = frames.mem
+        start = 0
+        for pos in other + [len(k_l)]:
+            # (the store already holds every frame an entry write names)
+            for e, v in zip(e_l[start:pos], v_l[start:pos], strict=True):
+                mem[e] = v
+            start = pos + 1
+            if pos == len(k_l):
+                break
+            k, hk = k_l[pos], h_l[pos]
+            e = e_l[pos]
+            if e >= 0:
+                if e >= frames.nframes << 10:
+                    frames.grow(e >> 10)
+                mem = frames.mem
+                mem[e] = v_l[pos]
+            elif hk == WCR3:
+                guest.cr3 = int(a0[k])
+            elif hk == WCR0:
+                guest.paging = bool(int(a0[k]) & CR0_PG)
+            elif fill[k]:
+                pfn = int(a0[k])
+                _fill_table(
+                    frames, pfn, (int(a1[k]), int(a2[k]), int(a3[k])) if hk == CLONE else None
+                )
+                mem = frames.mem
+            if is_cp[k]:
+                want_d = cps[k]
+                mine = _digest_of(guest)
+                if mine != want_d:
+                    # a checkpoint can fall between an in-place store to a PTE and the
+                    # pte_update that reports it: try the values reported just after it
+                    pending = _pending_in_place(trace, guest, k)
+                    for m in range(1, len(pending) + 1):
+                        mine = _digest_of(guest, pending[:m])
+                        if mine == want_d:
+                            break
+                if mine != want_d:
+                    out.append(
+                        Violation(
+                            k,
+                            "trace.mmu",
+                            "digest",
+                            _hex(want_d),
+                            _hex(mine),
+                            "the page tables rebuilt from the hooks differ from the recorded "
+                            "machine's",
+                        )
+                    )
+                mem = frames.mem
+    trace.cache["trace.mmu"] = tuple(out)
+    return out
+
+
+class DeviceChecks(ReplayState):
+    """Devices and checks a pass calls event by event, and the vectorized ones."""
+
+    def _interrupt(self, k: int, a0: int, src: int) -> None:
+        """A recorded interrupt (vector in ``a0``, IOAPIC pin or -1 in ``src``): delivered
+        to the virtual LAPIC, or lost with the reason."""
+        vec = a0 & 0xFF
+        why = self.lapic.blocks(vec, src) if self.apic_seen else "APIC never enabled"
+        if why is None and 0 <= src < 24:
+            why = self.ioapic.blocks(src)
+        if why is not None:
+            self.lost[k] = why
+        else:
+            self.lapic.deliver(vec)
+
+    def _mmio(self, k: int, kd: int, addr: int, val: int) -> None:
+        """A LAPIC or IOAPIC MMIO access the guest made itself (not an apic_* hook's)."""
+        if LAPIC_BASE <= addr < LAPIC_BASE + 0x1000:
+            if kd == K_MMIO_WRITE:
+                if self.apic_seen:
+                    self.lapic.write(addr - LAPIC_BASE, val)
+            else:
+                self._apic_result(k, addr - LAPIC_BASE, val, "lapic mmio read")
+        elif IOAPIC_BASE <= addr < IOAPIC_BASE + 0x1000:
+            ioapic = self.ioapic
+            off = addr - IOAPIC_BASE
+            if kd == K_MMIO_WRITE:
+                ioapic.write(off, val)
+                return
+            known = ioapic.read(off)
+            if known is None:
+                ioapic.observe(off, val)
+            elif (known[0] ^ val) & known[1]:
+                self.violate(
+                    k,
+                    "result",
+                    f"ioapic {off:#x}",
+                    _hex(val),
+                    _hex(known[0]),
+                    f"IOAPIC read (register {ioapic.regsel:#x})",
+                )
+
+    def _apic_hook(self, k: int, h: int, reg: int, v: int, has_result: bool, res: int) -> None:
+        """apic_write / apic_write_atomic / apic_read: the virtual LAPIC's side."""
+        if h == _H["apic_read"]:
+            if has_result:
+                self._apic_result(k, reg, res & 0xFFFFFFFF, "apic_read")
+        elif self.apic_seen:
+            self.lapic.write(reg, v)
+
+    def _apic_result(self, k: int, reg: int, got: int, what: str) -> None:
+        lapic = self.lapic
+        have = lapic.read(reg) if self.apic_seen else UNBACKED
+        if reg in (0x020, 0x030) and self.apic_seen and have is None:
+            lapic.observe(reg, got)
+            return
+        if have is None:
+            return  # time-dependent or unmodelled register
+        if have != got:
+            self.violate(k, "result", f"apic {reg:#05x}", _hex(got), _hex(have), what)
+
+    def _checkpoint(
+        self,
+        k: int,
+        cp: dict[str, dict[str, int]],
+        check: Callable[[int, str], None],
+    ) -> None:
+        check(k, "checkpoint")
+        lapic_regs = (self.lapic if self.apic_seen else VirtualLapic()).registers()
+        for key, want in sorted(cp.get("lapic", {}).items()):
+            if key in ("id", "version") and key not in lapic_regs and self.apic_seen:
+                self.lapic.observe(0x020 if key == "id" else 0x030, want)
+                continue
+            have = lapic_regs.get(key)
+            if have is not None and have != want:
+                self.violate(k, "device.lapic", key, _hex(want), _hex(have), "checkpoint")
+        io = self.ioapic.registers()
+        for key, want in sorted(cp.get("ioapic", {}).items()):
+            got = io.get(key)
+            if got is not None and (got[0] ^ want) & got[1]:
+                self.violate(k, "device.ioapic", key, _hex(want), _hex(got[0]), "checkpoint")
+
+    def _cpu_checkpoints(self) -> None:
+        """Control registers and the interrupt flag at every checkpoint (the backend's IF,
+        the registers as the hooks set them), apart from the sequential pass."""
+        for k, cp in sorted(self.trace.checkpoints.items()):
+            cpu = cp.get("cpu", {})
+            for key in ("cr0", "cr3", "cr4"):
+                if key in cpu:
+                    val, known = self.cregs[key].before(np.array([k + 1]))
+                    if known[0] and int(val[0]) != cpu[key]:
+                        self.violate(
+                            k, "device.cpu", key, _hex(cpu[key]), _hex(int(val[0])), "checkpoint"
+                        )
+            if "eflags_if" in cpu and k + 1 < self.trace.n:
+                have_if = int(self.vif_b[k + 1])
+                if have_if != cpu["eflags_if"]:
+                    want = str(cpu["eflags_if"])
+                    self.violate(k, "device.cpu", "eflags_if", want, str(have_if), "checkpoint")
+
+    def _vectorized_checks(self) -> None:
+        tr, m = self.trace, self.model
+        mismatches = _cached(tr, "read_mismatches", lambda t: read_mismatches(t, self.cregs))
+        for mm in mismatches:
+            self.violate(mm.seq, "result", mm.hook, _hex(mm.recorded), _hex(mm.model), mm.what)
+        # save_fl: the IF bit the guest reads is the backend's virtual IF
+        sf = np.nonzero((tr.hook == _H["save_fl"]) & tr.has_result)[0]
+        if len(sf):
+            want = ((tr.result[sf] >> 9) & 1).astype(bool)
+            have = self.vif_b[sf]
+            for k in sf[want != have].tolist():
+                w = int(tr.result[k])
+                self.violate(
+                    k,
+                    "result",
+                    "save_fl",
+                    _hex(w),
+                    _hex(w ^ 0x200),
+                    "EFLAGS.IF as the backend reports it",
+                )
+        if "cpl" in m.relies_on:
+            cpl = tr.cpl.astype(np.int16)
+            if self.run_.without == "cpl" and self.run_.fallback == "none":
+                cpl = np.where(cpl == 1, 0, cpl)
+            hk = np.where(tr.hook >= 0, tr.hook, _NHOOKS)
+            bad = (cpl == 0) & ((tr.kind == K_HOOK) & _PRIVILEGED[hk] | (tr.cpl == 0))
+            for k in np.nonzero(bad)[0].tolist():
+                what = HOOKS[tr.hook[k]].name if tr.hook[k] >= 0 else "event"
+                self.violate(
+                    k,
+                    "privilege",
+                    what,
+                    "CPL 1",
+                    "CPL 0",
+                    f"{what} runs at CPL 0 where {m.name} requires the kernel at CPL 1",
+                )

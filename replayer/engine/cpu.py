@@ -1,0 +1,125 @@
+"""The virtual CPU: the interrupt flag as the backend sees it, and each interrupt's fate.
+
+Takes the replay state and the per-event cost columns; gives the interrupts table
+(when the backend delivers each recorded interrupt, latency in events and guest
+instructions), ``irq.masked``/``irq.lost`` rows, and adds to the cost columns what
+unmasking with an interrupt pending costs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from replayer.backends import (
+    c,
+)
+from replayer.engine.common import _UNMASKERS, _cached
+from replayer.engine.state import ReplayState
+from replayer.mechanisms.vcpu import (
+    delivery_points,
+    recorded_interrupts,
+    unmask_events,
+)
+from replayer.trace import (
+    K_EXCEPTION,
+    K_INTERRUPT,
+)
+
+
+class VirtualCpu(ReplayState):
+    """The vectorized virtual-CPU pass."""
+
+    def _interrupts(
+        self,
+        cyc: np.ndarray,
+        mech: np.ndarray,
+        ex: np.ndarray,
+        hc: np.ndarray,
+        trp: np.ndarray,
+        bf: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        tr, m = self.trace, self.model
+        ints = _cached(tr, "recorded_interrupts", recorded_interrupts)
+        earliest = ints.raised + 1
+        notices = None
+        irq_trap = self.run_.without == "irq" and self.run_.fallback == "trap"
+        if m.vcpu == "lguest-flag" and not irq_trap:
+            host = (hc > 0) | (trp > 0) | (ex > 0) | (bf > 0)
+            host |= tr.kind == K_INTERRUPT
+            host |= tr.kind == K_EXCEPTION
+            notices = np.zeros(tr.n, dtype=bool)
+            notices[1:] = host[:-1]
+        delivered = delivery_points(self.vif_b, earliest, notices)
+        status = np.zeros(len(ints), dtype=np.int8)  # 0 ok, 1 masked, 2 lost
+        for i, e in enumerate(ints.event.tolist()):
+            if e in self.lost:
+                delivered[i] = -1
+        status[delivered < 0] = 2
+        ok = delivered >= 0
+        masked = np.zeros(len(ints), dtype=bool)
+        inside = ok & (delivered < tr.n)
+        masked[inside] = ~tr.vif[delivered[inside]]
+        status[masked] = 1
+
+        unmask = m.unmask_pending
+        if irq_trap:
+            unmask = c("callout", "bt_callout")
+        if unmask is not None and self.irq_tracks and len(ints):
+            is_unmasker = np.isin(tr.hook, _UNMASKERS)
+            ev = unmask_events(delivered, earliest, is_unmasker)
+            if len(ev):
+                t = self.cs.t(unmask)
+                cyc[ev] += t[0]
+                mech[ev] = t[1]
+                ex[ev] += t[2]
+                hc[ev] += t[3]
+                trp[ev] += t[4]
+
+        seqs = ints.event
+        for i in np.nonzero(status == 1)[0].tolist():
+            d = int(delivered[i])
+            self.violate(
+                d,
+                "irq.masked",
+                "if",
+                "0",
+                "1",
+                f"vector {int(ints.vector[i]):#x} raised at seq {int(ints.raised[i])} delivered "
+                f"before seq {d} while the guest had interrupts masked",
+            )
+        for i in np.nonzero(status == 2)[0].tolist():
+            e = int(seqs[i])
+            why = self.lost.get(e, "the backend never unmasked")
+            self.violate(
+                e,
+                "irq.lost",
+                "vector",
+                f"{int(ints.vector[i]):#x}",
+                "never delivered",
+                f"native delivered it at seq {e}; {why}",
+            )
+        vt = tr.vtime
+        lat_ev = np.where(ok, delivered - ints.raised, -1)
+        lat_vt = np.where(
+            ok,
+            np.maximum(
+                vt[np.clip(delivered, 0, tr.n - 1)].astype(np.int64)
+                - ints.raised_vtime.astype(np.int64),
+                0,
+            ),
+            -1,
+        )
+        nat_ev = seqs - ints.raised
+        nat_vt = np.maximum(vt[seqs].astype(np.int64) - ints.raised_vtime.astype(np.int64), 0)
+        return {
+            "seq": seqs.astype(np.uint64),
+            "vector": ints.vector.astype(np.uint16),
+            "source": ints.source.astype(np.uint16),
+            "raised_seq": ints.raised.astype(np.uint64),
+            "delivered_seq": delivered,
+            "latency_events": lat_ev,
+            "latency_vtime": lat_vt,
+            "native_latency_events": nat_ev.astype(np.int64),
+            "native_latency_vtime": nat_vt.astype(np.int64),
+            "status": status,
+        }

@@ -1,0 +1,243 @@
+"""The lean sequential pass: costs from the queue plan where a proof says the copies agree.
+
+Takes the replay state; gives True with the cost rows and device events done, or
+False (the run must be simulated by :mod:`replayer.engine.sequential`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from replayer.backends import (
+    MECH_CODE,
+    Run,
+    c,
+)
+from replayer.engine.checks import DeviceChecks
+from replayer.engine.common import _ALLOCS, _APIC_HOOKS, _H, _NHOOKS, _PTE_HOOKS, _RELEASES, _cached
+from replayer.engine.derived import _pte_entries, loaded_table_stores
+from replayer.engine.proofs import _Proof
+from replayer.engine.state import _modes
+from replayer.engine.static import _stateful
+from replayer.mechanisms.apic import (
+    VirtualIoapic,
+    VirtualLapic,
+)
+from replayer.mechanisms.batch import (
+    LAZY_CPU,
+    LAZY_FLUSH,
+    LAZY_MMU,
+    LAZY_NONE,
+    plan,
+)
+from replayer.trace import (
+    K_HOOK,
+    K_INTERRUPT,
+    K_MMIO_READ,
+    K_MMIO_WRITE,
+)
+
+
+def may_be_lean(run: Run) -> bool:
+    """Whether the run's sequential pass may go lean (:meth:`_Replay._lean`): a backend fed
+    by notifications, told of every PTE update (or trapping them) and told of page-table
+    allocations (or, told of updates, discovering tables), or lguest told of PTE updates
+    -- whether it does depends on the trace."""
+    pte_mode, alloc_mode, _, _ = _modes(run)
+    hooked = alloc_mode == "hook" and pte_mode in ("hook", "trap")
+    found = alloc_mode == "trap" and pte_mode == "hook"
+    mmu = run.model().mmu
+    return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
+
+
+class LeanPass(DeviceChecks):
+    """The lean pass (:meth:`_lean`)."""
+
+    # ------------------------------------------------------------ the lean pass
+
+    def _check_events(self, in_loop: np.ndarray) -> np.ndarray:
+        """Events after which the MMU is checked: CR3 loads, TLB flushes, checkpoints."""
+        h = self.trace.hook
+        names = ("write_cr3", "flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")
+        at = in_loop & np.isin(h, [_H[x] for x in names])
+        cps = self.trace.checkpoints
+        if cps:
+            at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+        return np.nonzero(at)[0]
+
+    def _lean(self, absorbed: np.ndarray) -> bool:
+        """The sequential pass where a proof shows no MMU check can find a page wrong.
+
+        A ``notified`` backend (VMI's shadow, Xen's validated tables) applies each
+        notification at once or, queued, in order at the flush.  If every page-table store
+        reaches a frame it keeps at the moment the store is applied (the frame's last
+        ``alloc_*`` is applied before it and no ``release_*`` before it is), and no
+        ``alloc_pd_clone`` copies a source with updates still in flight, its copy equals the
+        guest's tables whenever nothing is queued -- which is when every MMU check is made --
+        so no check can find a page wrong.  Without allocation hooks (trap fallback) the
+        backend keeps what it discovered; then no check may fall where a frame of the loaded
+        space is wrong.  lguest's shadow (``demand``) may be wrong at a check only where a
+        native TLB could still hold what the shadow holds.  Those conditions
+        (:class:`_Proof`) are decided over the whole trace at once, with the queue's
+        flushes from :func:`plan`; where they hold, costs come from the queue plan
+        column-wise and only device events run one by one.  Where they do not, return
+        False: :meth:`_sequential` simulates both copies.
+        """
+        tr, m, cs, table = self.trace, self.model, self.cs, self.table
+        if self.exact or self.full_check or not may_be_lean(self.run_):
+            return False
+        n = tr.n
+        h, kind = tr.hook, tr.kind
+        hk = np.where(h >= 0, h, _NHOOKS)
+        ent, _ = _pte_entries(tr)
+        a0 = tr.arg0.astype(np.int64)
+        queue = m.batching is not None
+        batchable_ids = {_H[x]: modes for x, modes in m.batchable.items()}
+        hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
+        hook_mask[list(_stateful(m, cs))] = True
+        in_loop = hook_mask[hk] & (kind == K_HOOK) & (ent != -2)
+
+        LAZY = _H["set_lazy_mode"]
+        is_lazy = h == LAZY
+        setm = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_MMU, LAZY_CPU))
+        last = np.where(setm, np.arange(n), -1)
+        np.maximum.accumulate(last, out=last)
+        prev = np.full(n, -1, dtype=np.int64)
+        prev[1:] = last[:-1]
+        mode = np.where(prev >= 0, a0[np.maximum(prev, 0)], LAZY_NONE)
+        can = np.zeros((_NHOOKS + 1, 4), dtype=bool)
+        for hid, modes in batchable_ids.items():
+            can[hid, list(modes)] = True
+
+        wp_t = cs.t(m.wp_fault)
+        other = np.zeros(n, dtype=bool)
+        if m.name == "xen-pv" and self.pte_mode == "hook":
+            # xen_set_pte_at: a plain (trapped) store into another address space's table
+            member = _cached(tr, "loaded_table_stores", loaded_table_stores)
+            other = (h == _H["set_pte_at"]) & (ent >= 0) & ~member
+        queued = (in_loop & can[hk, mode] & ~other) if queue else np.zeros(n, dtype=bool)
+        adds = np.zeros(_NHOOKS + 1, dtype=bool)
+        adds[[*_PTE_HOOKS, _H["write_cr3"]]] = True
+        if self.alloc_mode == "hook":
+            adds[[*_ALLOCS, *_RELEASES]] = True
+        if m.flush_resync:
+            adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
+        hcn = np.where(other, wp_t[3], cs.hc[hk])
+        drains = np.zeros(n, dtype=bool)
+        if queue:
+            drains = (
+                in_loop
+                & ~queued
+                & (((hcn > 0) & ~is_lazy) | (is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))))
+            )
+        ev = np.nonzero(queued | drains)[0]
+        cap = max(m.batch_capacity, 1)
+        qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], cap)
+
+        # -- the proof that no check can find a page wrong
+        scans = np.zeros(n, dtype=np.int64)  # tables discovered at the event (trap)
+        faults = np.zeros(n, dtype=bool)  # allocations faulting on a protected frame
+        proof = _Proof(tr, in_loop, queued, ev[qp.flushes], ent)
+        if m.mmu == "demand":
+            if not proof.shadowed(self._check_events(in_loop), ev, qp, m.pgdir_cache):
+                return False
+        elif self.alloc_mode == "hook":
+            if not proof.notified():
+                return False
+        elif not proof.discovered(scans, faults, self._check_events(in_loop), ev, qp):
+            return False
+
+        # -- costs: what the queue plan and the row say, column-wise
+        timer = np.zeros(n, dtype=bool)
+        timer_t = cs.t(m.timer_write) if m.timer_write else None
+        if timer_t is not None:
+            timer = in_loop & np.isin(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
+        drained = np.zeros(n, dtype=np.int64)
+        drained[ev] = qp.drained
+        cap_flush = np.zeros(n, dtype=bool)
+        cap_flush[ev[qp.capacity_flush]] = True
+        async_flush = np.zeros(n, dtype=bool)
+        if m.name == "lguest":
+            # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
+            async_flush = in_loop & is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
+            async_flush &= drained == 0
+        idx = np.nonzero(
+            queued | (drained > 0) | other | timer | (scans > 0) | faults | async_flush
+        )[0]
+        hx = hk[idx]
+        cy, me = cs.cyc[hx].astype(np.int64), cs.mech[hx].astype(np.int64)
+        ex_, hc_, tp_ = (a[hx].astype(np.int64) for a in (cs.ex, cs.hc, cs.tr))
+        nbf, nbt = np.zeros(len(idx), dtype=np.int64), np.zeros(len(idx), dtype=np.int64)
+        cols = (cy, me, ex_, hc_, tp_)
+
+        def put(sel: np.ndarray, t: tuple[int, ...]) -> None:
+            for col, x in zip(cols, t, strict=False):
+                col[sel] = x
+
+        put(other[idx], wp_t)
+        flush_t = cs.t(m.flush_cost)
+        entry = table["batch_entry"]
+        d = drained[idx]
+        dm = d > 0
+        lz = dm & is_lazy[idx]
+        cy[dm & ~lz] += flush_t[0] + d[dm & ~lz] * entry
+        cy[lz] = cs.cyc[LAZY] + flush_t[0] + d[lz] * entry
+        me[lz] = MECH_CODE["batch_flush"]
+        nbf[dm], nbt[dm] = 1, d[dm]
+        qm = queued[idx]
+        qcost = cs.t(c("queued", "call_ret", "queue_entry"))
+        put(qm, (*qcost[:2], 0, 0, 0))
+        cf = qm & cap_flush[idx]
+        cy[cf] += flush_t[0] + cap * entry
+        me[cf] = MECH_CODE["batch_flush"]
+        nbf[cf], nbt[cf] = 1, cap
+        af = async_flush[idx]
+        cy[af] += table["hypercall"]
+        me[af] = MECH_CODE["hypercall"]
+        hc_[af] = 1
+        if timer_t is not None:
+            put(timer[idx], timer_t)
+        cy += scans[idx] * table["scan_table"]
+        fl = faults[idx]
+        cy[fl] += table["pv_fault"] + table["emulate_write"]
+        tp_[fl] += 1
+        self.dyn_cols.append((idx, cy, me, ex_, hc_, tp_, nbf, nbt))
+
+        # -- the devices, event by event
+        self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
+        self.lost = {}
+        dev = (kind == K_INTERRUPT) | (in_loop & np.isin(h, _APIC_HOOKS))
+        dev |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
+        cps = tr.checkpoints
+        at = np.zeros(n, dtype=bool)
+        at[dev] = True
+        if cps:
+            at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+        sel = np.nonzero(at)[0]
+        cols_l = zip(
+            sel.tolist(),
+            kind[sel].tolist(),
+            h[sel].tolist(),
+            tr.arg0[sel].tolist(),
+            tr.arg1[sel].tolist(),
+            tr.arg2[sel].tolist(),
+            tr.has_result[sel].tolist(),
+            tr.result[sel].tolist(),
+            dev[sel].tolist(),
+            strict=True,
+        )
+
+        def no_mmu_check(seq: int, reason: str) -> None:
+            return None  # the copies are equal whenever a check is made (above)
+
+        for k, kd, hh, x0, x1, x2, hasr, res, is_dev in cols_l:
+            if is_dev:
+                if kd == K_HOOK:
+                    self._apic_hook(k, hh, x0, x1, hasr, res)
+                elif kd == K_INTERRUPT:
+                    self._interrupt(k, x0, x1)
+                else:
+                    self._mmio(k, kd, x0, x2)
+            if k in cps:
+                self._checkpoint(k, cps[k], no_mmu_check)
+        return True

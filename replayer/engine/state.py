@@ -1,0 +1,84 @@
+"""The state one replay holds, shared by the stages, and the modes an ablation sets.
+
+Takes a run (backend row and ablation) and a cost table; gives
+:class:`ReplayState`, the base every pass mixes into, and :func:`_modes`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from replayer.backends import (
+    Run,
+)
+from replayer.costs import CostTable
+from replayer.engine.result import Violation
+from replayer.engine.static import _Costs
+from replayer.mechanisms.apic import (
+    VirtualIoapic,
+    VirtualLapic,
+)
+from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.pagetables import (
+    GuestMMU,
+)
+from replayer.trace import (
+    Trace,
+)
+
+
+def _modes(run: Run) -> tuple[str | None, str | None, bool, bool]:
+    """How a run's backend learns PTE updates and allocations, and whether it sees the APIC
+    and tracks the guest's interrupt flag (``hook``: as designed; or the fallback)."""
+    req, fb = run.without, run.fallback
+    pte_mode = "hook" if req != "pteupdate" else fb
+    alloc_mode = "unhooked" if run.backend.name == "lguest" else "hook" if req != "ptalloc" else fb
+    return (
+        pte_mode,
+        alloc_mode,
+        not (req == "apic" and fb == "none"),
+        not (req == "irq" and fb == "none"),
+    )
+
+
+class ReplayState:
+    """What one replay holds while its passes run; each stage is a mixin of it.
+
+    Set here: the run, its backend row and cost table, and the modes its ablation sets.
+    Set by :meth:`replayer.engine._Replay.run` before the passes: ``cs`` (the row's costs
+    resolved), ``vif_b`` (the interrupt flag as the backend sees it), ``cregs``
+    (control registers) and ``dyn_cols`` (costs the passes found event by event).  Set
+    by the pass that simulates devices: ``lapic``, ``ioapic``, ``lost``.
+    """
+
+    cs: _Costs
+    vif_b: np.ndarray
+    cregs: Any
+    dyn_cols: list[tuple[Any, ...]]
+    lapic: VirtualLapic
+    ioapic: VirtualIoapic
+    guest: GuestMMU
+    pair: ViewPair
+
+    def __init__(
+        self, trace: Trace, run: Run, table: CostTable, full_check: bool, exact: bool = False
+    ) -> None:
+        self.trace = trace
+        self.exact = exact
+        self.run_ = run
+        self.model = run.model()
+        self.table = table
+        self.full_check = full_check
+        self.violations: list[Violation] = []
+        m = self.model
+        self.mirror = m.mmu in ("direct", "traced")
+        self.pte_mode, self.alloc_mode, self.apic_seen, self.irq_tracks = _modes(run)
+        self.lost: dict[int, str] = {}
+        """Recorded interrupts the backend's devices would not take, and why."""
+
+    # ------------------------------------------------------------------ helpers
+
+    def violate(self, seq: int, check: str, fld: str, exp: str, act: str, detail: str) -> None:
+        self.violations.append(Violation(seq, check, fld, exp, act, detail))
