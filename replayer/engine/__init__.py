@@ -75,7 +75,8 @@ from replayer.engine.derived import (
 )
 from replayer.engine.lean import LeanPass, may_be_lean
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
-from replayer.engine.sequential import SequentialPass, sequential_key
+from replayer.engine.sequential import SequentialPass
+from replayer.engine.state import sequential_key
 from replayer.engine.static import _static, native_cycles
 from replayer.engine.summary import group_codes, summarize
 from replayer.mechanisms.registers import control_registers, read_mismatches

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from pvscope.hooks import HOOKS
 from replayer.backends import (
     Run,
 )
 from replayer.costs import CostTable
 from replayer.engine.result import Violation
-from replayer.engine.static import _Costs
+from replayer.engine.static import _Costs, _stateful
 from replayer.mechanisms.apic import (
     VirtualIoapic,
     VirtualLapic,
@@ -82,3 +83,31 @@ class ReplayState:
 
     def violate(self, seq: int, check: str, fld: str, exp: str, act: str, detail: str) -> None:
         self.violations.append(Violation(seq, check, fld, exp, act, detail))
+
+
+def sequential_key(
+    run: Run, table: CostTable, full_check: bool = False, exact: bool = False
+) -> str:
+    """Everything a run's sequential pass reads: runs with equal keys have equal passes.
+
+    That is the backend's mechanisms, the costs of the hooks the pass takes (the others
+    are costed column-wise), the modes an ablation sets and the cost table -- so an
+    ablation that changes only costs the pass does not look at (``cpl``; ``irq`` where
+    masking never enters the hypervisor, and whose interrupt flag is checked apart)
+    shares its parent's pass.
+    """
+    m = run.model()
+    cs = _Costs(m, table)
+    hooks = sorted(_stateful(m, cs))
+    own = [(h, cs.t(m.cost(HOOKS[h].name))) for h in hooks]
+    mech = (m.name, m.mmu, m.apic, m.batching, m.batch_capacity, sorted(m.batchable.items()))
+    more = (
+        m.flush_cost,
+        m.wp_fault,
+        m.discover,
+        m.timer_write,
+        m.flush_resync,
+        m.pgdir_cache,
+        m.flood_threshold,
+    )
+    return repr((mech, more, own, _modes(run)[:3], table.sha256, full_check, exact))

@@ -1,0 +1,200 @@
+"""Runs of entry stores the sequential pass takes together.
+
+Takes the sequential pass's state (:class:`replayer.engine.sequential._Simulation`) at
+an entry store; gives the position after the run of stores it applied to both copies
+of the tables at once, with their cost rows noted (the queued ones and Xen's trapped
+stores into another address space, column-wise at the end of the pass).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from replayer.engine.common import _ACT, _H, _PTE_HOOKS
+from replayer.mechanisms.batch import LAZY_CPU, LAZY_FLUSH, LAZY_MMU, LAZY_NONE, BatchQueue
+from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.pagetables import GuestMMU
+from replayer.trace import Trace
+
+SET_PTE, SET_PTE_AT, SET_PMD = _H["set_pte"], _H["set_pte_at"], _H["set_pmd"]
+
+
+class StoreRuns:
+    """The runs-of-stores half of the sequential pass (attributes set by its setup)."""
+
+    trace: Trace
+    queue: BatchQueue | None
+    guest: GuestMMU
+    pair: ViewPair
+    lru: OrderedDict[int, None]
+    batchable_ids: dict[int, Any]
+    cps: dict[int, Any]
+    lazy: int
+    mirror: bool
+    is_xen: bool
+    is_lguest: bool
+    pte_hook: bool
+    pte_none: bool
+    pte_trap: bool
+    trap_alloc: bool
+    wp_t: tuple[int, int, int, int, int]
+    hc0: list[int]
+    idx_l: list[int]
+    h_l: list[int]
+    e_l: list[int]
+    v_l: list[int]
+    cur_tables_cache: list[Any]
+
+    def _store_runs(self, loop: np.ndarray) -> None:
+        """Where each run of entry stores ends (a run ends at a checkpoint), and what may
+        be taken in one (:meth:`stores`)."""
+        cps = self.cps
+        n_loop = len(loop)
+        is_store = np.isin(self.trace.hook[loop], _PTE_HOOKS)
+        after_cp = np.zeros(n_loop, dtype=bool)
+        if cps:
+            after_cp[1:] = np.isin(loop[:-1], np.fromiter(cps, dtype=np.int64, count=len(cps)))
+        bounds = np.append(np.nonzero(~is_store | after_cp)[0], n_loop)
+        run_end = bounds[np.searchsorted(bounds, np.arange(n_loop), side="right")]
+        self.run_end_l = np.where(is_store, run_end, -1).tolist()
+        self.bulk_ok = not self.mirror
+        # stores that always take the loop: do not try a run from them
+        self.loop_only = {SET_PMD} if self.is_lguest and self.pte_hook else set()
+        self.q_by_mode = {
+            mode: frozenset(b for b, modes in self.batchable_ids.items() if mode in modes)
+            for mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH)
+        }
+        self.q_ks: list[int] = []
+        self.wp_ks: list[int] = []
+        self.capacity = self.queue.capacity if self.queue is not None else 0
+
+    def cur_tables(self) -> frozenset[int]:
+        """The tables the guest's loaded directory names (cached per directory version)."""
+        cache = self.cur_tables_cache
+        pd = self.guest.pd
+        if pd is None:
+            return frozenset()
+        v = self.pair.pver.get(pd, 0)
+        if cache[1] != pd or cache[2] != v:
+            cache[1], cache[2] = pd, v
+            cache[3] = frozenset(self.pair.guest_tables(pd))
+        return cache[3]
+
+    # ------------------------------------------------------------ runs of stores
+    # Runs of entry stores (no other stateful event between them) are taken together
+    # where each store only needs the guest's and the backend's copies updated and its
+    # cost noted: the stores are classified one by one as below, then applied a run of
+    # one kind at a time.  A store that needs more (a flush, a directory entry of the
+    # loaded space, lguest's shadow, a discovered table) ends the run and goes through
+    # the loop.  A run ends at a checkpoint.
+
+    def apply_run(self, act: int, es: list[int], vs: list[int], qadd: list[Any]) -> None:
+        """Apply a run of stores of one kind: act 0, the guest stores, the backend is not
+        told now; 1, the same, the update queued (diff waits for the flush); 2, the
+        backend learns the store at once; 3, each store, then every shadow re-read (after
+        the last, all of them are)."""
+        pair = self.pair
+        if act == 3:
+            pair.guest_write_many(es, vs)
+            pair.resync_all()
+        elif act == 0:
+            pair.guest_write_many(es, vs)
+        elif act == 1:
+            pair.guest_write_queued_many(es, vs)
+        else:
+            pair.write_both_many(es, vs)
+        if qadd:
+            self.queue.entries.extend(qadd)  # type: ignore[union-attr]
+
+    def _lguest_kind(self, h: int, v: int, queued: bool) -> int:
+        """How lguest takes a store in a run (kinds as in :meth:`stores`; -1: not in a
+        run)."""
+        if h == SET_PMD:
+            if self.pte_hook or v & 1 and not v & 0x80:
+                return -1  # the shadow table under the entry is dropped
+            return 2
+        if self.pte_trap:
+            return 4
+        if h == SET_PTE:
+            return -1 if queued else 5  # FLUSH_TLB(1) at once: every shadow dropped
+        if h == SET_PTE_AT:
+            return 3 if queued else 4
+        return 0  # pte_update: lguest is not told; the flush resyncs
+
+    def stores(self, pos0: int, end: int) -> int:
+        """Take the stores at loop positions [pos0, end) that need nothing more; return
+        the position of the first one not taken.
+
+        Kinds: 0 guest only, 1 queued (update applied at the flush), 2 both at once, 3
+        guest now, lguest queued to learn the value, 4 both at once, lguest, 5 guest now,
+        lguest drops every shadow at once.
+        """
+        queue, e_l, h_l, v_l, idx_l = self.queue, self.e_l, self.h_l, self.v_l, self.idx_l
+        qh = self.q_by_mode.get(self.lazy, frozenset()) if queue is not None else frozenset()
+        qn = len(queue) if queue is not None else 0
+        gpd = self.guest.pd
+        vpd = None if self.pair.view_cr3 is None else self.pair.view_cr3 >> 12
+        xen_hook = self.is_xen and self.pte_hook
+        # the loaded directory does not change within a run (a store to it ends one)
+        loaded = self.cur_tables() if xen_hook else frozenset()
+        pte_none, pte_trap, is_lguest = self.pte_none, self.pte_trap, self.is_lguest
+        run_act = -1
+        es: list[int] = []
+        vs: list[int] = []
+        qadd: list[Any] = []
+        j = pos0
+        while j < end:
+            e = e_l[j]
+            if e < 0:
+                j += 1  # pte_update with nothing observed
+                continue
+            pfn = e >> 10
+            if pfn in (gpd, vpd):
+                break  # references of the loaded space change
+            h, v = h_l[j], v_l[j]
+            other = xen_hook and h == SET_PTE_AT and pfn not in loaded
+            queued = not other and h in qh
+            if queued:
+                if qn >= self.capacity:
+                    break
+            elif queue is not None and qn and (self.wp_t[3] if other else self.hc0[h]) > 0:
+                break
+            if pte_none:
+                kind = 0
+            elif is_lguest:
+                kind = self._lguest_kind(h, v, queued)
+                if kind < 0:
+                    break
+            elif pte_trap or other:
+                kind = 2
+            elif self.trap_alloc and h == SET_PMD and v & 1 and not v & 0x80:
+                break
+            else:
+                kind = 1 if queued else 2
+            act = _ACT[kind]
+            if act != run_act:
+                if es:
+                    self.apply_run(run_act, es, vs, qadd)
+                    es, vs, qadd = [], [], []
+                run_act = act
+            es.append(e)
+            vs.append(v)
+            if kind == 1:
+                qadd.append(e)
+            elif kind == 3:
+                qadd.append((e, v))
+            elif kind == 4:
+                self.lru.pop(pfn, None)  # no cached directory any more (lguest_pte)
+            if other:
+                self.wp_ks.append(idx_l[j])
+            elif queued:
+                self.q_ks.append(idx_l[j])
+                if kind == 1 or kind == 3:
+                    qn += 1
+            j += 1
+        if es:
+            self.apply_run(run_act, es, vs, qadd)
+        return j
