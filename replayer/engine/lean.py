@@ -6,6 +6,8 @@ False (the run must be simulated by :mod:`replayer.engine.sequential`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from replayer.backends import (
@@ -28,6 +30,7 @@ from replayer.mechanisms.batch import (
     LAZY_FLUSH,
     LAZY_MMU,
     LAZY_NONE,
+    QueuePlan,
     plan,
 )
 from replayer.trace import (
@@ -50,10 +53,26 @@ def may_be_lean(run: Run) -> bool:
     return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
 
 
+LAZY = _H["set_lazy_mode"]
+
+
+@dataclass
+class _QueuePlan:
+    """The events the lean pass looks at and what the backend's queue does with them."""
+
+    in_loop: np.ndarray
+    """Events the sequential pass would take (stateful hooks with an observed value)."""
+    queued: np.ndarray
+    """Calls the backend queues."""
+    other: np.ndarray
+    """Xen's ``set_pte_at`` into another address space: a plain, trapped store."""
+    ev: np.ndarray
+    """Queued calls and the calls that drain the queue, in order: positions of ``qp``."""
+    qp: QueuePlan
+
+
 class LeanPass(DeviceChecks):
     """The lean pass (:meth:`_lean`)."""
-
-    # ------------------------------------------------------------ the lean pass
 
     def _check_events(self, in_loop: np.ndarray) -> np.ndarray:
         """Events after which the MMU is checked: CR3 loads, TLB flushes, checkpoints."""
@@ -83,21 +102,39 @@ class LeanPass(DeviceChecks):
         column-wise and only device events run one by one.  Where they do not, return
         False: :meth:`_sequential` simulates both copies.
         """
-        tr, m, cs, table = self.trace, self.model, self.cs, self.table
         if self.exact or self.full_check or not may_be_lean(self.run_):
             return False
-        n = tr.n
-        h, kind = tr.hook, tr.kind
+        tr, m = self.trace, self.model
+        p = self._queue_plan()
+        scans = np.zeros(tr.n, dtype=np.int64)  # tables discovered at the event (trap)
+        faults = np.zeros(tr.n, dtype=bool)  # allocations faulting on a protected frame
+        ent, _ = _pte_entries(tr)
+        proof = _Proof(tr, p.in_loop, p.queued, p.ev[p.qp.flushes], ent)
+        if m.mmu == "demand":
+            checks = self._check_events(p.in_loop)
+            if not proof.shadowed(checks, p.ev, p.qp, m.pgdir_cache):
+                return False
+        elif self.alloc_mode == "hook":
+            if not proof.notified():
+                return False
+        elif not proof.discovered(scans, faults, self._check_events(p.in_loop), p.ev, p.qp):
+            return False
+        self._lean_costs(p, scans, faults)
+        self._lean_devices(absorbed, p.in_loop)
+        return True
+
+    def _queue_plan(self) -> _QueuePlan:
+        """Which calls the backend queues (by the lazy mode each is made in), which drain
+        the queue, and the queue's flushes (:func:`plan`)."""
+        tr, m, cs = self.trace, self.model, self.cs
+        n, h = tr.n, tr.hook
         hk = np.where(h >= 0, h, _NHOOKS)
         ent, _ = _pte_entries(tr)
         a0 = tr.arg0.astype(np.int64)
-        queue = m.batching is not None
-        batchable_ids = {_H[x]: modes for x, modes in m.batchable.items()}
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
         hook_mask[list(_stateful(m, cs))] = True
-        in_loop = hook_mask[hk] & (kind == K_HOOK) & (ent != -2)
+        in_loop = hook_mask[hk] & (tr.kind == K_HOOK) & (ent != -2)
 
-        LAZY = _H["set_lazy_mode"]
         is_lazy = h == LAZY
         setm = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_MMU, LAZY_CPU))
         last = np.where(setm, np.arange(n), -1)
@@ -106,15 +143,15 @@ class LeanPass(DeviceChecks):
         prev[1:] = last[:-1]
         mode = np.where(prev >= 0, a0[np.maximum(prev, 0)], LAZY_NONE)
         can = np.zeros((_NHOOKS + 1, 4), dtype=bool)
-        for hid, modes in batchable_ids.items():
-            can[hid, list(modes)] = True
+        for name, modes in m.batchable.items():
+            can[_H[name], list(modes)] = True
 
-        wp_t = cs.t(m.wp_fault)
         other = np.zeros(n, dtype=bool)
         if m.name == "xen-pv" and self.pte_mode == "hook":
             # xen_set_pte_at: a plain (trapped) store into another address space's table
             member = _cached(tr, "loaded_table_stores", loaded_table_stores)
             other = (h == _H["set_pte_at"]) & (ent >= 0) & ~member
+        queue = m.batching is not None
         queued = (in_loop & can[hk, mode] & ~other) if queue else np.zeros(n, dtype=bool)
         adds = np.zeros(_NHOOKS + 1, dtype=bool)
         adds[[*_PTE_HOOKS, _H["write_cr3"]]] = True
@@ -122,36 +159,29 @@ class LeanPass(DeviceChecks):
             adds[[*_ALLOCS, *_RELEASES]] = True
         if m.flush_resync:
             adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
-        hcn = np.where(other, wp_t[3], cs.hc[hk])
+        hcn = np.where(other, cs.t(m.wp_fault)[3], cs.hc[hk])
         drains = np.zeros(n, dtype=bool)
         if queue:
-            drains = (
-                in_loop
-                & ~queued
-                & (((hcn > 0) & ~is_lazy) | (is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))))
-            )
+            leave = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
+            drains = in_loop & ~queued & (((hcn > 0) & ~is_lazy) | leave)
         ev = np.nonzero(queued | drains)[0]
+        qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], max(m.batch_capacity, 1))
+        return _QueuePlan(in_loop, queued, other, ev, qp)
+
+    def _lean_costs(self, p: _QueuePlan, scans: np.ndarray, faults: np.ndarray) -> None:
+        """Costs of the events the queue plan changes, column-wise: queued calls, the
+        flushes (at a drain or when the queue is full), trapped stores, timer writes,
+        tables discovered and allocations faulting on a protected frame."""
+        tr, m, cs, table = self.trace, self.model, self.cs, self.table
+        n, h, a0 = tr.n, tr.hook, tr.arg0.astype(np.int64)
+        hk = np.where(h >= 0, h, _NHOOKS)
+        queued, other, ev, qp = p.queued, p.other, p.ev, p.qp
+        is_lazy = h == LAZY
         cap = max(m.batch_capacity, 1)
-        qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], cap)
-
-        # -- the proof that no check can find a page wrong
-        scans = np.zeros(n, dtype=np.int64)  # tables discovered at the event (trap)
-        faults = np.zeros(n, dtype=bool)  # allocations faulting on a protected frame
-        proof = _Proof(tr, in_loop, queued, ev[qp.flushes], ent)
-        if m.mmu == "demand":
-            if not proof.shadowed(self._check_events(in_loop), ev, qp, m.pgdir_cache):
-                return False
-        elif self.alloc_mode == "hook":
-            if not proof.notified():
-                return False
-        elif not proof.discovered(scans, faults, self._check_events(in_loop), ev, qp):
-            return False
-
-        # -- costs: what the queue plan and the row say, column-wise
         timer = np.zeros(n, dtype=bool)
         timer_t = cs.t(m.timer_write) if m.timer_write else None
         if timer_t is not None:
-            timer = in_loop & np.isin(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
+            timer = p.in_loop & np.isin(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
         drained = np.zeros(n, dtype=np.int64)
         drained[ev] = qp.drained
         cap_flush = np.zeros(n, dtype=bool)
@@ -159,7 +189,7 @@ class LeanPass(DeviceChecks):
         async_flush = np.zeros(n, dtype=bool)
         if m.name == "lguest":
             # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
-            async_flush = in_loop & is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
+            async_flush = p.in_loop & is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
             async_flush &= drained == 0
         idx = np.nonzero(
             queued | (drained > 0) | other | timer | (scans > 0) | faults | async_flush
@@ -174,7 +204,7 @@ class LeanPass(DeviceChecks):
             for col, x in zip(cols, t, strict=False):
                 col[sel] = x
 
-        put(other[idx], wp_t)
+        put(other[idx], cs.t(m.wp_fault))
         flush_t = cs.t(m.flush_cost)
         entry = table["batch_entry"]
         d = drained[idx]
@@ -203,13 +233,17 @@ class LeanPass(DeviceChecks):
         tp_[fl] += 1
         self.dyn_cols.append((idx, cy, me, ex_, hc_, tp_, nbf, nbt))
 
-        # -- the devices, event by event
+    def _lean_devices(self, absorbed: np.ndarray, in_loop: np.ndarray) -> None:
+        """The devices, event by event: interrupts, APIC hooks, device MMIO, checkpoints
+        (whose MMU check finds nothing: the copies are equal whenever one is made)."""
+        tr = self.trace
+        kind, h = tr.kind, tr.hook
         self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
         self.lost = {}
         dev = (kind == K_INTERRUPT) | (in_loop & np.isin(h, _APIC_HOOKS))
         dev |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
         cps = tr.checkpoints
-        at = np.zeros(n, dtype=bool)
+        at = np.zeros(tr.n, dtype=bool)
         at[dev] = True
         if cps:
             at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
@@ -240,4 +274,3 @@ class LeanPass(DeviceChecks):
                     self._mmio(k, kd, x0, x2)
             if k in cps:
                 self._checkpoint(k, cps[k], no_mmu_check)
-        return True
