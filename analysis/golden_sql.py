@@ -17,7 +17,7 @@ from pathlib import Path
 
 from analysis import output, queries
 from analysis.views import Session
-from pvscope.golden import GOLDEN_ROOT
+from pvscope.paths import GOLDEN_ROOT
 
 EXPECTED_ROOT = Path(__file__).resolve().parent.parent / "tests" / "analysis" / "golden_sql"
 

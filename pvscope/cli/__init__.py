@@ -1,4 +1,9 @@
-"""The ``pvscope`` command line."""
+"""The ``pvscope`` command line.
+
+The top floor: it stands above every stage (recorder, replayer, analysis) and drives
+them, with ``golden`` beside it.  The rest of the ``pvscope`` package is the contract
+the stages share, and imports nothing from here or from any stage.
+"""
 
 from __future__ import annotations
 
@@ -230,12 +235,13 @@ def schema_cmd(as_json: bool) -> None:
             click.echo(f"  {c['name']:<10} {c['type']:<40} {c['doc']}")
 
 
-@main.group()
-def golden() -> None:
+# Not named ``golden``: in this package that name is the module ``pvscope.cli.golden``.
+@main.group("golden")
+def golden_group() -> None:
     """check or regenerate the golden traces in traces/golden."""
 
 
-@golden.command("check")
+@golden_group.command("check")
 @click.argument("workloads", nargs=-1)
 @click.option(
     "--root",
@@ -245,14 +251,14 @@ def golden() -> None:
 )
 def golden_check(workloads: tuple[str, ...], root: Path | None) -> None:
     """re-record and replay each golden workload and compare."""
-    from pvscope import golden as g
+    from pvscope.cli import golden as g
 
     outcomes = g.check(workloads or None, root or g.GOLDEN_ROOT, report=click.echo)
     if not all(o.ok for o in outcomes):
         sys.exit(1)
 
 
-@golden.command("update")
+@golden_group.command("update")
 @click.argument("workloads", nargs=-1)
 @click.option(
     "--root",
@@ -262,7 +268,7 @@ def golden_check(workloads: tuple[str, ...], root: Path | None) -> None:
 )
 def golden_update(workloads: tuple[str, ...], root: Path | None) -> None:
     """regenerate golden workloads, on purpose only, and say what changed."""
-    from pvscope import golden as g
+    from pvscope.cli import golden as g
     from pvscope.errors import UsageError
     from recorder.guests import GUESTS
 

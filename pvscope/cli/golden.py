@@ -27,8 +27,8 @@ import pyarrow as pa
 
 from pvscope import schema
 from pvscope.errors import PvscopeError, TraceError, UsageError
+from pvscope.paths import GOLDEN_ROOT
 
-GOLDEN_ROOT = Path(__file__).resolve().parent.parent / "traces" / "golden"
 TRACE_FILES = (
     "manifest.json",
     "events.parquet",

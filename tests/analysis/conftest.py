@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pvscope.golden import GOLDEN_ROOT
+from pvscope.paths import GOLDEN_ROOT
 
 GOLDEN = GOLDEN_ROOT / "pvcall" / "trace"
 

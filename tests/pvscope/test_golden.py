@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pvscope import golden as g
+from pvscope.cli import golden as g
 
 
 def _check(root: Path, names: list[str] | None = None) -> tuple[list[g.Outcome], str]:
