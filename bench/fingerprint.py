@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from replayer import backends, costs, engine, synth  # noqa: E402
+from replayer import backends, costs, engine  # noqa: E402
 from replayer.trace import Trace, load  # noqa: E402
+from tests.support import synth  # noqa: E402
 
 COLUMNS = ("cycles", "native_cycles", "mechanism", "exits", "hypercalls", "traps")
 COLUMNS += ("batch_flushes", "batched")

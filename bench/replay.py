@@ -16,7 +16,7 @@ violations found; then, for every trap fallback, its cycles over its parent's.  
 are measured in the same run, on the same trace.  ``--wall`` then times what
 ``pvscope replay TRACE --backend all`` does: load the trace, replay every run in
 ``--jobs`` worker processes (default: one per usable CPU) and write the results.
-The synthetic trace is ``replayer.synth.large_trace``: boot, then a state-neutral
+The synthetic trace is ``tests.support.synth.large_trace``: boot, then a state-neutral
 epoch (a fork with copy-on-write faults and exit, irqsave sections with device
 interrupts, a timer tick, kernel remaps) repeated.
 """
@@ -31,8 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from replayer import api, backends, costs, engine, results, synth  # noqa: E402
+from replayer import api, backends, costs, engine, results  # noqa: E402
 from replayer.trace import Trace, load  # noqa: E402
+from tests.support import synth  # noqa: E402
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from replayer import costs, synth
+from replayer import costs
 from replayer.trace import Trace, load
+from tests.support import synth
 
 
 @pytest.fixture(scope="session")

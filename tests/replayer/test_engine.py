@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pvscope.hooks import BY_NAME
-from replayer import backends, engine, synth
+from replayer import backends, engine
 from replayer.backends import BACKENDS, all_runs, resolve
 from replayer.costs import CostTable
 from replayer.engine import _H as H
@@ -17,6 +17,7 @@ from replayer.engine import FAMILY
 from replayer.mechanisms.coherence import ViewPair
 from replayer.mechanisms.pagetables import GuestMMU
 from replayer.trace import Trace, load
+from tests.support import synth
 
 MATCHING = {
     "cpl": "privilege",

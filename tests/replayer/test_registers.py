@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from replayer import synth
 from replayer.mechanisms.registers import control_registers, read_mismatches
 from replayer.trace import Trace, load
+from tests.support import synth
 
 
 def _trace(tmp_path: Path, build: Callable[[synth.TraceBuilder], None]) -> Trace:

@@ -8,8 +8,9 @@ import numpy as np
 
 from pvscope import schema
 from pvscope.hooks import BY_NAME
-from replayer import backends, costs, engine, synth
+from replayer import backends, costs, engine
 from replayer.trace import K_HOOK, K_INTERRUPT, K_MMIO_READ, K_MMIO_WRITE, Trace, load
+from tests.support import synth
 
 
 def test_a_synthetic_trace_is_a_valid_trace(synth_path: Path) -> None:
