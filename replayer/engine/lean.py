@@ -19,6 +19,7 @@ from replayer.engine.checks import DeviceChecks
 from replayer.engine.common import _ALLOCS, _APIC_HOOKS, _H, _NHOOKS, _PTE_HOOKS, _RELEASES, _cached
 from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.proofs import _Proof
+from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes
 from replayer.engine.static import _stateful
 from replayer.mechanisms.apic import (
@@ -112,7 +113,7 @@ class LeanPass(DeviceChecks):
         proof = _Proof(tr, p.in_loop, p.queued, p.ev[p.qp.flushes], ent)
         if m.mmu == "demand":
             checks = self._check_events(p.in_loop)
-            if not proof.shadowed(checks, p.ev, p.qp, m.pgdir_cache):
+            if not Shadowed(proof, checks, p.ev, p.qp, m.pgdir_cache).holds():
                 return False
         elif self.alloc_mode == "hook":
             if not proof.notified():

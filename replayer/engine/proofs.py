@@ -2,20 +2,19 @@
 
 Takes the trace, the events the sequential pass would take and the queue's flush
 plan; gives yes or no per kind of copy -- ``notified`` (VMI's shadow, Xen's
-validated tables), ``discovered`` (no allocation hooks: tables found at CR3 loads and
-installs) and ``shadowed`` (lguest) -- decided over the whole trace at once with
-numpy.  A proof may say no where no check would find anything (the run is then
-simulated by :mod:`replayer.engine.sequential`); it must not say yes where one would.
+validated tables) and ``discovered`` (no allocation hooks: tables found at CR3 loads
+and installs); lguest's shadow has its own module (:mod:`replayer.engine.shadow`) --
+decided over the whole trace at once with numpy.  A proof may say no where no check
+would find anything (the run is then simulated by :mod:`replayer.engine.sequential`);
+it must not say yes where one would.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
 from replayer.engine.common import _ALLOCS, _H, _RELEASES, _cached
-from replayer.engine.derived import _meaning, _pte_entries, fill_changes, loaded_spaces
+from replayer.engine.derived import _pte_entries, loaded_spaces
 from replayer.mechanisms.batch import (
     QueuePlan,
 )
@@ -33,7 +32,8 @@ class _Proof:
     Times are in quarters of an event: ``4k`` a flush applying the queue before event
     ``k``, ``4k+1`` checks deferred to that flush, ``4k+2`` event ``k`` itself (the guest's
     store, what the backend does at once), ``4k+3`` a check right after it
-    (:meth:`shadowed` also orders the operations one flush applies by their events).
+    (:class:`~replayer.engine.shadow.Shadowed` also orders the operations one flush applies
+    by their events).
     """
 
     def __init__(
@@ -245,207 +245,6 @@ class _Proof:
         except _Unproved:
             return False
         return not len(wi)
-
-    def shadowed(self, checks: np.ndarray, ev: np.ndarray, qp: QueuePlan, cache: int) -> bool:
-        """lguest: a shadow it learns set_pte_at/set_pmd into, re-reads on flushes (the walk
-        of an address, the loaded space, everything) and, for a directory not among the
-        ``cache`` it keeps, at a CR3 load; in-place updates and allocations it is not told.
-
-        An entry is wrong from a change the shadow missed (pte_update, an allocation's
-        memset, a queued set_pte_at overtaken by a later change) to the next re-read
-        covering it.  No check may find a wrong entry of the loaded directory, a wrong
-        allocated table in the loaded space, or a wrong entry of a loaded table that a
-        native TLB could not still hold: one covered by a TLB flush since it went wrong.
-        (lguest is correct by the second clause: what it was not told waits for a flush.)
-        """
-        tr, in_loop, queued = self.trace, self.in_loop, self.queued
-        h, n = tr.hook, tr.n
-        ent, val = _pte_entries(tr)
-        spaces = _cached(tr, "loaded_spaces", loaded_spaces)
-        M = n + 1  # composite times: quarter * M + event (ops of one flush in order)
-
-        def at(q: np.ndarray, k: np.ndarray) -> np.ndarray:
-            return q.astype(np.int64) * M + k
-
-        def applied(k: np.ndarray) -> np.ndarray:
-            return np.where(queued[k], at(4 * self.next_flush(k), k), at(4 * k + 2, k))
-
-        def state(t: np.ndarray) -> np.ndarray:  # the last event whose effects t sees
-            q = t // M
-            return np.where(q % 4 >= 2, q // 4, q // 4 - 1)
-
-        cr3, cr3_pd, pd_at = self.cr3, self.cr3_pd, self.pd_at
-
-        s_idx, s_f = self.s_idx, self.s_f
-        s_e, s_v, s_h = ent[s_idx], val[s_idx], h[s_idx]
-        s_t = at(4 * s_idx + 2, s_idx)
-        fill_k = np.nonzero(self.is_alloc)[0]
-        fill_f = self.a0[fill_k]
-        fill_t = at(4 * fill_k + 2, fill_k)
-        fill_order = np.argsort(fill_f * M + fill_k, kind="stable")
-        f_key = (fill_f * M + fill_k)[fill_order]
-
-        def fill_between(f: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-            """A fill of frame f at an event in (lo, hi)."""
-            a = np.searchsorted(f_key, f * M + lo, side="right")
-            b = np.searchsorted(f_key, f * M + hi, side="left")
-            return b > a
-
-        upd = np.isin(s_h, [_H["pte_update"], _H["pte_update_defer"]])
-        learn = np.isin(s_h, [_H["set_pte_at"], _H["set_pmd"]])
-        # each store's previous and next store to the same entry
-        o = np.argsort(s_e, kind="stable")
-        es, ks, vs = s_e[o], s_idx[o], s_v[o]
-        same_prev = np.zeros(len(o), dtype=bool)
-        same_prev[1:] = es[1:] == es[:-1]
-        prev_k = np.full(len(o), -1, dtype=np.int64)
-        prev_k[1:] = ks[:-1]
-        prev_v = np.zeros(len(o), dtype=np.int64)
-        prev_v[1:] = vs[:-1]
-        next_k = np.full(len(o), n, dtype=np.int64)
-        next_k[:-1] = np.where(es[:-1] == es[1:], ks[1:], n)
-        u = np.flatnonzero(upd[o])  # only pte_update's change matters
-        chg = ~same_prev[u] | (_meaning(vs[u]) != _meaning(prev_v[u]))
-        look = ~chg
-        chg[look] = fill_between(es[u][look] >> 10, prev_k[u][look], ks[u][look])
-        changed = np.zeros(len(o), dtype=bool)
-        changed[o[u]] = chg
-        nxt = np.empty(len(o), dtype=np.int64)
-        nxt[o] = next_k
-
-        # an allocation of a frame that is (or was) a directory: only the entries it
-        # changes; of any other frame: the whole frame, to its next whole re-read
-        changes = _cached(tr, "fill_changes", fill_changes)
-        known = np.array([k in changes for k in fill_k.tolist()], dtype=bool)
-        got = [changes[k] for k in fill_k[known].tolist()]
-        counts = np.array([len(x) for x in got], dtype=np.int64)
-        fz_k_a = np.repeat(fill_k[known], counts)
-        fz_e_a = np.repeat(fill_f[known] * 1024, counts)
-        if len(got):
-            fz_e_a = fz_e_a + np.concatenate(got)
-        fz_t = at(4 * fz_k_a + 2, fz_k_a)
-        fill_k, fill_f, fill_t = fill_k[~known], fill_f[~known], fill_t[~known]
-        s_a = applied(s_idx)
-        stale = learn & queued[s_idx]
-        stale &= at(4 * nxt + 2, nxt) < s_a
-        look = learn & queued[s_idx] & ~stale
-        stale[look] = fill_between(s_f[look], s_idx[look], s_a[look] // M // 4 + 1)
-        # wrong entries: (entry, from, leeway from)
-        w_e = np.concatenate([s_e[upd & changed], s_e[stale], fz_e_a])
-        w_s = np.concatenate([s_t[upd & changed], s_a[stale], fz_t])
-        w_l = np.concatenate([s_t[upd & changed], s_t[stale], fz_t])
-
-        # re-reads: everything; frames; entries
-        fl_k = np.nonzero(in_loop & (h == _H["flush_tlb_kernel"]))[0]
-        setpte = s_h == _H["set_pte"]
-        g_t = np.sort(np.concatenate([applied(fl_k), s_a[setpte]]))
-        # CR3 loads re-read the space unless the directory is among the cached
-        cr3_t = applied(cr3)
-        inst = learn & (s_h == _H["set_pmd"]) & ((s_v & 0x81) == 1)
-        pops_f = np.concatenate([s_f[s_h == _H["set_pte_at"]], s_v[inst] >> 12])
-        pops_t = np.concatenate([s_a[s_h == _H["set_pte_at"]], s_a[inst]])
-        # a pop matters only as the first of its frame after a load of that frame
-        keep = np.isin(pops_f, cr3_pd)
-        pops_f, pops_t = pops_f[keep], pops_t[keep]
-        loads = _first_after(pops_f, pops_t, cr3_pd, cr3_t)  # each load's next pop
-        big = np.iinfo(np.int64).max
-        firsts = np.unique(np.stack([cr3_pd, loads], axis=1)[loads < big], axis=0)
-        pops_f, pops_t = firsts[:, 0], firsts[:, 1]
-        evs = sorted(
-            [(t, 1, f) for t, f in zip(cr3_t.tolist(), cr3_pd.tolist(), strict=True)]
-            + [(t, 0, f) for t, f in zip(pops_t.tolist(), pops_f.tolist(), strict=True)]
-        )
-        lru: OrderedDict[int, None] = OrderedDict()
-        miss_t: list[int] = []
-        for t, is_cr3, f in evs:
-            if not is_cr3:
-                lru.pop(f, None)
-            elif f in lru:
-                lru.move_to_end(f)
-            else:
-                miss_t.append(t)
-                lru[f] = None
-                while len(lru) > cache:
-                    lru.popitem(last=False)
-        fu_k = np.nonzero(in_loop & (h == _H["flush_tlb_user"]))[0]
-        rs_t = np.concatenate([np.asarray(miss_t, dtype=np.int64), applied(fu_k)])
-        rs_st = state(rs_t)
-        wrong_f = np.concatenate([w_e >> 10, fill_f])  # only their re-reads matter
-        q_i, q_tab = _tables_at_states(spaces.spells[np.isin(spaces.spells[:, 0], wrong_f)], rs_st)
-        fr_f = np.concatenate([pd_at(rs_st), q_tab, s_v[inst] >> 12])
-        fr_t = np.concatenate([rs_t, rs_t[q_i], s_a[inst]])
-        # entries: set_pte_at/set_pmd learning the current value; a flush_tlb_single's walk
-        en_e = [s_e[learn & ~stale]]
-        en_t = [s_a[learn & ~stale]]
-        il_k = np.nonzero(in_loop & (h == _H["flush_tlb_single"]))[0]
-        il_t = applied(il_k)
-        if len(il_k):
-            addr = self.a0[il_k]
-            i, j = addr >> 22, (addr >> 12) & 1023
-            pd_k = pd_at(il_k)
-            tab = np.array([spaces.at_invlpg.get(k, -1) for k in il_k.tolist()], dtype=np.int64)
-            # a queued one re-reads what the walk is when it lands: only if unchanged
-            moved = queued[il_k] & (pd_at(state(il_t)) != pd_k)
-            pde = pd_k * 1024 + i
-            pde_st = np.isin(s_e, pde[queued[il_k]])
-            if pde_st.any():
-                o2 = np.lexsort((s_idx[pde_st], s_e[pde_st]))
-                ke, kk = s_e[pde_st][o2], s_idx[pde_st][o2]
-                a = np.searchsorted(ke * M + kk, pde * M + il_k, side="right")
-                b = np.searchsorted(ke * M + kk, pde * M + state(il_t), side="right")
-                moved |= queued[il_k] & (b > a)
-            ok = (pd_k >= 0) & ~moved
-            en_e.append(pde[ok])
-            en_t.append(il_t[ok])
-            ok &= tab >= 0
-            en_e.append((tab * 1024 + j)[ok])
-            en_t.append(il_t[ok])
-        en_e_a, en_t_a = np.concatenate(en_e), np.concatenate(en_t)
-        mine = np.isin(en_e_a, w_e)
-        en_e_a, en_t_a = en_e_a[mine], en_t_a[mine]
-        mine = np.isin(fr_f, wrong_f)
-        fr_f, fr_t = fr_f[mine], fr_t[mine]
-
-        # a wrong spell ends at the first re-read after it starts
-        def next_global(t: np.ndarray) -> np.ndarray:
-            return _first_after(np.zeros(len(g_t), np.int64), g_t, np.zeros(len(t), np.int64), t)
-
-        w_f = w_e >> 10
-        w_end = np.minimum(next_global(w_s), _first_after(fr_f, fr_t, w_f, w_s))
-        w_end = np.minimum(w_end, _first_after(en_e_a, en_t_a, w_e, w_s))
-        a_end = np.minimum(next_global(fill_t), _first_after(fr_f, fr_t, fill_f, fill_t))
-
-        # the checks, each where it is made, and the loaded space then
-        c_q = np.sort(self.check_times(checks, ev, qp))
-        try:
-            # an allocation's memset the shadow missed, in the loaded space at a check
-            if len(self.loaded_checks(fill_f, fill_t // M, a_end // M, c_q)[0]):
-                return False
-            wi, ci, on_pd = self.loaded_checks(w_f, w_s // M, w_end // M, c_q)
-        except _Unproved:
-            return False
-        if not len(wi):
-            return True
-        if on_pd.any():
-            return False  # an entry of the loaded directory itself
-        # a TLB flush covering the entry since it went wrong: CR3 loads and full flushes
-        full_k = np.nonzero(
-            in_loop & np.isin(h, [_H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]])
-        )[0]
-        full_t = at(4 * full_k + 2, full_k)
-        lo_t, hi_t = w_l[wi], c_q[ci] * M + n  # a check comes after its quarter's ops
-        if (np.searchsorted(full_t, hi_t) > np.searchsorted(full_t, lo_t, side="right")).any():
-            return False
-        # ... and invlpg of an address with the entry's index (any table: a bound)
-        if len(il_k):
-            j_key = ((self.a0[il_k] >> 12) & 1023) * (4 * M * (n + 2)) + at(4 * il_k + 2, il_k)
-            j_key = np.sort(j_key)
-            jj = (w_e[wi] & 1023) * (4 * M * (n + 2))
-            if (
-                np.searchsorted(j_key, jj + hi_t) > np.searchsorted(j_key, jj + lo_t, side="right")
-            ).any():
-                return False
-        return True
 
 
 def _first_after(kx: np.ndarray, kt: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
