@@ -135,31 +135,29 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
                 )
                 mem = frames.mem
             if is_cp[k]:
-                want_d = cps[k]
-                mine = _digest_of(guest)
-                if mine != want_d:
-                    # a checkpoint can fall between an in-place store to a PTE and the
-                    # pte_update that reports it: try the values reported just after it
-                    pending = _pending_in_place(trace, guest, k)
-                    for m in range(1, len(pending) + 1):
-                        mine = _digest_of(guest, pending[:m])
-                        if mine == want_d:
-                            break
-                if mine != want_d:
-                    out.append(
-                        Violation(
-                            k,
-                            "trace.mmu",
-                            "digest",
-                            _hex(want_d),
-                            _hex(mine),
-                            "the page tables rebuilt from the hooks differ from the recorded "
-                            "machine's",
-                        )
-                    )
+                v = _checkpoint_digest(trace, guest, k, cps[k])
+                if v is not None:
+                    out.append(v)
                 mem = frames.mem
     trace.cache["trace.mmu"] = tuple(out)
     return out
+
+
+def _checkpoint_digest(trace: Trace, guest: GuestMMU, k: int, want: int) -> Violation | None:
+    """The ``trace.mmu`` row for checkpoint ``k`` if the rebuilt tables miss its digest."""
+    mine = _digest_of(guest)
+    if mine != want:
+        # a checkpoint can fall between an in-place store to a PTE and the
+        # pte_update that reports it: try the values reported just after it
+        pending = _pending_in_place(trace, guest, k)
+        for m in range(1, len(pending) + 1):
+            mine = _digest_of(guest, pending[:m])
+            if mine == want:
+                break
+    if mine == want:
+        return None
+    detail = "the page tables rebuilt from the hooks differ from the recorded machine's"
+    return Violation(k, "trace.mmu", "digest", _hex(want), _hex(mine), detail)
 
 
 class DeviceChecks(ReplayState):

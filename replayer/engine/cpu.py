@@ -16,6 +16,7 @@ from replayer.backends import (
 from replayer.engine.common import _UNMASKERS, _cached
 from replayer.engine.state import ReplayState
 from replayer.mechanisms.vcpu import (
+    Interrupts,
     delivery_points,
     recorded_interrupts,
     unmask_events,
@@ -38,6 +39,10 @@ class VirtualCpu(ReplayState):
         trp: np.ndarray,
         bf: np.ndarray,
     ) -> dict[str, np.ndarray]:
+        """When the backend delivers each recorded interrupt (its interrupt flag as it
+        sees it; lguest's flag is read only when the guest next enters the host), which
+        it delivers while the guest had interrupts masked or never, what unmasking with
+        one pending adds to the cost columns, and the interrupts table."""
         tr, m = self.trace, self.model
         ints = _cached(tr, "recorded_interrupts", recorded_interrupts)
         earliest = ints.raised + 1
@@ -75,29 +80,8 @@ class VirtualCpu(ReplayState):
                 hc[ev] += t[3]
                 trp[ev] += t[4]
 
+        self._interrupt_rows(ints, delivered, status)
         seqs = ints.event
-        for i in np.nonzero(status == 1)[0].tolist():
-            d = int(delivered[i])
-            self.violate(
-                d,
-                "irq.masked",
-                "if",
-                "0",
-                "1",
-                f"vector {int(ints.vector[i]):#x} raised at seq {int(ints.raised[i])} delivered "
-                f"before seq {d} while the guest had interrupts masked",
-            )
-        for i in np.nonzero(status == 2)[0].tolist():
-            e = int(seqs[i])
-            why = self.lost.get(e, "the backend never unmasked")
-            self.violate(
-                e,
-                "irq.lost",
-                "vector",
-                f"{int(ints.vector[i]):#x}",
-                "never delivered",
-                f"native delivered it at seq {e}; {why}",
-            )
         vt = tr.vtime
         lat_ev = np.where(ok, delivered - ints.raised, -1)
         lat_vt = np.where(
@@ -123,3 +107,29 @@ class VirtualCpu(ReplayState):
             "native_latency_vtime": nat_vt.astype(np.int64),
             "status": status,
         }
+
+    def _interrupt_rows(self, ints: Interrupts, delivered: np.ndarray, status: np.ndarray) -> None:
+        """``irq.masked`` and ``irq.lost`` rows (``status`` 1 and 2)."""
+        seqs = ints.event
+        for i in np.nonzero(status == 1)[0].tolist():
+            d = int(delivered[i])
+            self.violate(
+                d,
+                "irq.masked",
+                "if",
+                "0",
+                "1",
+                f"vector {int(ints.vector[i]):#x} raised at seq {int(ints.raised[i])} delivered "
+                f"before seq {d} while the guest had interrupts masked",
+            )
+        for i in np.nonzero(status == 2)[0].tolist():
+            e = int(seqs[i])
+            why = self.lost.get(e, "the backend never unmasked")
+            self.violate(
+                e,
+                "irq.lost",
+                "vector",
+                f"{int(ints.vector[i]):#x}",
+                "never delivered",
+                f"native delivered it at seq {e}; {why}",
+            )

@@ -140,27 +140,16 @@ class LoadedSpaces:
     names then (-1: none)."""
 
 
-def loaded_spaces(trace: Trace) -> LoadedSpaces:
-    """The tables the guest's loaded directory names, over the whole trace.
-
-    Only frames ever loaded as a directory (or cloned from) are rebuilt, and of their
-    stores only those into the loaded directory or before the frame is next loaded or
-    cloned from (frames pass between directory and table use); the loaded directory's
-    tables are kept as counts, changed by stores to it.
-    """
-    ent, val = _pte_entries(trace)
+def _space_events(trace: Trace, dirs: np.ndarray) -> np.ndarray:
+    """The events that can change which tables the loaded directory names, or ask:
+    CR3 loads, flush_tlb_single, allocations of directory frames, and the stores that
+    matter -- into the loaded directory, or to a frame loaded or cloned from before it
+    is next zeroed (frames pass between directory and table use)."""
+    ent, _ = _pte_entries(trace)
     h = trace.hook
-    WCR3, CLONE = _H["write_cr3"], _H["alloc_pd_clone"]
     fills = np.isin(h, _ALLOCS)
-    is_cr3 = h == WCR3
-    store = ent >= 0
-    dirs = _directory_frames(trace)
-    if not len(dirs):
-        return LoadedSpaces(np.zeros((0, 3), dtype=np.int64), {}, {})
-    row = {int(d): i for i, d in enumerate(dirs.tolist())}
-    mem = np.zeros((len(dirs), 1024), dtype=np.int64)
-    # a store matters if it is into the loaded directory, or its frame is loaded or cloned
-    # from before it is next zeroed (frames pass between directory and table use)
+    is_cr3 = h == _H["write_cr3"]
+    is_clone = h == _H["alloc_pd_clone"]
     span = trace.n + 1
     seq = np.arange(trace.n, dtype=np.int64)
     last = np.where(is_cr3, seq, -1)
@@ -171,12 +160,12 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
         np.concatenate(
             [
                 (trace.arg0[is_cr3].astype(np.int64) >> 12) * span + seq[is_cr3],
-                trace.arg1[h == CLONE].astype(np.int64) * span + seq[h == CLONE],
+                trace.arg1[is_clone].astype(np.int64) * span + seq[is_clone],
             ]
         )
     )
     zeroed = np.sort(trace.arg0[fills].astype(np.int64) * span + seq[fills])
-    sk = np.nonzero(store)[0]
+    sk = np.nonzero(ent >= 0)[0]
     sf = ent[sk] >> 10
 
     def after(keys: np.ndarray) -> np.ndarray:  # the frame's next event of a kind
@@ -188,8 +177,25 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     dir_store = np.zeros(trace.n, dtype=bool)
     dir_store[sk] = (sf == pd_at[sk]) | (next_use < next_zero)
     dir_fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
-    INVLPG = _H["flush_tlb_single"]
-    chg = np.nonzero(is_cr3 | dir_store | dir_fill | (h == INVLPG))[0]
+    return np.nonzero(is_cr3 | dir_store | dir_fill | (h == _H["flush_tlb_single"]))[0]
+
+
+def loaded_spaces(trace: Trace) -> LoadedSpaces:
+    """The tables the guest's loaded directory names, over the whole trace.
+
+    Only frames ever loaded as a directory (or cloned from) are rebuilt, and of their
+    stores only those :func:`_space_events` keeps; the loaded directory's tables are kept
+    as counts, changed by stores to it.
+    """
+    ent, val = _pte_entries(trace)
+    h = trace.hook
+    WCR3, CLONE, INVLPG = _H["write_cr3"], _H["alloc_pd_clone"], _H["flush_tlb_single"]
+    dirs = _directory_frames(trace)
+    if not len(dirs):
+        return LoadedSpaces(np.zeros((0, 3), dtype=np.int64), {}, {})
+    row = {int(d): i for i, d in enumerate(dirs.tolist())}
+    mem = np.zeros((len(dirs), 1024), dtype=np.int64)
+    chg = _space_events(trace, dirs)
     a0, a1, a2, a3 = (x[chg].tolist() for x in (trace.arg0, trace.arg1, trace.arg2, trace.arg3))
     e_l, v_l, h_l = ent[chg].tolist(), val[chg].tolist(), h[chg].tolist()
     counts: dict[int, int] = {}
@@ -198,9 +204,6 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     at_cr3: dict[int, tuple[int, ...]] = {}
     at_invlpg: dict[int, int] = {}
     pd = -1
-
-    def names(v: int) -> int:
-        return v >> 12 if v & PRESENT and not v & PSE else -1
 
     def recount(k: int) -> None:
         r = row.get(pd)
@@ -225,7 +228,7 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
             at_cr3[k] = tuple(sorted(counts))
         elif hk == INVLPG:
             r = row.get(pd)
-            at_invlpg[k] = names(int(mem[r, a0[i] >> 22])) if r is not None else -1
+            at_invlpg[k] = _names(int(mem[r, a0[i] >> 22])) if r is not None else -1
         elif e_l[i] >= 0:
             e, v = e_l[i], v_l[i]
             pfn, idx = e >> 10, e & 1023
@@ -234,19 +237,9 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
             mem[r, idx] = v
             if pfn != pd:
                 continue
-            t_old, t_new = names(old), names(v)
-            if t_old == t_new:
-                continue
-            if t_old >= 0:
-                counts[t_old] -= 1
-                if not counts[t_old]:
-                    del counts[t_old]
-                    spells.append((t_old, since.pop(t_old), k))
-            if t_new >= 0:
-                if t_new not in counts:
-                    counts[t_new] = 0
-                    since[t_new] = k
-                counts[t_new] += 1
+            t_old, t_new = _names(old), _names(v)
+            if t_old != t_new:
+                _rename(counts, since, spells, k, t_old, t_new)
         else:
             pfn = a0[i]
             r = row[pfn]
@@ -259,6 +252,33 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     spells.extend((t, j, trace.n) for t, j in since.items())
     sp = np.array(sorted(spells), dtype=np.int64).reshape(-1, 3)
     return LoadedSpaces(sp, at_cr3, at_invlpg)
+
+
+def _names(v: int) -> int:
+    """The table a directory entry names (-1: none, or a large page)."""
+    return v >> 12 if v & PRESENT and not v & PSE else -1
+
+
+def _rename(
+    counts: dict[int, int],
+    since: dict[int, int],
+    spells: list[tuple[int, int, int]],
+    k: int,
+    t_old: int,
+    t_new: int,
+) -> None:
+    """A loaded directory's entry changed from naming ``t_old`` to ``t_new`` at event ``k``:
+    a table named by no entry any more ends its spell, a newly named one starts one."""
+    if t_old >= 0:
+        counts[t_old] -= 1
+        if not counts[t_old]:
+            del counts[t_old]
+            spells.append((t_old, since.pop(t_old), k))
+    if t_new >= 0:
+        if t_new not in counts:
+            counts[t_new] = 0
+            since[t_new] = k
+        counts[t_new] += 1
 
 
 def fill_changes(trace: Trace) -> dict[int, np.ndarray]:

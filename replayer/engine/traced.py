@@ -7,17 +7,62 @@ at CR3 loads and flushes and the allocations that zero a traced table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from replayer.engine.common import _ALLOCS, _H
 from replayer.engine.derived import _directory_frames, _fill_table, _frames_needed, _pte_entries
 from replayer.engine.state import ReplayState
-from replayer.mechanisms.pagetables import (
-    PRESENT,
-    PSE,
-    GuestMMU,
-)
+from replayer.mechanisms.pagetables import PRESENT, PSE, Frames, GuestMMU
 from replayer.mechanisms.tracer import WriteTracer
+from replayer.trace import Trace
+
+WCR3, FL_USER, FL_KERN = _H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]
+
+
+@dataclass
+class _Stream:
+    """The page-table events a traced pass walks (positions into ``sel``)."""
+
+    sel: np.ndarray
+    """Entry stores and barriers (allocations, CR3 loads, full flushes), in order."""
+    k_l: list[int]
+    h_l: list[int]
+    pf_l: list[int]
+    """Frame each store names."""
+    d_e: list[int]
+    d_v: list[int]
+    """Stores into frames later read as a directory: entry, value."""
+    d_at: list[int]
+    """Directory stores before each barrier: ``d_e[d_at[i - 1]:d_at[i]]`` precede it."""
+    barriers: list[int]
+    dirs: np.ndarray
+
+
+def _traced_events(tr: Trace) -> _Stream:
+    """The stores and barriers; of the stores' values, only those into tables later read
+    as a directory (loaded, or cloned from) are kept: only they need contents."""
+    ent, val = _pte_entries(tr)
+    h = tr.hook
+    other_hooks = np.isin(h, [*_ALLOCS, WCR3, FL_USER, FL_KERN])
+    sel = np.nonzero((ent >= 0) | other_hooks)[0]
+    dirs = _directory_frames(tr)
+    es = ent[sel]
+    keep = (es >= 0) & np.isin(es >> 10, dirs)
+    dpos = np.nonzero(keep)[0]
+    b_arr = np.nonzero(other_hooks[sel])[0]
+    return _Stream(
+        sel=sel,
+        k_l=sel.tolist(),
+        h_l=h[sel].tolist(),
+        pf_l=(es >> 10).tolist(),
+        d_e=es[dpos].tolist(),
+        d_v=val[sel][dpos].tolist(),
+        d_at=np.searchsorted(dpos, b_arr).tolist(),
+        barriers=b_arr.tolist(),
+        dirs=dirs,
+    )
 
 
 class TracedPass(ReplayState):
@@ -31,58 +76,45 @@ class TracedPass(ReplayState):
         page-table events alone: runs of entry stores between the events that discover
         tables (CR3 loads, full flushes) or zero them (allocations).
         """
-        tr, m, cs, table = self.trace, self.model, self.cs, self.table
-        ent, val = _pte_entries(tr)
-        h = tr.hook
-        ALLOCS = _ALLOCS
-        WCR3, FL_USER, FL_KERN = _H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]
-        PTE_UPD, PTE_UPD_D = _H["pte_update"], _H["pte_update_defer"]
-        other_hooks = np.isin(h, [*ALLOCS, WCR3, FL_USER, FL_KERN])
-        sel = np.nonzero((ent >= 0) | other_hooks)[0]
-        guest = GuestMMU(nframes=_frames_needed(tr, ent))
+        tr, m, cs = self.trace, self.model, self.cs
+        s = _traced_events(tr)
+        wp_t = cs.t(m.wp_fault)
+        faults, found = self._walk_traced(s, WriteTracer(m.flood_threshold))
+        # every faulting store costs the same (a pte_update has no call of its own to pay)
+        idx = s.sel[np.asarray(faults, dtype=np.int64)]
+        upd = np.isin(tr.hook[idx], [_H["pte_update"], _H["pte_update_defer"]])
+        cy = np.where(upd, wp_t[0], wp_t[0] + self.table["call_ret"])
+        self.dyn_cols.append(
+            (idx, cy, *(np.full(len(idx), x, dtype=np.int64) for x in (*wp_t[1:], 0, 0)))
+        )
+        if found:
+            arr = np.array(found, dtype=np.int64)
+            self.dyn_cols.append((arr[:, 0], *arr[:, 1:].T))
+
+    def _walk_traced(
+        self, s: _Stream, tracer: WriteTracer
+    ) -> tuple[list[int], list[tuple[int, ...]]]:
+        """The tracer over the stream: the stores that fault (positions in ``s.sel``),
+        and cost rows for the barriers that discover or zero traced tables."""
+        tr, m, cs = self.trace, self.model, self.cs
+        guest = GuestMMU(nframes=_frames_needed(tr, _pte_entries(tr)[0]))
         frames = guest.frames
-        tracer = WriteTracer(m.flood_threshold)
         wp_t, disc_t = cs.t(m.wp_fault), cs.t(m.discover)
-        call_ret = table["call_ret"]
         cyc0, mech0, ex0, hc0, tr0 = cs.lists()
-        # only the tables later read as a directory (loaded, or cloned from) need contents
-        dirs = _directory_frames(tr)
-        es = ent[sel]
-        keep = (es >= 0) & np.isin(es >> 10, dirs)
-        dpos = np.nonzero(keep)[0]
-        d_e, d_v = es[dpos].tolist(), val[sel][dpos].tolist()
-        k_l, h_l = sel.tolist(), h[sel].tolist()
-        pf_l = (es >> 10).tolist()
+        k_l, h_l, pf_l, d_e, d_v, d_at = s.k_l, s.h_l, s.pf_l, s.d_e, s.d_v, s.d_at
         a0, a1, a2, a3 = tr.arg0, tr.arg1, tr.arg2, tr.arg3
-        b_arr = np.nonzero(other_hooks[sel])[0]
-        # directory stores before each barrier: d_e[d_at[i - 1]:d_at[i]] precede barrier i
-        d_at = np.searchsorted(dpos, b_arr).tolist()
-        barriers = b_arr.tolist()
-        dir_set = set(dirs.tolist())
-        if len(dirs):
-            frames.grow(int(dirs.max()))
+        dir_set = set(s.dirs.tolist())
+        if len(s.dirs):
+            frames.grow(int(s.dirs.max()))
         out: list[tuple[int, ...]] = []
         faults: list[int] = []
         mem = frames.mem
-        upd_cy = wp_t[0]
-        store_cy = wp_t[0] + call_ret
         pd: int | None = None
-        tables: list[int] | None = None
-
-        def cur_tables() -> list[int]:
-            nonlocal tables
-            if pd is None:
-                return []
-            if tables is None:
-                pdes = frames.page(pd)
-                t = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
-                tables = sorted(set((pdes[t] >> 12).tolist()))
-            return tables
-
+        tables: list[int] | None = None  # the loaded directory's, while known
         start = 0
         d0 = 0
-        for bi, b in enumerate(barriers + [len(k_l)]):
-            d1 = d_at[bi] if bi < len(barriers) else len(d_e)
+        for bi, b in enumerate(s.barriers + [len(k_l)]):
+            d1 = d_at[bi] if bi < len(s.barriers) else len(d_e)
             if d0 < d1:
                 for e, v in zip(d_e[d0:d1], d_v[d0:d1], strict=True):
                     mem[e] = v
@@ -100,12 +132,10 @@ class TracedPass(ReplayState):
             k, hk = k_l[b], h_l[b]
             new = 0
             per = disc_t
-            if hk in ALLOCS:
+            if hk in _ALLOCS:
                 pfn = int(a0[k])
-                if pfn not in dir_set:
-                    pass  # never read as a directory: its contents do not matter here
-                else:
-                    clone = (int(a1[k]), int(a2[k]), int(a3[k])) if hk == ALLOCS[2] else None
+                if pfn in dir_set:  # else never read as a directory: contents do not matter
+                    clone = (int(a1[k]), int(a2[k]), int(a3[k])) if hk == _ALLOCS[2] else None
                     _fill_table(frames, pfn, clone)
                 mem = frames.mem
                 if pfn == pd:
@@ -114,29 +144,22 @@ class TracedPass(ReplayState):
                 per = wp_t
             elif hk == WCR3:
                 pd = int(a0[k]) >> 12
-                tables = None
-                new = tracer.discover([pd, *cur_tables()])
+                tables = _tables_named(frames, pd)
+                new = tracer.discover([pd, *tables])
             else:
-                new = tracer.discover(cur_tables())
+                if tables is None:
+                    tables = _tables_named(frames, pd)
+                new = tracer.discover(tables)
             if new:
-                out.append(
-                    (
-                        k,
-                        cyc0[hk] + new * per[0],
-                        mech0[hk],
-                        ex0[hk] + new * per[2],
-                        hc0[hk],
-                        tr0[hk] + new * per[4],
-                        0,
-                        0,
-                    )
-                )
-        # every faulting store costs the same (a pte_update has no call of its own to pay)
-        idx = sel[np.asarray(faults, dtype=np.int64)]
-        cy = np.where(np.isin(h[idx], [PTE_UPD, PTE_UPD_D]), upd_cy, store_cy)
-        self.dyn_cols.append(
-            (idx, cy, *(np.full(len(idx), x, dtype=np.int64) for x in (*wp_t[1:], 0, 0)))
-        )
-        if out:
-            arr = np.array(out, dtype=np.int64)
-            self.dyn_cols.append((arr[:, 0], *arr[:, 1:].T))
+                row = (cyc0[hk] + new * per[0], mech0[hk], ex0[hk] + new * per[2], hc0[hk])
+                out.append((k, *row, tr0[hk] + new * per[4], 0, 0))
+        return faults, out
+
+
+def _tables_named(frames: Frames, pd: int | None) -> list[int]:
+    """The tables directory ``pd`` names, sorted (none without a directory)."""
+    if pd is None:
+        return []
+    pdes = frames.page(pd)
+    t = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+    return sorted(set((pdes[t] >> 12).tolist()))
