@@ -173,6 +173,8 @@ class _Simulation(StoreRuns):
         self.timer_t = T(m.timer_write) if m.timer_write else None
         self.call_ret = table["call_ret"]
         self.cyc0, self.mech0, self.ex0, self.hc0, self.tr0 = cs.lists()
+        # each hook's static cost, as the handlers' cost list starts
+        self.base = [list(t) + [0, 0] for t in zip(*cs.lists(), strict=True)]
 
     def _modes(self) -> None:
         """What the backend and the ablation make of each kind of event."""
@@ -193,6 +195,7 @@ class _Simulation(StoreRuns):
         idx_l, h_l, k_l, run_end_l = self.idx_l, self.h_l, self.k_l, self.run_end_l
         a0_l, a1_l, a2_l = self.a0_l, self.a1_l, self.a2_l
         bulk_ok, loop_only = self.bulk_ok, self.loop_only
+        lazy_direct = LAZY not in self.batchable_ids
         report_every = max(n // 100, 1 << 16)
         next_report = report_every
         # a checkpoint follows its event: it is taken at the top of the next iteration (no
@@ -220,7 +223,11 @@ class _Simulation(StoreRuns):
                 next_report = k + report_every
             kd = k_l[pos]
             if kd == K_HOOK:
-                self.hook(pos, k, h_l[pos])
+                h = h_l[pos]
+                if h == LAZY and lazy_direct:
+                    self.lazy_mode(pos, k)
+                else:
+                    self.hook(pos, k, h)
             elif kd == K_INTERRUPT:
                 rp._interrupt(k, a0_l[pos], a1_l[pos])
             elif kd in (K_MMIO_WRITE, K_MMIO_READ):
@@ -245,7 +252,7 @@ class _Simulation(StoreRuns):
             return
         if e == -2:
             return  # pte_update with nothing observed: the new value is unknown
-        cost = [self.cyc0[h], self.mech0[h], self.ex0[h], self.hc0[h], self.tr0[h], 0, 0]
+        cost = self.base[h].copy()
         touched = False
         queue = self.queue
         modes = self.batchable_ids.get(h)
@@ -285,7 +292,7 @@ class _Simulation(StoreRuns):
         elif h in (FL_USER, FL_KERN, FL_ONE):
             touched |= self.flush(pos, k, h, cost, push)
         elif h == LAZY:
-            touched |= self.lazy_mode(pos, k, h, cost)
+            touched |= self.lazy_mode(pos, k, cost)
         elif h == WCR0:
             self.guest.paging = bool(self.a0_l[pos] & CR0_PG)
         elif h == WCR4:
@@ -476,24 +483,28 @@ class _Simulation(StoreRuns):
         self.check(k, reason)
         return touched
 
-    def lazy_mode(self, pos: int, k: int, h: int, cost: list[int]) -> bool:
+    def lazy_mode(self, pos: int, k: int, cost: list[int] | None = None) -> bool:
         """set_lazy_mode: entering a mode the queue follows; leaving one (or a flush)
-        applies what is queued."""
+        applies what is queued.  Called straight from the loop (no backend queues the
+        call itself, and it is the commonest stateful hook) it notes its own cost row;
+        given the ``cost`` :meth:`hook` started, it changes that."""
         queue, mode = self.queue, self.a0_l[pos]
         if mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU):
             self.lazy = mode
         if queue is None:
             return False
-        touched = False
-        if mode in (LAZY_NONE, LAZY_FLUSH) and len(queue):
-            ran = self.drain(k)
-            cost[0] = self.cyc0[h] + self.flush_t[0] + ran * self.entry_cyc
-            cost[1], cost[5], cost[6] = MECH_CODE["batch_flush"], 1, ran
-            touched = True
-        elif mode in (LAZY_NONE, LAZY_FLUSH) and self.is_lguest:
-            cost[0] = self.cyc0[h] + self.table["hypercall"]
-            cost[1], cost[3] = MECH_CODE["hypercall"], 1
-            touched = True  # LHCALL_FLUSH_ASYNC, even with nothing queued
+        touched = mode in (LAZY_NONE, LAZY_FLUSH) and (len(queue) > 0 or self.is_lguest)
+        if touched:
+            c = cost if cost is not None else self.base[LAZY].copy()
+            if len(queue):
+                ran = self.drain(k)
+                c[0] = self.cyc0[LAZY] + self.flush_t[0] + ran * self.entry_cyc
+                c[1], c[5], c[6] = MECH_CODE["batch_flush"], 1, ran
+            else:  # LHCALL_FLUSH_ASYNC, even with nothing queued
+                c[0] = self.cyc0[LAZY] + self.table["hypercall"]
+                c[1], c[3] = MECH_CODE["hypercall"], 1
+            if cost is None:
+                self.out.append((k, *c))
         queue.set_mode(mode)
         return touched
 
