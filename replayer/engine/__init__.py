@@ -3,6 +3,8 @@
 No guest runs.  The recorded stream is the reference (native semantics at
 CPL 1); the engine feeds each event to the backend's mechanisms and records
 what the event cost on that backend and anything the backend got wrong.
+:func:`replay` takes a decoded trace, a run (backend row and ablation) and a cost
+table, and gives a :class:`RunResult`.
 
 Three passes:
 
@@ -42,8 +44,9 @@ Where each stage lives (each module's docstring says what it takes and gives):
 ``static``          pass 1: static costs from the backend row, and native costs
 ``lean``            pass 2, lean: costs from the queue plan where ``proofs`` say the
                     backend's copy of the tables cannot differ at any check
-``proofs``          the whole-trace proofs ``lean`` relies on
+``proofs``          the whole-trace proofs ``lean`` relies on (``shadow``: lguest's)
 ``sequential``      pass 2, simulated: both copies of the tables, event by event
+``runs``            ... runs of entry stores taken together, the queue's flush
 ``traced``          pass 2 for write-protecting VMMs (shadow paging, BT)
 ``cpu``             pass 3: the virtual CPU (interrupt delivery and its cost)
 ``checks``          devices and the checks that need no table simulation

@@ -1,9 +1,11 @@
-"""Runs of entry stores the sequential pass takes together.
+"""Runs of entry stores the sequential pass takes together, and the queue's flush.
 
 Takes the sequential pass's state (:class:`replayer.engine.sequential._Simulation`) at
 an entry store; gives the position after the run of stores it applied to both copies
 of the tables at once, with their cost rows noted (the queued ones and Xen's trapped
-stores into another address space, column-wise at the end of the pass).
+stores into another address space, column-wise at the end of the pass).  A flush of
+the backend's queue likewise applies consecutive entries of one kind together
+(:meth:`StoreRuns.apply_batch`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,44 @@ class StoreRuns:
             cache[1], cache[2] = pd, v
             cache[3] = frozenset(self.pair.guest_tables(pd))
         return cache[3]
+
+    def learn_run(self, es: list[int], vs: list[int]) -> None:
+        """lguest's queued set_pte_at, a run at a time (lguest_pte for each)."""
+        for e in es:
+            self.lru.pop(e >> 10, None)
+        self.pair.learn_write_many(es, vs)
+
+    def apply_batch(self, entries: list[Any]) -> None:
+        """The queue's flush: entries are a flat entry (the backend takes the guest's
+        value), an (entry, value) lguest learns, or a callable; consecutive ones of a kind
+        are applied together."""
+        pair = self.pair
+        run: list[int] = []
+        les: list[int] = []
+        lvs: list[int] = []
+        for op in entries:
+            t = type(op)
+            if t is int:
+                if les:
+                    self.learn_run(les, lvs)
+                    les, lvs = [], []
+                run.append(op)
+                continue
+            if run:
+                pair.adopt(run)
+                run = []
+            if t is tuple:
+                les.append(op[0])
+                lvs.append(op[1])
+                continue
+            if les:
+                self.learn_run(les, lvs)
+                les, lvs = [], []
+            op()
+        if run:
+            pair.adopt(run)
+        if les:
+            self.learn_run(les, lvs)
 
     # ------------------------------------------------------------ runs of stores
     # Runs of entry stores (no other stateful event between them) are taken together

@@ -538,44 +538,6 @@ class _Simulation(StoreRuns):
             self.check(seq, reasons + " (applied at the batch flush)")
         return ran
 
-    def learn_run(self, es: list[int], vs: list[int]) -> None:
-        """lguest's queued set_pte_at, a run at a time (lguest_pte for each)."""
-        for e in es:
-            self.lru.pop(e >> 10, None)
-        self.pair.learn_write_many(es, vs)
-
-    def apply_batch(self, entries: list[Any]) -> None:
-        """The queue's flush: entries are a flat entry (the backend takes the guest's
-        value), an (entry, value) lguest learns, or a callable; consecutive ones of a kind
-        are applied together."""
-        pair = self.pair
-        run: list[int] = []
-        les: list[int] = []
-        lvs: list[int] = []
-        for op in entries:
-            t = type(op)
-            if t is int:
-                if les:
-                    self.learn_run(les, lvs)
-                    les, lvs = [], []
-                run.append(op)
-                continue
-            if run:
-                pair.adopt(run)
-                run = []
-            if t is tuple:
-                les.append(op[0])
-                lvs.append(op[1])
-                continue
-            if les:
-                self.learn_run(les, lvs)
-                les, lvs = [], []
-            op()
-        if run:
-            pair.adopt(run)
-        if les:
-            self.learn_run(les, lvs)
-
     def lguest_pmd(self, p: int, i: int, v: int) -> None:
         """lguest told of a set_pmd: the shadow table under the entry is dropped."""
         self.pair.learn_write(p, i, v)
