@@ -22,6 +22,7 @@ Format::
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from pathlib import Path
 from pvscope.errors import PvscopeError, UsageError
 
 PRESET_DIR = Path(__file__).parent / "costs"
+#: Where a number comes from: exactly one per primitive.
+PROVENANCE = ("source", "measured", "estimate")
 DEFAULT_PRESET = "p4"
 
 #: Every primitive a cost table must price, with what it is.
@@ -160,16 +163,16 @@ def parse(data: bytes, origin: str, where: str = "cost table") -> CostTable:
             raise CostTableError(f"{where}: primitive {name!r}: cycles must be an integer")
         if c < 0:
             raise CostTableError(f"{where}: primitive {name!r}: negative cost {c}")
-        src, est = entry.get("source"), entry.get("estimate")
-        if (src is None) == (est is None):
+        given = [k for k in PROVENANCE if entry.get(k) is not None]
+        if len(given) != 1:
             raise CostTableError(
-                f"{where}: primitive {name!r} needs exactly one of source or estimate"
+                f"{where}: primitive {name!r} needs exactly one of source, measured or estimate"
             )
-        text = src if src is not None else est
+        text = entry[given[0]]
         if not isinstance(text, str) or not text.strip():
-            raise CostTableError(f"{where}: primitive {name!r}: empty source/estimate")
+            raise CostTableError(f"{where}: primitive {name!r}: empty {given[0]}")
         cycles[name] = c
-        sources[name] = ("source: " if src is not None else "estimate: ") + text.strip()
+        sources[name] = f"{given[0]}: {text.strip()}"
     return CostTable(
         name=meta["name"],
         cpu=str(meta.get("cpu", "")),
@@ -178,3 +181,44 @@ def parse(data: bytes, origin: str, where: str = "cost table") -> CostTable:
         cycles=cycles,
         sources=sources,
     )
+
+
+@dataclass
+class Measurement:
+    """A primitive measured on this host, for :func:`render_measured`."""
+
+    cycles: int
+    how: str
+    """What was timed, how, and where (host CPU, kernel, nesting)."""
+    spread: tuple[float, float]
+    """10th and 90th percentile over the repetitions."""
+    repetitions: int
+
+
+def render_measured(
+    base: CostTable,
+    measured: dict[str, Measurement],
+    name: str,
+    cpu: str,
+    header: list[str],
+    unmeasured: dict[str, str],
+) -> str:
+    """A cost table in the project's TOML format: the ``measured`` primitives with how
+    and their spread, every other primitive kept from ``base`` with its source or
+    estimate and, from ``unmeasured``, why it was not measured here."""
+    lines = [f"# {h}" if h else "#" for h in header]
+    lines += ["", "[table]", f"name = {json.dumps(name)}", f"cpu = {json.dumps(cpu)}"]
+    for prim in PRIMITIVES:
+        lines += ["", f"[primitive.{prim}]"]
+        m = measured.get(prim)
+        if m is not None:
+            lines.append(f"cycles = {m.cycles}")
+            lines.append(f"measured = {json.dumps(m.how)}")
+            lines.append(f"spread = [{m.spread[0]:.1f}, {m.spread[1]:.1f}]")
+            lines.append(f"repetitions = {m.repetitions}")
+            continue
+        kind, _, text = base.sources[prim].partition(": ")
+        why = unmeasured.get(prim, "not among the primitives pvscope calibrate measures")
+        lines.append(f"cycles = {base.cycles[prim]}")
+        lines.append(f"{kind} = {json.dumps(f'{text} [kept from {base.name}: {why}]')}")
+    return "\n".join(lines) + "\n"

@@ -148,6 +148,102 @@ class _progress_bar:
 
 
 @main.command()
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="write the cost table here")
+@click.option("--force", is_flag=True, help="replace an existing table")
+@click.option(
+    "--base", default="p4", show_default=True, help="table the unmeasured primitives keep"
+)
+@click.option("--name", default="host", show_default=True, help="the written table's name")
+@click.option("--repetitions", type=click.IntRange(3, 1001), default=21, show_default=True)
+@click.option(
+    "--scale",
+    type=click.FloatRange(0.01, 100.0),
+    default=1.0,
+    show_default=True,
+    help="multiply every benchmark's iterations",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def calibrate(
+    out: Path | None,
+    force: bool,
+    base: str,
+    name: str,
+    repetitions: int,
+    scale: float,
+    as_json: bool,
+) -> None:
+    """time this host's virtualization primitives in KVM guests; write a cost table."""
+    import os
+    import tempfile
+
+    from recorder import calibrate as cal
+    from replayer import costs
+
+    if out is not None and out.exists() and not force:
+        raise PvscopeError(f"{out} exists (use --force to replace it)")
+    table = costs.load(base)
+    host = cal.host()
+    results = cal.measure(repetitions, scale)
+    got, why = cal.table_entries(results, host)
+    rows = [
+        {
+            "benchmark": k,
+            "what": m.bench.what,
+            "cpl": m.bench.ring,
+            "primitive": m.bench.primitive,
+            "cycles_median": None if m.failed else round(m.median, 1),
+            "cycles_p10": None if m.failed else round(m.p10, 1),
+            "cycles_p90": None if m.failed else round(m.p90, 1),
+            "failed": m.failed,
+        }
+        for k, m in results.items()
+    ]
+    if out is not None:
+        measured = {
+            p: costs.Measurement(c, how, spread, reps) for p, (c, how, spread, reps) in got.items()
+        }
+        header = [
+            f"Measured by 'pvscope calibrate' on {host.date}: {host.describe()}.",
+            "Cycles are TSC cycles (the TSC's nominal rate), not core cycles.  Primitives",
+            f"not measured keep the {base} table's figure, which describes that table's CPU,",
+            "not this host; each says why it was not measured.",
+        ]
+        text = costs.render_measured(
+            table, measured, name, f"{host.cpu} ({host.hypervisor})", header, why
+        )
+        costs.parse(text.encode(), str(out), where=str(out))  # what it writes it can read
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    if as_json:
+        doc = {
+            "host": host.__dict__,
+            "benchmarks": rows,
+            "measured": sorted(got),
+            "not_measured": why,
+            "table": str(out) if out else None,
+        }
+        click.echo(json.dumps(doc, indent=1))
+        return
+    click.echo(f"host: {host.describe()}")
+    said: set[str] = set()
+    for r in rows:
+        failed = str(r["failed"] or "")
+        if failed:
+            status = f"not measured: {failed if failed not in said else '(as above)'}"
+            said.add(failed)
+        else:
+            status = (
+                f"{r['cycles_median']:>10,.0f}  [{r['cycles_p10']:,.0f} .. {r['cycles_p90']:,.0f}]"
+            )
+        click.echo(f"  {r['benchmark']:<15} {r['primitive'] or '':<18} {status}")
+    if out is not None:
+        click.echo(f"{out}: {len(got)} primitives measured, the rest kept from {table.name}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def guests(as_json: bool) -> None:
     """list the built-in guests."""

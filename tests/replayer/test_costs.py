@@ -67,7 +67,7 @@ def test_a_user_file_loads_and_is_hashed(tmp_path: Path) -> None:
         ),
         (_table(_full(hypercall='cycles = -5\nsource = "x"')), "negative cost -5"),
         (_table(_full(hypercall='cycles = 1.5\nsource = "x"')), "must be an integer"),
-        (_table(_full(hypercall="cycles = 3")), "exactly one of source or estimate"),
+        (_table(_full(hypercall="cycles = 3")), "exactly one of source, measured or estimate"),
         (_table(_full(hypercall='cycles = 3\nsource = "x"\nestimate = "y"')), "exactly one"),
         (_table({**_full(), "warp_drive": 'cycles = 1\nsource = "x"'}), "unknown primitive"),
         (b'[primitive.call_ret]\ncycles = 1\nsource = "x"', "missing [table] name"),
