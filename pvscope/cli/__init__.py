@@ -177,8 +177,12 @@ def calibrate(
     import tempfile
 
     from recorder import calibrate as cal
+    from recorder.kvm import available
     from replayer import costs
 
+    why_not = available()
+    if why_not is not None:
+        raise PvscopeError(f"calibrate needs KVM: {why_not}")
     if out is not None and out.exists() and not force:
         raise PvscopeError(f"{out} exists (use --force to replace it)")
     table = costs.load(base)

@@ -89,3 +89,12 @@ def test_a_table_with_two_provenances_is_refused() -> None:
     bad = text.replace('measured = "timed"', 'measured = "timed"\nsource = "a paper"')
     with pytest.raises(costs.CostTableError, match="exactly one of source, measured or estimate"):
         costs.parse(bad.encode(), "t")
+
+
+def test_calibrate_without_kvm_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kvm, "available", lambda: "/dev/kvm: No such file or directory")
+    res = CliRunner().invoke(main, ["calibrate"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        "pvscope: error: calibrate needs KVM: /dev/kvm: No such file or directory"
+    ]
