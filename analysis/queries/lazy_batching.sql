@@ -15,17 +15,35 @@ WITH marked AS (
     WHERE e.hook = 'set_lazy_mode'
        OR e.hook IN (SELECT name FROM hooks WHERE requirement = 'pteupdate')
 ),
-stretch AS (
-    -- the lazy mode in force at each event: the last enter/leave (not flush) before it
+setters AS (
+    -- the enter/leave calls (not flushes), numbered in order: the k-th sets the mode in
+    -- force after it
+    SELECT
+        trace,
+        row_number() OVER (PARTITION BY trace ORDER BY seq) AS k,
+        mode
+    FROM marked
+    WHERE is_mode AND mode <> 3
+),
+counted AS (
+    -- how many enter/leave calls precede each event, and how many set_lazy_mode calls:
+    -- running counts, linear in the events (a last_value(... IGNORE NULLS) window over
+    -- an unbounded frame is not, on a trace with no lazy-mode call at all)
     SELECT
         *,
-        coalesce(last_value(CASE WHEN mode <> 3 THEN mode END IGNORE NULLS) OVER (
+        coalesce(sum((is_mode AND mode <> 3)::INTEGER) OVER (
             PARTITION BY trace ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-        ), 0) AS lazy,
+        ), 0) AS setters_before,
         sum(is_mode::INTEGER) OVER (
             PARTITION BY trace ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
         ) AS batch
     FROM marked
+),
+stretch AS (
+    -- the lazy mode in force at each event: that of the last enter/leave before it
+    SELECT c.*, coalesce(s.mode, 0) AS lazy
+    FROM counted AS c
+    LEFT JOIN setters AS s ON s.trace = c.trace AND s.k = c.setters_before
 ),
 batches AS (
     -- a batch: the updates made in lazy MMU mode since the last set_lazy_mode call,
