@@ -22,7 +22,14 @@ from replayer.trace import (
 
 _H = HOOK_ID
 _NHOOKS = len(HOOKS)
-_APIC_HOOKS = (_H["apic_write"], _H["apic_write_atomic"], _H["apic_read"])
+#: The hooks the passes handle one by one, by name.
+SET_PTE, SET_PTE_AT, SET_PMD = _H["set_pte"], _H["set_pte_at"], _H["set_pmd"]
+PTE_UPD, PTE_UPD_D = _H["pte_update"], _H["pte_update_defer"]
+WCR3, WCR0, WCR4 = _H["write_cr3"], _H["write_cr0"], _H["write_cr4"]
+FL_USER, FL_KERN, FL_ONE = _H["flush_tlb_user"], _H["flush_tlb_kernel"], _H["flush_tlb_single"]
+LAZY = _H["set_lazy_mode"]
+AW, AWA, AR = _H["apic_write"], _H["apic_write_atomic"], _H["apic_read"]
+_APIC_HOOKS = (AW, AWA, AR)
 _UNMASKERS = (_H["irq_enable"], _H["restore_fl"])
 #: What a store taken in a run does to the two copies, by its kind (engine ``stores``).
 _ACT = (0, 1, 2, 0, 2, 3)

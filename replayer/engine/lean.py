@@ -16,7 +16,16 @@ from replayer.backends import (
     c,
 )
 from replayer.engine.checks import DeviceChecks
-from replayer.engine.common import _ALLOCS, _APIC_HOOKS, _H, _NHOOKS, _PTE_HOOKS, _RELEASES, _cached
+from replayer.engine.common import (
+    _ALLOCS,
+    _APIC_HOOKS,
+    _H,
+    _NHOOKS,
+    _PTE_HOOKS,
+    _RELEASES,
+    LAZY,
+    _cached,
+)
 from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.proofs import _Proof
 from replayer.engine.shadow import Shadowed
@@ -54,9 +63,6 @@ def may_be_lean(run: Run) -> bool:
     return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
 
 
-LAZY = _H["set_lazy_mode"]
-
-
 @dataclass
 class _QueuePlan:
     """The events the lean pass looks at and what the backend's queue does with them."""
@@ -70,6 +76,10 @@ class _QueuePlan:
     ev: np.ndarray
     """Queued calls and the calls that drain the queue, in order: positions of ``qp``."""
     qp: QueuePlan
+    hk: np.ndarray
+    """Per event: its hook id, or ``_NHOOKS`` for events that are no hook call."""
+    a0: np.ndarray
+    """Per event: its first argument, as int64."""
 
 
 class LeanPass(DeviceChecks):
@@ -167,15 +177,14 @@ class LeanPass(DeviceChecks):
             drains = in_loop & ~queued & (((hcn > 0) & ~is_lazy) | leave)
         ev = np.nonzero(queued | drains)[0]
         qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], max(m.batch_capacity, 1))
-        return _QueuePlan(in_loop, queued, other, ev, qp)
+        return _QueuePlan(in_loop, queued, other, ev, qp, hk, a0)
 
     def _lean_costs(self, p: _QueuePlan, scans: np.ndarray, faults: np.ndarray) -> None:
         """Costs of the events the queue plan changes, column-wise: queued calls, the
         flushes (at a drain or when the queue is full), trapped stores, timer writes,
         tables discovered and allocations faulting on a protected frame."""
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
-        n, h, a0 = tr.n, tr.hook, tr.arg0.astype(np.int64)
-        hk = np.where(h >= 0, h, _NHOOKS)
+        n, h, a0, hk = tr.n, tr.hook, p.a0, p.hk
         queued, other, ev, qp = p.queued, p.other, p.ev, p.qp
         is_lazy = h == LAZY
         cap = max(m.batch_capacity, 1)

@@ -15,13 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from replayer.engine.common import _ACT, _H, _PTE_HOOKS
+from replayer.engine.common import _ACT, _PTE_HOOKS, SET_PMD, SET_PTE, SET_PTE_AT
 from replayer.mechanisms.batch import LAZY_CPU, LAZY_FLUSH, LAZY_MMU, LAZY_NONE, BatchQueue
 from replayer.mechanisms.coherence import ViewPair
 from replayer.mechanisms.pagetables import GuestMMU
 from replayer.trace import Trace
-
-SET_PTE, SET_PTE_AT, SET_PMD = _H["set_pte"], _H["set_pte_at"], _H["set_pmd"]
 
 
 class StoreRuns:

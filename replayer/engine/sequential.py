@@ -26,6 +26,21 @@ from replayer.engine.common import (
     _MMU_ONLY,
     _NHOOKS,
     _RELEASES,
+    AR,
+    AW,
+    AWA,
+    FL_KERN,
+    FL_ONE,
+    FL_USER,
+    LAZY,
+    PTE_UPD,
+    PTE_UPD_D,
+    SET_PMD,
+    SET_PTE,
+    SET_PTE_AT,
+    WCR0,
+    WCR3,
+    WCR4,
     _hex,
 )
 from replayer.engine.derived import _frames_needed, _pte_entries
@@ -57,14 +72,8 @@ from replayer.trace import (
     K_MMIO_WRITE,
 )
 
-SET_PTE, SET_PTE_AT, SET_PMD = _H["set_pte"], _H["set_pte_at"], _H["set_pmd"]
-PTE_UPD, PTE_UPD_D = _H["pte_update"], _H["pte_update_defer"]
 ALLOC_CLONE = _ALLOCS[2]
 REL_PT, REL_PD = _RELEASES
-WCR3, WCR0, WCR4 = _H["write_cr3"], _H["write_cr0"], _H["write_cr4"]
-FL_USER, FL_KERN, FL_ONE = _H["flush_tlb_user"], _H["flush_tlb_kernel"], _H["flush_tlb_single"]
-LAZY = _H["set_lazy_mode"]
-AW, AWA, AR = _H["apic_write"], _H["apic_write_atomic"], _H["apic_read"]
 ALLOC_HOOKS = {*_ALLOCS, *_RELEASES}
 _Push = Callable[[Any], object] | None
 

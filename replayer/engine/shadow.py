@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replayer.engine.common import _H, _cached
+from replayer.engine.common import _H, PTE_UPD, PTE_UPD_D, SET_PMD, SET_PTE_AT, _cached
 from replayer.engine.derived import _meaning, _pte_entries, fill_changes, loaded_spaces
 from replayer.engine.proofs import _first_after, _tables_at_states, _Unproved
 from replayer.mechanisms.batch import QueuePlan
@@ -22,8 +22,8 @@ from replayer.mechanisms.batch import QueuePlan
 if TYPE_CHECKING:
     from replayer.engine.proofs import _Proof
 
-_UPDATES = [_H["pte_update"], _H["pte_update_defer"]]
-_LEARNS = [_H["set_pte_at"], _H["set_pmd"]]
+_UPDATES = [PTE_UPD, PTE_UPD_D]
+_LEARNS = [SET_PTE_AT, SET_PMD]
 
 
 class Shadowed:

@@ -11,14 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from replayer.engine.common import _ALLOCS, _H
+from replayer.engine.common import _ALLOCS, FL_KERN, FL_USER, PTE_UPD, PTE_UPD_D, WCR3
 from replayer.engine.derived import _directory_frames, _fill_table, _frames_needed, _pte_entries
 from replayer.engine.state import ReplayState
 from replayer.mechanisms.pagetables import PRESENT, PSE, Frames, GuestMMU
 from replayer.mechanisms.tracer import WriteTracer
 from replayer.trace import Trace
-
-WCR3, FL_USER, FL_KERN = _H["write_cr3"], _H["flush_tlb_user"], _H["flush_tlb_kernel"]
 
 
 @dataclass
@@ -82,7 +80,7 @@ class TracedPass(ReplayState):
         faults, found = self._walk_traced(s, WriteTracer(m.flood_threshold))
         # every faulting store costs the same (a pte_update has no call of its own to pay)
         idx = s.sel[np.asarray(faults, dtype=np.int64)]
-        upd = np.isin(tr.hook[idx], [_H["pte_update"], _H["pte_update_defer"]])
+        upd = np.isin(tr.hook[idx], [PTE_UPD, PTE_UPD_D])
         cy = np.where(upd, wp_t[0], wp_t[0] + self.table["call_ret"])
         self.dyn_cols.append(
             (idx, cy, *(np.full(len(idx), x, dtype=np.int64) for x in (*wp_t[1:], 0, 0)))
