@@ -270,9 +270,8 @@ def _quantiles(xs: list[float]) -> tuple[float, float, float]:
     return pick(0.5), pick(0.1), pick(0.9)
 
 
-def _bench(b: Bench, repetitions: int, scale: float) -> tuple[list[float] | None, str | None]:
+def _bench(b: Bench, repetitions: int) -> tuple[list[float] | None, str | None]:
     """One benchmark's timings, in a VM of its own (a fault in one leaves no state)."""
-    b = replace(b, iterations=max(int(b.iterations * scale), 10))
     try:
         with Machine() as m:
             m.write(_IDTR_IMAGE, struct.pack("<HQ", 256 * 16 - 1, IDT))
@@ -311,7 +310,8 @@ def measure(
         if b.ring == 0 and emulated:
             out[b.name], raw[b.name] = Measured(b, failed=emulated), None
             continue
-        raw[b.name], why = _bench(b, repetitions, scale)
+        b = replace(b, iterations=max(int(b.iterations * scale), 10))
+        raw[b.name], why = _bench(b, repetitions)
         base = raw.get(b.base) if not b.name.startswith("empty") else [0.0] * repetitions
         got = raw[b.name]
         if got is None or base is None:
@@ -358,7 +358,8 @@ class Host:
     kernel: str
     nested: bool
     """KVM itself runs inside a virtual machine (the CPU reports a hypervisor)."""
-    tsc_mhz: float | None
+    cpu_mhz: float | None
+    """The core clock /proc/cpuinfo reports (not the TSC's rate)."""
     date: str
     hypervisor: str
     """The kernel module behind /dev/kvm (kvm-intel, kvm-amd, kvm-pvm)."""
@@ -379,7 +380,7 @@ def host() -> Host:
         vendor=info.get("vendor_id", ""),
         kernel=os.uname().release,
         nested="hypervisor" in flags,
-        tsc_mhz=float(mhz) if mhz else None,
+        cpu_mhz=float(mhz) if mhz else None,
         date=time.strftime("%Y-%m-%d"),
         hypervisor=next(
             (
@@ -412,14 +413,13 @@ def table_entries(
     why each other primitive a benchmark stands for was not."""
     got: dict[str, tuple[int, str, tuple[float, float], int]] = {}
     why = dict(UNMEASURABLE)
-    tsc = f"{h.tsc_mhz:,.0f} MHz nominal TSC" if h.tsc_mhz else "TSC"
 
     def how(m: Measured, what: str) -> str:
         ring = "CPL 3" if m.bench.ring == 3 else "CPL 0"
         return (
             f"pvscope calibrate {h.date}: {what}, timed in a KVM guest at {ring}; median of "
-            f"{m.repetitions} repetitions of {m.bench.iterations:,} operations, {tsc} "
-            f"cycles less the empty loop's; {h.describe()}"
+            f"{m.repetitions} repetitions of {m.bench.iterations:,} operations, TSC "
+            f"cycles less its base loop's ({m.bench.base}); {h.describe()}"
         )
 
     for m in results.values():

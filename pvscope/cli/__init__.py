@@ -232,6 +232,7 @@ def calibrate(
         click.echo(json.dumps(doc, indent=1))
         return
     click.echo(f"host: {host.describe()}")
+    click.echo("TSC cycles per operation: median [10th .. 90th percentile]")
     said: set[str] = set()
     for r in rows:
         failed = str(r["failed"] or "")
