@@ -337,6 +337,14 @@ def schema_cmd(as_json: bool) -> None:
 
 
 # Not named ``golden``: in this package that name is the module ``pvscope.cli.golden``.
+_golden_root = click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="golden directory (default: traces/golden)",
+)
+
+
 @main.group("golden")
 def golden_group() -> None:
     """check or regenerate the golden traces in traces/golden."""
@@ -344,12 +352,7 @@ def golden_group() -> None:
 
 @golden_group.command("check")
 @click.argument("workloads", nargs=-1)
-@click.option(
-    "--root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="golden directory (default: traces/golden)",
-)
+@_golden_root
 def golden_check(workloads: tuple[str, ...], root: Path | None) -> None:
     """re-record and replay each golden workload and compare."""
     from pvscope.cli import golden as g
@@ -361,12 +364,7 @@ def golden_check(workloads: tuple[str, ...], root: Path | None) -> None:
 
 @golden_group.command("update")
 @click.argument("workloads", nargs=-1)
-@click.option(
-    "--root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="golden directory (default: traces/golden)",
-)
+@_golden_root
 def golden_update(workloads: tuple[str, ...], root: Path | None) -> None:
     """regenerate golden workloads, on purpose only, and say what changed."""
     from pvscope.cli import golden as g
