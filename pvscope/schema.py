@@ -81,7 +81,8 @@ EVENT_KINDS: dict[str, str] = {
     "idle": "the CPU halted with nothing pending; arg0 (low) and arg1 (high) give the "
     "virtual time skipped to the next device deadline",
     "guest": "a report from the guest through the ROM's service entry: arg0 code "
-    "(0 ok exit, 1 check failed, 2 panic), arg1..arg3 guest-defined",
+    "(0 ok exit, 1 check failed, 2 panic, 3 console, 4 a workload phase begins with arg1 "
+    "its phase id and arg2 its operation count), arg1..arg3 guest-defined",
 }
 
 EVENTS = Table(

@@ -1066,6 +1066,8 @@ class Machine:
         if code == 3:  # console
             self.console.append(self.vread(a, min(b, 4096)).decode("latin-1"))
             return
+        if code == 4:  # phase marker: the guest event above is all it leaves
+            return
         if code == 0:
             raise Stop("complete", "the guest finished its workload")
         what = self._cstring(a)

@@ -9,6 +9,7 @@
 #define PV_SERVICE_CHECK 1          /* a kernel invariant failed: arg1 = what, arg2 = detail */
 #define PV_SERVICE_PANIC 2
 #define PV_SERVICE_CONSOLE 3        /* arg1 = string, arg2 = length */
+#define PV_SERVICE_PHASE 4          /* a workload phase begins: arg1 = phase id, arg2 = operations in it (0 ends the last) */
 
 struct pv_rom_header {
 	char signature[8];          /* "PVSCOPE\0" */
