@@ -1,0 +1,148 @@
+"""``pvscope costs``: the cost tables, every number with where it comes from.
+
+``list`` names the presets with how many of their primitives rest on a source, a
+measurement or an estimate; ``show TABLE`` prints every primitive and guest parameter of
+a preset or a TOML file with its cycles, its provenance and the citation or reasoning,
+grouped, and the share of primitives by provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from replayer.costs import CostTable
+
+#: Narrowest width the show table is laid out for (the citation column wraps, numbers never).
+MIN_WIDTH = 60
+
+
+@click.group("costs")
+def costs_group() -> None:
+    """list the cost tables or show one, every number with its provenance."""
+
+
+@costs_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def list_cmd(as_json: bool) -> None:
+    """the preset cost tables: CPU and how many primitives are source, measured, estimate."""
+    import pyarrow as pa
+
+    from analysis.output import emit
+    from replayer import costs
+
+    rows = []
+    for name in costs.presets():
+        t = costs.load(name)
+        rows.append({"table": t.name, "cpu": t.cpu, **t.counts()})
+    emit(pa.Table.from_pylist(rows), "json" if as_json else "table", None)
+
+
+@costs_group.command("show")
+@click.argument("table")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def show_cmd(table: str, as_json: bool) -> None:
+    """every primitive and guest parameter of TABLE (a preset or a TOML file) with its
+    cycles, provenance and citation or reasoning."""
+    from replayer import costs
+
+    t = costs.load(table)
+    if as_json:
+        click.echo(json.dumps(document(t), indent=1))
+        return
+    click.echo(render(t, _width()), nl=False)
+
+
+def document(t: CostTable) -> dict[str, Any]:
+    """The table as JSON: enough to write it back as TOML (the test round-trips it)."""
+    from replayer import costs
+
+    def entry(name: str, group: str, what: str, cycles: float, text: str) -> dict[str, Any]:
+        kind, _, why = text.partition(": ")
+        return {
+            "name": name,
+            "group": group,
+            "what": what,
+            "cycles": cycles,
+            "provenance": kind,
+            "text": why,
+        }
+
+    prims = [
+        entry(p, group, costs.PRIMITIVES[p], t.cycles[p], t.sources[p])
+        for group, names in costs.GROUPS.items()
+        for p in names
+    ]
+    guest = [entry(g, "guest", costs.GUEST[g], t.guest[g], t.guest_sources[g]) for g in costs.GUEST]
+    counts = t.counts()
+    return {
+        "name": t.name,
+        "cpu": t.cpu,
+        "origin": t.origin,
+        "sha256": t.sha256,
+        "primitives": prims,
+        "guest": guest,
+        "counts": {"primitives": counts, "guest": t.counts("guest")},
+        "shares": {"primitives": {k: round(n / len(prims), 6) for k, n in counts.items()}},
+    }
+
+
+def _cycles(v: float) -> str:
+    """Cycles with thousands separators; a fraction (a CPI) keeps its decimals."""
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.3f}".rstrip("0")
+
+
+def render(t: CostTable, width: int) -> str:
+    """The terminal view: one row per number, grouped, the citation column wrapped."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from replayer import costs
+
+    out = io.StringIO()
+    console = Console(file=out, width=max(MIN_WIDTH, width), force_terminal=False)
+    console.print(f"{t.name}: {t.cpu}", highlight=False, markup=False)
+    console.print(f"{t.origin}, sha256 {t.sha256[:16]}", highlight=False, markup=False)
+    grid = Table(header_style="bold")
+    grid.add_column("name", no_wrap=True)
+    grid.add_column("cycles", justify="right", no_wrap=True)
+    grid.add_column("kind", no_wrap=True)
+    grid.add_column("source, measurement or reasoning", overflow="fold", ratio=1, min_width=20)
+    sections: list[tuple[str, list[tuple[str, float, str]]]] = [
+        (group, [(p, t.cycles[p], t.sources[p]) for p in names])
+        for group, names in costs.GROUPS.items()
+    ]
+    guest = [(g, t.guest[g], t.guest_sources[g]) for g in costs.GUEST]
+    sections.append(("guest", guest))
+    for group, rows in sections:
+        grid.add_row(Text(group, style="bold"))
+        for j, (name, cycles, text) in enumerate(rows):
+            kind, _, why = text.partition(": ")
+            cells = (Text(name), Text(_cycles(cycles)), Text(kind), Text(why))
+            grid.add_row(*cells, end_section=j == len(rows) - 1)
+    console.print(grid)
+    console.print(footer(t), highlight=False, markup=False)
+    return "".join(line.rstrip() + "\n" for line in out.getvalue().splitlines())
+
+
+def footer(t: CostTable) -> str:
+    """``primitives: 15 source (34%), 0 measured (0%), 29 estimate (66%); guest ...``."""
+    counts = t.counts()
+    total = sum(counts.values())
+    prim = ", ".join(f"{n} {k} ({n / total:.0%})" for k, n in counts.items())
+    guest = ", ".join(f"{n} {k}" for k, n in t.counts("guest").items())
+    return f"primitives: {prim}; guest parameters: {guest}"
+
+
+def _width() -> int:
+    """The terminal's width (COLUMNS when set), 100 when there is none to ask."""
+    return shutil.get_terminal_size((100, 24)).columns
