@@ -94,8 +94,10 @@ EVENTS = Table(
         Column(
             "vtime",
             pa.uint64(),
-            "virtual time in retired guest instructions (plus skipped idle time) at the "
-            "start of the recorder quantum the event happened in",
+            "virtual time, exact: guest instructions retired before the instruction that "
+            "caused the event (a hook's first ROM instruction, the faulting or accessing "
+            "instruction, the instruction an interrupt is delivered before), plus idle time "
+            "skipped while halted",
         ),
         Column("kind", NAME, "event kind: " + ", ".join(EVENT_KINDS)),
         Column("hook", NAME, "paravirt_ops member name for hook events", nullable=True),

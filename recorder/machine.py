@@ -10,7 +10,11 @@ writing the frame itself, CPL 3 -> 1 entries through a call gate (the CPU does
 the TSS stack switch; see ``recorder.rom``).
 
 Virtual time (``vtime``) counts retired guest instructions plus idle time
-skipped while halted; an event's vtime is that of the quantum it happened in.
+skipped while halted.  Every event's vtime is exact: the instructions retired
+before the one that caused it (``recorder.clock``).  Quanta end early at every
+device deadline, so interrupts are raised at their exact instruction, and are
+delivered there, at the unmask that finds one pending, or at the first
+instruction after the ROM entry the deadline fell in.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 from pvscope.digest import mapping_digest, walk_page_directory
 from pvscope.hooks import HOOKS, Hook
 from recorder import rom as R
+from recorder.clock import InstructionClock, Ring
 from recorder.devices import IoDevice, PeriodicTimer
 from recorder.elf import GuestImage
 from recorder.ioapic import Ioapic
@@ -71,6 +76,7 @@ MIN_INSNS_PER_RECORD = 8  # no hook call logs in fewer (the call and the shortes
 
 _MARKER = struct.Struct(f"<HHII{R.RECORD_SIZE - 12}x")
 _EVENT_RECORD = struct.Struct("<HHIIIIIIIII")
+
 _U32X2 = struct.Struct("<II")
 _HEAD_WORD = (R.DATA - R.HV_BASE + R.D_RING_HEAD) >> 2  # the ring head, as a word of hv.u32
 # the data page's CPL 3 -> 1 entry fields, from D_GATE_EFLAGS: EFLAGS, EIP, error code, where
@@ -275,6 +281,20 @@ class Machine:
         self._setup_memory()
         self._setup_cpu()
         self._setup_hooks()
+        hv = ctypes.addressof(self.hv._anchor) - R.HV_BASE  # host address of guest 0
+        self.clock = InstructionClock(
+            self.uc,
+            Ring(
+                hv + R.DATA + R.D_RING_HEAD,
+                hv + R.DATA + R.D_SLOT,
+                R.RING,
+                R.RING_SIZE,
+                hv + R.RING,
+            ),
+            R.CODE,
+            R.DATA - 1,
+        )
+        self._step = False  # run one instruction at a time: an interrupt waits on a ROM entry
         self._ctx = self.uc.context_save()
 
     # --- setup ---------------------------------------------------------------------------
@@ -542,9 +562,13 @@ class Machine:
             0,
             (self._reg(X.UC_X86_REG_EIP) if site is None else site) & 0xFFFFFFFF,
             self._reg(X.UC_X86_REG_EFLAGS) if eflags is None else eflags,
-            0,
+            self._now() & 0xFFFFFFFF,
         )
         self._append_record(rec)
+
+    def _now(self) -> int:
+        """Exact vtime of the instruction the CPU is at (between quanta: ``vtime``)."""
+        return self.clock.now() if self.clock.running else self.vtime
 
     def _marker(self) -> None:
         self._append_record(
@@ -553,7 +577,7 @@ class Machine:
         self.markers_undrained += 1
 
     def _record_input(self, source: str, value: int) -> None:
-        self.inputs.append((max(self._events_so_far() - 1, 0), self.vtime, source, value))
+        self.inputs.append((max(self._events_so_far() - 1, 0), self._now(), source, value))
 
     def drain(self, *, force: bool = False) -> bool:
         """Move complete records out of the ring (or the python path's buffer) into the batch
@@ -666,7 +690,7 @@ class Machine:
             0,
             site,
             self._reg(X.UC_X86_REG_EFLAGS),
-            0,
+            self._now() & 0xFFFFFFFF,  # as the ROM's reserving rdtsc, about to run, stamps it
         )
         if pending:
             self.buf_pending.append((len(self.buf) // R.RECORD_SIZE, h))
@@ -689,6 +713,7 @@ class Machine:
 
     def _mmio_reader(self, base: int, read: Callable[[int, int], int]):
         def cb(uc: Uc, offset: int, size: int, _ud: Any) -> int:
+            self._catch_up()
             value = read(offset, size)
             self._emit("mmio_read", base + offset, size, value)
             self._sync_pending()
@@ -698,10 +723,14 @@ class Machine:
 
     def _mmio_writer(self, base: int, write: Callable[[int, int, int], None]):
         def cb(uc: Uc, offset: int, size: int, value: int, _ud: Any) -> None:
+            self._catch_up()
             self._emit("mmio_write", base + offset, size, value)
             write(offset, size, value)
             self._sync_pending()
-            self._deadline = 0  # a device may have been armed: recompute at the boundary
+            # a device may have been armed: end the quantum at its deadline
+            self._deadline = self._next_deadline()
+            if self._deadline is not None:
+                self.clock.end_at(self._deadline)
 
         return cb
 
@@ -1014,9 +1043,10 @@ class Machine:
             self.halted = True
             self.resume_eip = eip
             self._wreg(X.UC_X86_REG_EIP, self.rom.idle)
+            self.clock.end_at(self._now())  # the boundary skips the idle time
         elif name == "read_msr":
             a1 = self._reg(X.UC_X86_REG_EDX)
-            msr = self.vtime if a0 == 0x10 else self.msrs.get(a0, MSR_VALUES.get(a0))
+            msr = self._now() if a0 == 0x10 else self.msrs.get(a0, MSR_VALUES.get(a0))
             ok = msr is not None
             if a1 and not self.vwrite(a1, struct.pack("<i", 0 if ok else -14)):
                 raise Stop("guest-fault", f"read_msr: err pointer {a1:#x} unmapped")
@@ -1025,7 +1055,7 @@ class Machine:
             self.msrs[a0] = self._reg(X.UC_X86_REG_EDX) | (self._reg(X.UC_X86_REG_ECX) << 32)
             result = 0
         elif name in ("read_tsc", "get_scheduled_cycles"):
-            result = self.vtime
+            result = self._now()
         elif name == "read_pmc":
             result = 0
         elif name == "load_gdt":
@@ -1083,11 +1113,18 @@ class Machine:
 
     # --- the run loop ---------------------------------------------------------------------
 
-    def _advance_devices(self) -> None:
+    def _advance_devices(self, vtime: int | None = None) -> None:
+        t = self.vtime if vtime is None else vtime
         for dev in (self.lapic, self.timer, self.device):
-            dev.advance(self.vtime)
+            dev.advance(t)
         self._sync_pending()
         self._deadline = self._next_deadline()
+
+    def _catch_up(self) -> None:
+        """Bring the devices to the exact vtime of the instruction accessing one."""
+        now = self._now()
+        if self.lapic.now != now:
+            self._advance_devices(now)
 
     def _next_deadline(self) -> int | None:
         ds = [
@@ -1119,6 +1156,13 @@ class Machine:
                 self._advance_devices()
         if self._pending:
             self._deliver_external()
+        # a deliverable interrupt held back by a ROM entry goes in right after it
+        self._step = (
+            self._pending
+            and not self.halted
+            and bool(self._reg(X.UC_X86_REG_EFLAGS) & EFLAGS_IF)
+            and self._mid_entry(self._reg(X.UC_X86_REG_EIP))
+        )
 
     def checkpoint(self, final: bool = False) -> bool:
         """Record LAPIC, IOAPIC, CPU and MMU state; False (deferred) mid-ROM-entry."""
@@ -1167,6 +1211,16 @@ class Machine:
             )
         return mapping_digest(pairs)
 
+    def _quantum(self) -> int:
+        """Instructions to run next: a quantum, cut at the budget and the next device
+        deadline; one while an interrupt waits on a ROM entry."""
+        count = min(self.cfg.quantum, self.cfg.budget - self.instructions)
+        if self._deadline == 0:
+            self._deadline = self._next_deadline()
+        if self._deadline is not None and self._deadline > self.vtime:
+            count = min(count, self._deadline - self.vtime)
+        return min(count, 1) if self._step else count
+
     def run(self) -> RunResult:
         """Run the guest to its end (or the budget); write every event; say how it ended."""
         cfg = self.cfg
@@ -1177,24 +1231,27 @@ class Machine:
         stop: Stop | None = None
         try:
             while stop is None:
-                count = min(cfg.quantum, cfg.budget - self.instructions)
+                count = self._quantum()
                 if count <= 0:
                     stop = Stop("budget", f"instruction budget of {cfg.budget} reached")
                     break
+                self.clock.start(self.vtime)
                 try:
                     uc.emu_start(self._reg(X.UC_X86_REG_EIP), UNTIL, count=count)
                 except UcError as e:
+                    self.clock.stop(count)
                     stop = self.stop or Stop(
                         "guest-fault",
                         f"CPU error ({e}) at EIP {self._reg(X.UC_X86_REG_EIP):#x}",
                     )
                     break
+                ran = self.clock.stop(count)
                 if self.stop is not None:
                     stop = self.stop
                     break
                 self._clear_old_exception(only_if_set=True)
-                self.instructions += count
-                self.vtime += count
+                self.instructions += ran
+                self.vtime += ran
                 quanta += 1
                 self._boundary()
                 due = due or quanta % cfg.checkpoint_every == 0

@@ -17,7 +17,7 @@ vector); control registers are read from shadows the recorder keeps in the
 ROM's data page.
 
 Each entry writes a 40-byte record of the call into a ring buffer in guest
-memory (reserved with one ``xadd``, so a record is never split), which the
+memory (reserved in one instruction, so a record is never split), which the
 recorder drains in bulk between quanta: no Python per hook call.  The
 reference logging path (``--log-path python``) runs the *same* ROM -- so the
 guest retires the same instructions and virtual time and interrupt points
@@ -92,6 +92,7 @@ D_GATE_EIP = 0x44  # the interrupted EIP, for the frame
 D_GATE_ERROR = 0x48  # the error code, pushed when D_GATE_NEXT is gate_error
 D_GATE_NEXT = 0x4C  # gate_error or gate_enter
 D_GATE_TARGET = 0x50  # 6 bytes: the IDT gate's handler offset u32, selector u16
+D_SLOT = 0x58  # the ring record the latest entry reserved, set by its rdtsc (recorder.clock)
 
 TSS = ROM_BASE + 0x11000  # the recorder's hardware TSS (esp1/ss1 set by load_esp0)
 USER_PAGE = ROM_BASE + 0x12000  # CPL 3 trampoline into the call gate
@@ -113,8 +114,9 @@ RECORD_FIELDS = (
     ("res_hi", "<u4"),
     ("site", "<u4"),
     ("eflags", "<u4"),
-    ("spare", "<u4"),  # CR3 is not logged: it changes only through write_cr3, so the
-    # writer derives it from the write_cr3 records
+    ("vtime_lo", "<u4"),  # low 32 bits of the event's exact vtime (the nearest marker
+    # before it gives the rest).  CR3 is not logged: it changes only through write_cr3,
+    # so the writer derives it from the write_cr3 records
 )
 CODE_EVENT_BASE = 0x100
 HOOK_CODE_BASE = 1  # a hook's record code is its id + 1: code 0 marks a record being written
@@ -227,12 +229,6 @@ _NATIVE: dict[str, str] = {
 }
 
 
-# Bodies that set every arithmetic flag from the guest's own state before anything can
-# observe the flags (no fault, trap or read of EFLAGS comes first): their entries need not
-# normalize the flags the ring reservation left.
-_BODY_SETS_FLAGS = frozenset({"restore_fl", "irq_enable"})
-
-
 @dataclass(frozen=True)
 class RomImage:
     """An assembled ROM and where things are in it."""
@@ -241,7 +237,7 @@ class RomImage:
     entries: tuple[int, ...]
     """Address of each hook's table slot, in catalogue order."""
     reserve: tuple[int, ...]
-    """Address of each entry's xadd that reserves its ring record (where the python path logs)."""
+    """Address of each entry's rdtsc that reserves its ring record (where the python path logs)."""
     traps: dict[int, tuple[str, int]]
     """Address just after each ``int $0x82`` -> (action, hook id or -1)."""
     completion_tails: tuple[int, ...]
@@ -388,20 +384,23 @@ def _pops_return(h: Hook, body: str) -> bool:
 
 
 def _prologue(h: Hook, reg: str, pops: bool, late: bool) -> list[str]:
-    """Reserve a record with one xadd and fill it; complete it now unless ``late``."""
+    """Reserve a record and fill it; complete it now unless ``late``.
+
+    The recorder turns ``rdtsc`` in the ROM into the reservation: it takes the slot
+    at the ring head, advances the head, stamps the slot with the exact vtime and
+    leaves its address in the data page (``recorder.clock``).  The ``rdtsc`` comes
+    after the ebx push, which could fault: a handler's own entries must not reserve
+    between it and the load of the slot.
+    """
     lines = ["    pushl %ebx"] if reg == "%ebx" else []
     sp = 4 if reg == "%ebx" else 0  # where the return address (or iret frame) is
     lines += [
-        f"    movl ${RECORD_SIZE}, {reg}",
         f"rsv_{h.name}:",
-        f"    xaddl {reg}, {DATA + D_RING_HEAD:#x}",
+        "    rdtsc",
+        f"    movl {DATA + D_SLOT:#x}, {reg}",
         "    pushfl",
         f"    popl 32({reg})",
     ]
-    if h.name not in _BODY_SETS_FLAGS:
-        # the xadd left flags that depend on where the ring's head is; the guest must not
-        # see those (they would make its behaviour depend on how the recorder drains)
-        lines.append("    cmpl %esp, %esp")
     if h.jump:  # iret: log the frame it returns through; all registers are live
         for i in range(3):
             lines += [f"    pushl {sp + 4 * i}(%esp)", f"    popl {4 + 4 * i}({reg})"]

@@ -131,8 +131,9 @@ class TraceWriter:
         rec = np.frombuffer(raw, dtype=RECORD_DTYPE) if isinstance(raw, bytes | bytearray) else raw
         if len(rec) == 0:
             return 0
-        # virtual time: each record takes the value of the latest marker before it (records
-        # before the first marker, the value the previous batch ended with)
+        # virtual time: a record carries the low 32 bits of its exact vtime; the latest
+        # marker before it (before the first, the one the previous batch ended with) is
+        # within a quantum of it and gives the rest
         mpos = np.flatnonzero(rec["code"] == CODE_MARKER)
         if len(mpos):
             mvt = rec["a0"][mpos].astype(np.uint64) | (
@@ -142,10 +143,13 @@ class TraceWriter:
             keep = np.ones(len(rec), dtype=bool)
             keep[mpos] = False
             rec = rec[keep]
-            vtime = np.repeat(np.concatenate(([np.uint64(self.vtime)], mvt)), runs)
+            near = np.repeat(np.concatenate(([np.uint64(self.vtime)], mvt)), runs)
             self.vtime = int(mvt[-1])
         else:
-            vtime = np.full(len(rec), self.vtime, dtype=np.uint64)
+            near = np.full(len(rec), self.vtime, dtype=np.uint64)
+        delta = rec["vtime_lo"].astype(np.int64) - (near & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        delta = (delta + (1 << 31)) % (1 << 32) - (1 << 31)  # as a signed 32-bit difference
+        vtime = (near.astype(np.int64) + delta).astype(np.uint64)
         code = rec["code"].astype(np.int32)
         code = np.where(code < CODE_EVENT_BASE, code - HOOK_CODE_BASE, code)  # hook ids
         n = len(rec)

@@ -385,21 +385,116 @@ def test_hook_zero_is_logged_on_both_paths(tmp_path: Path, log_path: str) -> Non
     assert rows[0][:2] == ("hook", "patch") and rows[1][0] == "exception"
 
 
-def test_writer_gives_each_record_the_vtime_of_the_latest_marker_before_it(tmp_path: Path) -> None:
-    """Across batches too: records before a batch's first marker keep the last one's vtime."""
+def test_writer_completes_each_records_vtime_from_the_nearest_marker(tmp_path: Path) -> None:
+    """A record carries its vtime's low 32 bits; the latest marker before it (across
+    batches too) gives the rest, on either side of the marker and across a 2**32 carry."""
     from recorder.writer import RECORD_DTYPE
 
-    def batch(codes_and_a0: list[tuple[int, int]]) -> bytes:
-        rec = np.zeros(len(codes_and_a0), dtype=RECORD_DTYPE)
-        for i, (code, a0) in enumerate(codes_and_a0):
-            rec[i]["code"], rec[i]["a0"] = code, a0
+    def batch(rows: list[tuple[int, int]]) -> bytes:
+        """(code, vtime): a marker's vtime in a0/a1, a record's low half in vtime_lo."""
+        rec = np.zeros(len(rows), dtype=RECORD_DTYPE)
+        for i, (code, vt) in enumerate(rows):
+            rec[i]["code"] = code
+            if code == R.CODE_MARKER:
+                rec[i]["a0"], rec[i]["a1"] = vt & 0xFFFFFFFF, vt >> 32
+            else:
+                rec[i]["vtime_lo"] = vt & 0xFFFFFFFF
         return rec.tobytes()
 
-    hook = R.record_code(BY_NAME["irq_disable"])
+    hook, m = R.record_code(BY_NAME["irq_disable"]), R.CODE_MARKER
+    w4 = 1 << 32
     w = TraceWriter(tmp_path)
-    w.add_records(batch([(hook, 0), (R.CODE_MARKER, 5), (hook, 0), (hook, 0), (R.CODE_MARKER, 7)]))
-    w.add_records(batch([(hook, 0), (R.CODE_MARKER, 9), (R.CODE_MARKER, 11), (hook, 0)]))
-    w.add_records(batch([(hook, 0)]))
+    w.add_records(batch([(hook, 3), (m, 5), (hook, 6), (hook, 9), (m, w4 - 2)]))
+    # before the batch's first marker, after the previous batch's last: past the carry
+    w.add_records(batch([(hook, w4 + 1), (m, w4 + 9), (hook, w4 + 8), (m, 2 * w4 + 11)]))
+    w.add_records(batch([(hook, 2 * w4 + 10), (hook, 2 * w4 + 12)]))
     w.close({})
     vtime = pq.read_table(tmp_path / "events.parquet").column("vtime").to_pylist()
-    assert vtime == [0, 5, 5, 7, 11, 11]
+    assert vtime == [3, 6, 9, w4 + 1, w4 + 8, 2 * w4 + 10, 2 * w4 + 12]
+
+
+def _exact_latency_guest(delay: int, spin: int) -> bytes:
+    """A guest that masks interrupts, arms the LAPIC timer one-shot ``delay`` instructions
+    ahead (divide by 1), spins ``2 * spin + 1`` instructions, then unmasks: the timer's
+    interrupt is raised in the spin and must be delivered at the unmask.  Its handler
+    EOIs and ends the run."""
+
+    def entry(hook: str) -> int:
+        return R.ENTRY_TABLE + 8 * BY_NAME[hook].id
+
+    def call(hook: str) -> bytes:
+        return b"\xbb" + struct.pack("<I", entry(hook)) + b"\xff\xd3"  # mov $e, %ebx; call *%ebx
+
+    def movl(addr: int, value: int) -> bytes:
+        return b"\xc7\x05" + struct.pack("<II", addr, value)
+
+    def movw(addr: int, value: int) -> bytes:
+        return b"\x66\xc7\x05" + struct.pack("<IH", addr, value)
+
+    idt, desc, vector, lapic = 0x80000, 0x7F000, 0x40, 0xFEE00000
+    base = 0x100000 + 12  # where _micro_guest puts the body
+    gate = idt + vector * 8
+
+    def body(handler: int) -> bytes:
+        return (
+            movw(gate, handler & 0xFFFF)
+            + movw(gate + 2, 0x19)  # the kernel's CPL 1 code selector
+            + movw(gate + 4, 0x8E00)  # present 32-bit interrupt gate
+            + movw(gate + 6, handler >> 16)
+            + movw(desc, 0x7FF)
+            + movl(desc + 2, idt)
+            + b"\xb8"
+            + struct.pack("<I", desc)  # mov $desc, %eax
+            + call("load_idt")
+            + call("irq_disable")
+            + movl(lapic + 0xF0, 0x1FF)  # SVR: software-enabled
+            + movl(lapic + 0x3E0, 0xB)  # divide by 1
+            + movl(lapic + 0x320, vector)  # LVT timer: one-shot, unmasked
+            + movl(lapic + 0x380, delay)  # initial count: raised delay instructions on
+            + b"\xb9"
+            + struct.pack("<I", spin)  # mov $spin, %ecx
+            + b"\x49\x75\xfd"  # 1: dec %ecx; jnz 1b
+            + call("irq_enable")
+            + b"\x0f\x0b"  # ud2: not reached
+        )
+
+    handler = base + len(body(0))
+    tail = (
+        movl(lapic + 0xB0, 0)  # EOI
+        + b"\x8b\x1d"
+        + struct.pack("<I", R.ROM_BASE + R.H_SERVICE)  # mov service, %ebx
+        + b"\x31\xc0\xff\xd3"  # xor %eax, %eax; call *%ebx: exit
+    )
+    return _micro_guest(body(handler) + tail)
+
+
+@pytest.mark.parametrize("log_path", ["ring", "python"])
+def test_interrupt_raised_k_before_an_unmask_is_delivered_there_with_latency_k(
+    tmp_path: Path, log_path: str
+) -> None:
+    """Exact virtual time: the raise is at its exact instruction and the delivery at the
+    unmask's, so the latency is the distance between them, not a multiple of a quantum."""
+    delay, spin = 1234, 3001
+    guest = tmp_path / "irq.elf"
+    guest.write_bytes(_exact_latency_guest(delay, spin))
+    m = record(str(guest), tmp_path / "t", log_path=log_path)
+    assert m["end"]["status"] == "complete", m["end"]
+    rows = q(
+        tmp_path / "t",
+        "select kind, hook, arg0, arg1, arg2, arg3, vtime from EVENTS order by seq",
+    )
+    arm = next(r for r in rows if r[0] == "mmio_write" and r[2] == 0xFEE00380)
+    raise_ = next(r for r in rows if r[0] == "irq_raise")
+    unmask = next(r for r in rows if r[1] == "irq_enable")
+    irq = next(r for r in rows if r[0] == "interrupt")
+    # raised exactly delay instructions after the instruction that armed the timer
+    assert raise_[6] == arm[6] + delay
+    # the spin (dec/jnz pairs) and the call to the entry separate the arming from the
+    # unmask: the entry's record is reserved within a few instructions of its call
+    assert 2 * spin + 1 < unmask[6] - arm[6] < 2 * spin + 12
+    # delivered inside the irq_enable entry, at its unmask trap (the entry fills its
+    # record, then sti, then checks the pending flag: about a dozen instructions)
+    assert unmask[6] < irq[6] < unmask[6] + 16
+    assert irq[4] | irq[5] << 32 == raise_[6]  # the interrupt names its exact raise
+    k = irq[6] - raise_[6]
+    assert k == irq[6] - (arm[6] + delay) and k % 10_000 != 0 and k > 2 * spin + 1 - delay
