@@ -76,6 +76,13 @@ GUESTS: dict[str, Guest] = {
             11_000,
             16,
         ),
+        Guest(
+            "nanobench",
+            "Adams & Agesen's nanobenchmarks and lmbench-style operations, each N = 100 x scale "
+            "times in a marked phase (recorder/nanobench.py)",
+            10,
+            1,
+        ),
     )
 }
 
