@@ -9,6 +9,13 @@ instructions -- the per-trap cost of the process workloads shows there.
 
     python bench/record.py [--scale N] [--big-scale N] [--json]
     python bench/record.py --workloads [NAME ...] [--json]
+    python bench/record.py --against REV [--guest G] [--scale N] [--rounds K] [--json]
+
+``--against REV`` records the same guest with this tree and with git revision REV
+(checked out into a temporary worktree), alternating K rounds so both see the same
+machine load, and prints the ratios of guest instructions and of events per second: what a
+change to the recorder costs.  (Exact per-event virtual time cost is measured this way
+against the last revision with quantum-granular vtime.)
 """
 
 from __future__ import annotations
@@ -49,14 +56,69 @@ def child(guest: str, scale: int, log_path: str, out: str) -> None:
     )
 
 
-def run(guest: str, scale: int, log_path: str, tmp: str) -> dict:
+def run(guest: str, scale: int, log_path: str, tmp: str, tree: Path | None = None) -> dict:
+    """One recording in a child process, with this tree's code or ``tree``'s."""
+    script = Path(__file__) if tree is None else tree / "bench" / "record.py"
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     r = subprocess.run(
-        [sys.executable, __file__, "--child", guest, str(scale), log_path, f"{tmp}/{log_path}"],
+        [sys.executable, str(script), "--child", guest, str(scale), log_path, f"{tmp}/{log_path}"],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
+        cwd=tree,
     )
     return json.loads(r.stdout)
+
+
+def against(rev: str, guest: str, scale: int, rounds: int, as_json: bool) -> None:
+    """This tree and ``rev``, alternating, on the same guest and scale."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "rev"
+        subprocess.run(
+            ["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(tree), rev],
+            check=True,
+        )
+        try:
+            runs: dict[str, list[dict]] = {"this": [], rev: []}
+            for _ in range(rounds):
+                runs["this"].append(run(guest, scale, "ring", tmp))
+                runs[rev].append(run(guest, scale, "ring", tmp, tree))
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)])
+    rate = {
+        k: sorted(r["instructions"] / r["seconds"] for r in v)[len(v) // 2] for k, v in runs.items()
+    }
+    erate = {k: sorted(r["events"] / r["seconds"] for r in v)[len(v) // 2] for k, v in runs.items()}
+    result = {
+        "guest": guest,
+        "scale": scale,
+        "rounds": rounds,
+        "median_insns_per_s": rate,
+        "median_events_per_s": erate,
+        "events_ratio_this_over_rev": erate["this"] / erate[rev],
+        "events": {k: v[0]["events"] for k, v in runs.items()},
+        "ratio_this_over_rev": rate["this"] / rate[rev],
+        "runs": runs,
+    }
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    for k, v in runs.items():
+        secs = ", ".join(f"{r['seconds']:.2f}" for r in v)
+        print(
+            f"{k:<12} {v[0]['events']:>11,} events {v[0]['instructions']:>14,} insns  "
+            f"median {rate[k] / 1e6:6.2f} M insns/s over {len(v)} runs "
+            f"({secs} s)"
+        )
+    print(
+        f"this tree / {rev}: {result['ratio_this_over_rev']:.3f}x instructions per second, "
+        f"{result['events_ratio_this_over_rev']:.3f}x events per second (the two differ when "
+        "the same work retires a different number of instructions)"
+    )
 
 
 def main() -> None:
@@ -76,10 +138,15 @@ def main() -> None:
         metavar="NAME",
         help="record these built-in workloads (default: all) at their default scale instead",
     )
+    ap.add_argument("--against", metavar="REV", help="compare with git revision REV")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds for --against")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child[0], int(a.child[1]), a.child[2], a.child[3])
+        return
+    if a.against:
+        against(a.against, a.guest, a.scale, a.rounds, a.json)
         return
     if a.workloads is not None:
         workloads(a.workloads, a.json)

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from pvscope.errors import TraceError
 
-SCHEMA_VERSION = 1
-MIN_READER_VERSION = 1
+SCHEMA_VERSION = 2  # 2: vtime exact per event (was the quantum's start)
+MIN_READER_VERSION = 2
 #: Key of the Parquet schema-level metadata entry holding the versions.
 META_KEY = b"pvscope"
 

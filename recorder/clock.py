@@ -33,7 +33,6 @@ import platform
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_32, Uc
 from unicorn import x86_const as X
@@ -62,6 +61,7 @@ _STAMP_X86_64 = bytes.fromhex(
     "482b4e20483b4e28770748034e30894124b801000000c3"
 )
 RECORD_SIZE = 40
+_INSN_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 VTIME_LO = 36  # offset of vtime_lo in a record (recorder.rom.RECORD_FIELDS)
 
 _COUNTER_OFF: int | None = None
@@ -178,23 +178,25 @@ class InstructionClock:
         self._slot = ctypes.c_uint32.from_address(ring.slot)
         self.native = native_stamp_supported() if native is None else native
         if self.native:
-            h = ctypes.c_size_t()
-            status = uclib.uc_hook_add(
-                uc._uch,  # noqa: SLF001
-                ctypes.byref(h),
-                UC_HOOK_INSN,
-                ctypes.c_void_p(_NativeCode.address()),
-                ctypes.c_void_p(ctypes.addressof(self._stamp)),
-                ctypes.c_uint64(begin),
-                ctypes.c_uint64(end),
-                ctypes.c_int(X.UC_X86_INS_RDTSC),
-            )
-            if status != 0:
-                raise RuntimeError(f"cannot hook rdtsc (unicorn error {status})")
-        else:
-            uc.hook_add(UC_HOOK_INSN, self._python_stamp, None, begin, end, X.UC_X86_INS_RDTSC)
+            fn = ctypes.c_void_p(_NativeCode.address())
+        else:  # the binding offers no rdtsc hook: register the callback with the C API
+            self._callback = _INSN_CB(lambda _uc, _ud: int(self._python_stamp()))
+            fn = ctypes.cast(self._callback, ctypes.c_void_p)
+        h = ctypes.c_size_t()
+        status = uclib.uc_hook_add(
+            uc._uch,  # noqa: SLF001
+            ctypes.byref(h),
+            UC_HOOK_INSN,
+            fn,
+            ctypes.c_void_p(ctypes.addressof(self._stamp)),
+            ctypes.c_uint64(begin),
+            ctypes.c_uint64(end),
+            ctypes.c_int(X.UC_X86_INS_RDTSC),
+        )
+        if status != 0:
+            raise RuntimeError(f"cannot hook rdtsc (unicorn error {status})")
 
-    def _python_stamp(self, uc: Uc, _ud: Any) -> bool:
+    def _python_stamp(self) -> bool:
         """What the native routine does, in Python."""
         slot = self._head.value
         self._slot.value = slot

@@ -238,9 +238,12 @@ class Machine:
         writer: TraceWriter,
         log_path: str = "ring",
         on_progress: Callable[[int, int], None] | None = None,
+        stamp: str = "auto",
     ) -> None:
         if log_path not in ("ring", "python"):
             raise ValueError(f"unknown log path {log_path!r}")
+        if stamp not in ("auto", "native", "python"):
+            raise ValueError(f"unknown stamp {stamp!r}")
         self.image = image
         self.cfg = config
         self.writer = writer
@@ -293,6 +296,7 @@ class Machine:
             ),
             R.CODE,
             R.DATA - 1,
+            native=None if stamp == "auto" else stamp == "native",
         )
         self._step = False  # run one instruction at a time: an interrupt waits on a ROM entry
         self._ctx = self.uc.context_save()

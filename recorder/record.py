@@ -44,6 +44,7 @@ def record(
     mem_mib: int = 64,
     quantum: int = 10_000,
     log_path: str = "ring",
+    stamp: str = "auto",
     force: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -52,7 +53,8 @@ def record(
     The trace is built in a temporary sibling directory and renamed into place
     only when complete, so ``out`` is never half-written.  A run the guest or the
     user ends early still yields a complete, readable trace whose manifest's
-    ``end`` says why.
+    ``end`` says why.  ``stamp`` picks how ROM entries are stamped with their exact
+    vtime: ``native`` code (x86-64 Linux), ``python`` or ``auto``; the trace is the same.
     """
     out = Path(out)
     if budget is not None and budget <= 0:
@@ -82,7 +84,9 @@ def record(
         writer = TraceWriter(tmp)
         writer.write_symbols([(s.name, s.addr, s.size, s.type) for s in image.symbols])
         try:
-            machine = Machine(image, cfg, writer, log_path=log_path, on_progress=on_progress)
+            machine = Machine(
+                image, cfg, writer, log_path=log_path, stamp=stamp, on_progress=on_progress
+            )
         except Stop as s:
             raise GuestError(f"{path}: {s.reason}") from None
         result = machine.run()
