@@ -109,7 +109,7 @@ def single(
         cycles[run.label] = s["cycles"]
         line = (
             f"{run.label:<32} {dt:8.2f} {tr.n / dt:11,.0f} "
-            f"{s['relative_cost']:10.3f} {s['violations']:10,}"
+            f"{s['interface_ratio']:10.3f} {s['violations']:10,}"
         )
         if write:
             t0 = time.perf_counter()

@@ -160,7 +160,31 @@ SYMBOLS = Table(
     sort_key="addr",
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, INPUTS, STATE, SYMBOLS)}
+TLB = Table(
+    "tlb",
+    "tlb.parquet",
+    "TLB refills the recorder measured: at each full TLB flush (a CR3 load, flush_tlb_user, "
+    "flush_tlb_kernel) and at the end, the page-table entries the CPU marked Accessed since "
+    "the previous sample -- the translations it walked -- which the recorder then clears",
+    (
+        Column(
+            "seq",
+            uint64 := pa.uint64(),
+            "seq of the flushing hook call (the last event at the end of the run)",
+        ),
+        Column("vtime", uint64, "virtual time of the sample"),
+        Column("user_pages", pa.uint32(), "user pages (PTE U set) walked since the last sample"),
+        Column("kernel_pages", pa.uint32(), "non-global kernel pages walked since the last sample"),
+        Column(
+            "global_pages",
+            pa.uint32(),
+            "global kernel pages (PTE G set) walked since the last sample: a CPU with CR4.PGE "
+            "keeps them across CR3 loads",
+        ),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, INPUTS, STATE, SYMBOLS, TLB)}
 
 #: Manifest fields and their meaning (the manifest is JSON, keys sorted).
 MANIFEST_FIELDS: dict[str, str] = {

@@ -265,6 +265,7 @@ class Machine:
         self.msrs: dict[int, int] = {}
         self.console: list[str] = []
         self.inputs: list[tuple[int, int, str, int]] = []
+        self.tlb_rows: list[tuple[int, int, int, int, int]] = []
         self.stop: Stop | None = None
         self.hook_calls_seen = False
         # logging state
@@ -1026,6 +1027,7 @@ class Machine:
         elif name == "write_cr2":
             self._data32(R.D_CR2, a0)
         elif name == "write_cr3":
+            self._tlb_sample()
             self._wreg(X.UC_X86_REG_CR3, a0)
             self._data32(R.D_CR3, a0)
             self.cr3 = a0
@@ -1086,6 +1088,8 @@ class Machine:
             eflags = (self._reg(X.UC_X86_REG_EFLAGS) & ~0x3000) | (a0 & 0x3000)
             self._wreg(X.UC_X86_REG_EFLAGS, eflags)
         elif name in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single"):
+            if name != "flush_tlb_single":  # invlpg drops one entry: at most one refill
+                self._tlb_sample()
             uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         # load_tr_desc, set_ldt, wbinvd, io_delay: nothing to emulate on this machine
         if result is not None:
@@ -1193,6 +1197,47 @@ class Machine:
         self.writer.add_state(rows)
         return True
 
+    def _tlb_sample(self) -> None:
+        """Count the translations the CPU walked since the last sample and start anew.
+
+        The CPU sets a PTE's Accessed bit when it walks to it to fill the TLB (and
+        never clears it), so after a full flush every page touched again sets it
+        again: the bits set between two flushes are that interval's TLB refills,
+        counted once per page.  A 4 MiB page is one entry.  The bits are cleared, as
+        an OS's page-aging scan would; the MMU digest and the hooks' arguments do not
+        include them.
+        """
+        if not self._paging:
+            return
+        u32 = self.ram.u32
+        pd = u32[(self.cr3 & 0xFFFFF000) >> 2 :][:1024]
+        if len(pd) < 1024:
+            return
+        pdes = pd[(pd & 1) != 0]
+        big = pdes[(pdes & 0x80) != 0]
+        tables = (pdes[(pdes & 0x80) == 0] >> 12).astype(np.int64)
+        tables = tables[(tables + 1) << 12 <= self.mem_bytes]
+        user = kernel = glob = 0
+        if len(tables):
+            idx = (tables[:, None] << 10) + np.arange(1024, dtype=np.int64)
+            ptes = u32[idx]
+            hit = (ptes & 0x21) == 0x21
+            if hit.any():
+                walked = ptes[hit]
+                user = int(np.count_nonzero(walked & 4))
+                glob = int(np.count_nonzero((walked & 0x104) == 0x100))
+                kernel = len(walked) - user - glob
+                u32[idx[hit]] = walked & np.uint32(~0x20 & 0xFFFFFFFF)
+        hit_big = (big & 0x20) != 0
+        if hit_big.any():
+            walked = big[hit_big]
+            user += int(np.count_nonzero(walked & 4))
+            g = int(np.count_nonzero((walked & 0x104) == 0x100))
+            glob += g
+            kernel += len(walked) - int(np.count_nonzero(walked & 4)) - g
+            pd[(pd & 0xA1) == 0xA1] &= np.uint32(~0x20 & 0xFFFFFFFF)
+        self.tlb_rows.append((max(self._events_so_far() - 1, 0), self._now(), user, kernel, glob))
+
     def _mmu_digest(self) -> int:
         if not self._reg(X.UC_X86_REG_CR0) & 0x80000000:
             return mapping_digest([])
@@ -1243,19 +1288,21 @@ class Machine:
                 try:
                     uc.emu_start(self._reg(X.UC_X86_REG_EIP), UNTIL, count=count)
                 except UcError as e:
-                    self.clock.stop(count)
                     stop = self.stop or Stop(
                         "guest-fault",
                         f"CPU error ({e}) at EIP {self._reg(X.UC_X86_REG_EIP):#x}",
                     )
                     break
-                ran = self.clock.stop(count)
+                finally:
+                    # the quantum's instructions count however it ended (a Stop a callback
+                    # raised comes out of emu_start too)
+                    ran = self.clock.stop(count)
+                    self.instructions += ran
+                    self.vtime += ran
                 if self.stop is not None:
                     stop = self.stop
                     break
                 self._clear_old_exception(only_if_set=True)
-                self.instructions += ran
-                self.vtime += ran
                 quanta += 1
                 self._boundary()
                 due = due or quanta % cfg.checkpoint_every == 0
@@ -1274,7 +1321,9 @@ class Machine:
         self.checkpoint(final=True)
         self.flush_batch()
         self.writer.wait()
+        self._tlb_sample()
         self.writer.add_inputs(self.inputs)
+        self.writer.add_tlb(self.tlb_rows)
         extra = {} if complete else {"incomplete_records": "a hook call was cut short"}
         return RunResult(
             stop.status,

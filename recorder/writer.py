@@ -98,6 +98,7 @@ class TraceWriter:
         self.dir = Path(directory)
         self.events = _Stream(self.dir / schema.EVENTS.file, schema.EVENTS)
         self.inputs = _Stream(self.dir / schema.INPUTS.file, schema.INPUTS)
+        self.tlb = _Stream(self.dir / schema.TLB.file, schema.TLB)
         self.state = _Stream(self.dir / schema.STATE.file, schema.STATE)
         self.seq = 0
         self.vtime = 0
@@ -212,6 +213,19 @@ class TraceWriter:
             )
         )
 
+    def add_tlb(self, rows: list[tuple[int, int, int, int, int]]) -> None:
+        """Append (seq, vtime, user_pages, kernel_pages, global_pages) TLB samples."""
+        if not rows:
+            return
+        cols = list(zip(*rows, strict=True))
+        types = (pa.uint64(), pa.uint64(), pa.uint32(), pa.uint32(), pa.uint32())
+        self.tlb.append(
+            pa.Table.from_arrays(
+                [pa.array(c, t) for c, t in zip(cols, types, strict=True)],
+                schema=schema.TLB.arrow_schema(),
+            )
+        )
+
     def add_state(self, rows: list[tuple[int, int, str, str, int]]) -> None:
         """Append (seq, vtime, component, key, value) checkpoint rows."""
         if not rows:
@@ -252,6 +266,7 @@ class TraceWriter:
         counts = {
             "events": self.events.close(),
             "inputs": self.inputs.close(),
+            "tlb": self.tlb.close(),
             "state": self.state.close(),
             "by_kind": {k: int(c) for k, c in zip(KIND_NAMES, self.kind_counts, strict=True) if c},
             "by_hook": {h: int(c) for h, c in zip(HOOK_NAMES, self.hook_counts, strict=True) if c},

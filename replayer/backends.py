@@ -212,6 +212,10 @@ class Backend:
     """Shadowing one newly discovered page table."""
     flood_threshold: int | None = None
     """KVM write-flood heuristic (commit 86a5ba02): zap after this many emulated writes."""
+    tlb_walk: str = "native"
+    """How a TLB miss is walked: ``native`` (the guest's, a shadow's or Xen's direct tables,
+    one level per reference) or ``nested`` (guest tables on nested tables: the
+    two-dimensional walk)."""
     timer_write: Cost | None = None
     """An APIC timer write, where the backend turns it into a hypercall."""
     flush_resync: bool = False
@@ -624,6 +628,7 @@ HVM_NPT = Backend(
     },
     costs=_HVM_COSTS,
     unmask_pending=c("vm_exit", "vm_exit", exits=1),
+    tlb_walk="nested",
 )
 
 _BT = c("translated", "bt_translated")

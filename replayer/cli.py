@@ -37,10 +37,12 @@ def _progress(quiet: bool, total: int) -> Any:
 def _line(s: dict[str, Any]) -> str:
     first = s["first_divergence"]
     where = "-" if first is None else f"seq {first['seq']} {first['check']}"
-    rel = "-" if s["relative_cost"] is None else f"{s['relative_cost']:.3f}"
+    rel = "-" if s["interface_ratio"] is None else f"{s['interface_ratio']:.2f}×"
+    slow = s["whole_run"]["slowdown"]
+    whole = "-" if slow is None else f"{slow:.2f}×"
     return (
-        f"{s['backend']:<32} {rel:>8} {s['exits']:>9} {s['hypercalls']:>10} {s['traps']:>9} "
-        f"{s['batch_flushes']:>8} {s['violations']:>10}  {where}"
+        f"{s['backend']:<32} {whole:>9} {rel:>9} {s['exits']:>9} {s['hypercalls']:>10} "
+        f"{s['traps']:>9} {s['batch_flushes']:>8} {s['violations']:>10}  {where}"
     )
 
 
@@ -100,12 +102,17 @@ def replay(
         click.echo(json.dumps(summaries, indent=1, sort_keys=True))
     else:
         click.echo(
-            f"{'backend':<32} {'vs native':>8} {'exits':>9} {'hypercalls':>10} {'traps':>9} "
-            f"{'flushes':>8} {'violations':>10}  first divergence"
+            f"{'backend':<32} {'whole-run':>9} {'interface':>9} {'exits':>9} {'hypercalls':>10} "
+            f"{'traps':>9} {'flushes':>8} {'violations':>10}  first divergence"
         )
         for s in summaries:
             click.echo(_line(s))
         where = out if out is not None else api.default_out(tr.path)
+        click.echo(
+            "whole-run: estimated slowdown over native on the same work (the guest's own "
+            "instructions at the table's CPI, measured TLB refills); interface: the events' "
+            "cycles over native's"
+        )
         click.echo(f"results in {where}  (cost table {table.name}, sha256 {table.sha256[:12]})")
     if any(s["violations"] for s in summaries):
         ctx.exit(EXIT_VIOLATIONS)

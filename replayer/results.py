@@ -135,8 +135,15 @@ def summary_table(r: RunResult) -> pa.Table:
         "cost_sha256": pa.array([s["cost_sha256"]], pa.string()),
         "cycles": pa.array([s["cycles"]], pa.uint64()),
         "native_cycles": pa.array([s["native_cycles"]], pa.uint64()),
-        "relative_cost": pa.array([s["relative_cost"]], pa.float64()),
+        "interface_ratio": pa.array([s["interface_ratio"]], pa.float64()),
     }
+    w = s["whole_run"]
+    row["whole_run_slowdown"] = pa.array([w["slowdown"]], pa.float64())
+    row["whole_run_cycles"] = pa.array([w["cycles"]], pa.uint64())
+    row["native_whole_run_cycles"] = pa.array([w["native_cycles"]], pa.uint64())
+    row["guest_cycles"] = pa.array([w["guest_cycles"]], pa.uint64())
+    row["tlb_cycles"] = pa.array([w["tlb_cycles"]], pa.uint64())
+    row["tlb_refills"] = pa.array([w["tlb_refills"]], pa.uint64())
     for k in ("exits", "hypercalls", "traps", "batch_flushes", "batched", "violations"):
         row[k] = pa.array([s[k]], pa.uint64())
     for fam in FAMILIES:

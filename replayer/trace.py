@@ -63,6 +63,9 @@ class Trace:
     cr3: np.ndarray
     checkpoints: dict[int, dict[str, dict[str, int]]] = field(default_factory=dict)
     """Event index -> component -> key -> value, for each checkpoint in ``state.parquet``."""
+    tlb: dict[str, np.ndarray] = field(default_factory=dict)
+    """The recorder's TLB samples (``tlb.parquet``): seq, user_pages, kernel_pages,
+    global_pages, one entry per full flush and one at the end."""
     events_sha256: str = ""
     """sha256 of ``events.parquet``: names the trace in replay manifests."""
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -145,6 +148,13 @@ def load(path: Path) -> Trace:
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
         raise TraceError(f"{path / 'events.parquet'}: corrupt event columns ({e})") from None
     trace.checkpoints = _checkpoints(state, n, path)
+    tlb = schema.read_table(path, "tlb")
+    try:
+        trace.tlb = {
+            c: _u(tlb, c, "uint64") for c in ("seq", "user_pages", "kernel_pages", "global_pages")
+        }
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
+        raise TraceError(f"{path / 'tlb.parquet'}: corrupt columns ({e})") from None
     trace.events_sha256 = _sha256(path / schema.EVENTS.file)
     return trace
 

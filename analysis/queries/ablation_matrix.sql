@@ -2,7 +2,10 @@
 -- One row per trace and replay (run: the replayed backend's label; backend: the backend it
 -- ablates; without: the requirement removed, NULL for the backend as designed; fallback:
 -- trap or none): correct (no violation), violations, the first one's check and seq, total
--- cycles and their ratio to what native spends on the same events.
+-- interface cycles and their ratio to what native spends on the same events
+-- (interface_ratio), and the estimated whole-run slowdown over native on the same work
+-- (whole_run_slowdown: the guest's own instructions at the cost table's CPI and the
+-- measured TLB refills added to both sides; an estimate).
 -- needs: summary
 SELECT
     trace,
@@ -15,6 +18,7 @@ SELECT
     first_check,
     first_seq,
     cycles,
-    cycles / nullif(native_cycles, 0) AS cost_ratio
+    cycles / nullif(native_cycles, 0) AS interface_ratio,
+    whole_run_slowdown
 FROM summary
 ORDER BY trace, base, without NULLS FIRST, fallback;

@@ -16,6 +16,7 @@ from replayer.backends import (
 )
 from replayer.engine.common import _cached
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult
+from replayer.engine.wholerun import whole_run
 from replayer.trace import (
     Trace,
 )
@@ -46,9 +47,6 @@ def summarize(r: RunResult) -> dict[str, Any]:
     first = r.violations[0] if r.violations else None
     cyc = int(r.cycles.sum())
     nat = int(r.native_cycles.sum())
-    st = r.interrupts["status"]
-    lat = r.interrupts["latency_events"][st != 2]
-    latv = r.interrupts["latency_vtime"][st != 2]
     groups: dict[str, dict[str, int]] = {}
     gc, names = _cached(r.trace, "group_codes", group_codes)
     m = len(names)
@@ -71,7 +69,8 @@ def summarize(r: RunResult) -> dict[str, Any]:
         "cost_sha256": r.costs.sha256,
         "cycles": cyc,
         "native_cycles": nat,
-        "relative_cost": round(cyc / nat, 6) if nat else None,
+        "interface_ratio": round(cyc / nat, 6) if nat else None,
+        "whole_run": whole_run(r),
         "exits": int(r.exits.sum()),
         "hypercalls": int(r.hypercalls.sum()),
         "traps": int(r.traps.sum()),
@@ -90,21 +89,7 @@ def summarize(r: RunResult) -> dict[str, Any]:
             "actual": first.actual,
             "detail": first.detail,
         },
-        "interrupts": {
-            "recorded": int(len(st)),
-            "delivered": int((st == 0).sum()),
-            "masked": int((st == 1).sum()),
-            "lost": int((st == 2).sum()),
-            "latency_events_mean": round(float(lat.mean()), 6) if len(lat) else None,
-            "latency_events_max": int(lat.max()) if len(lat) else None,
-            "latency_vtime_mean": round(float(latv.mean()), 6) if len(latv) else None,
-            "latency_vtime_max": int(latv.max()) if len(latv) else None,
-            "native_latency_events_mean": round(
-                float(r.interrupts["native_latency_events"].mean()), 6
-            )
-            if len(st)
-            else None,
-        },
+        "interrupts": _interrupts(r),
         "groups": groups,
         "mechanisms": {
             MECHANISMS[i]: int(n)
@@ -113,4 +98,24 @@ def summarize(r: RunResult) -> dict[str, Any]:
             )
             if n
         },
+    }
+
+
+def _interrupts(r: RunResult) -> dict[str, Any]:
+    """Interrupts recorded, delivered, masked and lost, and their latency."""
+    st = r.interrupts["status"]
+    lat = r.interrupts["latency_events"][st != 2]
+    latv = r.interrupts["latency_vtime"][st != 2]
+    return {
+        "recorded": int(len(st)),
+        "delivered": int((st == 0).sum()),
+        "masked": int((st == 1).sum()),
+        "lost": int((st == 2).sum()),
+        "latency_events_mean": round(float(lat.mean()), 6) if len(lat) else None,
+        "latency_events_max": int(lat.max()) if len(lat) else None,
+        "latency_vtime_mean": round(float(latv.mean()), 6) if len(latv) else None,
+        "latency_vtime_max": int(latv.max()) if len(latv) else None,
+        "native_latency_events_mean": round(float(r.interrupts["native_latency_events"].mean()), 6)
+        if len(st)
+        else None,
     }

@@ -83,8 +83,9 @@ def test_ablation_matrix(replayed_trace: Path) -> None:
             first = min(v, key=lambda x: x["seq"])
             assert (r["first_seq"], r["first_check"]) == (first["seq"], first["check"])
         assert r["cycles"] == cyc
-        assert r["cost_ratio"] == pytest.approx(cyc / nat)
-    assert got["native"]["cost_ratio"] == pytest.approx(1.0)
+        assert r["interface_ratio"] == pytest.approx(cyc / nat)
+    assert got["native"]["interface_ratio"] == pytest.approx(1.0)
+    assert got["native"]["whole_run_slowdown"] == pytest.approx(1.0)
     assert not got["vmi-without-irq-none"]["correct"]
 
 

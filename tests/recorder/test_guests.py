@@ -21,7 +21,7 @@ from pvscope.hooks import BY_NAME, HOOKS
 from recorder.guests import GUEST_DIR, GUESTS, IMAGE_DIR
 from recorder.record import record
 
-WORKLOADS = ("pvcall", "boot", "fork", "pagefault", "irqstorm", "sched", "mixed")
+WORKLOADS = ("pvcall", "boot", "fork", "pagefault", "irqstorm", "sched", "mixed", "nanobench")
 PROCESS_WORKLOADS = ("fork", "pagefault", "sched", "mixed")
 
 #: Hooks of 2.6.21's struct paravirt_ops that no workload calls, and why.

@@ -51,7 +51,7 @@ def test_irq_ops_cost_what_each_mechanism_costs(tmp_path: Path, p4: CostTable) -
     xen = _run(tr, p4, "xen-pv")
     mem, call = p4["mem_op"], p4["call_ret"]
     assert xen.cycles.tolist() == [call + mem, call + mem, mem, call + mem]
-    assert xen.summary["relative_cost"] == round(xen.cycles.sum() / nat.cycles.sum(), 6)
+    assert xen.summary["interface_ratio"] == round(xen.cycles.sum() / nat.cycles.sum(), 6)
     assert nat.violations == [] and xen.violations == []
 
 
@@ -171,7 +171,7 @@ def test_the_kernel_at_cpl0_is_a_privilege_violation(tmp_path: Path, p4: CostTab
 def test_native_replayed_against_its_own_trace_is_clean(synth_trace: Trace, p4: CostTable) -> None:
     r = engine.replay(synth_trace, resolve("native")[0], p4)
     assert r.violations == []
-    assert r.summary["relative_cost"] == 1.0
+    assert r.summary["interface_ratio"] == 1.0
     assert r.summary["interrupts"]["delivered"] == r.summary["interrupts"]["recorded"] > 0
 
 

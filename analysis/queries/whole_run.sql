@@ -1,0 +1,24 @@
+-- What each replay costs on the whole run, estimated, beside its interface ratio.
+-- One row per trace and replay: the interface's cycles (the events, priced by the cost
+-- table), the guest's own instructions at the table's CPI (kernel and user), the TLB
+-- refills the recorder measured at the table's walk cost (nested on nested paging), their
+-- sum, native's sum on the same work, the whole-run slowdown (an estimate) and the
+-- interface ratio (the events' cycles over native's).
+-- needs: summary
+SELECT
+    trace,
+    backend AS run,
+    base AS backend,
+    without,
+    fallback,
+    cost_table,
+    cycles AS interface_cycles,
+    guest_cycles,
+    tlb_cycles,
+    tlb_refills,
+    whole_run_cycles,
+    native_whole_run_cycles,
+    whole_run_slowdown,
+    interface_ratio
+FROM summary
+ORDER BY trace, whole_run_slowdown, base, without NULLS FIRST, fallback;
