@@ -1,4 +1,4 @@
--- What each replay costs on the whole run, estimated, beside its interface ratio.
+-- What does each replay cost on the whole run, estimated, beside its interface ratio?
 -- One row per trace and replay: the interface's cycles (the events, priced by the cost
 -- table), the guest's own instructions at the table's CPI (kernel and user), the TLB
 -- refills the recorder measured at the table's walk cost (nested on nested paging), their

@@ -187,6 +187,8 @@ def test_lazy_modes_open_and_close_in_pairs(traces: dict[str, Path]) -> None:
         modes = [m for (m,) in q(t, sql)]
         state = 0
         for m in modes:
+            if m == 3:  # PARAVIRT_LAZY_FLUSH: flush what is queued, stay in the mode
+                continue
             assert (state, m) in ((0, 1), (0, 2), (1, 0), (2, 0)), name
             state = m
         assert state == 0, name

@@ -60,10 +60,11 @@ def test_presets_carry_every_guest_parameter_with_its_provenance(name: str) -> N
     assert "(2+1)(4+1)-1 = 14" in t.guest_sources["tlb_walk_nested"]
 
 
-def test_icelake_prices_exits_from_the_published_kvm_figures() -> None:
+def test_icelake_prices_exits_from_the_reported_kvm_figures() -> None:
+    """The vmexit.flat ranges, kept as estimates until the posts are cited."""
     t = costs.load("icelake")
-    assert 1020 <= t["vm_exit"] <= 1100 and t.provenance("vm_exit") == "source"
-    assert 1530 <= t["hypercall"] <= 1560 and t.provenance("hypercall") == "source"
+    assert 1020 <= t["vm_exit"] <= 1100 and t.provenance("vm_exit") == "estimate"
+    assert 1530 <= t["hypercall"] <= 1560 and t.provenance("hypercall") == "estimate"
     assert t["vm_exit"] + t["emulate_mmio"] == 3850  # the TSC-deadline exit, without APICv
     assert "vmexit.flat" in t.sources["vm_exit"]
     assert t.cpu.startswith("Ice Lake")
