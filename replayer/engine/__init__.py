@@ -82,6 +82,7 @@ from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
 from replayer.engine.static import _static, native_cycles
 from replayer.engine.summary import group_codes, summarize
+from replayer.engine.xenpin import apply_pinning, pin_loads, pinned_stores
 from replayer.mechanisms.registers import control_registers, read_mismatches
 from replayer.mechanisms.vcpu import backend_if, recorded_interrupts
 from replayer.trace import K_HOOK, Trace
@@ -113,6 +114,8 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "group_codes", group_codes)
     _cached(trace, "loaded_spaces", loaded_spaces)
     _cached(trace, "loaded_table_stores", loaded_table_stores)
+    _cached(trace, "xen_pinned_stores", pinned_stores)
+    _cached(trace, "xen_pin_loads", pin_loads)
     _cached(trace, "fill_changes", fill_changes)
     regs = _cached(trace, "control_registers", control_registers)
     _cached(trace, "recorded_interrupts", recorded_interrupts)
@@ -159,6 +162,8 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
             # events costed apart (each event at most once): what they cost, column-wise
             for arr, v in zip((cyc, mech, ex, hc, trp, bf, batched), col, strict=True):
                 arr[idx] = v
+        if m.name == "xen-pv" and self.pte_mode == "hook":
+            apply_pinning(tr, table, nat, (cyc, mech, ex, hc, trp))
         if self.run_.fallback == "trap" and self.run_.without in ("cpl", "irq"):
             # the kernel runs binary-translated: every call it makes pays BT's overhead
             cyc[(tr.kind == K_HOOK) & (tr.cpl == 1)] += table["bt_call_overhead"]
