@@ -395,3 +395,4 @@ def _attach(module: str, names: tuple[str, ...]) -> None:
 _attach("analysis.cli", ("query", "report", "diff", "demo"))
 _attach("replayer.cli", ("replay", "backends_cmd"))
 _attach("pvscope.cli.costs", ("costs_group",))
+_attach("pvscope.cli.fidelity", ("fidelity_cmd",))
