@@ -114,7 +114,8 @@ def per_operation(trace_path: Path, results_dir: Path | None = None) -> list[dic
             "events": p["events"],
             "events_per_op": p["events"] / ops if ops else None,
         }
-        for b in backends or [None]:
+        names: list[str | None] = list(backends) or [None]
+        for b in names:
             c = costed.get((b, p["phase_id"])) if b is not None else None
             cycles = c["cycles"] if c else None
             rows.append(

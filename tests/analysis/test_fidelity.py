@@ -21,7 +21,9 @@ def test_every_claim_names_its_source_workload_table_and_backends() -> None:
         assert c.source and c.claim, c.id
         assert c.workload in GUESTS, c.id
         assert c.table in costs.presets(), c.id
-        assert c.kind in ("per_op", "ranking", "range"), c.id
+        assert c.kind in ("per_op", "ranking", "range", "os_scaled"), c.id
+        if c.kind == "os_scaled":
+            assert 0 < c.os_share < 1 and c.low < c.published < c.high, c.id
         for b in (c.backend, *c.order, *c.ratio):
             if b:
                 assert resolve(b), (c.id, b)
@@ -37,7 +39,8 @@ def _one(claim: Claim, per_op: dict, slow: dict) -> fidelity.Row:
     saved = fidelity.CLAIMS
     fidelity.CLAIMS = (claim,)
     try:
-        return evaluate(lambda t: per_op, lambda w, t: slow)[0]
+        whole = {b: v if isinstance(v, dict) else {"slowdown": v} for b, v in slow.items()}
+        return evaluate(lambda t: per_op, lambda w, t: whole)[0]
     finally:
         fidelity.CLAIMS = saved
 
@@ -93,6 +96,33 @@ def test_an_unexplained_disagreement_is_not_ok() -> None:
         why="because",
     )
     assert _one(why, {}, {"a": 3.0, "b": 1.0}).ok
+
+
+def test_an_os_scaled_overhead_scales_by_the_two_os_shares() -> None:
+    """A workload that is half user time and 20% slower predicts 2.8% for a run that is 7%
+    OS: (0.2) * 0.07 / 0.5."""
+    c = Claim(
+        "k",
+        "c",
+        "s",
+        "mixed",
+        "p4",
+        "os_scaled",
+        backend="xen-pv",
+        published=0.03,
+        low=0.01,
+        high=0.09,
+        os_share=0.07,
+    )
+    native = {
+        "slowdown": 1.0,
+        "cycles": 1000,
+        "cpi_user": 1.0,
+        "guest_instructions": {"user": 500, "kernel": 400},
+    }
+    row = _one(c, {}, {"native": native, "xen-pv": {"slowdown": 1.2}})
+    assert row.predicted == pytest.approx(0.028) and row.agree
+    assert not _one(c, {}, {"native": native, "xen-pv": {"slowdown": 2.0}}).agree
 
 
 @pytest.fixture(scope="module")
