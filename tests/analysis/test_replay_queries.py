@@ -60,7 +60,7 @@ def test_cost_by_group(replayed_trace: Path) -> None:
     for r in got:
         n, cyc, nat = expect[r["backend"], r["group"]]
         assert (r["events"], r["cycles"], r["native_cycles"]) == (n, cyc, nat)
-        assert r["ratio"] == pytest.approx(cyc / nat if nat else None)
+        assert r["interface_ratio"] == pytest.approx(cyc / nat if nat else None)
         assert r["share"] == pytest.approx(cyc / totals[r["backend"]])
 
 
