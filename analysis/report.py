@@ -390,12 +390,22 @@ def _whole_run_section(data: ReportData) -> str:
             )
         )
     table = _table(
-        ["trace", "backend", "whole-run (est.)", "interface", "guest", "TLB refills", "table"],
+        [
+            "trace",
+            "backend",
+            "whole-run (est.)",
+            "on estimates",
+            "interface",
+            "guest",
+            "TLB refills",
+            "table",
+        ],
         [
             [
                 r["trace"],
                 r["backend"],
                 _ratio(r["whole_run_slowdown"]),
+                _pct(r.get("whole_run_estimate_share")),
                 _ratio(r["interface_ratio"]),
                 r["guest_cycles"],
                 r["tlb_refills"],
@@ -404,6 +414,27 @@ def _whole_run_section(data: ReportData) -> str:
             for r in rows
         ],
     )
+    heavy = sorted(
+        (r for r in rows if (r.get("whole_run_estimate_share") or 0) >= 0.5),
+        key=lambda r: (-r["whole_run_estimate_share"], r["trace"], r["backend"]),
+    )
+    many = len({r["trace"] for r in rows}) > 1
+
+    def _heavy(r: dict[str, Any]) -> str:
+        where = f" on {r['trace']}" if many else ""
+        return f"{_pct(r['whole_run_estimate_share'])} of {r['backend']}'s{where}"
+
+    mostly = ""
+    if heavy and len(heavy) == len(rows):
+        lo, hi = (_pct(heavy[i]["whole_run_estimate_share"]) for i in (-1, 0))
+        span = hi if lo == hi else f"{lo} to {hi}"
+        mostly = f" Every backend's whole-run cycles rest mostly on estimates ({span})"
+    elif heavy:
+        mostly = (
+            f" Resting mostly on estimates: {', '.join(_heavy(r) for r in heavy)} whole-run cycles"
+        )
+    if heavy:
+        mostly += f": see pvscope costs show {heavy[0]['cost_table']}."
     return _section(
         title,
         "whole_run",
@@ -412,7 +443,9 @@ def _whole_run_section(data: ReportData) -> str:
         "instructions (from virtual time, split by privilege level) at the table's CPI, plus "
         "the TLB refills the recorder measured at the table's page-walk cost (two-dimensional "
         "on nested paging). The interface ratio beside it counts the events alone. Not "
-        "charged: TLB flushes from a VMM's own world switches, cache effects.",
+        "charged: TLB flushes from a VMM's own world switches, cache effects. \"On "
+        'estimates" is the share of the whole-run cycles priced by numbers the cost table '
+        "marks as estimates rather than sourced or measured." + mostly,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from replayer import backends, costs, engine, results
+from replayer.engine import provenance
 from replayer.trace import Trace, load
 
 REPLAY_DIR = "replay"
@@ -39,6 +40,7 @@ def _group(ids: list[int]) -> list[dict[str, Any]]:
     out = []
     for i in ids:
         r = engine.replay(tr, runs[i], table)
+        provenance.add_estimate_share(r)
         results.write(r, root)
         out.append(r.summary)
     return out
@@ -76,6 +78,10 @@ def replay_trace(
     the later ones reusing it): a run's results do not depend on where it ran.
     ``progress(label, events_done)`` is called as each run goes (in worker processes,
     only when a run is done).
+
+    Each run as designed is replayed a second time under the table masked to its
+    estimates, for the share of its cycles that rests on them (``estimate_share``, and
+    ``whole_run.estimate_share``; :mod:`replayer.engine.provenance`; null for ablations).
     """
     global _SHARED
     tr = trace if isinstance(trace, Trace) else load(Path(trace))
@@ -113,6 +119,7 @@ def replay_trace(
                     progress(_label, k)
 
             r = engine.replay(tr, runs[i], table, progress=cb)
+            provenance.add_estimate_share(r)
             results.write(r, root)
             done[i] = r.summary
     return [done[i] for i in range(len(runs))]

@@ -41,8 +41,40 @@ def _line(s: dict[str, Any]) -> str:
     slow = s["whole_run"]["slowdown"]
     whole = "-" if slow is None else f"{slow:.2f}×"
     return (
-        f"{s['backend']:<32} {whole:>9} {rel:>9} {s['exits']:>9} {s['hypercalls']:>10} "
+        f"{s['backend']:<32} {whole:>9} {_share(s['whole_run'].get('estimate_share')):>5} "
+        f"{rel:>9} {s['exits']:>9} {s['hypercalls']:>10} "
         f"{s['traps']:>9} {s['batch_flushes']:>8} {s['violations']:>10}  {where}"
+    )
+
+
+def _share(v: float | None) -> str:
+    """An estimate share as a whole percentage (``-`` where not computed)."""
+    return "-" if v is None else f"{v:.0%}"
+
+
+#: A run whose whole-run cycles rest this much or more on estimates gets a footer line.
+ESTIMATE_WARN = 0.5
+
+
+def _estimate_footer(summaries: list[dict[str, Any]], spec: str) -> str | None:
+    """One line naming the run whose whole-run total rests most on estimates, if it is at
+    least :data:`ESTIMATE_WARN` (and how many more are); ``spec`` is ``--costs`` as given."""
+    heavy = sorted(
+        (
+            (s["whole_run"]["estimate_share"], s["backend"])
+            for s in summaries
+            if (s["whole_run"].get("estimate_share") or 0) >= ESTIMATE_WARN
+        ),
+        key=lambda x: (-x[0], x[1]),
+    )
+    if not heavy:
+        return None
+    share, label = heavy[0]
+    more = len(heavy) - 1
+    also = f" (and {more} more run{'s' if more > 1 else ''} at {ESTIMATE_WARN:.0%} or more)"
+    return (
+        f"{share:.0%} of {label}'s whole-run cycles rest on estimates{also if more else ''}: "
+        f"see pvscope costs show {spec}"
     )
 
 
@@ -102,7 +134,8 @@ def replay(
         click.echo(json.dumps(summaries, indent=1, sort_keys=True))
     else:
         click.echo(
-            f"{'backend':<32} {'whole-run':>9} {'interface':>9} {'exits':>9} {'hypercalls':>10} "
+            f"{'backend':<32} {'whole-run':>9} {'est.':>5} {'interface':>9} {'exits':>9} "
+            f"{'hypercalls':>10} "
             f"{'traps':>9} {'flushes':>8} {'violations':>10}  first divergence"
         )
         for s in summaries:
@@ -111,8 +144,12 @@ def replay(
         click.echo(
             "whole-run: estimated slowdown over native on the same work (the guest's own "
             "instructions at the table's CPI, measured TLB refills); interface: the events' "
-            "cycles over native's"
+            "cycles over native's; est.: the share of the whole-run cycles priced by "
+            "estimates in the cost table (- for ablations: read the parent's)"
         )
+        footer = _estimate_footer(summaries, costs_spec)
+        if footer:
+            click.echo(footer)
         click.echo(f"results in {where}  (cost table {table.name}, sha256 {table.sha256[:12]})")
     if any(s["violations"] for s in summaries):
         ctx.exit(EXIT_VIOLATIONS)

@@ -8,7 +8,9 @@
 * ``interrupts.parquet`` -- per recorded interrupt: when raised, when the backend
   delivers it, latency in events and virtual time, status;
 * ``groups.parquet``     -- per hook group: events, cycles, native cycles, counters;
-* ``summary.parquet``    -- one row (the ``summary`` view);
+* ``summary.parquet``    -- one row (the ``summary`` view); ``estimate_share`` and
+  ``whole_run_estimate_share`` (the shares of the interface and whole-run cycles priced
+  by estimates, ``replayer.engine.provenance``) are null for ablations;
 * ``costs.parquet``      -- the cost table used, with every number's source;
 * ``manifest.json``      -- the trace (name, events sha256), backend, ablation, cost
   table (name, origin, sha256) and the summary.
@@ -136,9 +138,11 @@ def summary_table(r: RunResult) -> pa.Table:
         "cycles": pa.array([s["cycles"]], pa.uint64()),
         "native_cycles": pa.array([s["native_cycles"]], pa.uint64()),
         "interface_ratio": pa.array([s["interface_ratio"]], pa.float64()),
+        "estimate_share": pa.array([s.get("estimate_share")], pa.float64()),
     }
     w = s["whole_run"]
     row["whole_run_slowdown"] = pa.array([w["slowdown"]], pa.float64())
+    row["whole_run_estimate_share"] = pa.array([w.get("estimate_share")], pa.float64())
     row["whole_run_cycles"] = pa.array([w["cycles"]], pa.uint64())
     row["native_whole_run_cycles"] = pa.array([w["native_cycles"]], pa.uint64())
     row["guest_cycles"] = pa.array([w["guest_cycles"]], pa.uint64())

@@ -70,7 +70,9 @@ def summarize(r: RunResult) -> dict[str, Any]:
         "cycles": cyc,
         "native_cycles": nat,
         "interface_ratio": round(cyc / nat, 6) if nat else None,
-        "whole_run": whole_run(r),
+        # filled by replayer.engine.provenance after the replay (null where not computed)
+        "estimate_share": None,
+        "whole_run": whole_run(r) | {"estimate_share": None},
         "exits": int(r.exits.sum()),
         "hypercalls": int(r.hypercalls.sum()),
         "traps": int(r.traps.sum()),

@@ -89,6 +89,18 @@ def test_ablation_matrix(replayed_trace: Path) -> None:
     assert not got["vmi-without-irq-none"]["correct"]
 
 
+def test_whole_run_has_the_estimate_share(replayed_trace: Path) -> None:
+    got = {r["run"]: r for r in run(replayed_trace, "whole_run")}
+    assert set(got) == set(runs(replayed_trace))
+    for label, d in runs(replayed_trace).items():
+        w = json.loads((d / "manifest.json").read_text())["summary"]["whole_run"]
+        share = got[label]["whole_run_estimate_share"]
+        assert share == w["estimate_share"]
+        # the backends as designed have one, in [0, 1]; ablations do not
+        assert (share is None) == (got[label]["without"] is not None)
+        assert share is None or 0.0 <= share <= 1.0
+
+
 def test_violations_and_first_divergence(replayed_trace: Path) -> None:
     expect = {}
     for label, d in runs(replayed_trace).items():
