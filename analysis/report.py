@@ -238,14 +238,15 @@ def comparison(data: ReportData, console: Any) -> None:
     many = len({r["trace"] for r in rows}) > 1
     t = Table(
         title="backends and ablations compared (whole-run: estimated slowdown over native on "
-        "the same work; interface: the events' cycles over native's)",
+        "the same work; on est.: its share priced by estimated numbers; interface: the "
+        "events' cycles over native's)",
         title_justify="left",
         title_style="bold",
         header_style="bold",
     )
     cols = ["trace"] if many else []
     cols += ["backend", "without", "fallback", "correct", "violations", "first"]
-    cols += ["whole-run", "interface"]
+    cols += ["whole-run", "on est.", "interface"]
     cols += ["exits/kinsn", "hcalls/kinsn", "traps/kinsn"]
     for c in cols:
         t.add_column(c, justify="left" if c in _LEFT else "right", no_wrap=True)
@@ -272,6 +273,7 @@ def comparison(data: ReportData, console: Any) -> None:
             _cell(r.get("violations")),
             first,
             _ratio(r.get("whole_run_slowdown")),
+            _pct(r.get("whole_run_estimate_share")),
             _ratio(r.get("interface_ratio")),
             *(_cell(e[k]) if e else "-" for k in _KINSN),
         )
@@ -373,8 +375,8 @@ def _whole_run_section(data: ReportData) -> str:
             key=lambda r: (r["backend"] != "native", r["whole_run_slowdown"] or 0, r["backend"]),
         )
         series: dict[str, Sequence[float]] = {
-            "interface (events)": [float(r["interface_cycles"] or 0) / 1e6 for r in mine],
-            "guest instructions": [float(r["guest_cycles"] or 0) / 1e6 for r in mine],
+            "events": [float(r["interface_cycles"] or 0) / 1e6 for r in mine],
+            "guest code": [float(r["guest_cycles"] or 0) / 1e6 for r in mine],
             "TLB refills": [float(r["tlb_cycles"] or 0) / 1e6 for r in mine],
         }
         head = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
@@ -396,7 +398,7 @@ def _whole_run_section(data: ReportData) -> str:
             "whole-run (est.)",
             "on estimates",
             "interface",
-            "guest",
+            "guest cycles",
             "TLB refills",
             "table",
         ],

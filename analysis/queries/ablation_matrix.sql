@@ -5,7 +5,8 @@
 -- interface cycles and their ratio to what native spends on the same events
 -- (interface_ratio), and the estimated whole-run slowdown over native on the same work
 -- (whole_run_slowdown: the guest's own instructions at the cost table's CPI and the
--- measured TLB refills added to both sides; an estimate).
+-- measured TLB refills added to both sides; an estimate) with the share of its cycles
+-- priced by estimated numbers (whole_run_estimate_share; backends as designed only).
 -- needs: summary
 SELECT
     trace,
@@ -19,6 +20,7 @@ SELECT
     first_seq,
     cycles,
     cycles / nullif(native_cycles, 0) AS interface_ratio,
-    whole_run_slowdown
+    whole_run_slowdown,
+    whole_run_estimate_share
 FROM summary
 ORDER BY trace, base, without NULLS FIRST, fallback;
