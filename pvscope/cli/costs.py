@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -45,16 +46,73 @@ def list_cmd(as_json: bool) -> None:
 @costs_group.command("show")
 @click.argument("table")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def show_cmd(table: str, as_json: bool) -> None:
+@click.option(
+    "--replay",
+    "replay_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="a replay results directory: also the share of each run's cycles priced by "
+    "this table's estimates",
+)
+def show_cmd(table: str, as_json: bool, replay_dir: Path | None) -> None:
     """every primitive and guest parameter of TABLE (a preset or a TOML file) with its
     cycles, provenance and citation or reasoning."""
     from replayer import costs
 
     t = costs.load(table)
+    shares = None if replay_dir is None else replay_shares(t, replay_dir)
     if as_json:
-        click.echo(json.dumps(document(t), indent=1))
+        doc = document(t)
+        if shares is not None:
+            doc["replay_shares"] = shares
+        click.echo(json.dumps(doc, indent=1))
         return
     click.echo(render(t, _width()), nl=False)
+    if shares is not None:
+        click.echo(f"share of each run's cycles priced by estimates ({replay_dir}):")
+        for r in shares:
+            whole, iface = r["whole_run_estimate_share"], r["estimate_share"]
+            if whole is None:
+                why = "an ablation: not computed" if r["ablation"] else "not in these results"
+                click.echo(f"  {r['run']:<32} -  ({why})")
+            else:
+                click.echo(
+                    f"  {r['run']:<32} {100 * whole:5.1f}% of the whole-run estimate, "
+                    f"{100 * iface:5.1f}% of the interface cycles"
+                )
+
+
+def replay_shares(t: CostTable, results: Path) -> list[dict[str, Any]]:
+    """Per run of a results directory replayed under ``t``: the estimate shares its
+    summary holds.  A directory replayed under another table is a usage error."""
+    import pyarrow.parquet as pq
+
+    from pvscope.errors import UsageError
+
+    if not results.is_dir():
+        raise UsageError(f"{results}: no such replay results directory")
+    rows = []
+    for d in sorted(results.glob("backend=*")):
+        f = d / "summary.parquet"
+        if not f.is_file():
+            continue
+        s = pq.read_table(f).to_pylist()[0]
+        if s["cost_sha256"] != t.sha256:
+            raise UsageError(
+                f"{results}: {d.name} was replayed under cost table {s['cost_table']!r} "
+                f"({s['cost_sha256'][:12]}), not {t.name!r} ({t.sha256[:12]})"
+            )
+        rows.append(
+            {
+                "run": d.name.removeprefix("backend="),
+                "ablation": s.get("without") is not None,
+                "estimate_share": s.get("estimate_share"),
+                "whole_run_estimate_share": s.get("whole_run_estimate_share"),
+            }
+        )
+    if not rows:
+        raise UsageError(f"{results}: no replay results in this directory")
+    return rows
 
 
 def document(t: CostTable) -> dict[str, Any]:

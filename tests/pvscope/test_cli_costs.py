@@ -122,3 +122,27 @@ def test_an_unknown_table_is_a_usage_error_exit_2() -> None:
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("pvscope: error: unknown cost table 'pentium9'")
     assert r.stderr.count("\n") == 1
+
+
+def test_show_with_a_replay_gives_each_runs_estimate_share(tmp_path: Path) -> None:
+    from recorder.record import record
+    from replayer import api, backends
+
+    trace = tmp_path / "t"
+    record("pvcall", trace, scale=300)
+    runs = backends.resolve("native,xen-pv") + backends.resolve("xen-pv", "irq", "trap")
+    summaries = api.replay_trace(trace, runs, costs.load("p4"), tmp_path / "r")
+    r = invoke("costs", "show", "p4", "--replay", str(tmp_path / "r"), "--json")
+    assert r.exit_code == 0, r.output
+    shares = {s["run"]: s for s in json.loads(r.stdout)["replay_shares"]}
+    for s in summaries:
+        got = shares[s["backend"]]
+        assert got["estimate_share"] == s["estimate_share"]
+        assert got["whole_run_estimate_share"] == s["whole_run"]["estimate_share"]
+    assert shares["xen-pv-without-irq-trap"]["whole_run_estimate_share"] is None
+    assert 0 < shares["xen-pv"]["whole_run_estimate_share"] < 1
+    text = invoke("costs", "show", "p4", "--replay", str(tmp_path / "r")).output
+    assert "xen-pv" in text and "an ablation: not computed" in text
+    bad = invoke("costs", "show", "nehalem", "--replay", str(tmp_path / "r"))
+    assert bad.exit_code == 2 and "replayed under cost table 'p4'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
