@@ -333,6 +333,7 @@ class Machine:
         # recorder reads without a call into unicorn (writes that could hit code still go
         # through unicorn, which invalidates translated blocks)
         self.ram = _HostMemory(uc, 0, self.mem_bytes)
+        self._pages = self.ram.u32.reshape(-1, 1024)  # guest RAM as 4 KiB pages of words
         guard = R.RING + R.RING_SIZE
         self.hv = _HostMemory(uc, R.HV_BASE, guard - R.HV_BASE)
         slots = R.RING_SIZE // R.RECORD_SIZE
@@ -1219,15 +1220,17 @@ class Machine:
         tables = tables[(tables + 1) << 12 <= self.mem_bytes]
         user = kernel = glob = 0
         if len(tables):
-            idx = (tables[:, None] << 10) + np.arange(1024, dtype=np.int64)
-            ptes = u32[idx]
-            hit = (ptes & 0x21) == 0x21
-            if hit.any():
-                walked = ptes[hit]
-                user = int(np.count_nonzero(walked & 4))
-                glob = int(np.count_nonzero((walked & 0x104) == 0x100))
-                kernel = len(walked) - user - glob
-                u32[idx[hit]] = walked & np.uint32(~0x20 & 0xFFFFFFFF)
+            pages = self._pages
+            sub = pages[tables]  # one row per page table
+            hit = (sub & 0x21) == 0x21
+            walked = sub[hit]
+            if len(walked):
+                # U (bit 2) and G (bit 8) as a 2-bit class: 0 kernel, 1 and 3 user, 2 global
+                cls = ((walked >> 2) & 1) | ((walked >> 7) & 2)
+                n = np.bincount(cls, minlength=4)
+                user, kernel, glob = int(n[1] + n[3]), int(n[0]), int(n[2])
+                np.bitwise_and(sub, np.uint32(~0x20 & 0xFFFFFFFF), out=sub, where=hit)
+                pages[tables] = sub
         hit_big = (big & 0x20) != 0
         if hit_big.any():
             walked = big[hit_big]
