@@ -733,6 +733,20 @@ NONE_COSTS: dict[str, dict[str, Cost]] = {
 }
 
 
+#: What a requirement guards, as the replay's check families: taking it away with no
+#: fallback may break these and only these.  A kernel running at CPL 0 executes
+#: privileged hooks (privilege); unvirtualized masking or an APIC the hypervisor does
+#: not see changes when interrupts arrive and what the guest reads back (interrupt,
+#: device, result); unnotified page-table changes leave the hypervisor's copy wrong (mmu).
+REQUIREMENT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "cpl": ("privilege",),
+    "irq": ("interrupt", "device", "result"),
+    "ptalloc": ("mmu",),
+    "pteupdate": ("mmu",),
+    "apic": ("interrupt", "device", "result"),
+}
+
+
 @dataclass(frozen=True)
 class Run:
     """One replay to do: a backend, possibly without one requirement and with a fallback."""
@@ -747,6 +761,17 @@ class Run:
         if self.without is None:
             return self.backend.name
         return f"{self.backend.name}-without-{self.without}-{self.fallback}"
+
+    @property
+    def expected_families(self) -> tuple[str, ...]:
+        """Check families this run is designed to fail (empty: it must replay correctly).
+
+        A backend as designed and a ``--fallback trap`` ablation must be correct; a
+        ``--fallback none`` ablation breaks what its requirement guarded
+        (:data:`REQUIREMENT_FAMILIES`), and nothing else."""
+        if self.without is None or self.fallback != "none":
+            return ()
+        return REQUIREMENT_FAMILIES[self.without]
 
     def model(self) -> Backend:
         """The backend row with the ablation's category costs swapped in."""

@@ -35,6 +35,13 @@ def group_codes(trace: Trace) -> tuple[np.ndarray, list[str]]:
     return np.where(trace.hook >= 0, by_hook[hk], by_kind[kd]), names
 
 
+def as_expected(expected: tuple[str, ...], families: dict[str, int]) -> bool:
+    """Whether a run's violations (per family) are what its design predicts: none for a
+    backend as designed or a trap fallback, only its requirement's families otherwise."""
+    broke = {f for f, n in families.items() if n}
+    return broke <= set(expected)
+
+
 def summarize(r: RunResult) -> dict[str, Any]:
     """The JSON-able summary of one replay (deterministic)."""
     run = r.run
@@ -79,6 +86,8 @@ def summarize(r: RunResult) -> dict[str, Any]:
         "batch_flushes": int(r.batch_flushes.sum()),
         "batched": int(r.batched.sum()),
         "violations": len(r.violations),
+        "expected_families": list(run.expected_families),
+        "as_expected": as_expected(run.expected_families, fam),
         "checks": {k: v for k, v in counts.items() if v},
         "families": {k: v for k, v in fam.items() if v},
         "first_divergence": None

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -38,7 +39,9 @@ def test_backends_lists_every_backend_with_its_mechanisms() -> None:
     }
 
 
-def test_a_clean_replay_exits_0_and_a_broken_one_3(synth_path: Path, tmp_path: Path) -> None:
+def test_a_clean_replay_exits_0_and_an_expected_ablation_failure_too(
+    synth_path: Path, tmp_path: Path
+) -> None:
     code, out, exc = _invoke([str(synth_path), "-b", "native,hvm-npt", "-o", str(tmp_path), "-q"])
     assert (code, exc) == (0, None)
     assert "native" in out and "hvm-npt" in out
@@ -46,9 +49,42 @@ def test_a_clean_replay_exits_0_and_a_broken_one_3(synth_path: Path, tmp_path: P
         [str(synth_path), "-b", "xen-pv", "--without", "pteupdate", "--fallback", "none"]
         + ["-o", str(tmp_path), "-q", "--json"]
     )
-    assert code == EXIT_VIOLATIONS and exc is None
+    # with no fallback, page-table updates go unnoticed: mmu violations, as designed
+    assert code == 0 and exc is None
     s = json.loads(out)[0]
     assert s["backend"] == "xen-pv-without-pteupdate-none" and s["families"]["mmu"] > 0
+    assert s["expected_families"] == ["mmu"] and s["as_expected"]
+    code, out, _ = _invoke(
+        [str(synth_path), "-b", "xen-pv", "--without", "pteupdate", "--fallback", "none"]
+        + ["-o", str(tmp_path), "-q"]
+    )
+    assert "expected to fail and did: 1 ablation" in out and "UNEXPECTED" not in out
+
+
+def test_a_violation_the_design_does_not_predict_exits_3(synth_path: Path, tmp_path: Path) -> None:
+    """A read_cr0 result no backend would give: every run, designed or not, is wrong in a
+    way it does not predict."""
+    trace = tmp_path / "t"
+    shutil.copytree(synth_path, trace)
+    events = pq.read_table(trace / "events.parquet")
+    hook = events.column("hook").to_pylist()
+    first = hook.index("read_cr0")
+    result = events.column("result").to_pylist()
+    result[first] = (result[first] or 0) ^ 0x4  # flip CR0.EM
+    i = events.schema.get_field_index("result")
+    events = events.set_column(i, events.schema.field(i), pa.array(result, pa.uint64()))
+    pq.write_table(events, trace / "events.parquet")
+    code, out, exc = _invoke(
+        [str(trace), "-b", "xen-pv", "--without", "cpl", "--fallback", "none"]
+        + ["-q", "-o", str(tmp_path / "r"), "--json"]
+    )
+    # the cpl ablation may break privilege checks, not what the guest reads
+    assert code == EXIT_VIOLATIONS and exc is None
+    s = json.loads(out)[0]
+    assert s["families"]["result"] > 0 and not s["as_expected"]
+    code, out, _ = _invoke([str(trace), "-b", "native", "-q", "-o", str(tmp_path / "r2")])
+    assert code == EXIT_VIOLATIONS
+    assert "UNEXPECTED: native has" in out and "its design allows none" in out
 
 
 def test_results_default_to_the_trace_directory(synth_path: Path, tmp_path: Path) -> None:
@@ -111,7 +147,7 @@ def test_json_summary_has_groups_and_first_divergence(synth_path: Path, tmp_path
         + ["-o", str(tmp_path), "-q", "--json"]
     )
     s = json.loads(out)[0]
-    assert code == EXIT_VIOLATIONS
+    assert code == 0 and s["as_expected"]  # the violations an irq ablation is expected to show
     assert s["first_divergence"]["check"] in ("irq.masked", "result")
     assert {"irq", "mmu", "interrupt"} <= set(s["groups"])
     v = pq.read_table(tmp_path / "backend=lguest-without-irq-none" / "violations.parquet")
