@@ -134,13 +134,14 @@ def query(
 @_one_line_errors
 def report(source: Path, out: Path | None, no_html: bool, quiet: bool, as_json: bool) -> None:
     """summarize a trace or trace set in the terminal and one html file."""
-    from rich.console import Console
 
-    from analysis import output
+    from analysis import output, queries
     from analysis import report as rep
+    from pvscope.progress import Steps
 
-    with Console(stderr=True, quiet=quiet or as_json).status(f"reading {source}"):
-        data = rep.collect(source)
+    planned = 2 + len(rep.TRACE_QUERIES) + sum(q.needs_replay for q in queries.saved())
+    with Steps(f"report {source.name}", planned, "queries", quiet or as_json) as bar:
+        data = rep.collect(source, lambda done, _n, name: bar.update(done, name))
     if as_json:
         import dataclasses
 
@@ -222,8 +223,7 @@ def demo(
         f"{manifest['counts']['instructions']:,} instructions ({manifest['end']['status']})"
     )
     if replays.replayer_available():
-        with err.status("replaying every backend and ablation"):
-            replays.replay_all(trace, trace / "replay")
+        replays.replay_all(trace, trace / "replay", quiet=quiet or as_json)
         err.print(f"replayed into {trace / 'replay'}")
     else:
         err.print("[yellow]the replayer is not available yet: the report covers the trace only[/]")

@@ -154,8 +154,21 @@ def replayer_available() -> bool:
     return True
 
 
-def replay_all(trace: Path, out: Path) -> None:
-    """Replay ``trace`` with every backend and ablation into the results directory ``out``."""
+def replay_all(trace: Path, out: Path, quiet: bool = False) -> None:
+    """Replay ``trace`` with every backend and ablation into the results directory ``out``
+    (progress on a terminal unless ``quiet``)."""
+    from pvscope.progress import Steps
     from replayer.api import golden_summaries
+    from replayer.backends import all_runs
+    from replayer.trace import load
 
-    golden_summaries(trace, out)
+    n = load(trace).n
+    with Steps("replay", len(all_runs()), "runs", quiet) as bar:
+        done: set[str] = set()
+
+        def progress(label: str, k: int) -> None:
+            if k >= n:
+                done.add(label)
+            bar.update(len(done), f"{label}: {k:,} of {n:,} events")
+
+        golden_summaries(trace, out, progress)

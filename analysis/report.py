@@ -9,7 +9,7 @@ styles are inline and plots are SVG drawn by ``analysis.svg``.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -69,12 +69,30 @@ ORDER BY b.trace, b."group", b.bin
 """
 
 
-def collect(path: Path) -> ReportData:
-    """Run the report's queries over a trace or trace set."""
+#: The report's own trace queries (the replay ones are every saved query that needs one).
+TRACE_QUERIES = ("hook_counts", "hot_sites", "irq_latency", "irq_latency_summary", "lazy_batching")
+
+
+def collect(path: Path, progress: Callable[[int, int, str], None] | None = None) -> ReportData:
+    """Run the report's queries over a trace or trace set; ``progress(done, planned,
+    name)`` is called as each starts."""
+    replay_qs = [q for q in queries.saved() if q.needs_replay]
+    planned = 2 + len(TRACE_QUERIES) + len(replay_qs)
+    done = 0
+
+    def step(name: str) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(done, planned, name)
+        done += 1
+
     with Session(path) as s:
 
         def saved(name: str) -> Rows:
+            step(name)
             return s.query(queries.load(name).sql).to_pylist()
+
+        step("traces")
 
         traces = s.query("SELECT * FROM traces ORDER BY trace").to_pylist()
         data = ReportData(
@@ -85,11 +103,10 @@ def collect(path: Path) -> ReportData:
             irq_latency=saved("irq_latency"),
             irq_latency_summary=saved("irq_latency_summary"),
             lazy_batching=saved("lazy_batching"),
-            rate=_rate(s.query(RATE_SQL.format(bins=RATE_BINS)).to_pylist()),
+            rate=_rate(_rate_rows(s, step)),
         )
-        for q in queries.saved():
-            if not q.needs_replay:
-                continue
+        for q in replay_qs:
+            step(q.name)
             if not all(v in s.views for v in q.needs):
                 data.missing.append(q.name)
                 continue
@@ -98,6 +115,11 @@ def collect(path: Path) -> ReportData:
             except QueryError as e:
                 data.missing.append(f"{q.name}: {e}")
     return data
+
+
+def _rate_rows(s: Session, step: Callable[[str], None]) -> Rows:
+    step("hook rate")
+    return s.query(RATE_SQL.format(bins=RATE_BINS)).to_pylist()
 
 
 def _rate(rows: Rows) -> dict[str, tuple[list[float], dict[str, list[float]]]]:

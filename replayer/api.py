@@ -125,9 +125,11 @@ def replay_trace(
     return [done[i] for i in range(len(runs))]
 
 
-def golden_summaries(trace: Path, out: Path) -> dict[str, dict[str, Any]]:
+def golden_summaries(
+    trace: Path, out: Path, progress: Callable[[str, int], None] | None = None
+) -> dict[str, dict[str, Any]]:
     """Replay a trace with every backend and ablation (default cost table) into ``out``;
     each one's summary by backend label (what ``pvscope golden`` keeps)."""
     table = costs.load(costs.DEFAULT_PRESET)
-    sums = replay_trace(Path(trace), backends.all_runs(), table, out)
+    sums = replay_trace(Path(trace), backends.all_runs(), table, out, progress=progress)
     return {s["backend"]: s for s in sums}

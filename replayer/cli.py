@@ -15,25 +15,11 @@ from typing import Any
 
 import click
 
+from pvscope.progress import Steps
 from replayer import api, backends, costs
 from replayer.trace import load
 
 EXIT_VIOLATIONS = 3
-
-
-def _progress(quiet: bool, total: int) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("replay {task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=quiet,
-        transient=True,
-    )
 
 
 def _line(s: dict[str, Any]) -> str:
@@ -148,14 +134,13 @@ def replay(
     runs = backends.resolve(backend, without, fallback)
     table = costs.load(costs_spec)
     tr = load(trace)
-    total = max(tr.n, 1)
-    with _progress(quiet, total) as bar:
-        tasks: dict[str, Any] = {}
+    with Steps("replay", len(runs), "runs", quiet or as_json) as bar:
+        done: set[str] = set()
 
         def progress(label: str, k: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=k)
+            if k >= tr.n:
+                done.add(label)
+            bar.update(len(done), f"{label}: {k:,} of {tr.n:,} events")
 
         summaries = api.replay_trace(tr, runs, table, out, progress=progress)
     if as_json:

@@ -85,10 +85,11 @@ def record(
     as_json: bool,
 ) -> None:
     """run a guest on the emulated pc and record every hook call."""
+    from pvscope.progress import wanted
     from recorder.record import record as do_record
 
     progress = None
-    if not quiet and not as_json:
+    if wanted(quiet or as_json):
         progress = _progress_bar(f"recording {guest}")
     try:
         manifest = do_record(
@@ -123,25 +124,36 @@ def record(
 
 
 class _progress_bar:
-    """A rich progress line on stderr: instructions retired and events logged."""
+    """A rich progress line on stderr: instructions retired and events logged, and how
+    fast (a terminal only)."""
 
     def __init__(self, what: str) -> None:
+        import time
+
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        self.clock = time.monotonic
+        self.start = self.clock()
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
-            TextColumn("{task.fields[insns]:>14,} insns  {task.fields[events]:>12,} events"),
+            TextColumn(
+                "{task.fields[events]:>11,} events {task.fields[erate]:>5,.0f} k/s  "
+                "{task.fields[rate]:>5.1f} M insns/s"
+            ),
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=True,
         )
-        self.task = self.progress.add_task(what, insns=0, events=0)
+        self.task = self.progress.add_task(what, insns=0, events=0, rate=0.0, erate=0.0)
         self.progress.start()
 
     def update(self, insns: int, events: int) -> None:
-        self.progress.update(self.task, insns=insns, events=events)
+        dt = max(self.clock() - self.start, 1e-9)
+        self.progress.update(
+            self.task, insns=insns, events=events, rate=insns / dt / 1e6, erate=events / dt / 1e3
+        )
 
     def close(self) -> None:
         self.progress.stop()

@@ -19,7 +19,7 @@ from tests.analysis.conftest import replay
 def test_demo_records_replays_compares_and_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def some_runs(trace: Path, out: Path) -> None:
+    def some_runs(trace: Path, out: Path, quiet: bool = False) -> None:
         # the tests' subset of runs, to keep this quick; demo itself replays all of them
         assert out == trace / "replay"
         replay(trace)
