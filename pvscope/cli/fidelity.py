@@ -111,7 +111,7 @@ def _print(rows: list[Any]) -> None:
         show_lines=True,
     )
     for col, kw in (
-        ("claim", {"ratio": 3}),
+        ("claim", {"ratio": 4}),
         ("source", {"ratio": 2}),
         ("checked on", {"no_wrap": True}),
         ("published", {"justify": "right"}),
@@ -119,10 +119,13 @@ def _print(rows: list[Any]) -> None:
         ("agree", {"no_wrap": True}),
     ):
         t.add_column(col, **kw)
+    notes: dict[str, int] = {}
     for r in rows:
         c = r.claim
         verdict = "[green]yes[/]" if r.agree else ("[yellow]no, why:[/]" if r.ok else "[red]NO[/]")
         claim = f"[bold]{c.id}[/]: {c.claim}" + (f"\n[yellow]why:[/] {c.why}" if c.why else "")
+        if c.note:
+            claim += f" [dim](note {notes.setdefault(c.note, len(notes) + 1)})[/]"
         t.add_row(
             claim,
             c.source,
@@ -132,6 +135,8 @@ def _print(rows: list[Any]) -> None:
             verdict,
         )
     console.print(t)
+    for text, n in notes.items():
+        console.print(f"note {n}: {text}.")
     agree = sum(r.agree for r in rows)
     explained = sum(r.ok and not r.agree for r in rows)
     console.print(
