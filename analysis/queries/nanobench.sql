@@ -35,22 +35,38 @@ ops AS (
     WHERE phase_id <> 0
     GROUP BY trace, phase_id
 ),
-tagged AS (
-    SELECT e.trace, e.kind::VARCHAR AS kind, coalesce(m.phase_id, 0) AS phase_id
-    FROM events AS e
+marked AS (
+    SELECT DISTINCT trace FROM markers
+),
+-- the events of traces with phase markers only, materialized first: the as-of join
+-- below would otherwise sort every trace's events (gigabytes on a 10 M-event trace)
+ev AS MATERIALIZED (
+    SELECT trace, seq, kind
+    FROM events
+    WHERE trace IN (SELECT trace FROM marked) AND NOT (kind = 'guest' AND arg0 = 4)
+),
+counted AS (
+    -- each event takes the phase of the last marker before it
+    SELECT e.trace, coalesce(m.phase_id, 0) AS phase_id, e.kind, count(*) AS events
+    FROM ev AS e
     ASOF LEFT JOIN markers AS m ON e.trace = m.trace AND e.seq >= m.seq
-    WHERE NOT (e.kind = 'guest' AND e.arg0 = 4)
+    GROUP BY ALL
+    UNION ALL
+    -- any other trace is phase 0 throughout: counted without a join
+    SELECT trace, 0, kind, count(*)
+    FROM events
+    WHERE trace NOT IN (SELECT trace FROM marked)
+    GROUP BY ALL
 )
 SELECT
-    t.trace,
-    t.phase_id,
-    coalesce(n.phase, 'phase ' || t.phase_id::VARCHAR) AS phase,
+    c.trace,
+    c.phase_id,
+    coalesce(n.phase, 'phase ' || c.phase_id::VARCHAR) AS phase,
     o.operations,
-    t.kind,
-    count(*) AS events,
-    count(*) / o.operations AS events_per_op
-FROM tagged AS t
+    c.kind::VARCHAR AS kind,
+    c.events,
+    c.events / o.operations AS events_per_op
+FROM counted AS c
 LEFT JOIN names AS n USING (phase_id)
 LEFT JOIN ops AS o USING (trace, phase_id)
-GROUP BY t.trace, t.phase_id, n.phase, o.operations, t.kind
-ORDER BY t.trace, t.phase_id, events DESC, t.kind;
+ORDER BY c.trace, c.phase_id, c.events DESC, kind;
