@@ -98,6 +98,8 @@ def rich_table(table: pa.Table, title: str | None = None, limit: int = TABLE_ROW
 def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through a temporary sibling and rename it into place."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; give a file name")
     parent = path.absolute().parent
     if not parent.is_dir():
         raise UsageError(f"{parent}: no such directory")
@@ -110,6 +112,9 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(f)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UsageError(f"{path}: cannot write it ({e.strerror})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

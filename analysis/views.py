@@ -236,6 +236,8 @@ def replay_files(trace: Trace) -> dict[str, list[Path]]:
     if not root.is_dir():
         return found
     for p in sorted(root.rglob("*.parquet")):
+        if any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue  # a replay's temporaries (being written, or left by a killed one)
         stem = re.sub(r"[-_]\d+$", "", p.stem)
         view = REPLAY_VIEWS.get(stem, stem)
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", view) or view in schema.TABLES:

@@ -761,6 +761,11 @@ class Machine:
         )
         return False
 
+    def interrupt(self, reason: str) -> None:
+        """End the run at the next instruction boundary, ``interrupted`` (from a signal
+        handler: it only sets the stop and asks unicorn to stop)."""
+        self._stop(Stop("interrupted", reason))
+
     def _stop(self, stop: Stop) -> None:
         if self.stop is None:
             self.stop = stop

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import unicorn
 
 from pvscope import __version__, schema
-from pvscope.errors import GuestError, UsageError
+from pvscope.errors import GuestError, PvscopeError, UsageError
 from pvscope.hooks import ABI
 from recorder.elf import load_image
 from recorder.guests import GUESTS, resolve
@@ -63,6 +67,10 @@ def record(
         raise UsageError(f"--scale must be positive, not {scale}")
     if not 16 <= mem_mib <= 1024:
         raise UsageError(f"--mem must be between 16 and 1024 MiB, not {mem_mib}")
+    if not 0 <= seed < 1 << 32:
+        raise UsageError(
+            f"--seed must be between 0 and 2**32 - 1 (the ROM's 32-bit word), not {seed}"
+        )
     if not 100 <= quantum <= 200_000:
         raise UsageError(f"--quantum must be between 100 and 200000 instructions, not {quantum}")
     check_output(out, force)
@@ -89,7 +97,8 @@ def record(
             )
         except Stop as s:
             raise GuestError(f"{path}: {s.reason}") from None
-        result = machine.run()
+        with _signals_end_the_run(machine):
+            result = machine.run()
         if result.hook_calls == 0 and result.status not in ("complete", "interrupted"):
             raise GuestError(
                 f"{path}: the guest never found the ROM (no hook call before it stopped: "
@@ -113,7 +122,7 @@ def record(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
-        _replace(tmp, out)
+        _replace(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -121,13 +130,51 @@ def record(
     return manifest
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished trace into place, replacing an old one only at the last moment."""
-    if out.exists():
+def _replace(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished trace into place, replacing an old one only at the last moment
+    and only with ``force``.  Without it, a trace that appeared at ``out`` while this one
+    was recorded (another ``record`` to the same place) is left alone and this one is
+    kept beside it, said in one line."""
+    if force and out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.rename(out, old)
         os.rename(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
+        return
+    try:
+        os.rename(tmp, out)  # fails on a non-empty directory: never replaces a trace
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        kept = out.with_name(f"{out.name}.{os.getpid()}")
+        os.rename(tmp, kept)
+        raise PvscopeError(
+            f"{out}: appeared while recording (another record to the same place?); "
+            f"not replaced without --force; this recording is kept as {kept}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _signals_end_the_run(machine: Machine) -> Iterator[None]:
+    """While recording, SIGINT (Ctrl-C) and SIGTERM end the run at the next instruction
+    boundary -- the handler only sets the machine's stop, never raises inside a unicorn
+    callback -- so the trace is written whole, ``interrupted``, and no temporary
+    directory is left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    why = {
+        signal.SIGINT: "interrupted by the user (Ctrl-C)",
+        signal.SIGTERM: "terminated (SIGTERM)",
+    }
+
+    def handler(signum: int, frame: Any) -> None:
+        machine.interrupt(why[signal.Signals(signum)])
+
+    old = {s: signal.signal(s, handler) for s in why}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pvscope.errors import PvscopeError
 from replayer import backends, costs, engine, results
 from replayer.engine import provenance
 from replayer.trace import Trace, load
@@ -83,9 +86,41 @@ def replay_trace(
     estimates, for the share of its cycles that rests on them (``estimate_share``, and
     ``whole_run.estimate_share``; :mod:`replayer.engine.provenance`; null for ablations).
     """
-    global _SHARED
     tr = trace if isinstance(trace, Trace) else load(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
+    with _exclusive(root):
+        return _replay_runs(tr, runs, table, root, progress, jobs)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold the results directory for one replay at a time (a lock on the directory
+    itself: no file left in it): a second writer fails in one line instead of mixing its
+    runs, or its cost table, into the first's."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PvscopeError(
+                f"{root}: another replay is writing these results; wait for it or give another -o"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _replay_runs(
+    tr: Trace,
+    runs: list[backends.Run],
+    table: costs.CostTable,
+    root: Path,
+    progress: Callable[[str, int], None] | None,
+    jobs: int | None,
+) -> list[dict[str, Any]]:
+    """:func:`replay_trace` under the results directory's lock."""
+    global _SHARED
     if jobs is None:
         jobs = default_jobs()
     groups = _groups(runs, table)

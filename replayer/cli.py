@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from pvscope.errors import UsageError
 from pvscope.progress import Steps
 from replayer import api, backends, costs
 from replayer.trace import load
@@ -133,6 +134,11 @@ def replay(
     requirement's checks)."""
     runs = backends.resolve(backend, without, fallback)
     table = costs.load(costs_spec)
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out}: exists and is not a directory")
+        if not out.absolute().parent.is_dir():
+            raise UsageError(f"{out.absolute().parent}: no such directory")
     tr = load(trace)
     with Steps("replay", len(runs), "runs", quiet or as_json) as bar:
         done: set[str] = set()

@@ -49,6 +49,9 @@ from pathlib import Path
 from pvscope.errors import PvscopeError, UsageError
 
 PRESET_DIR = Path(__file__).parent / "costs"
+#: No primitive or guest parameter costs more than this: it keeps every sum a replay
+#: makes (events x cycles) well inside 64 bits.
+MAX_CYCLES = 1_000_000_000
 #: Where a number comes from: exactly one per primitive.
 PROVENANCE = ("source", "measured", "estimate")
 DEFAULT_PRESET = "p4"
@@ -304,6 +307,11 @@ def _entries(
             raise CostTableError(f"{where}: {what} {name!r}: cycles must be a number")
         if c < 0:
             raise CostTableError(f"{where}: {what} {name!r}: negative cost {c}")
+        if c > MAX_CYCLES:
+            raise CostTableError(
+                f"{where}: {what} {name!r}: {c:g} cycles is beyond any plausible cost "
+                f"(at most {MAX_CYCLES:,}: a second of a 1 GHz CPU)"
+            )
         given = [k for k in PROVENANCE if entry.get(k) is not None]
         if len(given) != 1:
             raise CostTableError(

@@ -23,7 +23,9 @@ cost table give the same bytes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +210,14 @@ def write(r: RunResult, root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     name = f"backend={r.run.label}"
     final = root / name
-    tmp = root / f".tmp-{name}"
-    old = root / f".old-{name}"
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    tmp.mkdir()
+    # names of our own: a replay killed mid-write leaves its temporaries, never another's
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}.", dir=root))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
+    old = root / f".old-{name}.{os.getpid()}"
+    if old.exists():
+        shutil.rmtree(old)
     try:
         _write(events_table(r), tmp / "events.parquet")
         _write(violations_table(r), tmp / "violations.parquet")

@@ -126,3 +126,11 @@ def test_diff_one_changed_argument(golden_trace: Path, tmp_path: Path) -> None:
 def test_diff_bad_input(golden_trace: Path, tmp_path: Path) -> None:
     r = invoke(diff, golden_trace, tmp_path / "nope")
     assert r.exit_code == 2 and "no such" in r.output
+
+
+def test_report_to_a_directory_is_one_line(tmp_path: Path, small_trace: Path) -> None:
+    from pvscope.cli import main as cli
+
+    r = CliRunner().invoke(cli, ["report", str(small_trace), "-o", str(tmp_path), "-q"])
+    assert r.exit_code == 2
+    assert "is a directory; give a file name" in r.output and "Traceback" not in r.output

@@ -500,3 +500,61 @@ def test_interrupt_raised_k_before_an_unmask_is_delivered_there_with_latency_k(
     assert irq[4] | irq[5] << 32 == raise_[6]  # the interrupt names its exact raise
     k = irq[6] - raise_[6]
     assert k == irq[6] - (arm[6] + delay) and k % 10_000 != 0 and k > 2 * spin + 1 - delay
+
+
+@pytest.mark.parametrize("seed", [-1, 1 << 32, 1 << 64])
+def test_a_seed_beyond_the_roms_32_bit_word_is_refused(tmp_path: Path, seed: int) -> None:
+    from pvscope.errors import UsageError
+
+    with pytest.raises(UsageError, match="--seed must be between 0 and 2\\*\\*32 - 1"):
+        record("pvcall", tmp_path / "t", scale=10, seed=seed)
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_trace_that_appears_while_recording_is_not_replaced(tmp_path: Path) -> None:
+    """Two records to one place without --force: the second neither replaces the first nor
+    loses its own trace."""
+    from pvscope.errors import PvscopeError
+
+    out = tmp_path / "t"
+
+    def other_record_lands(insns: int, events: int) -> None:
+        if not out.exists():
+            out.mkdir()
+            (out / "manifest.json").write_text("{}")
+
+    with pytest.raises(PvscopeError, match="appeared while recording") as e:
+        record("pvcall", out, scale=300, on_progress=other_record_lands)
+    assert (out / "manifest.json").read_text() == "{}"
+    kept = Path(str(e.value).rsplit("kept as ", 1)[1])
+    assert (kept / "events.parquet").is_file() and json.loads((kept / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_ends_the_recording_with_a_whole_interrupted_trace(
+    tmp_path: Path, sig: str
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "t"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pvscope", "record", "-g", "fork", "-o", str(out), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not any(tmp_path.glob(".t.*.tmp/*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # well into the run
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and "Traceback" not in err, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["end"]["status"] == "interrupted"
+    assert ("SIGTERM" if sig == "SIGTERM" else "Ctrl-C") in m["end"]["reason"]
+    assert pq.read_table(out / "events.parquet").num_rows == m["counts"]["events"] > 0
+    assert [x.name for x in tmp_path.iterdir()] == ["t"]  # no temporary left behind

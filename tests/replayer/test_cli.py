@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,52 @@ def test_json_summary_has_groups_and_first_divergence(synth_path: Path, tmp_path
     assert {"irq", "mmu", "interrupt"} <= set(s["groups"])
     v = pq.read_table(tmp_path / "backend=lguest-without-irq-none" / "violations.parquet")
     assert v.num_rows == s["violations"]
+
+
+def test_an_output_path_that_cannot_be_a_results_directory_is_one_line(
+    synth_path: Path, tmp_path: Path
+) -> None:
+    deep = tmp_path / "no" / "such" / "dir"
+    rc, _, exc = _invoke([str(synth_path), "-b", "native", "-q", "-o", str(deep)])
+    assert isinstance(exc, PvscopeError) and exc.exit_code == 2 and "no such directory" in str(exc)
+    assert not (tmp_path / "no").exists()  # no directories made on the way
+    f = tmp_path / "file"
+    f.write_text("x")
+    rc, _, exc = _invoke([str(synth_path), "-b", "native", "-q", "-o", str(f)])
+    assert isinstance(exc, PvscopeError) and "not a directory" in str(exc)
+    assert f.read_text() == "x"
+
+
+def test_a_second_replay_into_the_same_results_fails_in_one_line(
+    synth_path: Path, tmp_path: Path
+) -> None:
+    import fcntl
+
+    out = tmp_path / "r"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY)  # another replay is writing here
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rc, _, exc = _invoke([str(synth_path), "-b", "native", "-q", "-o", str(out)])
+        assert isinstance(exc, PvscopeError) and "another replay is writing" in str(exc)
+        assert exc.exit_code == 1 and not list(out.glob("backend=*"))
+    finally:
+        os.close(held)
+    rc, _, exc = _invoke([str(synth_path), "-b", "native", "-q", "-o", str(out)])
+    assert rc == 0 and exc is None and (out / "backend=native" / "summary.parquet").is_file()
+
+
+def test_temporaries_a_killed_replay_left_are_ignored_by_readers(
+    synth_path: Path, tmp_path: Path
+) -> None:
+    from analysis.views import Session
+
+    trace = tmp_path / "t"
+    shutil.copytree(synth_path, trace)
+    assert _invoke([str(trace), "-b", "native,vmi", "-q"])[0] == 0
+    stale = trace / "replay" / ".tmp-backend=vmi.abc123"
+    shutil.copytree(trace / "replay" / "backend=vmi", stale)
+    (stale / "summary.parquet").write_bytes(b"half-written")
+    with Session(trace) as s:
+        rows = s.query("select backend from summary order by backend").to_pylist()
+    assert [r["backend"] for r in rows] == ["native", "vmi"]

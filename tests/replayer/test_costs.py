@@ -210,3 +210,15 @@ def test_an_unknown_table_is_a_usage_error() -> None:
 def test_every_primitive_is_in_exactly_one_display_group() -> None:
     grouped = [p for names in costs.GROUPS.values() for p in names]
     assert sorted(grouped) == sorted(PRIMITIVES)
+
+
+@pytest.mark.parametrize("value", ["9223372036854775807", "1000000001"])
+def test_a_cost_beyond_any_plausible_one_is_a_one_line_error(value: str) -> None:
+    text = (
+        (costs.PRESET_DIR / "p4.toml")
+        .read_text()
+        .replace("cycles = 11\n", f"cycles = {value}\n", 1)
+    )
+    with pytest.raises(costs.CostTableError, match="call_ret.*beyond any plausible cost") as e:
+        costs.parse(text.encode(), "t.toml", where="t.toml")
+    assert "\n" not in str(e.value)
