@@ -246,6 +246,21 @@ def replay_files(trace: Trace) -> dict[str, list[Path]]:
     return found
 
 
+def _refuse_links(path: Path, root: Path) -> None:
+    """A file the session may read must be the trace's own: neither it nor a directory
+    between it and the source root may be a symbolic link (one planted in a trace could
+    point anywhere, and the sandbox allows exactly these paths)."""
+    p = path
+    while True:
+        if p.is_symlink():
+            raise TraceError(
+                f"{p}: a symbolic link; pvscope reads only the trace's own files, not links"
+            )
+        if p == root or p.parent == p:
+            return
+        p = p.parent
+
+
 def _check_parquet(path: Path) -> None:
     """Refuse a Parquet file that is corrupt, foreign or of a version this reader cannot read.
 
@@ -361,6 +376,9 @@ class Session:
         self.con.unregister("_arrow")
 
     def _lock(self) -> None:
+        root = Path(self.source.path)
+        for f in self.source.files:
+            _refuse_links(Path(f), root)
         allowed = sorted({str(p) for p in self.source.files})
         self.con.execute(f"SET allowed_paths = {_sql_list([Path(a) for a in allowed])}")
         self.con.execute("SET enable_external_access = false")
@@ -394,6 +412,7 @@ class Session:
         try:
             for st in statements[:-1]:
                 self.con.execute(st)
+                self.con.abort()  # its result is not wanted: only the last statement's is
             return self.con.sql(statements[-1].query)
         except duckdb.Error as e:
             raise QueryError(self._explain(e)) from None

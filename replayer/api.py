@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,19 @@ def _exclusive(root: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _die_with_parent() -> None:
+    """In a worker: be killed when the replaying process dies (Linux ``PR_SET_PDEATHSIG``),
+    so that a killed replay leaves no worker writing on after it."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+
 def _replay_runs(
     tr: Trace,
     runs: list[backends.Run],
@@ -135,7 +149,7 @@ def _replay_runs(
         _SHARED = (tr, runs, table, root)
         try:
             ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(jobs) as pool:
+            with ctx.Pool(jobs, initializer=_die_with_parent) as pool:
                 pending = [(ids, pool.apply_async(_group, (ids,))) for ids in groups]
                 for ids, p in pending:
                     for i, summary in zip(ids, p.get(), strict=True):

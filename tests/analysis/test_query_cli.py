@@ -134,3 +134,14 @@ def test_report_to_a_directory_is_one_line(tmp_path: Path, small_trace: Path) ->
     r = CliRunner().invoke(cli, ["report", str(small_trace), "-o", str(tmp_path), "-q"])
     assert r.exit_code == 2
     assert "is a directory; give a file name" in r.output and "Traceback" not in r.output
+
+
+def test_several_statements_give_the_last_ones_result(small_trace: Path) -> None:
+    for sql, want in (
+        ("select 1 a; select 2 b", [{"b": 2}]),
+        ("select count(*) n from events; select 3 c", [{"c": 3}]),
+        ("create temp view v as select 7 x; select x from v", [{"x": 7}]),
+    ):
+        r = CliRunner().invoke(query, [str(small_trace), sql, "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout) == want

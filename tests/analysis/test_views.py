@@ -176,3 +176,19 @@ def test_views_are_made_only_when_named(replayed_trace: Path) -> None:
         assert "events" in made and "summary" not in made and "hooks" not in made
         names = set(s.query("SHOW TABLES").column(0).to_pylist())
         assert names >= set(s.views)
+
+
+def test_a_symbolic_link_planted_in_a_trace_is_refused(tmp_path: Path, small_trace: Path) -> None:
+    """The sandbox allows exactly the trace's files: a link among them could point
+    anywhere, so a session refuses it in one line rather than read through it."""
+    from pvscope.errors import TraceError
+
+    trace = tmp_path / "t"
+    shutil.copytree(small_trace, trace)
+    secret = tmp_path / "secret.parquet"
+    secret.write_bytes((trace / "symbols.parquet").read_bytes())
+    (trace / "symbols.parquet").unlink()
+    (trace / "symbols.parquet").symlink_to(secret)
+    with pytest.raises(TraceError, match="a symbolic link") as e, Session(trace) as s:
+        s.query("select count(*) from symbols")
+    assert "\n" not in str(e.value)

@@ -202,3 +202,44 @@ def test_temporaries_a_killed_replay_left_are_ignored_by_readers(
     with Session(trace) as s:
         rows = s.query("select backend from summary order by backend").to_pylist()
     assert [r["backend"] for r in rows] == ["native", "vmi"]
+
+
+def test_killing_a_replay_kills_its_workers(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from recorder.record import record
+
+    trace = tmp_path / "t"
+    record("fork", trace, scale=300)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pvscope", "replay", str(trace), "-b", "all", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children: list[int] = []
+    deadline = time.monotonic() + 30
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            text = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text()
+        except FileNotFoundError:
+            break
+        children = [int(c) for c in text.split()]
+    assert children, "the replay started no workers"
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [
+        c
+        for c in children
+        if Path(f"/proc/{c}/status").exists()
+        and "zombie" not in Path(f"/proc/{c}/status").read_text()
+    ]
+    assert not alive
+    assert "Traceback" not in (p.stderr.read() if p.stderr else "")
