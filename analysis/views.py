@@ -230,11 +230,15 @@ def _traces_table(source: Source) -> pa.Table:
 
 
 def replay_files(trace: Trace) -> dict[str, list[Path]]:
-    """A trace's replay result files, by view name."""
+    """A trace's replay result files, by view name (the directory verified first: whole,
+    one trace, one cost table)."""
+    from replayer.results import verify
+
     root = trace.replay or trace.path / REPLAY_DIR
     found: dict[str, list[Path]] = {}
     if not root.is_dir():
         return found
+    verify(root)
     for p in sorted(root.rglob("*.parquet")):
         if any(part.startswith(".") for part in p.relative_to(root).parts):
             continue  # a replay's temporaries (being written, or left by a killed one)

@@ -90,6 +90,7 @@ def replay_trace(
     tr = trace if isinstance(trace, Trace) else load(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
     with _exclusive(root):
+        results.plan(root, [r.label for r in runs], tr.events_sha256, table.sha256)
         return _replay_runs(tr, runs, table, root, progress, jobs)
 
 

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pvscope import __version__
+from pvscope.errors import TraceError
 from replayer.backends import MECHANISMS
 from replayer.engine import CHECKS, FAMILIES, RunResult
 
@@ -237,3 +238,97 @@ def write(r: RunResult, root: Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+INDEX = "results.json"
+"""The results directory's index: the trace and cost table every run in it was replayed
+from and under, and the runs replays into it planned (a run cut short is one planned
+and absent)."""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TraceError(f"{path}: not readable JSON ({type(e).__name__})") from None
+
+
+def plan(root: Path, labels: list[str], events_sha256: str, cost_sha256: str) -> None:
+    """Before replaying ``labels`` into ``root``: results of another trace or cost table
+    are replaced whole (never mixed with these), then the runs join the index's plan.
+    Written atomically; the caller holds the directory's lock."""
+    root = Path(root)
+    index = _read_json(root / INDEX)
+    present = [d for d in root.glob("backend=*") if d.is_dir()]
+    if index is None and present:  # results from before the index: as their manifests say
+        first = _read_json(present[0] / "manifest.json") or {}
+        index = {
+            "events_sha256": first.get("trace", {}).get("events_sha256"),
+            "cost_sha256": first.get("cost_table", {}).get("sha256"),
+            "planned": sorted(d.name.removeprefix("backend=") for d in present),
+        }
+    if index is None or (index.get("events_sha256"), index.get("cost_sha256")) != (
+        events_sha256,
+        cost_sha256,
+    ):
+        for d in present:  # another trace's or table's: replaced, not mixed in
+            shutil.rmtree(d)
+        index = {"planned": []}
+    index.update(
+        results_version=RESULTS_VERSION, events_sha256=events_sha256, cost_sha256=cost_sha256
+    )
+    index["planned"] = sorted(set(index["planned"]) | set(labels))
+    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX}.", dir=root)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, root / INDEX)
+
+
+def verify(root: Path) -> None:
+    """Refuse, in one line naming what is wrong, a results directory that is not what
+    its index and manifests say: a run planned and missing (a replay cut short), a run
+    without its manifest or summary, a manifest of another backend, version or trace,
+    runs of different cost tables."""
+    root = Path(root)
+    runs = sorted(d for d in root.glob("backend=*") if d.is_dir())
+    index = _read_json(root / INDEX)
+    tables: dict[str, str] = {}
+    traces: set[str] = set()
+    for d in runs:
+        label = d.name.removeprefix("backend=")
+        m = _read_json(d / "manifest.json")
+        if not isinstance(m, dict):
+            raise TraceError(f"{d / 'manifest.json'}: missing; these results are incomplete")
+        if m.get("results_version") != RESULTS_VERSION:
+            raise TraceError(
+                f"{d / 'manifest.json'}: results version {m.get('results_version')!r}; "
+                f"this pvscope reads {RESULTS_VERSION}"
+            )
+        if m.get("backend") != label:
+            raise TraceError(
+                f"{d / 'manifest.json'}: names backend {m.get('backend')!r}, not {label!r}"
+            )
+        if not (d / "summary.parquet").is_file():
+            raise TraceError(f"{d / 'summary.parquet'}: missing; these results are incomplete")
+        tables[label] = str(m.get("cost_table", {}).get("sha256"))
+        traces.add(str(m.get("trace", {}).get("events_sha256")))
+    if len(set(tables.values())) > 1:
+        a, b = sorted(set(tables.values()))[:2]
+        la = min(k for k, v in tables.items() if v == a)
+        lb = min(k for k, v in tables.items() if v == b)
+        raise TraceError(
+            f"{root}: runs of different cost tables ({la}: {a[:12]}, {lb}: {b[:12]}); "
+            "replay into one directory per table"
+        )
+    if len(traces) > 1:
+        raise TraceError(f"{root}: runs of different traces; replay into one directory per trace")
+    if isinstance(index, dict):
+        missing = sorted(set(index.get("planned", [])) - {d.name[8:] for d in runs})
+        if missing:
+            raise TraceError(
+                f"{root}: incomplete: {len(missing)} of {len(index['planned'])} planned runs "
+                f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): "
+                "a replay was cut short; run it again"
+            )

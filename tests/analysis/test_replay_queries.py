@@ -27,7 +27,7 @@ def run(trace: Path, name: str) -> list[dict[str, Any]]:
 
 
 def runs(trace: Path) -> dict[str, Path]:
-    return {d.name.split("=", 1)[1]: d for d in sorted((trace / "replay").iterdir())}
+    return {d.name.split("=", 1)[1]: d for d in sorted((trace / "replay").glob("backend=*"))}
 
 
 def table(d: Path, name: str) -> list[dict[str, Any]]:

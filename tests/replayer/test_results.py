@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
-from replayer import api, backends, costs
+from replayer import api, backends, costs, results
 from replayer.trace import Trace
 
 FILES = {
@@ -24,8 +26,17 @@ FILES = {
 def test_layout_is_hive_partitioned_by_backend(synth_trace: Trace, tmp_path: Path) -> None:
     runs = backends.resolve("native,vmi") + backends.resolve("vmi", "irq", "none")
     api.replay_trace(synth_trace, runs, costs.load("p4"), tmp_path / "res")
-    dirs = sorted(p.name for p in (tmp_path / "res").iterdir())
-    assert dirs == ["backend=native", "backend=vmi", "backend=vmi-without-irq-none"]
+    names = sorted(p.name for p in (tmp_path / "res").iterdir())
+    assert names == [
+        "backend=native",
+        "backend=vmi",
+        "backend=vmi-without-irq-none",
+        results.INDEX,
+    ]
+    dirs = names[:3]
+    index = json.loads((tmp_path / "res" / results.INDEX).read_text())
+    assert index["planned"] == [d[8:] for d in dirs]
+    assert index["events_sha256"] == synth_trace.events_sha256
     for d in dirs:
         assert {p.name for p in (tmp_path / "res" / d).iterdir()} == FILES
     ev = pq.read_table(tmp_path / "res" / "backend=vmi" / "events.parquet")
@@ -86,3 +97,54 @@ def test_a_run_copied_to_another_process_is_the_same_model() -> None:
 
     for run in backends.all_runs():
         assert pickle.loads(pickle.dumps(run)).model() == run.model(), run.label
+
+
+def _verify_fails(root: Path, match: str) -> None:
+    from pvscope.errors import TraceError
+
+    with pytest.raises(TraceError, match=match) as e:
+        results.verify(root)
+    assert "\n" not in str(e.value)
+
+
+def test_readers_refuse_results_that_are_not_what_they_say(
+    synth_trace: Trace, tmp_path: Path
+) -> None:
+    root = tmp_path / "res"
+    runs = backends.resolve("native,vmi,xen-pv")
+    api.replay_trace(synth_trace, runs, costs.load("p4"), root)
+    results.verify(root)  # whole
+    # a replay cut short: planned, never written
+    shutil.rmtree(root / "backend=xen-pv")
+    _verify_fails(root, "incomplete: 1 of 3 planned runs missing")
+    api.replay_trace(synth_trace, backends.resolve("xen-pv"), costs.load("p4"), root)
+    results.verify(root)
+    m = root / "backend=vmi" / "manifest.json"
+    good = m.read_text()
+    for text, match in (
+        ("not json", "not readable JSON"),
+        (good.replace('"results_version": 1', '"results_version": 999'), "results version 999"),
+        (good.replace('"backend": "vmi"', '"backend": "native"'), "names backend 'native'"),
+    ):
+        m.write_text(text)
+        _verify_fails(root, match)
+    m.unlink()
+    _verify_fails(root, "manifest.json: missing")
+    m.write_text(good)
+    (root / "backend=vmi" / "summary.parquet").unlink()
+    _verify_fails(root, "summary.parquet: missing")
+
+
+def test_a_replay_under_another_table_replaces_the_directory_not_mixes_in(
+    synth_trace: Trace, tmp_path: Path
+) -> None:
+    root = tmp_path / "res"
+    api.replay_trace(synth_trace, backends.resolve("native,vmi"), costs.load("nehalem"), root)
+    api.replay_trace(synth_trace, backends.resolve("xen-pv"), costs.load("p4"), root)
+    assert sorted(d.name for d in root.glob("backend=*")) == ["backend=xen-pv"]
+    results.verify(root)
+    # one planted by hand from another table is caught
+    other = tmp_path / "other"
+    api.replay_trace(synth_trace, backends.resolve("vmi"), costs.load("nehalem"), other)
+    shutil.copytree(other / "backend=vmi", root / "backend=vmi")
+    _verify_fails(root, "runs of different cost tables")
