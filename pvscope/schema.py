@@ -254,6 +254,7 @@ def read_manifest(trace: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise TraceError(f"{path}: corrupt manifest (not an object)")
     check_versions(manifest.get("schema_version"), manifest.get("min_reader_version"), str(path))
+    check_files(Path(trace), manifest)
     return manifest
 
 
@@ -262,11 +263,11 @@ def read_table(trace: Path, name: str) -> pa.Table:
     table = TABLES[name]
     path = Path(trace) / table.file
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
     except FileNotFoundError:
         raise TraceError(f"{path}: missing") from None
-    except (pa.ArrowInvalid, OSError) as e:
-        raise TraceError(f"{path}: not a readable Parquet file ({e})") from None
+    except (pa.ArrowException, OSError) as e:
+        raise TraceError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
     meta = pf.schema_arrow.metadata or {}
     if META_KEY not in meta:
         raise TraceError(f"{path}: no pvscope schema metadata; not a pvscope trace table")
@@ -280,5 +281,52 @@ def read_table(trace: Path, name: str) -> pa.Table:
         raise TraceError(f"{path}: missing columns {', '.join(missing)}")
     try:
         return pf.read()
-    except (pa.ArrowInvalid, OSError) as e:
-        raise TraceError(f"{path}: corrupt Parquet data ({e})") from None
+    except (pa.ArrowException, OSError) as e:
+        raise TraceError(f"{path}: corrupt Parquet data ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def file_digests(directory: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of each table file of a trace directory (for its manifest)."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in TABLES.values():
+        p = Path(directory) / t.file
+        if p.is_file():
+            out[t.file] = {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
+    return out
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_files(trace: Path, manifest: dict[str, Any], full: bool = False) -> None:
+    """Refuse a trace whose table files are not the ones its manifest names: missing,
+    another size (truncated, replaced) or -- with ``full`` -- other bytes.  Sizes are
+    checked on every read (cheap); hashes by ``pvscope verify``.  A manifest from before
+    the check (no ``files``) is let through."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return
+    for name, want in sorted(files.items()):
+        p = Path(trace) / name
+        if not p.is_file():
+            raise TraceError(f"{p}: missing (the manifest names it)")
+        size = p.stat().st_size
+        if size != want.get("bytes"):
+            raise TraceError(
+                f"{p}: {size:,} bytes, the manifest says {want.get('bytes'):,}: "
+                "truncated or replaced"
+            )
+        if full and sha256_of(p) != want.get("sha256"):
+            raise TraceError(f"{p}: its sha256 is not the manifest's: corrupt or replaced")

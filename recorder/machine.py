@@ -1219,7 +1219,10 @@ class Machine:
         pd = u32[(self.cr3 & 0xFFFFF000) >> 2 :][:1024]
         if len(pd) < 1024:
             return
-        pdes = pd[(pd & 1) != 0]
+        # the hypervisor's region (the ROM and the recorder's ring) is the instrument's,
+        # not the guest's working set: its pages are not counted
+        guest_pd = pd[: R.HV_BASE >> 22]
+        pdes = guest_pd[(guest_pd & 1) != 0]
         big = pdes[(pdes & 0x80) != 0]
         tables = (pdes[(pdes & 0x80) == 0] >> 12).astype(np.int64)
         tables = tables[(tables + 1) << 12 <= self.mem_bytes]
@@ -1243,7 +1246,7 @@ class Machine:
             g = int(np.count_nonzero((walked & 0x104) == 0x100))
             glob += g
             kernel += len(walked) - int(np.count_nonzero(walked & 4)) - g
-            pd[(pd & 0xA1) == 0xA1] &= np.uint32(~0x20 & 0xFFFFFFFF)
+            guest_pd[(guest_pd & 0xA1) == 0xA1] &= np.uint32(~0x20 & 0xFFFFFFFF)
         self.tlb_rows.append((max(self._events_so_far() - 1, 0), self._now(), user, kernel, glob))
 
     def _mmu_digest(self) -> int:

@@ -45,6 +45,7 @@ _PARQUET_OPTIONS: dict[str, Any] = {
     "write_statistics": True,
     "use_dictionary": ["kind", "hook", "source", "component", "key", "type"],
     "data_page_size": 1 << 20,
+    "write_page_checksum": True,  # a CRC per page: readers catch a flipped byte cheaply
 }
 
 
@@ -272,6 +273,7 @@ class TraceWriter:
             "by_hook": {h: int(c) for h, c in zip(HOOK_NAMES, self.hook_counts, strict=True) if c},
         }
         manifest = {**manifest, "counts": {**manifest.get("counts", {}), **counts}}
+        manifest["files"] = schema.file_digests(self.dir)
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
         (self.dir / "manifest.json").write_text(text)
         return manifest

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from pvscope import __version__
 from pvscope.errors import TraceError
+from pvscope.schema import sha256_of
 from replayer.backends import MECHANISMS
 from replayer.engine import CHECKS, FAMILIES, RunResult
 
@@ -46,6 +47,7 @@ _OPTS: dict[str, Any] = {
     "compression_level": 3,
     "use_dictionary": ["mechanism", "check", "group", "status"],
     "write_statistics": True,
+    "write_page_checksum": True,
 }
 ROW_GROUP = 1 << 20
 STATUS = ("ok", "masked", "lost")
@@ -226,7 +228,12 @@ def write(r: RunResult, root: Path) -> Path:
         _write(groups_table(r), tmp / "groups.parquet")
         _write(summary_table(r), tmp / "summary.parquet")
         _write(costs_table(r), tmp / "costs.parquet")
-        (tmp / "manifest.json").write_text(json.dumps(manifest(r), indent=1, sort_keys=True) + "\n")
+        m = manifest(r)
+        m["files"] = {
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
+            for p in sorted(tmp.glob("*.parquet"))
+        }
+        (tmp / "manifest.json").write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
         if final.exists():
             final.rename(old)
         tmp.rename(final)
@@ -286,11 +293,29 @@ def plan(root: Path, labels: list[str], events_sha256: str, cost_sha256: str) ->
     os.replace(tmp, root / INDEX)
 
 
-def verify(root: Path) -> None:
+def _check_run_files(d: Path, m: dict[str, Any], full: bool) -> None:
+    files = m.get("files")
+    if not isinstance(files, dict):
+        return  # results from before the check
+    for name, want in sorted(files.items()):
+        p = d / name
+        if not p.is_file():
+            raise TraceError(f"{p}: missing (its manifest names it)")
+        if p.stat().st_size != want.get("bytes"):
+            raise TraceError(
+                f"{p}: {p.stat().st_size:,} bytes, the manifest says {want.get('bytes'):,}: "
+                "truncated or replaced"
+            )
+        if full and sha256_of(p) != want.get("sha256"):
+            raise TraceError(f"{p}: its sha256 is not the manifest's: corrupt or replaced")
+
+
+def verify(root: Path, full: bool = False) -> None:
     """Refuse, in one line naming what is wrong, a results directory that is not what
     its index and manifests say: a run planned and missing (a replay cut short), a run
     without its manifest or summary, a manifest of another backend, version or trace,
-    runs of different cost tables."""
+    runs of different cost tables, a file of another size than its manifest says (with
+    ``full``, other bytes)."""
     root = Path(root)
     runs = sorted(d for d in root.glob("backend=*") if d.is_dir())
     index = _read_json(root / INDEX)
@@ -312,6 +337,7 @@ def verify(root: Path) -> None:
             )
         if not (d / "summary.parquet").is_file():
             raise TraceError(f"{d / 'summary.parquet'}: missing; these results are incomplete")
+        _check_run_files(d, m, full)
         tables[label] = str(m.get("cost_table", {}).get("sha256"))
         traces.add(str(m.get("trace", {}).get("events_sha256")))
     if len(set(tables.values())) > 1:

@@ -315,6 +315,40 @@ def hooks(as_json: bool, group: str | None) -> None:
         click.echo(f"{h.id:>3} {h.group:<5} {h.requirement or '-':<9} {h.rom:<11} {sig}")
 
 
+@main.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def verify_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
+    """check traces and replay results byte for byte against their manifests."""
+    from pvscope import schema
+    from pvscope.errors import TraceError
+    from replayer import results
+
+    rows = []
+    for path in paths:
+        checked = []
+        if (path / "manifest.json").is_file() and not list(path.glob("backend=*")):
+            manifest = schema.read_manifest(path)
+            schema.check_files(path, manifest, full=True)
+            checked.append(f"trace ({len(manifest.get('files', {}))} files)")
+            if "files" not in manifest:
+                checked[-1] = "trace (recorded before pvscope kept file hashes: versions only)"
+            path_results = path / "replay"
+        else:
+            path_results = path
+        if path_results.is_dir() and list(path_results.glob("backend=*")):
+            results.verify(path_results, full=True)
+            runs = len(list(path_results.glob("backend=*")))
+            checked.append(f"replay results ({runs} runs)")
+        if not checked:
+            raise TraceError(f"{path}: neither a trace nor replay results")
+        rows.append({"path": str(path), "ok": True, "checked": checked})
+        if not as_json:
+            click.echo(f"{path}: ok: {', '.join(checked)}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+
+
 @main.command("schema")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def schema_cmd(as_json: bool) -> None:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from analysis import replays
 from analysis.cli import EXIT_DIFFERS, demo, diff
 from tests.analysis.conftest import replay
+from tests.support.reseal import reseal_run
 
 
 def test_demo_records_replays_compares_and_reports(
@@ -74,6 +75,8 @@ def test_diff_replays_per_group_and_check(replayed_trace: Path, tmp_path: Path) 
     v = t / "replay" / "backend=vmi-without-irq-none" / "violations.parquet"
     vt = pq.read_table(v)
     pq.write_table(vt.slice(1), v)
+    reseal_run(p.parent)
+    reseal_run(v.parent)
     r = CliRunner().invoke(diff, [str(replayed_trace / "replay"), str(t / "replay"), "--json"])
     assert r.exit_code == EXIT_DIFFERS, r.output
     d = json.loads(r.output)

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from analysis.cli import EXIT_DIFFERS, diff, query
+from tests.support.reseal import reseal
 
 
 def invoke(cmd, *args: str):  # type: ignore[no-untyped-def]
@@ -113,6 +114,7 @@ def test_diff_one_changed_argument(golden_trace: Path, tmp_path: Path) -> None:
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pylist(rows, schema=t.schema), tmp_path / "b" / "events.parquet")
+    reseal(tmp_path / "b")
     r = invoke(diff, golden_trace, tmp_path / "b", "--json")
     assert r.exit_code == EXIT_DIFFERS
     d = json.loads(r.output)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pvscope.cli import golden as g
+from tests.support.reseal import reseal
 
 
 def _check(root: Path, names: list[str] | None = None) -> tuple[list[g.Outcome], str]:
@@ -41,6 +42,7 @@ def test_a_changed_event_fails_with_the_first_differing_row(golden_copy: Path) -
     victim = t.column("hook").to_pylist().index("write_cr3")
     t = pa.concat_tables([t.slice(0, victim), t.slice(victim + 1)])
     pq.write_table(t.cast(pq.read_schema(events)), events)
+    reseal(events.parent)
     outcomes, text = _check(golden_copy)
     assert not outcomes[0].ok
     assert "[  FAILED  ] pvcall" in text

@@ -23,7 +23,7 @@ from recorder.record import record
 from recorder.writer import TraceWriter
 from tests.recorder.conftest import SMALL, make_elf32
 
-TRACE_FILES = ("events.parquet", "inputs.parquet", "state.parquet", "symbols.parquet")
+TRACE_FILES = tuple(t.file for t in schema.TABLES.values())
 
 
 def q(trace: Path, sql: str) -> list[tuple]:
