@@ -1154,6 +1154,7 @@ class Machine:
 
     def _boundary(self) -> None:
         self._marker()
+        self._check_runaway()
         # devices change only at their deadlines or when the guest touches them (which
         # clears the cached deadline), so most boundaries have nothing to advance
         if self._deadline is not None and self._deadline <= self.vtime:
@@ -1177,6 +1178,22 @@ class Machine:
             and bool(self._reg(X.UC_X86_REG_EFLAGS) & EFLAGS_IF)
             and self._mid_entry(self._reg(X.UC_X86_REG_EIP))
         )
+
+    def _check_runaway(self) -> None:
+        """Stop a guest that has run off into zeroed memory (``00 00`` decodes as an add,
+        so it would crawl on, ~100 k instructions a second, to the budget's end)."""
+        if self.halted:
+            return
+        try:
+            code = self.vread(self._reg(X.UC_X86_REG_EIP), 16)
+        except Stop:
+            return
+        if not any(code):
+            raise Stop(
+                "guest-fault",
+                f"executing zeroed memory at EIP {self._reg(X.UC_X86_REG_EIP):#x} "
+                "(the guest ran away)",
+            )
 
     def checkpoint(self, final: bool = False) -> bool:
         """Record LAPIC, IOAPIC, CPU and MMU state; False (deferred) mid-ROM-entry."""

@@ -147,3 +147,22 @@ def test_several_statements_give_the_last_ones_result(small_trace: Path) -> None
         r = CliRunner().invoke(query, [str(small_trace), sql, "--json"])
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout) == want
+
+
+def test_json_output_streams_one_row_per_line() -> None:
+    """Streamed in pieces so a 10 M-row result is never all Python objects at once: a
+    JSON array, one object per line, the same whatever the piece size."""
+    import pyarrow as pa
+
+    from analysis.output import json_chunks, to_json
+
+    for t in (
+        pa.table({"a": [1, 2, None], "b": ["x", "y", "z"]}),
+        pa.table({"a": pa.array([], pa.int64())}),
+        pa.table({"s": [{"k": 1}], "l": [[1, 2]]}),
+        pa.table({"n": list(range(5000))}),
+    ):
+        text = to_json(t)
+        assert json.loads(text) == t.to_pylist()
+        assert "".join(json_chunks(t, rows=7)) == text
+        assert len(text.splitlines()) == (t.num_rows + 2 if t.num_rows else 1)

@@ -558,3 +558,13 @@ def test_a_signal_ends_the_recording_with_a_whole_interrupted_trace(
     assert ("SIGTERM" if sig == "SIGTERM" else "Ctrl-C") in m["end"]["reason"]
     assert pq.read_table(out / "events.parquet").num_rows == m["counts"]["events"] > 0
     assert [x.name for x in tmp_path.iterdir()] == ["t"]  # no temporary left behind
+
+
+def test_a_guest_that_runs_into_zeroed_memory_is_stopped_at_once(tmp_path: Path) -> None:
+    """00 00 decodes as an add: without the check such a guest crawls on to its budget."""
+    guest = tmp_path / "runaway.elf"
+    guest.write_bytes(_micro_guest(b"\xb8" + struct.pack("<I", 0x200000) + b"\xff\xe0"))
+    m = record(str(guest), tmp_path / "t")  # mov $0x200000, %eax; jmp *%eax: zeroed RAM
+    assert m["end"]["status"] == "guest-fault"
+    assert "executing zeroed memory at EIP" in m["end"]["reason"]
+    assert m["counts"]["instructions"] < 100_000
