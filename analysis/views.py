@@ -32,6 +32,8 @@ import dataclasses
 import functools
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +299,10 @@ class Session:
         self.source = source
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET enable_progress_bar = false")
+        # spill to a directory of our own: DuckDB's default (./.tmp) is readable by
+        # queries, and would expose whatever the working directory holds there
+        self._spill = tempfile.mkdtemp(prefix="pvscope-duckdb.")
+        self.con.execute(f"SET temp_directory = {_sql_str(self._spill)}")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.views: dict[str, str] = {}
@@ -447,8 +453,9 @@ class Session:
         return msg
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and remove its spill directory)."""
         self.con.close()
+        shutil.rmtree(self._spill, ignore_errors=True)
 
     def __enter__(self) -> Session:
         return self

@@ -198,3 +198,18 @@ def test_a_symbolic_link_planted_in_a_trace_is_refused(tmp_path: Path, small_tra
     with pytest.raises(TraceError, match="a symbolic link") as e, Session(trace) as s:
         s.query("select count(*) from symbols")
     assert "\n" not in str(e.value)
+
+
+def test_the_working_directorys_tmp_is_not_readable(
+    tmp_path: Path, small_trace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB spills to ./.tmp by default, and a query could read what is there; a session
+    spills to a directory of its own, removed on close."""
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "secret.txt").write_text("secret")
+    monkeypatch.chdir(tmp_path)
+    with Session(small_trace) as s:
+        spill = s._spill
+        with pytest.raises(QueryError):
+            s.query("SELECT * FROM read_text('.tmp/secret.txt')")
+    assert not Path(spill).exists()
