@@ -127,10 +127,15 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
         if not p.exists():
             raise UsageError(f"{p}: no such trace or replay result")
     if is_trace(a) and is_trace(b):
+        for p in (a, b):  # a difference must be one of content, not of a damaged file
+            schema.check_files(p, schema.read_manifest(p), full=True)
         return diff_traces(a, b)
     from analysis.replays import diff_replays, is_replay
+    from replayer.results import verify
 
     if is_replay(a) and is_replay(b):
+        for p in (a, b):
+            verify(p, full=True)
         return diff_replays(a, b)
     raise UsageError(f"cannot compare {a} with {b}: give two traces or two replay results")
 

@@ -83,8 +83,11 @@ def record(
         cfg.budget = budget
 
     try:
+        _clear_stale(out)
         tmp = Path(
-            tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.absolute().parent)
+            tempfile.mkdtemp(
+                prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.absolute().parent
+            )
         )
     except OSError as e:
         raise UsageError(f"{out.absolute().parent}: cannot write there ({e.strerror})") from None
@@ -128,6 +131,21 @@ def record(
         raise
     manifest["console"] = result.console
     return manifest
+
+
+def _clear_stale(out: Path) -> None:
+    """Remove what recordings to ``out`` killed outright (SIGKILL, a crash) left behind:
+    temporaries named ``.NAME.PID.*.tmp`` whose process is gone."""
+    for d in out.absolute().parent.glob(f".{out.name}.*.tmp"):
+        parts = d.name[len(out.name) + 2 :].split(".")
+        if not parts or not parts[0].isdigit():
+            continue
+        try:
+            os.kill(int(parts[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue  # someone else's live process
 
 
 def _replace(tmp: Path, out: Path, force: bool) -> None:

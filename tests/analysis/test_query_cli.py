@@ -166,3 +166,16 @@ def test_json_output_streams_one_row_per_line() -> None:
         assert json.loads(text) == t.to_pylist()
         assert "".join(json_chunks(t, rows=7)) == text
         assert len(text.splitlines()) == (t.num_rows + 2 if t.num_rows else 1)
+
+
+def test_diff_refuses_a_damaged_trace_rather_than_report_its_damage(
+    golden_trace: Path, tmp_path: Path
+) -> None:
+    b = tmp_path / "b"
+    shutil.copytree(golden_trace, b)
+    data = bytearray((b / "events.parquet").read_bytes())
+    data[len(data) * 2 // 5] ^= 0x5A
+    (b / "events.parquet").write_bytes(bytes(data))
+    r = invoke(diff, golden_trace, b)
+    assert r.exit_code == 1
+    assert "events.parquet: its sha256 is not the manifest's" in r.output

@@ -568,3 +568,29 @@ def test_a_guest_that_runs_into_zeroed_memory_is_stopped_at_once(tmp_path: Path)
     assert m["end"]["status"] == "guest-fault"
     assert "executing zeroed memory at EIP" in m["end"]["reason"]
     assert m["counts"]["instructions"] < 100_000
+
+
+def test_a_recording_killed_outright_leaves_nothing_the_next_one_keeps(tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: its temporary stays, named for its process, and the next
+    recording to the same place clears it (a live one's is left alone)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pvscope", "record", "-g", "fork", "-o", str(tmp_path / "t"), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob(".t.*.tmp/*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert [d.name.split(".")[2] for d in tmp_path.glob(".t.*.tmp")] == [str(p.pid)]
+    live = tmp_path / f".t.{os.getpid()}.abc.tmp"  # a live process's: not ours to clear
+    live.mkdir()
+    record("pvcall", tmp_path / "t", scale=10)
+    assert sorted(d.name for d in tmp_path.iterdir()) == sorted(["t", live.name])
