@@ -312,21 +312,85 @@ def sha256_of(path: Path) -> str:
 
 def check_files(trace: Path, manifest: dict[str, Any], full: bool = False) -> None:
     """Refuse a trace whose table files are not the ones its manifest names: missing,
-    another size (truncated, replaced) or -- with ``full`` -- other bytes.  Sizes are
-    checked on every read (cheap); hashes by ``pvscope verify``.  A manifest from before
-    the check (no ``files``) is let through."""
+    another size (truncated, replaced) or other bytes.  Every read checks sizes and
+    hashes; a file's hash is computed once per version of the file (path, size,
+    modification time, inode) and remembered in the user's cache, so that reading an
+    unchanged trace again costs a ``stat``.  ``full`` ignores what is remembered
+    (``pvscope verify``).  A manifest from before the check (no ``files``) is let
+    through."""
     files = manifest.get("files")
     if not isinstance(files, dict):
         return
     for name, want in sorted(files.items()):
-        p = Path(trace) / name
-        if not p.is_file():
-            raise TraceError(f"{p}: missing (the manifest names it)")
-        size = p.stat().st_size
-        if size != want.get("bytes"):
-            raise TraceError(
-                f"{p}: {size:,} bytes, the manifest says {want.get('bytes'):,}: "
-                "truncated or replaced"
-            )
-        if full and sha256_of(p) != want.get("sha256"):
-            raise TraceError(f"{p}: its sha256 is not the manifest's: corrupt or replaced")
+        check_file(Path(trace) / name, want, full)
+
+
+def check_file(p: Path, want: dict[str, Any], full: bool = False) -> None:
+    """One file against its manifest entry (``bytes``, ``sha256``); see :func:`check_files`."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise TraceError(f"{p}: missing (the manifest names it)") from None
+    if st.st_size != want.get("bytes"):
+        raise TraceError(
+            f"{p}: {st.st_size:,} bytes, the manifest says {want.get('bytes'):,}: "
+            "truncated or replaced"
+        )
+    key = f"{p.absolute()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    if not full and _VERIFIED.get(key) == want.get("sha256"):
+        return
+    if sha256_of(p) != want.get("sha256"):
+        raise TraceError(f"{p}: its sha256 is not the manifest's: corrupt or replaced")
+    _VERIFIED.put(key, str(want.get("sha256")))
+
+
+class _Verified:
+    """File versions whose hash matched their manifest: in memory, and in
+    ``$XDG_CACHE_HOME/pvscope/verified.json`` across processes (best effort: a cache that
+    cannot be read or written only means hashing again)."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] | None = None
+
+    def _path(self) -> Path:
+        import os
+
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "pvscope" / "verified.json"
+
+    def _load(self) -> dict[str, str]:
+        if self._seen is None:
+            try:
+                data = json.loads(self._path().read_text())
+                self._seen = (
+                    {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+                )
+            except (OSError, ValueError):
+                self._seen = {}
+        return self._seen
+
+    def get(self, key: str) -> str | None:
+        return self._load().get(key)
+
+    def put(self, key: str, sha: str) -> None:
+        import os
+        import tempfile
+
+        seen = self._load()
+        seen[key] = sha
+        while len(seen) > self.LIMIT:
+            seen.pop(next(iter(seen)))
+        try:
+            path = self._path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".verified.", dir=path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(seen, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+
+_VERIFIED = _Verified()

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from pvscope import __version__
 from pvscope.errors import TraceError
-from pvscope.schema import sha256_of
+from pvscope.schema import check_file, sha256_of
 from replayer.backends import MECHANISMS
 from replayer.engine import CHECKS, FAMILIES, RunResult
 
@@ -298,16 +298,7 @@ def _check_run_files(d: Path, m: dict[str, Any], full: bool) -> None:
     if not isinstance(files, dict):
         return  # results from before the check
     for name, want in sorted(files.items()):
-        p = d / name
-        if not p.is_file():
-            raise TraceError(f"{p}: missing (its manifest names it)")
-        if p.stat().st_size != want.get("bytes"):
-            raise TraceError(
-                f"{p}: {p.stat().st_size:,} bytes, the manifest says {want.get('bytes'):,}: "
-                "truncated or replaced"
-            )
-        if full and sha256_of(p) != want.get("sha256"):
-            raise TraceError(f"{p}: its sha256 is not the manifest's: corrupt or replaced")
+        check_file(d / name, want, full)
 
 
 def verify(root: Path, full: bool = False) -> None:

@@ -64,8 +64,43 @@ def test_a_truncated_or_replaced_file_fails_every_read(replayed: Path) -> None:
     assert r.exit_code == 1 and "inputs.parquet: missing" in r.output
 
 
-def test_a_flipped_data_page_is_caught_by_its_checksum_on_replay(replayed: Path) -> None:
+def test_a_flipped_data_page_is_caught_on_every_read(replayed: Path) -> None:
     _flip(replayed / "events.parquet", 0.3)
+    for args in (
+        ["replay", str(replayed), "-b", "native", "-q"],
+        ["query", str(replayed), "select count(*), sum(arg0) from events"],
+        ["report", str(replayed), "--no-html", "-q"],
+    ):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 1, args
+        assert "events.parquet: its sha256 is not the manifest's" in r.output, args
+        assert "Traceback" not in r.output
+    # without the manifest's hashes (a trace from before them) the page CRCs still catch it
+    m = json.loads((replayed / "manifest.json").read_text())
+    del m["files"]
+    (replayed / "manifest.json").write_text(json.dumps(m))
     r = CliRunner().invoke(main, ["replay", str(replayed), "-b", "native", "-q"])
-    assert r.exit_code == 1
-    assert "events.parquet: corrupt Parquet data" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "events.parquet: corrupt Parquet data" in r.output
+
+
+def test_a_verified_file_is_hashed_once_per_version(replayed: Path) -> None:
+    from pvscope import schema
+
+    calls: list[Path] = []
+    real = schema.sha256_of
+
+    def counting(p: Path) -> str:
+        calls.append(p)
+        return real(p)
+
+    schema._VERIFIED._seen = {}
+    try:
+        schema.sha256_of = counting  # type: ignore[assignment]
+        m = schema.read_manifest(replayed)
+        schema.read_manifest(replayed)
+        assert len(calls) == len(m["files"])  # the second read hashed nothing
+        _flip(replayed / "inputs.parquet")
+        with pytest.raises(schema.TraceError, match="inputs.parquet: its sha256"):
+            schema.read_manifest(replayed)
+    finally:
+        schema.sha256_of = real  # type: ignore[assignment]
