@@ -7,15 +7,27 @@ the stages share, and imports nothing from here or from any stage.
 
 from __future__ import annotations
 
-import json
+import signal
 import sys
-from pathlib import Path
-from typing import Any
 
-import click
 
-from pvscope import __version__
-from pvscope.errors import PvscopeError
+def _interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C outside a recording's run: leave quietly (cleanups still run), no traceback."""
+    print("pvscope: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+# before the heavy imports below: a Ctrl-C while they load would print a traceback
+signal.signal(signal.SIGINT, _interrupted)
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from pvscope import __version__  # noqa: E402
+from pvscope.errors import PvscopeError  # noqa: E402
 
 EXIT_VIOLATIONS = 3
 
