@@ -12,13 +12,16 @@ import sys
 
 
 def _interrupted(signum: int, frame: object) -> None:
-    """Ctrl-C outside a recording's run: leave quietly (cleanups still run), no traceback."""
-    print("pvscope: interrupted", file=sys.stderr)
-    raise SystemExit(130)
+    """Ctrl-C or SIGTERM outside a recording's run: leave quietly with 128 + the signal
+    number, no traceback; cleanups (temporaries of half-written outputs) still run."""
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    print(f"pvscope: {what}", file=sys.stderr)
+    raise SystemExit(128 + signum)
 
 
 # before the heavy imports below: a Ctrl-C while they load would print a traceback
 signal.signal(signal.SIGINT, _interrupted)
+signal.signal(signal.SIGTERM, _interrupted)
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
