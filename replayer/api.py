@@ -115,11 +115,17 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 def _die_with_parent() -> None:
     """In a worker: be killed when the replaying process dies (Linux ``PR_SET_PDEATHSIG``),
-    so that a killed replay leaves no worker writing on after it."""
+    so that a killed replay leaves no worker writing on after it; leave signals to the
+    parent."""
+    import signal
+
+    # the parent answers Ctrl-C and SIGTERM; a worker just goes when told (the pool
+    # terminates workers with SIGTERM: the command line's handler would print for each)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform != "linux":
         return
     import ctypes
-    import signal
 
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)

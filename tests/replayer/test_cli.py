@@ -244,3 +244,21 @@ def test_killing_a_replay_kills_its_workers(tmp_path: Path) -> None:
     assert not alive, alive
     err = p.stderr.read() if p.stderr else ""
     assert "Traceback" not in err, err
+
+
+def test_a_replay_with_workers_prints_nothing_but_its_table(tmp_path: Path) -> None:
+    """The pool ends its workers with SIGTERM; they leave quietly."""
+    import subprocess
+    import sys
+
+    from recorder.record import record
+
+    trace = tmp_path / "t"
+    record("pvcall", trace, scale=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "pvscope", "replay", str(trace), "-b", "all", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0 and "terminated" not in p.stderr, p.stderr
