@@ -4,8 +4,10 @@ Both paths record the same guest at the same scale in one run, each in its own
 process (so peak memory is per recording), timed around ``record()`` alone.
 Then a >= 10 M-event recording checks that memory stays flat.  With
 ``--workloads``, instead records every built-in workload at its default scale
-(ring path) and prints events per second and events per million guest
-instructions -- the per-trap cost of the process workloads shows there.
+(ring path) and prints events per second, events per million guest instructions --
+the per-trap cost of the process workloads shows there -- and the time spent inside
+unicorn's ``emu_start`` (the CPU emulation itself, the ceiling): the recording's
+instructions per second as a fraction of that ceiling's.
 
     python bench/record.py [--scale N] [--big-scale N] [--json]
     python bench/record.py --workloads [NAME ...] [--json]
@@ -29,11 +31,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def child(guest: str, scale: int, log_path: str, out: str) -> None:
+    import unicorn
+
     from recorder.record import record
 
+    # time inside unicorn's emu_start (the CPU emulation alone, with the hooks it runs):
+    # the ceiling a recording of this guest could reach
+    emu = [0.0]
+    real = unicorn.Uc.emu_start
+
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            emu[0] += time.perf_counter() - t
+
+    unicorn.Uc.emu_start = timed  # type: ignore[method-assign]
     t0 = time.perf_counter()
     c0 = time.process_time()
     m = record(guest, Path(out), scale=scale or None, log_path=log_path, force=True)
@@ -46,6 +64,7 @@ def child(guest: str, scale: int, log_path: str, out: str) -> None:
                 "scale": scale,
                 "seconds": dt,
                 "cpu_seconds": cpu,
+                "emu_seconds": emu[0],
                 "hook_calls": m["counts"]["by_kind"].get("hook", 0),
                 "events": m["counts"]["events"],
                 "instructions": m["counts"]["instructions"],
@@ -214,7 +233,9 @@ def workloads(names: list[str], as_json: bool) -> None:
                     f"{name:<10} {r['events']:>11,} events {r['instructions']:>14,} insns "
                     f"{r['seconds']:7.1f} s (cpu {r['cpu_seconds']:6.1f} s)  "
                     f"{r['events'] / r['seconds'] / 1e3:7.0f} k events/s  "
-                    f"{r['events'] / r['instructions'] * 1e6:7.0f} events/M insns",
+                    f"{r['events'] / r['instructions'] * 1e6:7.0f} events/M insns  "
+                    f"unicorn alone {r['emu_seconds']:6.1f} s: recording runs at "
+                    f"{r['emu_seconds'] / r['seconds']:.2f}x its insns/s",
                     flush=True,
                 )
     if as_json:
