@@ -9,7 +9,6 @@ from ``state.parquet`` are grouped by the index of the event they follow.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,9 @@ def load(path: Path) -> Trace:
         }
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
         raise TraceError(f"{path / 'tlb.parquet'}: corrupt columns ({e})") from None
-    trace.events_sha256 = _sha256(path / schema.EVENTS.file)
+    # read_manifest has checked the file against the manifest's hash: no need to hash again
+    known = manifest.get("files", {}).get(schema.EVENTS.file, {}).get("sha256")
+    trace.events_sha256 = known or schema.sha256_of(path / schema.EVENTS.file)
     return trace
 
 
@@ -174,14 +175,6 @@ def _checkpoints(state: pa.Table, n: int, path: Path) -> dict[int, dict[str, dic
             raise TraceError(f"{path / 'state.parquet'}: checkpoint after seq {s}, past the end")
         out.setdefault(int(s), {}).setdefault(str(c), {})[str(k)] = int(v)
     return out
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hook_ids(*names: str) -> list[int]:

@@ -335,11 +335,19 @@ def loaded_table_stores(trace: Trace) -> np.ndarray:
     sidx = np.nonzero(ent >= 0)[0]
     if not len(sp) or not len(sidx):
         return out
-    span = trace.n + 1
-    f = ent[sidx] >> 10
-    pos = np.searchsorted(sp[:, 0] * span + sp[:, 1], f * span + sidx, side="left") - 1
-    ok = pos >= 0
-    at = np.maximum(pos, 0)
-    ok &= (sp[at, 0] == f) & (sidx <= sp[at, 2])
-    out[sidx] = ok
+    at = last_before(sp[:, 0], sp[:, 1], ent[sidx] >> 10, sidx, trace.n + 1)
+    out[sidx] = (at >= 0) & (sidx <= sp[np.maximum(at, 0), 2])
     return out
+
+
+def last_before(
+    frames: np.ndarray, starts: np.ndarray, f: np.ndarray, k: np.ndarray, span: int
+) -> np.ndarray:
+    """For each (frame ``f``, event ``k``): the index of the last row of that frame that
+    starts before ``k``, -1 where there is none.  Rows are sorted by (frame, start);
+    ``span`` exceeds every event index."""
+    if not len(frames):
+        return np.full(len(f), -1, dtype=np.int64)
+    pos = np.searchsorted(frames * span + starts, f * span + k, side="left") - 1
+    at = np.maximum(pos, 0)
+    return np.where((pos >= 0) & (frames[at] == f), at, -1)

@@ -23,7 +23,7 @@ import numpy as np
 from replayer.backends import MECH_CODE
 from replayer.costs import CostTable
 from replayer.engine.common import _ALLOCS, _H, _cached
-from replayer.engine.derived import _pte_entries, loaded_spaces
+from replayer.engine.derived import _pte_entries, last_before, loaded_spaces
 from replayer.trace import Trace
 
 _WCR3 = _H["write_cr3"]
@@ -41,19 +41,16 @@ def pinned_stores(trace: Trace) -> np.ndarray:
         return out
     span = trace.n + 1
     f = ent[sidx] >> 10
-    # the latest spell of the table that began before the store
-    pos = np.searchsorted(sp[:, 0] * span + sp[:, 1], f * span + sidx, side="left") - 1
-    at = np.maximum(pos, 0)
-    began = np.where((pos >= 0) & (sp[at, 0] == f), sp[at, 1], -1)
+    # the latest spell of the table that began before the store ...
+    sat = last_before(sp[:, 0], sp[:, 1], f, sidx, span)
+    began = np.where(sat >= 0, sp[np.maximum(sat, 0), 1], -1)
     # ... and no allocation of the table between that and the store
-    alloc = np.isin(trace.hook, _ALLOCS)
-    ak = np.nonzero(alloc)[0]
+    ak = np.nonzero(np.isin(trace.hook, _ALLOCS))[0]
     af = trace.arg0[ak].astype(np.int64)
     order = np.lexsort((ak, af))
     ak, af = ak[order], af[order]
-    p2 = np.searchsorted(af * span + ak, f * span + sidx, side="left") - 1
-    a2 = np.maximum(p2, 0)
-    last_alloc = np.where((p2 >= 0) & (af[a2] == f) if len(af) else False, ak[a2], -1)
+    aat = last_before(af, ak, f, sidx, span)
+    last_alloc = np.where(aat >= 0, ak[np.maximum(aat, 0)], -1)
     out[sidx] = (began >= 0) & (last_alloc <= began)
     return out
 
