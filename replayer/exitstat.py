@@ -1,0 +1,126 @@
+"""Per-backend exit reasons, ``perf kvm stat report`` style: where each backend's cycles go.
+
+A *reason* is the mechanism the backend used for an event (``replayer.backends.MECHANISMS``:
+``vm_exit``, ``hypercall``, ``trap``, ``wp_fault``, ``rom_call``, ``queued``, ...) and what
+the event was: its ``paravirt_ops`` hook for a hook call, else its kind (``interrupt``,
+``exception``, ``mmio_write``, ...).  So ``vm_exit read_cr3`` is hvm-shadow exiting on
+``read_cr3``, ``hypercall set_pmd`` a Xen mmu_update, ``wp_fault set_pte`` a write to a
+write-protected page table, ``delivery interrupt`` the cost of delivering an interrupt.
+
+Per reason: events, the VM exits, hypercalls and traps those events caused (one event
+may cause several, or none: a queued PTE update costs its hypercall at the flush), total
+cycles, mean cycles per event and the share of the backend's cycles.  Every event has
+exactly one reason, so the shares of a backend sum to 1.  The saved query
+``analysis/queries/exit_reasons.sql`` gives the same rows from the results' Parquet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pvscope.hooks import HOOKS
+from replayer.backends import MECH_CODE, MECHANISMS
+from replayer.engine.result import RunResult
+from replayer.trace import KINDS, Trace
+
+#: Reasons a ``pvscope replay --reasons`` table shows per backend unless told otherwise.
+TOP = 8
+#: Counters summed per reason, in output order.
+COUNTERS = ("exits", "hypercalls", "traps")
+#: What an event is called in a reason: hook names, then kinds, then ``unknown``.
+NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
+
+
+def name_codes(trace: Trace) -> np.ndarray:
+    """Per event: an index into :data:`NAMES` (its hook, else its kind)."""
+    kind = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int64) + len(HOOKS)
+    return np.where(trace.hook >= 0, trace.hook.astype(np.int64), kind)
+
+
+def reasons(
+    names: np.ndarray,
+    mechanism: np.ndarray,
+    cycles: np.ndarray,
+    counters: dict[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """Rows per (mechanism, name) present, most cycles first (then by reason).
+
+    ``names`` are :func:`name_codes`, ``mechanism`` indices into ``MECHANISMS``,
+    ``counters`` the per-event :data:`COUNTERS`.
+    """
+    m = len(NAMES)
+    code = mechanism.astype(np.int64) * m + names
+    size = len(MECHANISMS) * m
+    events = np.bincount(code, minlength=size)
+    sums = {
+        k: np.bincount(code, weights=v.astype(np.float64), minlength=size)
+        for k, v in {"cycles": cycles, **counters}.items()
+    }
+    total = int(cycles.sum())
+    rows: list[dict[str, Any]] = []
+    for c in np.flatnonzero(events):
+        mech, name = MECHANISMS[c // m], NAMES[c % m]
+        cyc = int(sums["cycles"][c])
+        rows.append(
+            {
+                "reason": f"{mech} {name}",
+                "mechanism": mech,
+                "name": name,
+                "events": int(events[c]),
+                **{k: int(sums[k][c]) for k in COUNTERS},
+                "cycles": cyc,
+                "mean_cycles": cyc / int(events[c]),
+                "share": cyc / total if total else None,
+            }
+        )
+    rows.sort(key=lambda r: (-r["cycles"], r["reason"]))
+    return rows
+
+
+def from_result(r: RunResult) -> list[dict[str, Any]]:
+    """The reasons of one replay, from its per-event arrays."""
+    return reasons(name_codes(r.trace), r.mechanism, r.cycles, {k: getattr(r, k) for k in COUNTERS})
+
+
+def from_run_dir(trace: Trace, run_dir: Path) -> list[dict[str, Any]]:
+    """The reasons of one written replay (``RESULTS/backend=LABEL``) of ``trace``."""
+    t = pq.read_table(Path(run_dir) / "events.parquet", columns=["mechanism", "cycles", *COUNTERS])
+    if t.num_rows != trace.n:
+        raise ValueError(f"{run_dir}: {t.num_rows} events, the trace has {trace.n}")
+    mech = t.column("mechanism").combine_chunks()
+    # the dictionary's own order, mapped onto MECHANISMS
+    lookup = np.array([MECH_CODE[str(s)] for s in mech.dictionary.to_pylist()], dtype=np.int64)
+    codes = lookup[mech.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    col = {k: t.column(k).to_numpy() for k in ("cycles", *COUNTERS)}
+    return reasons(name_codes(trace), codes, col["cycles"], {k: col[k] for k in COUNTERS})
+
+
+def lines(label: str, rows: list[dict[str, Any]], top: int = TOP) -> list[str]:
+    """A text table of one backend's ``top`` reasons by cycles (reasons costing nothing
+    left out), and a line for the rest."""
+    shown = [r for r in rows if r["cycles"]][:top]
+    out = [
+        f"{label}: top {len(shown)} of {len(rows)} reasons by cycles",
+        f"  {'reason':<34} {'events':>10} {'exits':>8} {'hcalls':>8} {'traps':>8} "
+        f"{'cycles':>14} {'mean':>10} {'share':>7}",
+    ]
+    for r in shown:
+        out.append(
+            f"  {r['reason']:<34} {r['events']:>10,} {r['exits']:>8,} {r['hypercalls']:>8,} "
+            f"{r['traps']:>8,} {r['cycles']:>14,} {r['mean_cycles']:>10,.1f} "
+            f"{(r['share'] or 0):>7.1%}"
+        )
+    rest = rows[len(shown) :]
+    if rest:
+        cyc = sum(r["cycles"] for r in rest)
+        share = sum(r["share"] or 0 for r in rest)
+        out.append(
+            f"  {'(' + str(len(rest)) + ' more)':<34} {sum(r['events'] for r in rest):>10,} "
+            f"{sum(r['exits'] for r in rest):>8,} {sum(r['hypercalls'] for r in rest):>8,} "
+            f"{sum(r['traps'] for r in rest):>8,} {cyc:>14,} {'':>10} {share:>7.1%}"
+        )
+    return out
