@@ -17,8 +17,8 @@ import click
 
 from pvscope.errors import UsageError
 from pvscope.progress import Steps
-from replayer import api, backends, costs
-from replayer.trace import load
+from replayer import api, backends, costs, exitstat
+from replayer.trace import Trace, load
 
 EXIT_VIOLATIONS = 3
 
@@ -91,6 +91,82 @@ def _expectation_lines(summaries: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _reasons(tr: Trace, where: Path, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each run's exit reasons (:mod:`replayer.exitstat`), by label, from its written results."""
+    return {
+        s["backend"]: exitstat.from_run_dir(tr, where / f"backend={s['backend']}")
+        for s in summaries
+    }
+
+
+def _tables(spec: str) -> list[tuple[costs.CostTable, Path | None]]:
+    """``--costs`` as given: one table or several, comma-separated, each a preset or a
+    file; each with the file it was read from (None for a preset)."""
+    parts = [p.strip() for p in spec.split(",")]
+    if not all(parts):
+        raise UsageError(f"--costs {spec!r}: an empty table name")
+    if len(set(parts)) < len(parts):
+        raise UsageError(f"--costs {spec!r}: a table given twice")
+    out = []
+    for p in parts:
+        t = costs.load(p)
+        out.append((t, None if t.origin.startswith("preset:") else Path(p)))
+    return out
+
+
+def _table_header(table: costs.CostTable) -> str:
+    return f"cost table {table.name} ({table.origin}, sha256 {table.sha256[:12]})"
+
+
+def _replay_tables(
+    ctx: click.Context,
+    tr: Trace,
+    runs: list[backends.Run],
+    tables: list[tuple[costs.CostTable, Path | None]],
+    out: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """``replay --costs A,B…``: every run under each table, into ``costs=NAME``
+    directories; each table's rows under its name."""
+    with Steps("replay", len(runs) * len(tables), "runs", quiet or as_json) as bar:
+        done: set[tuple[str, str]] = set()
+
+        def progress(name: str, label: str, k: int) -> None:
+            if k >= tr.n:
+                done.add((name, label))
+            bar.update(len(done), f"{name} {label}: {k:,} of {tr.n:,} events")
+
+        by_table = api.replay_tables(tr, runs, tables, out, progress=progress)
+    every = [s for sums in by_table.values() for s in sums]
+    if as_json:
+        click.echo(json.dumps(every, indent=1, sort_keys=True))
+    else:
+        where = out if out is not None else api.default_out(tr.path)
+        for t, _ in tables:
+            click.echo(_table_header(t))
+            click.echo(
+                f"  {'backend':<32} {'whole-run':>9} {'est.':>5} {'interface':>9} "
+                f"{'exits':>9} {'hypercalls':>10} {'traps':>9} {'flushes':>8} "
+                f"{'violations':>10}  first divergence"
+            )
+            for s in by_table[t.name]:
+                click.echo("  " + _line(s))
+            for line in _expectation_lines(by_table[t.name]):
+                click.echo("  " + line)
+        click.echo(
+            "whole-run: estimated slowdown over native on the same work; interface: the "
+            "events' cycles over native's; est.: the share priced by estimates"
+        )
+        click.echo(
+            f"results in {where}  (one directory per cost table: "
+            f"{', '.join(str(api.table_dir(where, t)) for t, _ in tables)}; "
+            f"compare them with pvscope diff)"
+        )
+    if not all(s["as_expected"] for s in every):
+        ctx.exit(EXIT_VIOLATIONS)
+
+
 @click.command("replay")
 @click.argument("trace", type=click.Path(path_type=Path))
 @click.option(
@@ -107,7 +183,8 @@ def _expectation_lines(summaries: list[dict[str, Any]]) -> list[str]:
     "costs_spec",
     default=costs.DEFAULT_PRESET,
     show_default=True,
-    help=f"cost table: a preset ({', '.join(costs.presets())}) or a TOML file",
+    help=f"cost table: a preset ({', '.join(costs.presets())}) or a TOML file; several, "
+    "comma-separated, replay under each (into DIR/costs=NAME)",
 )
 @click.option(
     "-o",
@@ -116,6 +193,16 @@ def _expectation_lines(summaries: list[dict[str, Any]]) -> list[str]:
     help="results directory (default: TRACE/replay)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the summaries as JSON")
+@click.option(
+    "--reasons",
+    type=click.IntRange(min=1),
+    is_flag=False,
+    flag_value=exitstat.TOP,
+    default=None,
+    metavar="[N]",
+    help=f"after the summary, each run's top N exit reasons by cycles (N: {exitstat.TOP}), "
+    "perf kvm stat report style; --json always carries every reason",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress")
 @click.pass_context
 def replay(
@@ -127,19 +214,24 @@ def replay(
     costs_spec: str,
     out: Path | None,
     as_json: bool,
+    reasons: int | None,
     quiet: bool,
 ) -> None:
     """re-drive backend models from a recorded trace; exit 3 if a run is wrong in a way its
     design does not predict (an ablation with no fallback is expected to break its own
     requirement's checks)."""
     runs = backends.resolve(backend, without, fallback)
-    table = costs.load(costs_spec)
+    tables = _tables(costs_spec)
+    table, table_path = tables[0]
     if out is not None:
         if out.exists() and not out.is_dir():
             raise UsageError(f"{out}: exists and is not a directory")
         if not out.absolute().parent.is_dir():
             raise UsageError(f"{out.absolute().parent}: no such directory")
     tr = load(trace)
+    if len(tables) > 1:
+        _replay_tables(ctx, tr, runs, tables, out, as_json, quiet)
+        return
     with Steps("replay", len(runs), "runs", quiet or as_json) as bar:
         done: set[str] = set()
 
@@ -148,9 +240,12 @@ def replay(
                 done.add(label)
             bar.update(len(done), f"{label}: {k:,} of {tr.n:,} events")
 
-        summaries = api.replay_trace(tr, runs, table, out, progress=progress)
+        summaries = api.replay_trace(tr, runs, table, out, progress=progress, table_path=table_path)
+    where = out if out is not None else api.default_out(tr.path)
     if as_json:
-        click.echo(json.dumps(summaries, indent=1, sort_keys=True))
+        by_run = _reasons(tr, where, summaries)
+        shown = [s | {"exit_reasons": by_run[s["backend"]]} for s in summaries]
+        click.echo(json.dumps(shown, indent=1, sort_keys=True))
     else:
         click.echo(
             f"{'backend':<32} {'whole-run':>9} {'est.':>5} {'interface':>9} {'exits':>9} "
@@ -159,7 +254,6 @@ def replay(
         )
         for s in summaries:
             click.echo(_line(s))
-        where = out if out is not None else api.default_out(tr.path)
         click.echo(
             "whole-run: estimated slowdown over native on the same work (the guest's own "
             "instructions at the table's CPI, measured TLB refills); interface: the events' "
@@ -171,6 +265,11 @@ def replay(
         footer = _estimate_footer(summaries, costs_spec)
         if footer:
             click.echo(footer)
+        if reasons:
+            for label, rows in _reasons(tr, where, summaries).items():
+                click.echo("")
+                click.echo("\n".join(exitstat.lines(label, rows, reasons)))
+            click.echo("")
         click.echo(f"results in {where}  (cost table {table.name}, sha256 {table.sha256[:12]})")
     if not all(s["as_expected"] for s in summaries):
         ctx.exit(EXIT_VIOLATIONS)

@@ -111,7 +111,7 @@ def lines(label: str, rows: list[dict[str, Any]], top: int = TOP) -> list[str]:
     for r in shown:
         out.append(
             f"  {r['reason']:<34} {r['events']:>10,} {r['exits']:>8,} {r['hypercalls']:>8,} "
-            f"{r['traps']:>8,} {r['cycles']:>14,} {r['mean_cycles']:>10,.1f} "
+            f"{r['traps']:>8,} {r['cycles']:>14,} {r['mean_cycles']:>10,.0f} "
             f"{(r['share'] or 0):>7.1%}"
         )
     rest = rows[len(shown) :]
