@@ -6,12 +6,14 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pvscope.errors import PvscopeError
+from pvscope import schema
+from pvscope.errors import PvscopeError, UsageError
 from replayer import backends, costs, engine, results
 from replayer.engine import provenance
 from replayer.trace import Trace, load
@@ -74,6 +76,7 @@ def replay_trace(
     out: Path | None = None,
     progress: Callable[[str, int], None] | None = None,
     jobs: int | None = None,
+    table_path: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Replay every run and write its results; return the summaries in run order.
 
@@ -86,12 +89,84 @@ def replay_trace(
     Each run as designed is replayed a second time under the table masked to its
     estimates, for the share of its cycles that rests on them (``estimate_share``, and
     ``whole_run.estimate_share``; :mod:`replayer.engine.provenance`; null for ablations).
+
+    The results' index names the trace and the table (``table_path``: the file a table
+    not a preset was read from), so that they can be read wherever they are kept.
     """
     tr = trace if isinstance(trace, Trace) else load(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
     with _exclusive(root):
-        results.plan(root, [r.label for r in runs], tr.events_sha256, table.sha256)
+        about = {"trace": trace_about(tr), "cost_table": table_about(table, table_path)}
+        results.plan(root, [r.label for r in runs], tr.events_sha256, table.sha256, about)
         return _replay_runs(tr, runs, table, root, progress, jobs)
+
+
+def trace_about(tr: Trace) -> dict[str, Any]:
+    """What a results index says of its trace: name, path as given and resolved, and
+    the sha256 of its events and of its manifest (which names every file's)."""
+    return {
+        "name": tr.name,
+        "path": str(tr.path),
+        "resolved": str(tr.path.resolve()),
+        "events_sha256": tr.events_sha256,
+        "manifest_sha256": schema.sha256_of(tr.path / "manifest.json"),
+    }
+
+
+def table_about(table: costs.CostTable, path: Path | None = None) -> dict[str, Any]:
+    """What a results index says of its cost table: name, sha256, origin, and the
+    resolved path of a table read from a file."""
+    return {
+        "name": table.name,
+        "sha256": table.sha256,
+        "origin": table.origin,
+        "path": None if path is None else str(Path(path).resolve()),
+    }
+
+
+def table_dir(out: Path, table: costs.CostTable) -> Path:
+    """Where the runs under ``table`` go in a results directory of several tables."""
+    return Path(out) / f"{results.TABLE_PREFIX}{table.name}"
+
+
+def replay_tables(
+    trace: Trace | Path,
+    runs: list[backends.Run],
+    tables: list[tuple[costs.CostTable, Path | None]],
+    out: Path | None = None,
+    progress: Callable[[str, str, int], None] | None = None,
+    jobs: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Replay every run under each cost table (with the file it was read from, None for a
+    preset) into ``out/costs=NAME`` (:func:`table_dir`), each a results directory of its
+    own, under one lock on ``out``; return the summaries by table name, in the order given.
+    ``progress(table, label, events_done)`` as each run goes.  Tables must have distinct
+    names."""
+    names = [t.name for t, _ in tables]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"two cost tables named {dup[0]!r}: each table needs its own name")
+    bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", n)]
+    if bad:
+        raise UsageError(
+            f"cost table name {bad[0]!r}: not usable as a directory name (letters, digits, "
+            "'.', '_', '+', '-')"
+        )
+    tr = trace if isinstance(trace, Trace) else load(Path(trace))
+    root = Path(out) if out is not None else default_out(tr.path)
+    done: dict[str, list[dict[str, Any]]] = {}
+    with _exclusive(root):
+        listed = {t.name: table_about(t, p) for t, p in tables}
+        results.plan_tables(root, tr.events_sha256, listed, {"trace": trace_about(tr)})
+        for t, p in tables:
+            cb = None
+            if progress is not None:
+
+                def cb(label: str, k: int, _name: str = t.name) -> None:
+                    progress(_name, label, k)
+
+            done[t.name] = replay_trace(tr, runs, t, table_dir(root, t), cb, jobs, p)
+    return done
 
 
 @contextlib.contextmanager

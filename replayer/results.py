@@ -18,6 +18,13 @@
 Each directory is built as a hidden sibling and renamed into place.  Nothing
 here depends on wall-clock time or dict order: the same trace, backend and
 cost table give the same bytes.
+
+``RESULTS/results.json`` (the index) names the runs planned and what they were replayed
+from and under: the trace (name, path as given and resolved, the sha256 of its events
+and of its manifest) and the cost table (name, sha256, origin, and for a file its path),
+so that readers can find the trace of results kept anywhere.  A replay under several
+cost tables writes one ``RESULTS/costs=NAME/`` results directory per table, and an
+index at the top naming the trace and the tables.
 """
 
 from __future__ import annotations
@@ -248,6 +255,9 @@ def write(r: RunResult, root: Path) -> Path:
 
 
 INDEX = "results.json"
+#: A results directory replayed under several cost tables holds one ``costs=NAME``
+#: directory per table.
+TABLE_PREFIX = "costs="
 """The results directory's index: the trace and cost table every run in it was replayed
 from and under, and the runs replays into it planned (a run cut short is one planned
 and absent)."""
@@ -262,12 +272,41 @@ def _read_json(path: Path) -> Any:
         raise TraceError(f"{path}: not readable JSON ({type(e).__name__})") from None
 
 
-def plan(root: Path, labels: list[str], events_sha256: str, cost_sha256: str) -> None:
+def _write_index(root: Path, index: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX}.", dir=root)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, root / INDEX)
+
+
+def table_dirs(root: Path) -> list[Path]:
+    """The per-table results directories (``costs=NAME``) of a results directory replayed
+    under several cost tables; empty for one replayed under one."""
+    return sorted(d for d in Path(root).glob(f"{TABLE_PREFIX}*") if d.is_dir())
+
+
+def read_index(root: Path) -> dict[str, Any] | None:
+    """A results directory's index (``results.json``), None where it has none."""
+    index = _read_json(Path(root) / INDEX)
+    if index is not None and not isinstance(index, dict):
+        raise TraceError(f"{Path(root) / INDEX}: not a results index")
+    return index
+
+
+def plan(
+    root: Path,
+    labels: list[str],
+    events_sha256: str,
+    cost_sha256: str,
+    about: dict[str, Any] | None = None,
+) -> None:
     """Before replaying ``labels`` into ``root``: results of another trace or cost table
-    are replaced whole (never mixed with these), then the runs join the index's plan.
-    Written atomically; the caller holds the directory's lock."""
+    (or of several tables) are replaced whole (never mixed with these), then the runs join
+    the index's plan.  ``about`` (``trace`` and ``cost_table``: what the results were
+    replayed from and under, with paths) joins the index.  Written atomically; the caller
+    holds the directory's lock."""
     root = Path(root)
-    index = _read_json(root / INDEX)
+    index = read_index(root)
     present = [d for d in root.glob("backend=*") if d.is_dir()]
     if index is None and present:  # results from before the index: as their manifests say
         first = _read_json(present[0] / "manifest.json") or {}
@@ -276,6 +315,8 @@ def plan(root: Path, labels: list[str], events_sha256: str, cost_sha256: str) ->
             "cost_sha256": first.get("cost_table", {}).get("sha256"),
             "planned": sorted(d.name.removeprefix("backend=") for d in present),
         }
+    for d in table_dirs(root):  # a set replayed under several tables: replaced
+        shutil.rmtree(d)
     if index is None or (index.get("events_sha256"), index.get("cost_sha256")) != (
         events_sha256,
         cost_sha256,
@@ -283,14 +324,53 @@ def plan(root: Path, labels: list[str], events_sha256: str, cost_sha256: str) ->
         for d in present:  # another trace's or table's: replaced, not mixed in
             shutil.rmtree(d)
         index = {"planned": []}
+    index.pop("tables", None)
     index.update(
         results_version=RESULTS_VERSION, events_sha256=events_sha256, cost_sha256=cost_sha256
     )
-    index["planned"] = sorted(set(index["planned"]) | set(labels))
-    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX}.", dir=root)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, root / INDEX)
+    index.update(about or {})
+    index["planned"] = sorted(set(index.get("planned", [])) | set(labels))
+    _write_index(root, index)
+
+
+def plan_tables(
+    root: Path, events_sha256: str, tables: dict[str, dict[str, Any]], about: dict[str, Any]
+) -> None:
+    """Before replaying one trace under several cost tables into ``root`` (one
+    ``costs=NAME`` directory each, itself a results directory of one table): runs of
+    another trace, or of one table at the top, are replaced whole; tables already there
+    for this trace stay (a table of the same name and another hash is replaced by its
+    own :func:`plan`).  ``tables`` maps each name to its ``name``, ``sha256``,
+    ``origin`` and ``path``, in the order given (the index's ``order``: these tables, then
+    the ones kept); ``about`` carries ``trace``.  The caller holds the lock."""
+    root = Path(root)
+    index = read_index(root)
+    same = (
+        isinstance(index, dict)
+        and isinstance(index.get("tables"), dict)
+        and index.get("events_sha256") == events_sha256
+    )
+    for d in root.glob("backend=*"):  # one table's runs at the top: replaced
+        if d.is_dir():
+            shutil.rmtree(d)
+    kept: dict[str, Any] = {}
+    if same and index is not None:
+        kept = dict(index["tables"])
+    else:
+        for d in table_dirs(root):
+            shutil.rmtree(d)
+    kept.update(tables)
+    order = list(tables) + [
+        n for n in (index or {}).get("order", []) if n in kept and n not in tables
+    ]
+    new = {
+        "results_version": RESULTS_VERSION,
+        "events_sha256": events_sha256,
+        "tables": kept,
+        "order": order,
+        **about,
+    }
+    _write_index(root, new)
 
 
 def _check_run_files(d: Path, m: dict[str, Any], full: bool) -> None:
@@ -306,10 +386,14 @@ def verify(root: Path, full: bool = False) -> None:
     its index and manifests say: a run planned and missing (a replay cut short), a run
     without its manifest or summary, a manifest of another backend, version or trace,
     runs of different cost tables, a file of another size than its manifest says (with
-    ``full``, other bytes)."""
+    ``full``, other bytes).  A directory replayed under several cost tables is verified
+    table by table, and refused when a table its index names is missing."""
     root = Path(root)
+    index = read_index(root)
+    if table_dirs(root) or (isinstance(index, dict) and "tables" in index):
+        _verify_tables(root, index, full)
+        return
     runs = sorted(d for d in root.glob("backend=*") if d.is_dir())
-    index = _read_json(root / INDEX)
     tables: dict[str, str] = {}
     traces: set[str] = set()
     for d in runs:
@@ -349,3 +433,28 @@ def verify(root: Path, full: bool = False) -> None:
                 f"missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): "
                 "a replay was cut short; run it again"
             )
+
+
+def _verify_tables(root: Path, index: dict[str, Any] | None, full: bool) -> None:
+    """:func:`verify` for a directory of ``costs=NAME`` results directories."""
+    if any(d.is_dir() for d in root.glob("backend=*")):
+        raise TraceError(f"{root}: runs of one cost table beside runs of several; replay it again")
+    tables = (index or {}).get("tables")
+    if not isinstance(tables, dict):
+        raise TraceError(f"{root / INDEX}: missing or names no cost tables; replay it again")
+    dirs = {d.name.removeprefix(TABLE_PREFIX): d for d in table_dirs(root)}
+    missing = sorted(set(tables) - set(dirs))
+    if missing:
+        raise TraceError(
+            f"{root}: incomplete: the runs under cost table {missing[0]} are missing: "
+            "a replay was cut short; run it again"
+        )
+    for name, d in sorted(dirs.items()):
+        if name not in tables:
+            raise TraceError(f"{d}: a cost table the index does not name; replay it again")
+        verify(d, full)
+        sub = read_index(d) or {}
+        if sub.get("events_sha256") != (index or {}).get("events_sha256"):
+            raise TraceError(f"{d}: runs of another trace than {root / INDEX} names")
+        if sub.get("cost_sha256") != tables[name].get("sha256"):
+            raise TraceError(f"{d}: runs of another cost table than {root / INDEX} names")
