@@ -58,6 +58,13 @@ def _stdout_console() -> Any:
 @click.option("--json", "as_json", is_flag=True, help="same as --format json")
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="write the result to a file")
 @click.option("-q", "--quiet", is_flag=True, help="no progress")
+@click.option(
+    "--trace",
+    "traces",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="the trace replay results were replayed from, where it is not found by itself",
+)
 @_one_line_errors
 def query(
     source: Path | None,
@@ -68,11 +75,13 @@ def query(
     as_json: bool,
     out: Path | None,
     quiet: bool,
+    traces: tuple[Path, ...],
 ) -> None:
-    """run sql over a trace or trace set (read-only duckdb).
+    """run sql over a trace, trace set or replay results directory (read-only duckdb).
 
     views: events, inputs, state, symbols, hooks, traces, and from replay results
-    replay, summary, costs.  every view has a trace column.
+    replay, summary, costs.  every view has a trace column.  a results directory kept
+    away from its trace serves the trace views too when its trace is found (--trace).
     """
     from analysis import output, queries
 
@@ -109,11 +118,18 @@ def query(
         fmt = suffix if suffix in output.FORMATS and suffix != "table" else "table"
     from rich.console import Console
 
-    from analysis.views import Session
+    from analysis.views import Session, open_source
 
+    src = open_source(source, list(traces), required=False)
+    if not all(t.found for t in src.traces):
+        click.echo(
+            f"pvscope: note: {source}: the trace these results replayed was not found; "
+            "only the replay views are served (give it with --trace)",
+            err=True,
+        )
     with (
         Console(stderr=True, quiet=quiet).status(f"querying {source}"),
-        Session(source) as s,
+        Session(source=src) as s,
     ):
         result = s.query(sql)
     output.emit(result, fmt, out, title=saved_name)
@@ -131,9 +147,24 @@ def query(
 @click.option("--no-html", is_flag=True, help="print the terminal summary only")
 @click.option("-q", "--quiet", is_flag=True, help="no terminal summary, only the file")
 @click.option("--json", "as_json", is_flag=True, help="print the report's data as JSON")
+@click.option(
+    "--trace",
+    "traces",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="the trace replay results were replayed from, where it is not found by itself",
+)
 @_one_line_errors
-def report(source: Path, out: Path | None, no_html: bool, quiet: bool, as_json: bool) -> None:
-    """summarize a trace or trace set in the terminal and one html file."""
+def report(
+    source: Path,
+    out: Path | None,
+    no_html: bool,
+    quiet: bool,
+    as_json: bool,
+    traces: tuple[Path, ...],
+) -> None:
+    """summarize a trace, trace set or replay results directory in the terminal and one
+    html file."""
 
     from analysis import output, queries
     from analysis import report as rep
@@ -141,7 +172,9 @@ def report(source: Path, out: Path | None, no_html: bool, quiet: bool, as_json: 
 
     planned = 2 + len(rep.TRACE_QUERIES) + sum(q.needs_replay for q in queries.saved())
     with Steps(f"report {source.name}", planned, "queries", quiet or as_json) as bar:
-        data = rep.collect(source, lambda done, _n, name: bar.update(done, name))
+        data = rep.collect(
+            source, lambda done, _n, name: bar.update(done, name), trace_paths=list(traces)
+        )
     if as_json:
         import dataclasses
 
@@ -161,13 +194,21 @@ def report(source: Path, out: Path | None, no_html: bool, quiet: bool, as_json: 
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option(
+    "--trace",
+    "traces",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="the trace replay results were replayed from, where it is not found by itself",
+)
 @_one_line_errors
-def diff(a: Path, b: Path, as_json: bool) -> None:
-    """compare two traces or two replay results (exit 4 when they differ)."""
+def diff(a: Path, b: Path, as_json: bool, traces: tuple[Path, ...]) -> None:
+    """compare two traces or two replay results (exit 4 when they differ); replays under
+    two cost tables are compared by cost relative to native."""
     from analysis import diff as d
     from analysis import output
 
-    result = d.diff(a, b)
+    result = d.diff(a, b, list(traces))
     if as_json:
         click.echo(json.dumps(result, default=output._json_default, indent=1))
     else:

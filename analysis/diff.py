@@ -5,7 +5,8 @@ counts per hook (and per event kind for other events), and per hook how many cal
 arguments have no counterpart on the other side (a multiset difference of
 ``(arg0, arg1, arg2, arg3, result)``, so one inserted call does not count as every later
 call changing).  Two replay results: per backend and check, the change in violations,
-and per backend and hook group, the change in cycles.
+and per backend and hook group, the change in cycles; for replays under two cost tables,
+each run's whole-run slowdown and interface ratio over native under each, and the change.
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ def is_trace(p: Path) -> bool:
     return (Path(p) / "manifest.json").is_file()
 
 
-def diff(a: Path, b: Path) -> dict[str, Any]:
-    """Compare two traces or two replay results."""
+def diff(a: Path, b: Path, traces: list[Path] | None = None) -> dict[str, Any]:
+    """Compare two traces or two replay results (kept anywhere: their traces are found
+    by the hashes their indexes name, or among ``traces``)."""
     a, b = Path(a), Path(b)
     for p in (a, b):
         if not p.exists():
@@ -136,7 +138,7 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
     if is_replay(a) and is_replay(b):
         for p in (a, b):
             verify(p, full=True)
-        return diff_replays(a, b)
+        return diff_replays(a, b, traces)
     raise UsageError(f"cannot compare {a} with {b}: give two traces or two replay results")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import queries, svg
-from analysis.views import QueryError, Session
+from analysis.views import QueryError, Session, Source, open_source
 from pvscope import __version__
 
 #: Bins of virtual time in the hook-rate plot.
@@ -50,6 +50,10 @@ class ReportData:
     """Replay-side saved-query results by query name; empty without replay results."""
     missing: list[str] = field(default_factory=list)
     """Saved queries that could not run (no replay results), with why."""
+    cost_tables: Rows = field(default_factory=list)
+    """Cost relative to native under each cost table, for a trace replayed under several
+    (:func:`analysis.replays.compare_tables`; the other replay rows are the first
+    table's); empty otherwise."""
 
 
 RATE_SQL = """
@@ -73,9 +77,15 @@ ORDER BY b.trace, b."group", b.bin
 TRACE_QUERIES = ("hook_counts", "hot_sites", "irq_latency", "irq_latency_summary", "lazy_batching")
 
 
-def collect(path: Path, progress: Callable[[int, int, str], None] | None = None) -> ReportData:
-    """Run the report's queries over a trace or trace set; ``progress(done, planned,
-    name)`` is called as each starts."""
+def collect(
+    path: Path,
+    progress: Callable[[int, int, str], None] | None = None,
+    trace_paths: list[Path] | None = None,
+) -> ReportData:
+    """Run the report's queries over a trace, trace set or replay results directory (its
+    trace found as :func:`analysis.views.find_trace` does, ``trace_paths`` given with
+    ``--trace``); ``progress(done, planned, name)`` is called as each starts."""
+    source, tables = _source(path, trace_paths)
     replay_qs = [q for q in queries.saved() if q.needs_replay]
     planned = 2 + len(TRACE_QUERIES) + len(replay_qs)
     done = 0
@@ -86,7 +96,7 @@ def collect(path: Path, progress: Callable[[int, int, str], None] | None = None)
             progress(done, planned, name)
         done += 1
 
-    with Session(path) as s:
+    with Session(source=source) as s:
 
         def saved(name: str) -> Rows:
             step(name)
@@ -104,6 +114,7 @@ def collect(path: Path, progress: Callable[[int, int, str], None] | None = None)
             irq_latency_summary=saved("irq_latency_summary"),
             lazy_batching=saved("lazy_batching"),
             rate=_rate(_rate_rows(s, step)),
+            cost_tables=tables,
         )
         for q in replay_qs:
             step(q.name)
@@ -115,6 +126,58 @@ def collect(path: Path, progress: Callable[[int, int, str], None] | None = None)
             except QueryError as e:
                 data.missing.append(f"{q.name}: {e}")
     return data
+
+
+def _source(path: Path, traces: list[Path] | None) -> tuple[Source, Rows]:
+    """What a report reads, and its cost-table comparison (replays under several tables
+    narrowed to the first's for the rest of the report)."""
+    from analysis.replays import compare_tables
+
+    source = open_source(path, traces)
+    return source, compare_tables(source)
+
+
+# -- cost tables compared (cost relative to native under each) -----------------------
+
+
+def cost_tables_table(data: ReportData) -> tuple[list[str], list[list[Any]]]:
+    """The cost-table comparison as columns and rows: per run, the whole-run slowdown
+    and interface ratio over native under each table, then each later table's change
+    from the first's."""
+    rows = data.cost_tables
+    names = list(dict.fromkeys(r["side"] for r in rows))
+    many = len({r["trace"] for r in rows}) > 1
+    cols = (["trace"] if many else []) + ["backend"]
+    cols += [f"{k} {n}" for n in names for k in ("slowdown", "interface")]
+    cols += [f"Δ{k} {n}" for n in names[1:] for k in ("slowdown", "interface")]
+    by = {(r["trace"], r["backend"], r["side"]): r for r in rows}
+    out = []
+    for trace, label in dict.fromkeys((r["trace"], r["backend"]) for r in rows):
+        got = [by.get((trace, label, n), {}) for n in names]
+        line: list[Any] = ([trace] if many else []) + [label]
+        line += [_ratio(g.get(k)) for g in got for k in ("whole_run_slowdown", "interface_ratio")]
+        line += [
+            "-" if g.get(k) is None else f"{g[k]:+.2f}"
+            for g in got[1:]
+            for k in ("slowdown_change", "interface_ratio_change")
+        ]
+        out.append(line)
+    return cols, out
+
+
+def _cost_tables_section(data: ReportData) -> str:
+    if not data.cost_tables:
+        return ""
+    cols, rows = cost_tables_table(data)
+    names = ", ".join(dict.fromkeys(r["side"] for r in data.cost_tables))
+    return _section(
+        "Cost tables compared: cost relative to native",
+        None,
+        _table(cols, rows),
+        f"Replayed under {names}: each run's estimated whole-run slowdown and interface "
+        "ratio over native under each table, and the change from the first table's. "
+        "The other replay sections show the first table's runs.",
+    )
 
 
 def _rate_rows(s: Session, step: Callable[[str], None]) -> Rows:
@@ -165,6 +228,8 @@ def terminal(data: ReportData, console: Any) -> None:
     )
     if "ablation_matrix" in data.replay:
         comparison(data, console)
+    if data.cost_tables:
+        table("cost relative to native under each cost table", *cost_tables_table(data))
     table(
         "interrupt latency (retired instructions from raise to delivery)",
         ["trace", "vector", "interrupts", "p50", "p90", "p99", "max"],
@@ -827,6 +892,7 @@ def html(data: ReportData) -> str:
     body = [
         _whole_run_section(data),
         _cost_section(data),
+        _cost_tables_section(data),
         _ablation_section(data),
         _latency_section(data),
         _rate_section(data),

@@ -79,6 +79,9 @@ class Trace:
     manifest: dict[str, Any]
     replay: Path | None = None
     """Where its replay results are (default: ``path/replay``)."""
+    found: bool = True
+    """The trace itself is here (False: only its replay results, whose trace was not
+    found; ``path`` is then the results directory and no trace view is served)."""
 
 
 @dataclass
@@ -98,10 +101,152 @@ def _trace_name(p: Path) -> str:
     return p.name.split("=", 1)[1] if p.name.startswith("trace=") else p.name
 
 
-def open_source(path: Path) -> Source:
-    """Resolve a trace or trace-set directory; raise TraceError naming what is wrong."""
+def is_results(p: Path) -> bool:
+    """A replay results directory: no trace manifest, and an index or runs in it."""
+    from replayer.results import INDEX, TABLE_PREFIX
+
+    p = Path(p)
+    if not p.is_dir() or (p / "manifest.json").exists():
+        return False
+    return (p / INDEX).is_file() or any(
+        d.is_dir() for pat in ("backend=*", f"{TABLE_PREFIX}*") for d in p.glob(pat)
+    )
+
+
+def _recorded_trace(results: Path) -> tuple[str, dict[str, Any]]:
+    """The events sha256 a results directory replayed, and what its index says of the
+    trace (empty for results from before the index named it)."""
+    from replayer.results import read_index, table_dirs
+
+    index = read_index(results) or {}
+    about: dict[str, Any] = index["trace"] if isinstance(index.get("trace"), dict) else {}
+    want = index.get("events_sha256")
+    if not want:
+        runs = [d for t in [results, *table_dirs(results)] for d in sorted(t.glob("backend=*"))]
+        for d in runs:
+            m = load_json(d / "manifest.json")
+            want = m.get("trace", {}).get("events_sha256") if isinstance(m, dict) else None
+            if want:
+                break
+    return str(want or ""), about
+
+
+def _trace_hashes(p: Path) -> tuple[str, str] | None:
+    """A trace directory's events sha256 (as its manifest records it) and its manifest's
+    sha256; None for a directory that is not a trace."""
+    m = p / "manifest.json"
+    try:
+        data = m.read_bytes()
+        manifest = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    files = manifest.get("files")
+    events = files.get(schema.EVENTS.file, {}) if isinstance(files, dict) else {}
+    sha = events.get("sha256") if isinstance(events, dict) else None
+    if not sha:
+        ev = p / schema.EVENTS.file
+        if not ev.is_file():
+            return None
+        sha = schema.sha256_of(ev)
+    import hashlib
+
+    return str(sha), hashlib.sha256(data).hexdigest()
+
+
+def find_trace(
+    results: Path, given: list[Path] | None = None, required: bool = True
+) -> Path | None:
+    """The trace a results directory replayed, wherever the results are kept: one of
+    ``given`` (``--trace``), the path its index records (resolved, then as given), the
+    directories above it, or a trace beside it or beside its parent; the one whose
+    events (and, where recorded, manifest) sha256 are the ones the results name.
+
+    A trace given, or at the recorded path, that is another trace is refused in one line;
+    so is a trace not found (with ``required``; otherwise None)."""
+    results = Path(results).absolute()
+    want, about = _recorded_trace(results)
+    if not want:
+        raise TraceError(f"{results}: its index names no trace and it holds no runs")
+    want_manifest = about.get("manifest_sha256")
+    where = about.get("resolved") or about.get("path")
+    need = f"events sha256 {want[:12]}" + (f", recorded at {where}" if where else "")
+
+    def matches(p: Path) -> bool | None:
+        h = _trace_hashes(p)
+        if h is None:
+            return None
+        return h[0] == want and (not want_manifest or h[1] == want_manifest)
+
+    def other(p: Path) -> TraceError:
+        h = _trace_hashes(p)
+        got = h[0][:12] if h else "?"
+        return TraceError(
+            f"{p}: another trace (events sha256 {got}) than {results} replayed ({need}); "
+            "replay it again, or give that trace with --trace"
+        )
+
+    for p in given or []:
+        if not (Path(p) / "manifest.json").is_file():
+            raise TraceError(f"{p}: not a trace (no manifest.json)")
+    for p in given or []:
+        if matches(Path(p)):
+            return Path(p).absolute()
+    if given:
+        raise other(Path(given[0]))
+    recorded = [Path(x) for x in (about.get("resolved"), about.get("path")) if x]
+    above = [results.parent, results.parent.parent, results.parent.parent.parent]
+    beside = [
+        d
+        for parent in (results.parent, results.parent.parent)
+        if parent.is_dir()
+        for d in sorted(parent.iterdir())
+        if d.is_dir() and d != results and (d / "manifest.json").is_file()
+    ]
+    replaced: Path | None = None
+    seen: set[Path] = set()
+    for i, p in enumerate([*recorded, *above, *beside]):
+        p = p.absolute()
+        if p in seen:
+            continue
+        seen.add(p)
+        ok = matches(p)
+        if ok:
+            return p
+        if ok is False and i < len(recorded) and replaced is None:
+            replaced = p
+    if replaced is not None:
+        raise other(replaced)
+    if not required:
+        return None
+    raise TraceError(
+        f"{results}: cannot find the trace these results replayed ({need}); "
+        "give it with --trace TRACE"
+    )
+
+
+def results_source(results: Path, given: list[Path] | None = None, required: bool = True) -> Source:
+    """A replay results directory, kept anywhere, with its trace (:func:`find_trace`); with
+    ``required`` False a results directory whose trace is not found serves only its
+    replay views."""
+    results = Path(results).absolute()
+    trace = find_trace(results, given, required)
+    if trace is None:
+        _, about = _recorded_trace(results)
+        name = str(about.get("name") or results.name)
+        return Source(results, [Trace(name, results, {}, results, found=False)], False)
+    t = Trace(_trace_name(trace), trace, schema.read_manifest(trace), results)
+    return Source(results, [t], False)
+
+
+def open_source(path: Path, trace: list[Path] | None = None, required: bool = True) -> Source:
+    """Resolve a trace, trace-set or replay results directory (:func:`results_source`,
+    ``trace`` and ``required`` as there); raise TraceError naming what is wrong."""
     if not Path(path).is_dir():
         raise TraceError(f"{path}: no such trace or trace set")
+    if is_results(Path(path)):
+        return results_source(Path(path), trace, required)
     path = Path(path).absolute()
     if (path / "manifest.json").exists():
         return Source(path, [Trace(_trace_name(path), path, schema.read_manifest(path))], False)
@@ -241,6 +386,14 @@ def replay_files(trace: Trace) -> dict[str, list[Path]]:
     if not root.is_dir():
         return found
     verify(root)
+    if trace.found:
+        want, _ = _recorded_trace(root)
+        h = _trace_hashes(trace.path)
+        if want and h is not None and h[0] != want:
+            raise TraceError(
+                f"{root}: replay results of another trace (events sha256 {want[:12]}) than "
+                f"{trace.path} ({h[0][:12]}); replay it again"
+            )
     for p in sorted(root.rglob("*.parquet")):
         if any(part.startswith(".") for part in p.relative_to(root).parts):
             continue  # a replay's temporaries (being written, or left by a killed one)
@@ -318,7 +471,7 @@ class Session:
 
     def _discover(self) -> None:
         src = self.source
-        for table in schema.TABLES.values():
+        for table in schema.TABLES.values() if all(t.found for t in src.traces) else ():
             files = []
             for t in src.traces:
                 p = t.path / table.file
@@ -338,11 +491,12 @@ class Session:
             "the hook catalogue (linux 2.6.21 paravirt_ops)",
             lambda: self._table("hooks", _hooks_table()),
         )
-        self._offer(
-            "traces",
-            "one row per trace, from its manifest",
-            lambda: self._table("traces", _traces_table(src)),
-        )
+        if all(t.found for t in src.traces):
+            self._offer(
+                "traces",
+                "one row per trace, from its manifest",
+                lambda: self._table("traces", _traces_table(src)),
+            )
         replay: dict[str, list[tuple[Trace, Path]]] = {}
         for t in src.traces:
             for view, paths in replay_files(t).items():
@@ -445,6 +599,12 @@ class Session:
                 "use --format and -o to save a result)"
             )
         m = re.search(r"Table with name (\w+) does not exist", msg)
+        lost = [t for t in self.source.traces if not t.found]
+        if m and lost and (m.group(1) in schema.TABLES or m.group(1) == "traces"):
+            return (
+                f"{msg} (the trace these results replayed was not found, so only the replay "
+                f"views are served: give it with --trace TRACE)"
+            )
         if m and m.group(1) in REPLAY_VIEW_NAMES:
             return (
                 f"{msg} (no replay results with a {m.group(1)} table under "
