@@ -148,3 +148,71 @@ def test_a_replay_under_another_table_replaces_the_directory_not_mixes_in(
     api.replay_trace(synth_trace, backends.resolve("vmi"), costs.load("nehalem"), other)
     shutil.copytree(other / "backend=vmi", root / "backend=vmi")
     _verify_fails(root, "runs of different cost tables")
+
+
+def test_several_tables_kept_apart_each_a_results_directory(
+    synth_trace: Trace, tmp_path: Path
+) -> None:
+    root = tmp_path / "res"
+    runs = backends.resolve("native,vmi")
+    p4, neh = costs.load("p4"), costs.load("nehalem")
+    got = api.replay_tables(synth_trace, runs, [(neh, None), (p4, None)], root)
+    assert list(got) == ["nehalem", "p4"]
+    assert sorted(p.name for p in root.iterdir()) == ["costs=nehalem", "costs=p4", results.INDEX]
+    index = json.loads((root / results.INDEX).read_text())
+    assert index["order"] == ["nehalem", "p4"]
+    assert index["tables"]["p4"]["sha256"] == p4.sha256
+    assert index["trace"]["events_sha256"] == synth_trace.events_sha256
+    results.verify(root)
+    # each table's runs are what a replay under that table alone writes
+    api.replay_trace(synth_trace, runs, p4, tmp_path / "alone")
+    assert _bytes(root / "costs=p4") == _bytes(tmp_path / "alone")
+    # another table later joins; the others stay
+    api.replay_tables(synth_trace, runs[:1], [(costs.load("icelake"), None)], root)
+    assert len(results.table_dirs(root)) == 3
+    results.verify(root)
+    # a table cut short, or missing, is refused
+    shutil.rmtree(root / "costs=p4" / "backend=vmi")
+    _verify_fails(root, "incomplete: 1 of 2 planned runs missing")
+    shutil.rmtree(root / "costs=p4")
+    _verify_fails(root, "the runs under cost table p4 are missing")
+    # one table at the top replaces them whole
+    api.replay_trace(synth_trace, runs, p4, root)
+    assert results.table_dirs(root) == []
+    assert "tables" not in json.loads((root / results.INDEX).read_text())
+    assert _bytes(root) == _bytes(tmp_path / "alone")
+    # and several replace one
+    api.replay_tables(synth_trace, runs, [(p4, None), (neh, None)], root)
+    assert not list(root.glob("backend=*"))
+    results.verify(root)
+
+
+def test_tables_of_one_name_are_refused(synth_trace: Trace, tmp_path: Path) -> None:
+    from pvscope.errors import UsageError
+
+    p4 = costs.load("p4")
+    toml = tmp_path / "mine.toml"
+    toml.write_bytes((costs.PRESET_DIR / "p4.toml").read_bytes())
+    with pytest.raises(UsageError, match="two cost tables named 'p4'"):
+        api.replay_tables(synth_trace, [], [(p4, None), (costs.load(toml), toml)], tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_index_names_the_trace_and_a_file_tables_path(
+    synth_trace: Trace, tmp_path: Path
+) -> None:
+    toml = tmp_path / "mine.toml"
+    toml.write_bytes((costs.PRESET_DIR / "nehalem.toml").read_bytes())
+    table = costs.load(toml)
+    api.replay_trace(
+        synth_trace, backends.resolve("native"), table, tmp_path / "r", table_path=toml
+    )
+    index = json.loads((tmp_path / "r" / results.INDEX).read_text())
+    assert index["cost_table"] == {
+        "name": "nehalem",
+        "sha256": table.sha256,
+        "origin": "mine.toml",
+        "path": str(toml.resolve()),
+    }
+    assert index["trace"]["resolved"] == str(synth_trace.path.resolve())
+    assert index["trace"]["events_sha256"] == synth_trace.events_sha256
