@@ -42,9 +42,9 @@ import numpy as np
 from pvscope.errors import UsageError
 from pvscope.hooks import ARG_SLOTS, HOOKS
 
-#: Events exported when no ``limit`` is given: about 23 MB for the guest's tracks and
-#: 33 MB more per backend (some 185 bytes an event with two backends), which the
-#: Perfetto UI loads in seconds.
+#: Events exported when no ``limit`` is given: about 25 MB for the guest's tracks and
+#: 34 MB more per backend (94 MB with two, for a ``mixed`` trace), which the Perfetto UI
+#: loads in seconds.
 DEFAULT_LIMIT = 500_000
 
 #: Names of the exception vectors (the rest are ``exception N``).
