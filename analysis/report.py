@@ -3,7 +3,9 @@
 Everything shown comes from the saved queries (``analysis/queries/``) run in the same
 read-only session ``pvscope query`` uses, so a number in the report can be reproduced
 with ``pvscope query TRACE --saved NAME``.  The HTML has no scripts and loads nothing:
-styles are inline and plots are SVG drawn by ``analysis.svg``.
+styles are inline and plots are SVG drawn by ``analysis.svg``.  Every category a chart
+plots is explained beside it (:data:`CATEGORIES`); tables keep numbers on one line and
+scroll inside their own box when a window is too narrow for them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from analysis import queries, svg
 from analysis.views import QueryError, Session, Source, open_source
 from pvscope import __version__
+from pvscope.hooks import HOOKS
 
 #: Bins of virtual time in the hook-rate plot.
 RATE_BINS = 120
@@ -29,6 +32,57 @@ MANY = 4
 ALL = "all traces"
 #: Ablation columns in the order of the 2007 argument.
 ABLATION_ORDER = ("cpl", "irq", "ptalloc", "pteupdate", "apic")
+#: Exit reasons shown per backend (the saved query exit_reasons has every one).
+REASONS = 8
+#: Violation details longer than this (or of several lines) are cut in the report.
+DETAIL = 120
+#: The hook-rate axis is clipped when its peak is more than this many times the 95th
+#: percentile of the plotted rates (a boot burst would flatten everything else).
+CLIP_RATIO = 4.0
+
+#: Event kinds (events that are not hook calls) by the category the cost chart puts them in.
+KIND_CATEGORY = {
+    "interrupt": "interrupts & exceptions",
+    "softint": "interrupts & exceptions",
+    "exception": "interrupts & exceptions",
+    "irq_raise": "interrupts & exceptions",
+    "mmio_read": "MMIO",
+    "mmio_write": "MMIO",
+}
+
+
+def _hooks_of(group: str, n: int = 6) -> str:
+    names = [h.name for h in HOOKS if h.group == group]
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+#: What each category a chart plots covers: hook groups (``pvscope.hooks``), the event
+#: kinds that are not hook calls, and the parts of a whole-run estimate.
+CATEGORIES: dict[str, str] = {
+    "irq": "hook calls that mask, unmask or test the interrupt flag, halt, and return from "
+    f"interrupts ({_hooks_of('irq', 8)})",
+    "mmu": "hook calls on page tables and the TLB: PTE and PMD writes, page-table "
+    f"allocation and release, CR2/CR3, TLB flushes ({_hooks_of('mmu')})",
+    "cpu": "hook calls on other privileged CPU state: control, debug and model-specific "
+    f"registers, descriptor tables, cpuid, I/O delay, lazy-mode switches ({_hooks_of('cpu')})",
+    "apic": f"hook calls on the local APIC ({_hooks_of('apic')})",
+    "time": f"hook calls on clocks ({_hooks_of('time')})",
+    "init": f"boot-time setup hook calls ({_hooks_of('init')})",
+    "interrupts & exceptions": "events that are not hook calls: delivering external "
+    "interrupts, exceptions (page faults, ...) and software interrupts (system calls) "
+    "through the guest's IDT, and raising interrupt lines",
+    "MMIO": "device-register reads and writes the guest makes directly, not through a hook "
+    "(I/O APIC, timer, serial)",
+    "other events": "every other event kind: idle stretches and the guest's own markers "
+    "(these normally cost nothing)",
+    "events": "the trace's events (hook calls, interrupts, exceptions, MMIO) priced by the "
+    "cost table: the next chart splits them by category",
+    "guest code": "the guest's own instructions between events, at the cost table's CPI "
+    "(kernel and user)",
+    "TLB refills": "the TLB refills the recorder measured, at the cost table's page-walk "
+    "cost (two-dimensional on nested paging)",
+}
 
 Rows = list[dict[str, Any]]
 
@@ -269,14 +323,14 @@ def terminal(data: ReportData, console: Any) -> None:
 
 
 _LEFT = {"trace", "guest", "status", "group", "requirement", "backend", "without", "fallback"}
-_LEFT |= {"function", "hook", "site", "correct", "check", "first_detail", "run"}
+_LEFT |= {"function", "hook", "site", "correct", "check", "first_detail", "run", "reason"}
 
 
 def _cell(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}"
+        return f"{v:,.1f}" if abs(v) >= 100 else svg.plain(v)
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
@@ -380,16 +434,19 @@ body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sa
 header { background: #1f2a37; color: #f3f4f6; padding: 28px 40px 22px; }
 header h1 { margin: 0 0 4px; font-size: 26px; font-weight: 650; letter-spacing: -0.01em; }
 header p { margin: 0; color: #c5cbd3; }
-main { max-width: 1120px; margin: 0 auto; padding: 8px 40px 48px; }
+main { max-width: 1240px; margin: 0 auto; padding: 8px 40px 48px; }
 section { background: #fff; border: 1px solid #e3e3df; border-radius: 10px; overflow-x: auto;
           padding: 18px 24px 20px; margin: 22px 0; }
 h2 { font-size: 18px; margin: 0 0 2px; }
+h3 { font-size: 15px; margin: 16px 0 2px; }
 p.q { margin: 0 0 12px; color: #5b6470; font-size: 13.5px; }
 p.q code { background: #f0f0ec; padding: 1px 5px; border-radius: 4px; font-size: 12.5px; }
 table { border-collapse: collapse; font-size: 13.5px; margin: 6px 0 4px; }
 th, td { padding: 5px 12px; border-bottom: 1px solid #ececea; text-align: right;
          font-variant-numeric: tabular-nums; }
-th { background: #f3f3f0; font-weight: 600; }
+td { white-space: nowrap; }
+td.w { white-space: normal; min-width: 18em; }
+th { background: #f3f3f0; font-weight: 600; vertical-align: bottom; }
 td.l, th.l { text-align: left; }
 td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
           font-size: 12.5px; }
@@ -404,25 +461,63 @@ td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
 .matrix td { text-align: center; min-width: 84px; padding: 4px 8px; }
 .matrix td.none { background: #fafaf8; color: #bbb; }
 .matrix tbody tr { border-top: 1px solid #e3e3df; }
-.wide { overflow-x: auto; }
-td { overflow-wrap: anywhere; }
+.wide { overflow-x: auto; max-width: 100%; }
+dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 3px 12px;
+            margin: 8px 0 12px; font-size: 13px; color: #3d4550; }
+dl.legend dt { font-weight: 600; white-space: nowrap; }
+dl.legend dt i { display: inline-block; width: 11px; height: 11px; border-radius: 2px;
+                 margin-right: 6px; vertical-align: -1px; }
+dl.legend dd { margin: 0; }
+.reasons { display: grid; grid-template-columns: repeat(auto-fit, minmax(540px, 1fr));
+           gap: 4px 28px; }
+.reasons table th, .reasons table td { padding: 4px 8px; }
+.cut { color: #8a5a00; font-size: 13px; }
 .matrix td small { display: block; color: #555; font-weight: 400; }
 svg { width: 100%; height: auto; display: block; margin-top: 6px; }
 footer { color: #777; font-size: 12.5px; text-align: center; padding: 0 0 30px; }
 """
 
 
-def _table(cols: list[str], rows: list[list[Any]], *, mono: set[str] | None = None) -> str:
+def _table(
+    cols: list[str],
+    rows: list[list[Any]],
+    *,
+    mono: set[str] | None = None,
+    wrap: set[str] | None = None,
+    heads: dict[str, str] | None = None,
+) -> str:
+    """A table in a box that scrolls when the window is too narrow.  Cells never wrap
+    (a number stays on one line) except in the ``wrap`` columns (free text); ``heads``
+    renames columns for display."""
     mono = mono or set()
-    head = "".join(f'<th class="{"l" if c in _LEFT else ""}">{escape(c)}</th>' for c in cols)
+    wrap = wrap or set()
+    heads = heads or {}
+    head = "".join(
+        f'<th class="{"l" if c in _LEFT else ""}">{escape(heads.get(c, c))}</th>' for c in cols
+    )
     body = []
     for r in rows:
         cells = []
         for c, v in zip(cols, r, strict=True):
-            cls = " ".join(x for x in ("l" if c in _LEFT else "", "mono" if c in mono else "") if x)
+            flags = ("l" if c in _LEFT else "", "mono" if c in mono else "")
+            cls = " ".join(x for x in (*flags, "w" if c in wrap else "") if x)
             cells.append(f'<td class="{cls}">{escape(_cell(v))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f"<div class='wide'><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _legend(names: Sequence[str]) -> str:
+    """What each plotted category covers (:data:`CATEGORIES`), with its colour."""
+    items = "".join(
+        f'<dt><i style="background:{svg.colour(n, i)}"></i>{escape(n)}</dt>'
+        f"<dd>{escape(CATEGORIES[n])}</dd>"
+        for i, n in enumerate(names)
+        if n in CATEGORIES
+    )
+    return f'<dl class="legend">{items}</dl>' if items else ""
 
 
 def _section(title: str, query: str | None, content: str, note: str = "") -> str:
@@ -444,7 +539,10 @@ def _no_replay(data: ReportData) -> str:
 
 
 def _series_of(group: str) -> str:
-    """Hook groups plot as themselves; other event kinds (interrupts, MMIO, ...) as one."""
+    """Hook groups plot as themselves; other event kinds as interrupts & exceptions, MMIO
+    or other events (:data:`KIND_CATEGORY`)."""
+    if group in KIND_CATEGORY:
+        return KIND_CATEGORY[group]
     return group if group in svg.GROUP_COLOURS else "other events"
 
 
@@ -527,7 +625,7 @@ def _whole_run_section(data: ReportData) -> str:
     return _section(
         title,
         "whole_run",
-        "".join(parts) + table,
+        "".join(parts) + _legend(["events", "guest code", "TLB refills"]) + table,
         "An estimate: the events' cycles from the cost table, plus the guest's own "
         "instructions (from virtual time, split by privilege level) at the table's CPI, plus "
         "the TLB refills the recorder measured at the table's page-walk cost (two-dimensional "
@@ -547,13 +645,14 @@ def _cost_section(data: ReportData) -> str:
         rows = [r for r in rows if r["backend"] in designed]
     totals = _backend_totals(rows)
     parts = []
+    plotted = {_series_of(r["group"]) for r in rows if r["cycles"]}
     for trace in sorted({r["trace"] for r in rows}):
         mine = [r for r in rows if r["trace"] == trace]
         backends = sorted(
             {r["backend"] for r in mine},
             key=lambda b, t=trace: (b != "native", totals[t, b][0], b),  # type: ignore[misc]
         )
-        present = {_series_of(r["group"]) for r in mine}
+        present = {_series_of(r["group"]) for r in mine if r["cycles"]}
         series: dict[str, Sequence[float]] = {
             g: [
                 sum(
@@ -581,12 +680,14 @@ def _cost_section(data: ReportData) -> str:
             for (t, b), (c, r) in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[1][0]))
         ],
     )
+    legend = _legend([g for g in svg.GROUP_COLOURS if g in plotted])
     return _section(
         "Cost per backend, by hook group",
         "cost_by_group",
-        "".join(parts) + table,
+        "".join(parts) + legend + table,
         "Cycles each backend, as designed, spends on the trace's events, stacked by hook "
-        "group (the ablations are in the matrix below).",
+        "group; events that are not hook calls are stacked by what they are (the ablations "
+        "are in the matrix below).",
     )
 
 
@@ -685,13 +786,14 @@ def _latency_section(data: ReportData) -> str:
         for r in data.irq_latency:
             if trace in (ALL, r["trace"]):
                 buckets[r["bucket_lo"]] = buckets.get(r["bucket_lo"], 0) + r["interrupts"]
-        labels = ["0" if lo == 0 else f"{svg.fmt(lo)}–{svg.fmt(2 * lo)}" for lo in sorted(buckets)]
+        los = latency_buckets(buckets)
+        labels = ["0" if lo == 0 else f"{svg.fmt(lo)}–{svg.fmt(2 * lo)}" for lo in los]
         title = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
         parts.append(
             title
             + svg.columns(
                 labels,
-                [buckets[k] for k in sorted(buckets)],
+                [buckets.get(lo, 0) for lo in los],
                 xlabel="latency, retired instructions (power-of-two buckets)",
                 ylabel="interrupts",
                 label=f"interrupt latency, {trace}",
@@ -717,8 +819,34 @@ def _latency_section(data: ReportData) -> str:
         "Interrupt latency",
         "irq_latency",
         "".join(parts) + table,
-        "Virtual time from an interrupt becoming pending to its delivery, all vectors.",
+        "Virtual time from an interrupt becoming pending to its delivery, all vectors; "
+        "empty buckets between the shortest and the longest are kept.",
     )
+
+
+def latency_buckets(counts: dict[int, int]) -> list[int]:
+    """Every power-of-two bucket (its lower bound; 0 for no wait) from the lowest holding
+    an interrupt to the highest, the empty ones between included."""
+    if not counts:
+        return []
+    lo, hi = min(counts), max(counts)
+    out = [0] if lo == 0 else []
+    b = max(lo, 1)
+    while b <= hi:
+        out.append(b)
+        b *= 2
+    return out
+
+
+def rate_clip(series: Sequence[Sequence[float]]) -> float | None:
+    """Where the hook-rate axis is clipped: None unless the peak is more than
+    :data:`CLIP_RATIO` times the 95th percentile of the nonzero rates plotted (then twice
+    that percentile, so the typical rates fill the plot and the spike is marked)."""
+    values = sorted(v for ys in series for v in ys if v > 0)
+    if len(values) < 10:
+        return None
+    p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
+    return 2 * p95 if values[-1] > CLIP_RATIO * p95 else None
 
 
 def _rate_section(data: ReportData) -> str:
@@ -736,13 +864,14 @@ def _rate_section(data: ReportData) -> str:
             xlabel="fraction of the run (virtual time)",
             ylabel="hook calls per 1000 instructions",
             label="hook rate over virtual time, every trace",
+            clip=rate_clip(list(totals.values())),
         )
         return _section(
             "Hook rate over virtual time",
             None,
             chart,
             f"Hook calls per thousand retired instructions, all groups, per trace, in "
-            f"{RATE_BINS} bins of each trace's run.",
+            f"{RATE_BINS} bins of each trace's run." + _CLIP_NOTE,
         )
     for trace, (xs, series) in sorted(data.rate.items()):
         order = sorted(series, key=lambda g: -sum(series[g]))
@@ -755,14 +884,24 @@ def _rate_section(data: ReportData) -> str:
                 xlabel="virtual time (retired instructions)",
                 ylabel="hook calls per 1000 instructions",
                 label=f"hook rate over virtual time, {trace}",
+                clip=rate_clip(list(series.values())),
             )
         )
+    groups = {g for _, series in data.rate.values() for g in series}
     return _section(
         "Hook rate over virtual time",
         None,
-        "".join(parts),
-        f"Hook calls per thousand retired instructions, by group, in {RATE_BINS} bins.",
+        "".join(parts) + _legend([g for g in svg.GROUP_COLOURS if g in groups]),
+        f"Hook calls per thousand retired instructions, by group, in {RATE_BINS} bins."
+        + _CLIP_NOTE,
     )
+
+
+_CLIP_NOTE = (
+    f" Where one burst (a boot) peaks above {CLIP_RATIO:g} times the 95th percentile of the "
+    "rates, the axis is clipped at twice that percentile: points above it are marked \u25b2 "
+    "and the chart gives the peak."
+)
 
 
 def _hot_section(data: ReportData) -> str:
@@ -813,21 +952,131 @@ def _hot_section(data: ReportData) -> str:
     )
 
 
+def short(text: str | None, limit: int = DETAIL) -> tuple[str, bool]:
+    """A detail cut to its first line and ``limit`` characters; whether it was cut."""
+    if not text:
+        return "", False
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    cut = first != text.strip() or len(first) > limit
+    if len(first) > limit:
+        first = first[: limit - 1].rstrip()
+    return (first + " …" if cut else first), cut
+
+
+def _heads(cols: list[str]) -> dict[str, str]:
+    """Query column names as table heads: words, and "per kinsn" as "/ kinsn"."""
+    return {c: c.replace("_per_", " / ").replace("_", " ") for c in cols}
+
+
 def _replay_tables(data: ReportData) -> str:
     out = []
+    many = len(data.traces) > 1
     for name in ("violations", "exits_per_kinsn"):
         rows = data.replay.get(name)
         if not rows:
             continue
-        cols = list(rows[0])
+        cols = [c for c in rows[0] if many or c != "trace"]
+        table = [[r[c] for c in cols] for r in rows]
+        note = ""
+        if "first_detail" in cols:
+            i = cols.index("first_detail")
+            cut = 0
+            for line in table:
+                line[i], was = short(line[i])
+                cut += was
+            if cut:
+                note = (
+                    f'<p class="cut">{cut} detail{"s" if cut > 1 else ""} cut to '
+                    f"{DETAIL} characters of the first line (…): the full text is "
+                    f"first_detail in <code>pvscope query TRACE --saved {name}</code>, every "
+                    "violation's in <code>SELECT * FROM violations</code>.</p>"
+                )
         out.append(
             _section(
                 queries.load(name).title.rstrip("?"),
                 name,
-                _table(cols, [[r[c] for c in cols] for r in rows]),
+                _table(cols, table, wrap={"first_detail"}, heads=_heads(cols)) + note,
             )
         )
     return "".join(out)
+
+
+def _reasons_section(data: ReportData) -> str:
+    """Per backend as designed, its top :data:`REASONS` exit reasons by cycles."""
+    rows = data.replay.get("exit_reasons")
+    title = "Exit reasons per backend"
+    if not rows:
+        return _section(title, None, _no_replay(data)) if not data.replay else ""
+    designed = _designed(data)
+    if designed is not None:
+        rows = [r for r in rows if r["backend"] in designed]
+    order = _backend_order(data.replay.get("ablation_matrix") or rows)
+    parts = []
+    cols = ["reason", "events", "exits+hcalls+traps", "cycles", "mean", "share"]
+    for trace in sorted({r["trace"] for r in rows}):
+        mine = [r for r in rows if r["trace"] == trace]
+        boxes = []
+        for b in sorted({r["backend"] for r in mine}, key=lambda b: (order + [b]).index(b)):
+            ranked = [r for r in mine if r["backend"] == b]  # the query's order: cycles first
+            top = [r for r in ranked if r["cycles"]][:REASONS]
+            table = [
+                [
+                    r["reason"],
+                    r["events"],
+                    r["exits"] + r["hypercalls"] + r["traps"],
+                    r["cycles"],
+                    _mean(r["mean_cycles"]),
+                    _pct(r["share"]),
+                ]
+                for r in top
+            ]
+            rest = ranked[len(top) :]
+            if rest:
+                table.append(
+                    [
+                        f"({len(rest)} more)",
+                        sum(r["events"] for r in rest),
+                        sum(r["exits"] + r["hypercalls"] + r["traps"] for r in rest),
+                        sum(r["cycles"] for r in rest),
+                        "",
+                        _pct(sum(r["share"] or 0 for r in rest)),
+                    ]
+                )
+            heads = {"exits+hcalls+traps": "exits + hcalls + traps"}
+            boxes.append(f"<div><h3>{escape(b)}</h3>{_table(cols, table, heads=heads)}</div>")
+        head = f"<h3>{escape(trace)}</h3>" if len(data.traces) > 1 else ""
+        parts.append(f"{head}<div class='reasons'>{''.join(boxes)}</div>")
+    return _section(
+        title,
+        "exit_reasons",
+        "".join(parts),
+        "Where each backend, as designed, spends its cycles, perf kvm stat style: a reason is "
+        "the mechanism the backend used for an event (vm_exit, hypercall, trap, wp_fault, "
+        "rom_call, queued, delivery, native, ...) and the event's hook, or its kind for events "
+        f"that are not hook calls. The top {REASONS} by cycles per backend, the rest summed; "
+        "mean is cycles per event, share the backend's cycles; exits+hcalls+traps counts the "
+        "times the events left the guest. Every reason and the ablations: pvscope replay "
+        "--reasons, or the saved query.",
+    )
+
+
+def _mean(v: float) -> float | int:
+    """A mean in a table: whole from 100 up (shown with separators), else as it is."""
+    return round(v) if v >= 100 else v
+
+
+def title(data: ReportData) -> str:
+    """The report's title: the guest and trace for one trace, the count and the set's
+    directory for several."""
+    name = data.source.resolve().name
+    if len(data.traces) == 1:
+        t = data.traces[0]
+        guest = t.get("guest") or t["trace"]
+        where = t["trace"] if t["trace"] not in (guest, "trace") else name
+        return f"pvscope report: {guest}" + (f" ({where})" if where and where != guest else "")
+    guests = sorted({str(t.get("guest")) for t in data.traces if t.get("guest")})
+    of = f" of {', '.join(guests)}" if 0 < len(guests) <= 3 else ""
+    return f"pvscope report: {len(data.traces)} traces{of}" + (f" in {name}" if name else "")
 
 
 def html(data: ReportData) -> str:
@@ -894,6 +1143,7 @@ def html(data: ReportData) -> str:
         _cost_section(data),
         _cost_tables_section(data),
         _ablation_section(data),
+        _reasons_section(data),
         _latency_section(data),
         _rate_section(data),
         _hot_section(data),
@@ -906,14 +1156,15 @@ def html(data: ReportData) -> str:
         ),
         _replay_tables(data),
     ]
+
     generated = _dt.date.today().isoformat()
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pvscope report: {escape(str(data.source.name))}</title>
+<title>{escape(title(data))}</title>
 <style>{CSS}</style></head>
 <body>
-<header><h1>pvscope report · {escape(data.source.name)}</h1>
+<header><h1>{escape(title(data))}</h1>
 <p>{escape(what)} · {escape(status)}</p></header>
 <main><div class="cards">{card_html}</div>
 {"".join(body)}

@@ -1,7 +1,8 @@
 """Small inline SVG charts for the HTML report: no plotting library, no network.
 
 Each function returns one ``<svg>`` element as text, sized by its ``viewBox`` so the page
-scales it, with a ``<title>`` per mark so hovering shows the exact value.
+scales it, with a ``<title>`` per mark so hovering shows the exact value.  Every number a
+chart shows (axis ticks, values at bar ends, hover titles) goes through :func:`fmt`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ GROUP_COLOURS = {
     "apic": "#ccbb44",
     "time": "#66ccee",
     "init": "#aa3377",
+    "interrupts & exceptions": "#332288",
+    "MMIO": "#44aa99",
     "other events": "#bbbbbb",
 }
 
@@ -41,17 +44,28 @@ def colour(name: str, i: int) -> str:
 
 
 def fmt(v: float) -> str:
-    """A number short enough for an axis label: 1.2k, 3.4M, 0.25."""
-    a = abs(v)
-    if a >= 1e9:
-        return f"{v / 1e9:.3g}G"
-    if a >= 1e6:
-        return f"{v / 1e6:.3g}M"
-    if a >= 1e4:
-        return f"{v / 1e3:.3g}k"
-    if a == int(a):
-        return str(int(v))
-    return f"{v:.3g}"
+    """A number in three significant digits, with a k/M/G suffix from a thousand up and
+    never an exponent: 0.25, 12, 999, 1.15k, 18.2k, 3.4M."""
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else str(v)
+    r = float(f"{v:.3g}")  # rounded first: 999.96 is 1k, not 1000
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(r) >= div:
+            return _digits(r / div) + suffix
+    return _digits(r)
+
+
+def plain(v: float) -> str:
+    """A number in three significant digits, positionally (no suffix, no exponent)."""
+    return "0" if v == 0 or not math.isfinite(v) else _digits(float(f"{v:.3g}"))
+
+
+def _digits(x: float) -> str:
+    """``x`` (already three significant digits) positionally, no trailing zeros."""
+    if x == int(x):
+        return str(int(x))
+    places = max(0, 2 - math.floor(math.log10(abs(x))))
+    return f"{x:.{places}f}".rstrip("0").rstrip(".")
 
 
 def nice_ticks(top: float, n: int = 5) -> list[float]:
@@ -70,6 +84,11 @@ def _svg(width: int, height: int, body: list[str], label: str) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{escape(label)}" {FONT} font-size="12">' + "".join(body) + "</svg>"
     )
+
+
+def _text_width(names: Sequence[str]) -> int:
+    """Roughly how wide the longest legend entry is at the charts' 12-unit font."""
+    return 7 * max((len(n) for n in names), default=0) + 18
 
 
 def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
@@ -95,7 +114,7 @@ def stacked_bars(
     names = list(series)
     bar, gap, top = 22, 10, 16
     left = 16 + 7 * max((len(c) for c in categories), default=8)
-    right = 150
+    right = max(150, 60 + _text_width(names))
     height = top + len(categories) * (bar + gap) + 40
     height = max(height, top + 18 * len(names) + 20)
     totals = [sum(series[n][i] for n in names) for i in range(len(categories))]
@@ -198,11 +217,18 @@ def lines(
     label: str = "lines",
     width: int = 760,
     height: int = 280,
+    clip: float | None = None,
 ) -> str:
-    """One polyline per series over a shared x axis (e.g. hook rate over virtual time)."""
-    left, right, top, bottom = 56, 110, 16, 44
+    """One polyline per series over a shared x axis (e.g. hook rate over virtual time).
+
+    With ``clip``, the y axis ends at the first tick at or above it: higher points are drawn
+    on the top edge, marked with a triangle, and the chart says where it is clipped and what
+    the peak is.
+    """
     names = list(series)
-    ymax = max((max(v, default=0) for v in series.values()), default=0)
+    left, right, top, bottom = 56, max(110, 30 + _text_width(names)), 16 + (14 if clip else 0), 44
+    peak = max((max(v, default=0) for v in series.values()), default=0)
+    ymax = min(peak, clip) if clip else peak
     yt = nice_ticks(ymax)
     xt = nice_ticks(max(x, default=0))
     w, h = width - left - right, height - top - bottom
@@ -211,7 +237,7 @@ def lines(
         return left + v / xt[-1] * w
 
     def py(v: float) -> float:
-        return top + h - v / yt[-1] * h
+        return top + h - min(v, yt[-1]) / yt[-1] * h
 
     body = []
     for t in yt:
@@ -225,11 +251,24 @@ def lines(
             f'<text x="{px(t):.1f}" y="{top + h + 16}" text-anchor="middle" fill="#555">'
             f"{fmt(t)}</text>"
         )
+    clipped = False
     for j, n in enumerate(names):
         pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, series[n], strict=True))
         body.append(
             f'<polyline points="{pts}" fill="none" stroke="{colour(n, j)}" stroke-width="1.8" '
             f'stroke-linejoin="round"><title>{escape(n)}</title></polyline>'
+        )
+        for a, b in zip(x, series[n], strict=True):
+            if b > yt[-1]:
+                clipped = True
+                body.append(
+                    f'<path d="M{px(a) - 4:.1f},{top - 2} l4,-7 l4,7 z" fill="{colour(n, j)}">'
+                    f"<title>{escape(n)}: {fmt(b)} at {fmt(a)} (above the axis)</title></path>"
+                )
+    if clipped:
+        body.append(
+            f'<text x="{left + w}" y="12" text-anchor="end" fill="#555">'
+            f"axis clipped at {fmt(yt[-1])} (\u25b2: higher, peak {fmt(peak)})</text>"
         )
     body.append(f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="#999"/>')
     if xlabel:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -120,3 +121,117 @@ def test_report_renders_in_a_real_browser(golden_trace: Path, tmp_path: Path) ->
         i += 12 + n
     raw = zlib.decompress(b"".join(chunks))
     assert len(set(raw[: len(raw) // 2])) > 20, "the screenshot looks blank"
+
+
+#: Width the layout test renders at (a laptop browser window).
+LAYOUT_WIDTH = 1400
+
+#: Injected into a copy of the report (the report itself has no scripts): lists every card
+#: (section or summary card) wider inside than it is, and every number a table cell wraps.
+_LAYOUT_JS = """
+<script>
+addEventListener('load', () => {
+  const out = {overflow: [], wrapped: [], cards: 0, cells: 0};
+  // a card, or a box inside one that would scroll (a table's): wider inside than it is
+  for (const el of document.querySelectorAll('section, .card, section *')) {
+    const card = el.matches('section, .card');
+    if (card) out.cards++;
+    else if (getComputedStyle(el).overflowX === 'visible') continue;
+    if (el.scrollWidth > el.clientWidth + 1) {
+      const h = (el.closest('section') || el).querySelector('h2, span');
+      out.overflow.push((h ? h.textContent : el.tagName) + ': ' + el.scrollWidth + ' > '
+                        + el.clientWidth);
+    }
+  }
+  for (const cell of document.querySelectorAll('td, th, .card b')) {
+    out.cells++;
+    const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      for (const m of n.textContent.matchAll(/[^\\s]*[0-9][^\\s]*/g)) {
+        const r = document.createRange();
+        r.setStart(n, m.index);
+        r.setEnd(n, m.index + m[0].length);
+        const tops = new Set([...r.getClientRects()].map(x => Math.round(x.top)));
+        if (tops.size > 1) out.wrapped.push(m[0]);
+      }
+    }
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'layout-check';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def _chrome(args: list[str]) -> str:
+    with tempfile.TemporaryDirectory() as profile:
+        r = subprocess.run(
+            [
+                str(_chromium()),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            env={**os.environ, "HOME": profile},
+            text=True,
+        )
+    return r.stdout
+
+
+def _layout(html: str, name: str, tmp_path: Path) -> dict[str, Any]:
+    """Render at LAYOUT_WIDTH: a screenshot (kept in $PVSCOPE_SCREENSHOTS when set) and the
+    layout check's findings."""
+    import json
+
+    page = tmp_path / f"{name}.html"
+    page.write_text(html)
+    shots = Path(os.environ.get("PVSCOPE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    _chrome(
+        [
+            f"--screenshot={shots / f'{name}.png'}",
+            f"--window-size={LAYOUT_WIDTH},4000",
+            page.as_uri(),
+        ]
+    )
+    assert (shots / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    checked = tmp_path / f"{name}-check.html"
+    checked.write_text(html.replace("</body>", _LAYOUT_JS + "</body>"))
+    dom = _chrome(
+        [
+            "--dump-dom",
+            "--virtual-time-budget=5000",
+            f"--window-size={LAYOUT_WIDTH},4000",
+            checked.as_uri(),
+        ]
+    )
+    found = re.search(r'<pre id="layout-check">(.*?)</pre>', dom, re.S)
+    assert found, "the layout check did not run"
+    import html as h
+
+    return dict(json.loads(h.unescape(found.group(1))))
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+@pytest.mark.parametrize("which", ["single", "multi"])
+def test_nothing_overflows_its_card_at_1400px(
+    which: str, replayed_trace: Path, replayed_set: Path, tmp_path: Path
+) -> None:
+    data = rep.collect(replayed_trace if which == "single" else replayed_set)
+    found = _layout(rep.html(data), f"report-{which}", tmp_path)
+    assert found["cards"] > 5 and found["cells"] > 50
+    assert found["overflow"] == [], f"wider than their card: {found['overflow']}"
+    assert found["wrapped"] == [], f"numbers wrapped mid-number: {found['wrapped'][:20]}"
