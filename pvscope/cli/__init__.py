@@ -275,10 +275,14 @@ def calibrate(
         click.echo(f"{out}: {len(got)} primitives measured, the rest kept from {table.name}")
 
 
+#: The ROM ABI a guest of one's own is written to, relative to the repository.
+ROM_ABI_DOC = "docs/rom-abi.md"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def guests(as_json: bool) -> None:
-    """list the built-in guests."""
+    """list the built-in guests (and where the rom abi for one's own is documented)."""
     from recorder.guests import GUESTS
 
     rows = [
@@ -287,6 +291,7 @@ def guests(as_json: bool) -> None:
             "default_scale": g.default_scale,
             "small_scale": g.small_scale,
             "description": g.description,
+            "abi_doc": ROM_ABI_DOC,
         }
         for g in GUESTS.values()
     ]
@@ -295,6 +300,7 @@ def guests(as_json: bool) -> None:
         return
     for r in rows:
         click.echo(f"{r['name']:<10} {r['description']}")
+    click.echo(f"(your own guest: see {ROM_ABI_DOC}, then pvscope record --guest PATH.elf)")
 
 
 @main.command()
