@@ -292,6 +292,11 @@ def test_the_document_stands_on_its_own_and_is_pointed_to() -> None:
     assert "../shared" not in doc and "paravirt-facts" not in doc
     for path in re.findall(r"`((?:recorder|tests|docs)/[\w/.-]+)`", doc):
         assert (ROOT / path).exists(), path
+    headings = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", doc, re.M)
+    }
+    assert set(re.findall(r"\]\(#([\w-]+)\)", doc)) <= headings
     assert "docs/rom-abi.md" in (ROOT / "README.md").read_text()
     r = CliRunner().invoke(main, ["guests"])
     assert r.exit_code == 0 and "docs/rom-abi.md" in r.output
