@@ -35,12 +35,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from pvscope.errors import UsageError
 from pvscope.hooks import ARG_SLOTS, HOOKS
+
+if TYPE_CHECKING:
+    from replayer.backends import Run
+    from replayer.costs import CostTable
+    from replayer.engine.result import RunResult
+    from replayer.trace import Trace
 
 #: Events exported when no ``limit`` is given: about 25 MB for the guest's tracks and
 #: 34 MB more per backend (94 MB with two, for a ``mixed`` trace), which the Perfetto UI
@@ -141,8 +147,8 @@ def window(n: int, first: int | None, last: int | None, limit: int | None) -> tu
 def export(
     trace_path: Path,
     out: Path,
-    runs: list[Any] | None = None,
-    table: Any = None,
+    runs: list[Run] | None = None,
+    table: CostTable | None = None,
     first: int | None = None,
     last: int | None = None,
     limit: int | None = DEFAULT_LIMIT,
@@ -160,22 +166,21 @@ def export(
     from replayer.trace import load
 
     out = Path(out)
-    if out.exists() and not force:
-        raise UsageError(f"{out} exists (use --force to replace it)")
     if out.is_dir():
         raise UsageError(f"{out}: is a directory; give a file name")
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists (use --force to replace it)")
     if not out.absolute().parent.is_dir():
         raise UsageError(f"{out.absolute().parent}: no such directory")
     tr = load(Path(trace_path))
     lo, hi, in_range = window(tr.n, first, last, limit)
     runs = runs or []
-    if runs and table is None:
-        table = costs.load(costs.DEFAULT_PRESET)
+    priced = table if table is not None else costs.load(costs.DEFAULT_PRESET)
     replays = []
     for run in runs:
         if progress is not None:
             progress(f"replaying {run.label}")
-        r = engine.replay(tr, run, table)
+        r = engine.replay(tr, run, priced)
         replays.append((run.label, r.cycles[lo:hi], r))
     khz = (tr.manifest.get("machine") or {}).get("cpu_khz") or 1_000_000
     result = Export(
@@ -237,7 +242,7 @@ class _Interner:
         return iid
 
 
-def _event_names(tr: Any, lo: int, hi: int) -> tuple[np.ndarray, list[str], list[str]]:
+def _event_names(tr: Trace, lo: int, hi: int) -> tuple[np.ndarray, list[str], list[str]]:
     """Per event of the window, an index into the names (and their kinds) it shows as."""
     from replayer.trace import KINDS
 
@@ -320,10 +325,10 @@ def _column(trace: Path, name: str, lo: int, hi: int) -> np.ndarray:
 
 
 def _packets(
-    tr: Any,
+    tr: Trace,
     lo: int,
     hi: int,
-    replays: list[tuple[str, np.ndarray, Any]],
+    replays: list[tuple[str, np.ndarray, RunResult]],
     result: Export,
     new: Callable[[], Any],
 ) -> None:
@@ -458,7 +463,7 @@ _COUNTS = ("exits", "hypercalls", "traps")
 
 
 def _timeline(
-    tr: Any, lo: int, hi: int, cycles: list[np.ndarray], kinds: list[str], name_of: np.ndarray
+    tr: Trace, lo: int, hi: int, cycles: list[np.ndarray], kinds: list[str], name_of: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every packet's time in vtime units, its source (0 the guest, 1 + b backend ``b``)
     and its event (window index; ``-1 - index`` for the end of that event's slice), in
