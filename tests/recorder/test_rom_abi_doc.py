@@ -122,6 +122,7 @@ def test_the_guest_uses_nothing_of_the_built_in_guests() -> None:
     assert not re.search(r"^\s*[#.]include", src, re.M)
 
 
+@pytest.mark.toolchain
 def test_the_guest_records_to_completion(recorded: tuple[Path, str]) -> None:
     trace, output = recorded
     m = json.loads((trace / "manifest.json").read_text())
@@ -130,6 +131,7 @@ def test_the_guest_records_to_completion(recorded: tuple[Path, str]) -> None:
     assert "abi guest: done" in output  # the console service, echoed by record
 
 
+@pytest.mark.toolchain
 def test_the_guest_makes_the_hook_calls_it_means_to(recorded: tuple[Path, str]) -> None:
     trace, _ = recorded
     calls = dict(_q(trace, "select hook, count(*) from EVENTS where kind = 'hook' group by hook"))
@@ -143,6 +145,7 @@ def test_the_guest_makes_the_hook_calls_it_means_to(recorded: tuple[Path, str]) 
     assert _q(trace, "select result from EVENTS where hook = 'apic_read'") == [(0x1FF,)]
 
 
+@pytest.mark.toolchain
 def test_the_guest_takes_both_timers_interrupts(recorded: tuple[Path, str]) -> None:
     trace, _ = recorded
     rows = _q(
@@ -162,6 +165,7 @@ def test_the_guest_takes_both_timers_interrupts(recorded: tuple[Path, str]) -> N
     assert _q(trace, "select count(*) from EVENTS where kind = 'idle'") == [(2,)]
 
 
+@pytest.mark.toolchain
 def test_the_guest_uses_the_services(recorded: tuple[Path, str]) -> None:
     trace, _ = recorded
     rows = _q(trace, "select arg0, arg1, arg2 from EVENTS where kind = 'guest' order by seq")
@@ -170,6 +174,7 @@ def test_the_guest_uses_the_services(recorded: tuple[Path, str]) -> None:
     assert rows[0][1:] == (1, 0) and rows[1][1:] == (0, 0)
 
 
+@pytest.mark.toolchain
 def test_the_trace_replays_on_native_with_no_violation(
     recorded: tuple[Path, str], tmp_path: Path
 ) -> None:
