@@ -458,8 +458,9 @@ td.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
 .note { color: #8a5a00; background: #fff7e6; border: 1px solid #f5dfb0; border-radius: 8px;
         padding: 10px 14px; font-size: 14px; }
 .ok { background: #dff3e4; } .bad { background: #fbdad7; color: #7a1411; font-weight: 600; }
-.matrix td { text-align: center; min-width: 84px; padding: 4px 8px; }
+.matrix td { text-align: center; min-width: 84px; padding: 4px 8px; white-space: normal; }
 .matrix td.none { background: #fafaf8; color: #bbb; }
+.matrix td.l { white-space: nowrap; }
 .matrix tbody tr { border-top: 1px solid #e3e3df; }
 .wide { overflow-x: auto; max-width: 100%; }
 dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 3px 12px;
@@ -698,12 +699,13 @@ def _matrix_cell(r: dict[str, Any] | None) -> str:
     first = (
         ""
         if ok
-        else f"<small>{r.get('violations') or 0} violations, first {r.get('first_check')}</small>"
+        else f"<small>{_cell(r.get('violations') or 0)} violations, first "
+        f"{r.get('first_check')}</small>"
     )
     return (
         f"<td class='{'ok' if ok else 'bad'}'>{'correct' if ok else 'WRONG'}"
-        f"<small>{_ratio(r.get('whole_run_slowdown'))} whole-run (est.), "
-        f"{_ratio(r.get('interface_ratio'))} interface</small>{first}</td>"
+        f"<small>{_ratio(r.get('whole_run_slowdown'))} whole-run (est.)</small>"
+        f"<small>{_ratio(r.get('interface_ratio'))} interface</small>{first}</td>"
     )
 
 
@@ -899,7 +901,8 @@ def _rate_section(data: ReportData) -> str:
 
 _CLIP_NOTE = (
     f" Where one burst (a boot) peaks above {CLIP_RATIO:g} times the 95th percentile of the "
-    "rates, the axis is clipped at twice that percentile: points above it are marked \u25b2 "
+    "rates, the axis is clipped at twice that percentile (up to the next tick): points above "
+    "it are marked \u25b2 "
     "and the chart gives the peak."
 )
 
@@ -1072,8 +1075,10 @@ def title(data: ReportData) -> str:
     if len(data.traces) == 1:
         t = data.traces[0]
         guest = t.get("guest") or t["trace"]
-        where = t["trace"] if t["trace"] not in (guest, "trace") else name
-        return f"pvscope report: {guest}" + (f" ({where})" if where and where != guest else "")
+        where = t["trace"]
+        if where == "trace":  # a workload/trace layout: the directory above names it
+            where = data.source.resolve().parent.name
+        return f"pvscope report: {guest}" + (f" ({where})" if where not in ("", guest) else "")
     guests = sorted({str(t.get("guest")) for t in data.traces if t.get("guest")})
     of = f" of {', '.join(guests)}" if 0 < len(guests) <= 3 else ""
     return f"pvscope report: {len(data.traces)} traces{of}" + (f" in {name}" if name else "")

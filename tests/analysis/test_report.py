@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,85 @@ def test_svg_charts_are_well_formed() -> None:
         ET.fromstring(s)
     assert svg.nice_ticks(97)[-1] >= 97
     assert svg.fmt(1_500_000) == "1.5M"
+
+
+def test_one_number_format_for_every_chart_label() -> None:
+    cases = {
+        0: "0",
+        0.879: "0.879",
+        12: "12",
+        999: "999",
+        1150.4: "1.15k",
+        18_200: "18.2k",
+        999.96: "1k",
+        999_600: "1M",
+        1_500_000: "1.5M",
+        0.00012: "0.00012",
+    }
+    assert {v: svg.fmt(v) for v in cases} == cases
+    assert all("e" not in svg.fmt(10.0**k * 1.2345) for k in range(-5, 12))
+    assert svg.plain(0.000012) == "0.000012" and rep._cell(0.000012) == "0.000012"
+
+
+def test_the_latency_histogram_keeps_empty_buckets(golden_trace: Path) -> None:
+    assert rep.latency_buckets({0: 4, 2: 2, 16: 1}) == [0, 1, 2, 4, 8, 16]
+    assert rep.latency_buckets({4: 1, 16: 1}) == [4, 8, 16]
+    assert rep.latency_buckets({}) == []
+    section = rep._latency_section(rep.collect(golden_trace))
+    # pvcall's interrupts wait 0, 2..64 and 65.5k..131k instructions: the gap is drawn
+    for label in ("1–2", "128–256", "32.8k–65.5k"):
+        assert f"<title>{label}: 0</title>" in section
+
+
+def test_a_burst_clips_the_hook_rate_axis_and_says_so() -> None:
+    flat = [[10.0 + i % 3 for i in range(100)]]
+    assert rep.rate_clip(flat) is None
+    burst = [[400.0] * 3 + [10.0 + i % 3 for i in range(97)]]
+    clip = rep.rate_clip(burst)
+    assert clip is not None and clip < 100
+    chart = svg.lines(list(range(100)), {"mmu": burst[0]}, clip=clip)
+    assert "axis clipped at 25 (" in chart and "peak 400)" in chart
+    assert chart.count("(above the axis)") == 3
+    assert "axis clipped" not in svg.lines(list(range(100)), {"mmu": flat[0]})
+
+
+def test_every_plotted_category_is_explained(replayed_trace: Path) -> None:
+    data = rep.collect(replayed_trace)
+    plotted = {rep._series_of(r["group"]) for r in data.replay["cost_by_group"] if r["cycles"]}
+    assert {"interrupts & exceptions", "MMIO"} <= plotted and "other events" not in plotted
+    assert plotted <= set(rep.CATEGORIES) and set(svg.GROUP_COLOURS) <= set(rep.CATEGORIES)
+    html = rep.html(data)
+    for name in plotted | {"events", "guest code", "TLB refills"}:
+        assert f"{escape(name)}</dt><dd>{escape(rep.CATEGORIES[name])}</dd>" in html, name
+
+
+def test_long_violation_details_are_cut_and_the_full_text_named(replayed_trace: Path) -> None:
+    data = rep.collect(replayed_trace)
+    rows = data.replay["violations"]
+    long = "\n".join(f"line {i}: " + "x" * 30 for i in range(25))
+    rows[0]["first_detail"] = long
+    html = rep.html(data)
+    assert "line 0: " + "x" * 30 + " …" in html and "line 1:" not in html
+    assert "the full text is first_detail in <code>pvscope query TRACE --saved violations" in html
+    assert rep.short("y" * 500) == ("y" * (rep.DETAIL - 1) + " …", True)
+    assert rep.short("short") == ("short", False)
+
+
+def test_titles_name_the_guest_or_the_traces(golden_trace: Path, trace_set: Path) -> None:
+    one = rep.collect(golden_trace)
+    assert rep.title(one) == "pvscope report: pvcall"
+    many = rep.collect(trace_set)
+    t = rep.title(many)
+    assert t == f"pvscope report: 2 traces of pvcall in {trace_set.name}"
+    assert f"<h1>{t}</h1>" in rep.html(many) and f"<title>{t}</title>" in rep.html(many)
+
+
+def test_the_report_shows_exit_reasons_per_backend(replayed_trace: Path) -> None:
+    html = rep.html(rep.collect(replayed_trace))
+    section = html[html.index("<h2>Exit reasons per backend</h2>") :]
+    section = section[: section.index("</section>")]
+    assert "<h3>xen-pv</h3>" in section and "<h3>vmi-without-irq-none</h3>" not in section
+    assert "wp_fault set_pte" in section and "--saved exit_reasons" in section
 
 
 def _chromium() -> str | None:
