@@ -126,9 +126,11 @@ def _replay_tables(
     out: Path | None,
     as_json: bool,
     quiet: bool,
+    reasons: int | None,
 ) -> None:
     """``replay --costs A,B…``: every run under each table, into ``costs=NAME``
-    directories; each table's rows under its name."""
+    directories; each table's rows (and with ``reasons``, its runs' exit reasons) under
+    its name."""
     with Steps("replay", len(runs) * len(tables), "runs", quiet or as_json) as bar:
         done: set[tuple[str, str]] = set()
 
@@ -139,11 +141,15 @@ def _replay_tables(
 
         by_table = api.replay_tables(tr, runs, tables, out, progress=progress)
     every = [s for sums in by_table.values() for s in sums]
+    where = out if out is not None else api.default_out(tr.path)
     if as_json:
-        click.echo(json.dumps(every, indent=1, sort_keys=True))
-    else:
-        where = out if out is not None else api.default_out(tr.path)
+        shown = []
         for t, _ in tables:
+            by_run = _reasons(tr, api.table_dir(where, t), by_table[t.name])
+            shown += [s | {"exit_reasons": by_run[s["backend"]]} for s in by_table[t.name]]
+        click.echo(json.dumps(shown, indent=1, sort_keys=True))
+    else:
+        for t, path in tables:
             click.echo(_table_header(t))
             click.echo(
                 f"  {'backend':<32} {'whole-run':>9} {'est.':>5} {'interface':>9} "
@@ -154,6 +160,14 @@ def _replay_tables(
                 click.echo("  " + _line(s))
             for line in _expectation_lines(by_table[t.name]):
                 click.echo("  " + line)
+            footer = _estimate_footer(by_table[t.name], str(path or t.name))
+            if footer:
+                click.echo("  " + footer)
+            if reasons:
+                for label, rows in _reasons(tr, api.table_dir(where, t), by_table[t.name]).items():
+                    click.echo("")
+                    click.echo("\n".join("  " + x for x in exitstat.lines(label, rows, reasons)))
+                click.echo("")
         click.echo(
             "whole-run: estimated slowdown over native on the same work; interface: the "
             "events' cycles over native's; est.: the share priced by estimates"
@@ -230,7 +244,7 @@ def replay(
             raise UsageError(f"{out.absolute().parent}: no such directory")
     tr = load(trace)
     if len(tables) > 1:
-        _replay_tables(ctx, tr, runs, tables, out, as_json, quiet)
+        _replay_tables(ctx, tr, runs, tables, out, as_json, quiet, reasons)
         return
     with Steps("replay", len(runs), "runs", quiet or as_json) as bar:
         done: set[str] = set()

@@ -262,3 +262,24 @@ def test_a_replay_with_workers_prints_nothing_but_its_table(tmp_path: Path) -> N
         timeout=120,
     )
     assert p.returncode == 0 and "terminated" not in p.stderr, p.stderr
+
+
+def test_several_cost_tables_in_one_go_each_labelled(synth_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    code, text, exc = _invoke(
+        [str(synth_path), "-b", "native,vmi", "--costs", "p4,nehalem", "-o", str(out)]
+    )
+    assert exc is None and code == 0, text
+    p4_at, neh_at = text.index("cost table p4 ("), text.index("cost table nehalem (")
+    assert p4_at < neh_at and text.count("  vmi ") == 2
+    assert sorted(d.name for d in out.glob("costs=*")) == ["costs=nehalem", "costs=p4"]
+    code, text, exc = _invoke(
+        [str(synth_path), "-b", "vmi", "--costs", "nehalem,p4", "-o", str(out), "--json", "-q"]
+    )
+    assert [s["cost_table"] for s in json.loads(text)] == ["nehalem", "p4"]
+    for spec, match in (("p4,p4", "a table given twice"), ("p4,", "an empty table name")):
+        code, _, exc = _invoke(
+            [str(synth_path), "-b", "vmi", "--costs", spec, "-o", str(tmp_path / "x")]
+        )
+        assert isinstance(exc, PvscopeError) and match in str(exc)
+        assert not (tmp_path / "x").exists()
