@@ -540,9 +540,13 @@ class Session:
         self.con.unregister("_arrow")
 
     def _lock(self) -> None:
-        root = Path(self.source.path)
+        # a file is checked up to the directory it belongs to: the source, or a trace or
+        # results directory kept elsewhere
+        roots = [Path(self.source.path)]
+        roots += [r for t in self.source.traces for r in (t.path, t.replay) if r is not None]
         for f in self.source.files:
-            _refuse_links(Path(f), root)
+            within = [r for r in roots if Path(f).is_relative_to(r)]
+            _refuse_links(Path(f), min(within, key=lambda r: len(r.parts), default=roots[0]))
         allowed = sorted({str(p) for p in self.source.files})
         self.con.execute(f"SET allowed_paths = {_sql_list([Path(a) for a in allowed])}")
         self.con.execute("SET enable_external_access = false")
