@@ -1,9 +1,11 @@
 """SQL views over a trace or a trace set, built from the schema, in a read-only DuckDB session.
 
 A *trace* is a directory with a ``manifest.json``; a *trace set* is a directory whose
-subdirectories are traces.  Every view has a ``trace`` column first: the trace's
-directory name (or ``NAME`` for a Hive-style ``trace=NAME`` directory), constant for a
-single trace, so one query runs unchanged on a trace and on a set of them.
+subdirectories are traces; a *results directory* (the replayer's, kept anywhere) is read
+with the trace its index names, found and checked by hash (:func:`find_trace`).  Every
+view has a ``trace`` column first: the trace's directory name (or ``NAME`` for a
+Hive-style ``trace=NAME`` directory), constant for a single trace, so one query runs
+unchanged on a trace and on a set of them.
 
 Views:
 
@@ -18,7 +20,9 @@ Views:
   ``replay`` (per event: cycles, native_cycles, mechanism, exits, hypercalls, traps,
   batch flushes), ``summary`` (one row per run), ``violations``, ``interrupts`` (per
   recorded interrupt as each backend delivers it), ``groups`` (per hook group) and
-  ``costs`` (the cost table each run used, every number with its source).
+  ``costs`` (the cost table each run used, every number with its source); results
+  replayed under several cost tables add a ``costs`` column (the ``costs=TABLE``
+  directory).
 
 Once the views exist the session is locked: DuckDB's external access is off except for
 exactly the Parquet files the views read, the configuration is locked, and statements
@@ -610,9 +614,11 @@ class Session:
                 f"views are served: give it with --trace TRACE)"
             )
         if m and m.group(1) in REPLAY_VIEW_NAMES:
+            where = self.source.traces[0].path if len(self.source.traces) == 1 else None
             return (
                 f"{msg} (no replay results with a {m.group(1)} table under "
-                f"{self.source.path}: run 'pvscope replay {self.source.path} --backend all')"
+                f"{self.source.path}: run 'pvscope replay {where or self.source.path} "
+                "--backend all')"
             )
         return msg
 
