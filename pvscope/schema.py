@@ -28,6 +28,8 @@ MIN_READER_VERSION = 2
 META_KEY = b"pvscope"
 
 NAME = pa.dictionary(pa.int8(), pa.string())
+#: ``Column.display`` of addresses, vectors, frames and register values.
+HEX = "hex"
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,15 @@ class Column:
     type: pa.DataType
     doc: str
     nullable: bool = False
+    display: str = ""
+    """How terminal output shows it (``pvscope.display.KINDS``): ``hex`` for addresses,
+    vectors, frames and register values, ``id`` for positions (no thousands separators),
+    ``ratio``, ``share``; empty: by its type."""
 
 
 @dataclass(frozen=True)
 class Table:
-    """One Parquet file of a trace."""
+    """One Parquet file of a trace (or, in :data:`RESULT_TABLES`, of a replay's results)."""
 
     name: str
     file: str
@@ -60,6 +66,17 @@ class Table:
         """Column names in order."""
         return [c.name for c in self.columns]
 
+
+END_STATUSES_TEXT = (
+    "complete",
+    "budget",
+    "guest-fault",
+    "guest-check",
+    "triple-fault",
+    "interrupted",
+    "halted-forever",
+    "ring-overflow",
+)
 
 #: Event kinds of the ``events`` table and what their generic columns mean.
 EVENT_KINDS: dict[str, str] = {
@@ -90,7 +107,12 @@ EVENTS = Table(
     "events.parquet",
     "one row per hook call, interrupt, exception, MMIO access and guest report, in order",
     (
-        Column("seq", pa.uint64(), "position in the single ordered event stream, from 0"),
+        Column(
+            "seq",
+            pa.uint64(),
+            "position in the single ordered event stream, from 0",
+            display="id",
+        ),
         Column(
             "vtime",
             pa.uint64(),
@@ -101,24 +123,28 @@ EVENTS = Table(
         ),
         Column("kind", NAME, "event kind: " + ", ".join(EVENT_KINDS)),
         Column("hook", NAME, "paravirt_ops member name for hook events", nullable=True),
-        Column("arg0", pa.uint32(), "first argument slot (eax for hooks); see kind"),
-        Column("arg1", pa.uint32(), "second argument slot (edx for hooks); see kind"),
-        Column("arg2", pa.uint32(), "third argument slot (ecx for hooks); see kind"),
-        Column("arg3", pa.uint32(), "fourth argument slot (first stack word for hooks)"),
+        Column("arg0", pa.uint32(), "first argument slot (eax for hooks); see kind", display=HEX),
+        Column("arg1", pa.uint32(), "second argument slot (edx for hooks); see kind", display=HEX),
+        Column("arg2", pa.uint32(), "third argument slot (ecx for hooks); see kind", display=HEX),
+        Column(
+            "arg3", pa.uint32(), "fourth argument slot (first stack word for hooks)", display=HEX
+        ),
         Column(
             "result",
             pa.uint64(),
             "hook result (edx:eax for 64-bit results); null for void hooks and other kinds",
             nullable=True,
+            display=HEX,
         ),
         Column(
             "site",
             pa.uint32(),
             "call site (return address) for hooks, interrupted or faulting EIP otherwise",
+            display=HEX,
         ),
         Column("cpl", pa.uint8(), "privilege level of the code that caused the event"),
         Column("vif", pa.bool_(), "the guest's interrupt flag (EFLAGS.IF) when it happened"),
-        Column("cr3", pa.uint32(), "page-directory base (CR3) when it happened"),
+        Column("cr3", pa.uint32(), "page-directory base (CR3) when it happened", display=HEX),
     ),
 )
 
@@ -127,7 +153,12 @@ INPUTS = Table(
     "inputs.parquet",
     "one row per nondeterministic input, everything a replay of the guest needs",
     (
-        Column("seq", pa.uint64(), "seq of the event at or after which the input took effect"),
+        Column(
+            "seq",
+            pa.uint64(),
+            "seq of the event at or after which the input took effect",
+            display="id",
+        ),
         Column("vtime", pa.uint64(), "virtual time at which it took effect"),
         Column("source", NAME, "what produced it: seed, device.delay, device.status"),
         Column("value", pa.uint64(), "the value"),
@@ -139,11 +170,11 @@ STATE = Table(
     "state.parquet",
     "checkpoints of machine state, one row per register or digest, so a replay can check itself",
     (
-        Column("seq", pa.uint64(), "the checkpoint was taken after this event"),
+        Column("seq", pa.uint64(), "the checkpoint was taken after this event", display="id"),
         Column("vtime", pa.uint64(), "virtual time of the checkpoint"),
         Column("component", NAME, "lapic, ioapic, mmu or cpu"),
         Column("key", NAME, "register name, or digest name for mmu"),
-        Column("value", pa.uint64(), "register value or 64-bit digest"),
+        Column("value", pa.uint64(), "register value or 64-bit digest", display=HEX),
     ),
 )
 
@@ -153,7 +184,7 @@ SYMBOLS = Table(
     "the guest image's symbol table, so call sites can be named without the ELF",
     (
         Column("name", pa.string(), "symbol name"),
-        Column("addr", pa.uint32(), "address (virtual, as linked)"),
+        Column("addr", pa.uint32(), "address (virtual, as linked)", display=HEX),
         Column("size", pa.uint32(), "size in bytes (0 if unknown)"),
         Column("type", NAME, "func or object"),
     ),
@@ -171,6 +202,7 @@ TLB = Table(
             "seq",
             uint64 := pa.uint64(),
             "seq of the flushing hook call (the last event at the end of the run)",
+            display="id",
         ),
         Column("vtime", uint64, "virtual time of the sample"),
         Column("user_pages", pa.uint32(), "user pages (PTE U set) walked since the last sample"),
@@ -185,6 +217,266 @@ TLB = Table(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, INPUTS, STATE, SYMBOLS, TLB)}
+
+# -- replay results -------------------------------------------------------------------
+# What ``replayer.results`` writes under ``RESULTS/backend=LABEL/``, one Parquet file per
+# table, and ``pvscope query`` serves as a view of the same name (``events.parquet`` as
+# ``replay``).  Declared here so that ``pvscope schema`` documents every view; the tests
+# hold the writer's files and the views to it.
+
+U64 = pa.uint64()
+#: Violation families: each has a ``FAMILY_violations`` column in ``summary``.
+VIOLATION_FAMILIES = ("interrupt", "mmu", "device", "result", "privilege", "trace")
+
+
+def _counts(doc: str, *names: str, typ: pa.DataType = U64) -> tuple[Column, ...]:
+    return tuple(Column(n, typ, doc.format(n.replace("_", " "))) for n in names)
+
+
+REPLAY = Table(
+    "replay",
+    "events.parquet",
+    "per recorded event and run: what the backend did for it and what it cost",
+    (
+        Column(
+            "seq", U64, "the event's seq in the trace (join events on trace, seq)", display="id"
+        ),
+        Column("cycles", U64, "cycles the backend spends on the event (the cost table's prices)"),
+        Column("native_cycles", U64, "cycles native spends on the same event"),
+        Column("mechanism", NAME, "how the backend handled it: vm_exit, hypercall, trap, ..."),
+        *_counts("{} the event caused", "exits", "hypercalls", "traps", typ=pa.uint32()),
+        Column("batch_flushes", pa.uint32(), "lazy-MMU batches the event flushed"),
+        Column("batched", pa.uint32(), "1 when the event's update was queued in a batch"),
+    ),
+)
+
+VIOLATIONS = Table(
+    "violations",
+    "violations.parquet",
+    "one row per correctness violation a run found",
+    (
+        Column("seq", U64, "the event at which the check failed", display="id"),
+        Column("check", pa.string(), "the check that failed"),
+        Column("field", pa.string(), "what it compared"),
+        Column("expected", pa.string(), "the recorded value"),
+        Column("actual", pa.string(), "the value the backend model gave"),
+        Column("detail", pa.string(), "one line: what went wrong"),
+    ),
+)
+
+INTERRUPTS = Table(
+    "interrupts",
+    "interrupts.parquet",
+    "per recorded interrupt and run: when it was raised, when native and the backend "
+    "deliver it, the latency",
+    (
+        Column("seq", U64, "seq of the recorded delivery", display="id"),
+        Column("vector", pa.uint16(), "the interrupt vector", display=HEX),
+        Column(
+            "source",
+            pa.uint16(),
+            "IOAPIC pin, 0x100 LAPIC timer, 0x101 self-IPI, 0x102 LAPIC error",
+            display=HEX,
+        ),
+        Column("raised_seq", U64, "seq at which it became pending", display="id"),
+        Column(
+            "delivered_seq",
+            U64,
+            "seq at which the backend delivers it; null when it does not",
+            nullable=True,
+            display="id",
+        ),
+        Column("latency_events", pa.int64(), "events from raise to the backend's delivery", True),
+        Column(
+            "latency_vtime", pa.int64(), "virtual time from raise to the backend's delivery", True
+        ),
+        Column("native_latency_events", pa.int64(), "events from raise to native delivery"),
+        Column("native_latency_vtime", pa.int64(), "virtual time from raise to native delivery"),
+        Column("status", NAME, "ok, masked (held too long) or lost"),
+    ),
+)
+
+GROUPS = Table(
+    "groups",
+    "groups.parquet",
+    "per run and hook group (other events by kind): totals",
+    (
+        Column("group", pa.string(), "hook group, or event kind for other events"),
+        Column("events", U64, "events in the group"),
+        Column("cycles", U64, "the backend's cycles on them"),
+        Column("native_cycles", U64, "native's cycles on them"),
+        *_counts("{} they caused", "exits", "hypercalls", "traps", "batch_flushes"),
+    ),
+)
+
+SUMMARY = Table(
+    "summary",
+    "summary.parquet",
+    "one row per run: totals, the whole-run estimate, violations, interrupt delivery",
+    (
+        Column(
+            "base", pa.string(), "the backend the run replays (the ablated one, for an ablation)"
+        ),
+        Column(
+            "without", pa.string(), "the requirement an ablation takes away; null otherwise", True
+        ),
+        Column(
+            "fallback", pa.string(), "an ablation's fallback: trap or none; null otherwise", True
+        ),
+        Column("events", U64, "events replayed"),
+        Column("cost_table", pa.string(), "the cost table's name"),
+        Column("cost_sha256", pa.string(), "the cost table's sha256"),
+        Column("cycles", U64, "the events' cycles on the backend (the interface's)"),
+        Column("native_cycles", U64, "native's cycles on the same events"),
+        Column("interface_ratio", pa.float64(), "cycles over native_cycles", True, "ratio"),
+        Column(
+            "estimate_share",
+            pa.float64(),
+            "share of the interface cycles priced by estimates; null for ablations",
+            True,
+            "share",
+        ),
+        Column(
+            "whole_run_slowdown",
+            pa.float64(),
+            "estimated whole-run slowdown over native on the same work",
+            True,
+            "ratio",
+        ),
+        Column(
+            "whole_run_estimate_share",
+            pa.float64(),
+            "share of the whole-run cycles priced by estimates; null for ablations",
+            True,
+            "share",
+        ),
+        Column("whole_run_cycles", U64, "interface + guest + TLB cycles (an estimate)"),
+        Column("native_whole_run_cycles", U64, "native's whole-run cycles on the same work"),
+        Column("guest_cycles", U64, "the guest's own instructions at the table's CPI"),
+        Column("tlb_cycles", U64, "the measured TLB refills at the table's walk cost"),
+        Column("tlb_refills", U64, "TLB refills the recorder measured"),
+        *_counts("{} in the run", "exits", "hypercalls", "traps", "batch_flushes", "batched"),
+        Column("violations", U64, "correctness violations found"),
+        *(
+            Column(f"{f}_violations", U64, f"violations of the {f} family")
+            for f in VIOLATION_FAMILIES
+        ),
+        Column("first_seq", U64, "seq of the first violation", True, "id"),
+        Column("first_check", pa.string(), "the first violation's check", True),
+        Column("first_detail", pa.string(), "the first violation's detail", True),
+        *_counts(
+            "{}",
+            "interrupts_recorded",
+            "interrupts_delivered",
+            "interrupts_masked",
+            "interrupts_lost",
+        ),
+        Column("latency_events_mean", pa.float64(), "mean delivery latency in events", True),
+        Column("latency_events_max", U64, "longest delivery latency in events"),
+        Column("latency_vtime_mean", pa.float64(), "mean delivery latency in virtual time", True),
+        Column("latency_vtime_max", U64, "longest delivery latency in virtual time"),
+    ),
+)
+
+COSTS = Table(
+    "costs",
+    "costs.parquet",
+    "the cost table each run used: every number with its source",
+    (
+        Column("table", pa.string(), "the cost table's name"),
+        Column("primitive", pa.string(), "the priced primitive"),
+        Column("cycles", U64, "its price in cycles"),
+        Column("source", pa.string(), "where the number comes from (source, measured, estimate)"),
+    ),
+)
+
+#: The replay results tables, by the view that serves each.
+RESULT_TABLES: dict[str, Table] = {
+    t.name: t for t in (REPLAY, VIOLATIONS, INTERRUPTS, GROUPS, SUMMARY, COSTS)
+}
+
+# -- the views pvscope query serves ---------------------------------------------------
+
+TRACE = Column(
+    "trace",
+    pa.string(),
+    "the trace's directory name (NAME for a trace=NAME directory); constant for one trace",
+)
+BACKEND = Column(
+    "backend",
+    pa.string(),
+    "the run's label: the backend's name, or BACKEND-without-REQUIREMENT-FALLBACK for an "
+    "ablation (its backend=LABEL directory)",
+)
+
+HOOKS_VIEW = Table(
+    "hooks",
+    "",
+    "the hook catalogue (linux 2.6.21 paravirt_ops), one row per member",
+    (
+        Column("id", pa.int64(), "index in struct order: the ROM entry number", display="id"),
+        Column("name", pa.string(), "the paravirt_ops member"),
+        Column("group", pa.string(), "cpu, irq, mmu, apic, time or init"),
+        Column("requirement", pa.string(), "the 2007 requirement it serves", True),
+        Column("requirement_number", pa.int64(), "that requirement's number", True, "id"),
+        Column(
+            "args",
+            pa.list_(pa.struct([("name", pa.string()), ("type", pa.string())])),
+            "arguments (name, C type) in call order",
+        ),
+        Column("result", pa.string(), "C type of the result; null for void", True),
+        Column("rom", pa.string(), "how the recording ROM implements it"),
+        Column("doc", pa.string(), "what the hook does"),
+        Column("jump", pa.bool_(), "reached by jmp, not call"),
+        Column("pae_only", pa.bool_(), "present only with CONFIG_X86_PAE"),
+        Column("observes", pa.string(), "what a void hook logs in result", True),
+        Column("slots", pa.int64(), "32-bit argument slots its arguments take"),
+    ),
+)
+
+TRACES_VIEW = Table(
+    "traces",
+    "manifest.json",
+    "one row per trace, from its manifest",
+    (
+        Column("guest", pa.string(), "the guest's name"),
+        Column("scale", pa.int64(), "workload scale"),
+        Column("seed", pa.int64(), "seed of every nondeterministic input"),
+        Column("instructions", pa.int64(), "guest instructions retired"),
+        Column("vtime", pa.int64(), "virtual time at the end"),
+        Column("events", pa.int64(), "events recorded"),
+        Column("status", pa.string(), "how the run ended: " + ", ".join(END_STATUSES_TEXT)),
+        Column("reason", pa.string(), "why, in words"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class View:
+    """A view ``pvscope query`` serves: its columns as a query sees them."""
+
+    name: str
+    doc: str
+    source: str
+    """``trace`` (a trace table), ``catalogue`` (built in) or ``replay`` (replay results)."""
+    columns: tuple[Column, ...]
+
+
+def views() -> dict[str, View]:
+    """Every view ``pvscope query`` can serve, with its columns in order: the trace tables
+    and ``traces`` lead with ``trace``, the replay results with ``trace`` and ``backend``."""
+    out = {t.name: View(t.name, t.doc, "trace", (TRACE, *t.columns)) for t in TABLES.values()}
+    out["hooks"] = View("hooks", HOOKS_VIEW.doc, "catalogue", HOOKS_VIEW.columns)
+    out["traces"] = View("traces", TRACES_VIEW.doc, "trace", (TRACE, *TRACES_VIEW.columns))
+    for t in RESULT_TABLES.values():
+        out[t.name] = View(t.name, t.doc, "replay", (TRACE, BACKEND, *t.columns))
+    return out
+
+
+def every_table() -> list[Table]:
+    """Every declared table: the trace's, the replay results', the catalogue views'."""
+    return [*TABLES.values(), *RESULT_TABLES.values(), HOOKS_VIEW, TRACES_VIEW]
+
 
 #: Manifest fields and their meaning (the manifest is JSON, keys sorted).
 MANIFEST_FIELDS: dict[str, str] = {
@@ -202,16 +494,7 @@ MANIFEST_FIELDS: dict[str, str] = {
     "halted-forever, ring-overflow) and reason",
 }
 
-END_STATUSES = (
-    "complete",
-    "budget",
-    "guest-fault",
-    "guest-check",
-    "triple-fault",
-    "interrupted",
-    "halted-forever",
-    "ring-overflow",
-)
+END_STATUSES = END_STATUSES_TEXT
 
 
 def version_metadata() -> bytes:

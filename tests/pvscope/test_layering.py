@@ -3,7 +3,7 @@
 Floors, bottom up:
 
 * the contract -- the ``pvscope`` package except ``pvscope.cli`` and ``__main__``
-  (schema, hooks, errors, digest, paths, progress, the version): imports no stage;
+  (schema, hooks, errors, digest, paths, progress, display, the version): imports no stage;
 * the stages -- ``recorder`` and ``replayer`` stand side by side on the contract and
   import neither each other nor ``analysis``; ``analysis`` may use both;
 * the command line -- ``pvscope.cli`` (with ``golden``) and ``pvscope.__main__``:
@@ -33,6 +33,7 @@ CONTRACT_MODULES = {
     "pvscope.digest",
     "pvscope.paths",
     "pvscope.progress",
+    "pvscope.display",
 }
 
 #: Which floors each floor may not import (beyond itself, anything else is allowed).
