@@ -204,9 +204,8 @@ def find_trace(
     beside = [
         d
         for parent in (results.parent, results.parent.parent)
-        if parent.is_dir()
-        for d in sorted(parent.iterdir())
-        if d.is_dir() and d != results and (d / "manifest.json").is_file()
+        for d in _traces_in(parent)
+        if d != results
     ]
     replaced: Path | None = None
     seen: set[Path] = set()
@@ -228,6 +227,14 @@ def find_trace(
         f"{results}: cannot find the trace these results replayed ({need}); "
         "give it with --trace TRACE"
     )
+
+
+def _traces_in(parent: Path) -> list[Path]:
+    """The trace directories directly in ``parent`` (none where it cannot be listed)."""
+    try:
+        return [d for d in sorted(parent.iterdir()) if (d / "manifest.json").is_file()]
+    except OSError:
+        return []
 
 
 def results_source(results: Path, given: list[Path] | None = None, required: bool = True) -> Source:
