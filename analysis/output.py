@@ -9,7 +9,6 @@ import decimal
 import io
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pvscope import display
 from pvscope.errors import UsageError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -82,33 +82,34 @@ def to_csv(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def cell(v: Any) -> str:
-    """A value as a terminal table shows it."""
-    if v is None:
-        return "NULL"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, decimal.Decimal):
-        return f"{_json_default(v)}"
-    if isinstance(v, list | dict):
-        return json.dumps(v, default=_json_default)
-    return str(v)
+def column_kind(name: str, typ: pa.DataType) -> str:
+    """How a result column is shown (:func:`pvscope.display.kind_of`): by the schema's
+    declaration of a column of that name, by its name, by its type."""
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    numeric = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)
+    kind = display.kind_of(name, numeric=numeric, boolean=pa.types.is_boolean(typ))
+    if kind in ("hex", "id") and not pa.types.is_integer(typ):
+        return "count"
+    return kind
 
 
-def rich_table(table: pa.Table, title: str | None = None, limit: int = TABLE_ROWS) -> Any:
-    """A rich Table of the first ``limit`` rows."""
-    from rich.table import Table
+def cell(v: Any, kind: str = "") -> str:
+    """A value as a terminal table shows it (:func:`pvscope.display.value`)."""
+    return display.value(v, kind)
 
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for name, col in zip(table.column_names, table.columns, strict=True):
-        numeric = (
-            pa.types.is_integer(col.type)
-            or pa.types.is_floating(col.type)
-            or pa.types.is_decimal(col.type)
-        )
-        t.add_column(name, justify="right" if numeric else "left", overflow="fold")
+
+def table_of(table: pa.Table, title: str | None = None, limit: int = TABLE_ROWS) -> display.Table:
+    """The first ``limit`` rows as a :class:`pvscope.display.Table`: numbers right-aligned
+    and never cut, addresses and vectors in hex, the leftmost columns kept longest."""
+    t = display.Table(title, note="--format csv or json for every column")
+    kinds = []
+    for i, (name, col) in enumerate(zip(table.column_names, table.columns, strict=True)):
+        kind = column_kind(name, col.type)
+        kinds.append(kind)
+        t.add_column(name, numeric=kind not in ("text", "bool"), priority=-i)
     for row in table.slice(0, limit).to_pylist():
-        t.add_row(*(cell(v) for v in row.values()))
+        t.add_row(*(cell(v, k) for v, k in zip(row.values(), kinds, strict=True)))
     return t
 
 
@@ -164,28 +165,15 @@ def emit(table: pa.Table, fmt: str, out: Path | None, title: str | None = None) 
     if fmt == "csv":
         data = to_csv(table)
     else:
-        from rich.console import Console
-
-        buf = io.StringIO()
-        console = Console(file=buf, width=None if out is None else 200, force_terminal=False)
-        if out is None:
-            console = Console(file=buf, width=_width(), force_terminal=False)
-        console.print(rich_table(table, title))
+        room = display.width() if out is None else display.UNLIMITED
+        parts = [*table_of(table, title).renderables(room)]
         if table.num_rows > TABLE_ROWS:
-            console.print(
-                f"… {table.num_rows - TABLE_ROWS} more rows (use --format csv or json for all)"
+            parts.append(
+                f"… {display.plural(table.num_rows - TABLE_ROWS, 'more row')} "
+                "(use --format csv or json for all)"
             )
-        data = "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines()).encode()
+        data = display.render(*parts, room=room).encode()
     if out is None:
         click.echo(data, nl=False)
     else:
         write_atomically(out, lambda f: f.write(data))
-
-
-def _width() -> int:
-    """The terminal's width; wide enough never to wrap when stdout is not a terminal."""
-    import shutil
-
-    if not sys.stdout.isatty():
-        return 1000
-    return max(80, shutil.get_terminal_size((160, 24)).columns)

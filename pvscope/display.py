@@ -310,8 +310,11 @@ class Table:
         return out
 
     def print(self, console: Any = None) -> None:
-        """Print to ``console`` (default: stdout, at :func:`width`)."""
-        console = console or stdout_console()
+        """Print to ``console``, or as plain text to stdout at :func:`width`."""
+        if console is None:
+            sys.stdout.write(self.render())
+            sys.stdout.flush()
+            return
         for r in self.renderables(console.width):
             console.print(r)
 

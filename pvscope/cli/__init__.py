@@ -29,7 +29,7 @@ from typing import Any  # noqa: E402
 
 import click  # noqa: E402
 
-from pvscope import __version__  # noqa: E402
+from pvscope import __version__, display  # noqa: E402
 from pvscope.errors import PvscopeError  # noqa: E402
 
 EXIT_VIOLATIONS = 3
@@ -130,9 +130,12 @@ def record(
         counts = manifest["counts"]
         if console and not quiet:
             click.echo(console.rstrip(), err=True)
+        hooks = counts["by_kind"].get("hook", 0)
         click.echo(
-            f"{out}: {counts['events']} events ({counts['by_kind'].get('hook', 0)} hook calls), "
-            f"{counts['instructions']} instructions; {end['status']}: {end['reason']}"
+            f"{out}: {display.plural(counts['events'], 'event')} "
+            f"({display.plural(hooks, 'hook call')}), "
+            f"{display.plural(counts['instructions'], 'instruction')}; "
+            f"{end['status']}: {end['reason']}"
         )
     if manifest["end"]["status"] != "complete":
         sys.exit(1)
@@ -259,20 +262,34 @@ def calibrate(
         click.echo(json.dumps(doc, indent=1))
         return
     click.echo(f"host: {host.describe()}")
-    click.echo("TSC cycles per operation: median [10th .. 90th percentile]")
+    t = display.Table("TSC cycles per operation", note="--json for every column")
+    for head, numeric, priority in (
+        ("benchmark", False, 9),
+        ("primitive", False, 5),
+        ("median", True, 8),
+        ("10th pct", True, 4),
+        ("90th pct", True, 4),
+        ("not measured because", False, 7),
+    ):
+        t.add_column(head, numeric=numeric, priority=priority)
     said: set[str] = set()
     for r in rows:
         failed = str(r["failed"] or "")
-        if failed:
-            status = f"not measured: {failed if failed not in said else '(as above)'}"
-            said.add(failed)
-        else:
-            status = (
-                f"{r['cycles_median']:>10,.0f}  [{r['cycles_p10']:,.0f} .. {r['cycles_p90']:,.0f}]"
-            )
-        click.echo(f"  {r['benchmark']:<15} {r['primitive'] or '':<18} {status}")
+        reason = (failed if failed not in said else "(as above)") if failed else None
+        said.add(failed)
+        cycles = [r["cycles_median"], r["cycles_p10"], r["cycles_p90"]]
+        t.add_row(
+            r["benchmark"],
+            r["primitive"],
+            *(display.number(c if isinstance(c, float | int) else None) for c in cycles),
+            reason,
+        )
+    t.print()
     if out is not None:
-        click.echo(f"{out}: {len(got)} primitives measured, the rest kept from {table.name}")
+        click.echo(
+            f"{out}: {display.plural(len(got), 'primitive')} measured, "
+            f"the rest kept from {table.name}"
+        )
 
 
 #: The ROM ABI a guest of one's own is written to, relative to the repository.
@@ -298,8 +315,16 @@ def guests(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    for r in rows:
-        click.echo(f"{r['name']:<10} {r['description']}")
+    t = display.Table()
+    t.add_column("guest", priority=9)
+    t.add_column("scale", numeric=True, priority=1)
+    t.add_column("small", numeric=True, priority=0)
+    t.add_column("what it runs", priority=8)
+    for g in GUESTS.values():
+        t.add_row(
+            g.name, display.count(g.default_scale), display.count(g.small_scale), g.description
+        )
+    t.print()
     click.echo(f"(your own guest: see {ROM_ABI_DOC}, then pvscope record --guest PATH.elf)")
 
 
@@ -328,12 +353,22 @@ def hooks(as_json: bool, group: str | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
+    t = display.Table(note="--json for every field")
+    for head, numeric, priority in (
+        ("id", True, 5),
+        ("group", False, 7),
+        ("requirement", False, 6),
+        ("rom", False, 4),
+        ("hook", False, 9),
+    ):
+        t.add_column(head, numeric=numeric, priority=priority)
     for h in HOOKS:
         if group is not None and h.group != group:
             continue
         args = ", ".join(f"{n}:{t}" for n, t in h.args)
         sig = f"{h.name}({args})" + (f" -> {h.result}" if h.result else "")
-        click.echo(f"{h.id:>3} {h.group:<5} {h.requirement or '-':<9} {h.rom:<11} {sig}")
+        t.add_row(str(h.id), h.group, h.requirement, h.rom, sig)
+    t.print()
 
 
 @main.command("verify")
@@ -351,7 +386,7 @@ def verify_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
         if (path / "manifest.json").is_file() and not list(path.glob("backend=*")):
             manifest = schema.read_manifest(path)
             schema.check_files(path, manifest, full=True)
-            checked.append(f"trace ({len(manifest.get('files', {}))} files)")
+            checked.append(f"trace ({display.plural(len(manifest.get('files', {})), 'file')})")
             if "files" not in manifest:
                 checked[-1] = "trace (recorded before pvscope kept file hashes: versions only)"
             path_results = path / "replay"
@@ -360,7 +395,7 @@ def verify_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
         if path_results.is_dir() and list(path_results.glob("backend=*")):
             results.verify(path_results, full=True)
             runs = len(list(path_results.glob("backend=*")))
-            checked.append(f"replay results ({runs} runs)")
+            checked.append(f"replay results ({display.plural(runs, 'run')})")
         if not checked:
             raise TraceError(f"{path}: neither a trace nor replay results")
         rows.append({"path": str(path), "ok": True, "checked": checked})
@@ -370,18 +405,53 @@ def verify_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=1))
 
 
+def _type_name(t: Any) -> str:
+    """An Arrow type as ``pvscope schema`` prints it (a dictionary is its values' type)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return f"{t.value_type} (dictionary)"
+    return str(t)
+
+
+#: How ``pvscope schema`` introduces each source of views.
+VIEW_SOURCES = {
+    "trace": "trace tables: one Parquet file each in a trace directory",
+    "catalogue": "built in",
+    "replay": "replay results: one Parquet file each in RESULTS/backend=LABEL/ "
+    "(RESULTS: TRACE/replay by default)",
+}
+
+
 @main.command("schema")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def schema_cmd(as_json: bool) -> None:
-    """print the trace schema."""
+    """print the trace schema and every view pvscope query serves, column by column."""
+    import textwrap
+
     from pvscope import schema
 
-    tables = {
-        t.name: [
-            {"name": c.name, "type": str(c.type), "nullable": c.nullable, "doc": c.doc}
-            for c in t.columns
+    def columns(cols: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": c.name,
+                "type": str(c.type),
+                "nullable": c.nullable,
+                "display": c.display or None,
+                "doc": c.doc,
+            }
+            for c in cols
         ]
-        for t in schema.TABLES.values()
+
+    tables = {t.name: columns(t.columns) for t in schema.TABLES.values()}
+    files = {
+        **{t.name: t.file for t in schema.TABLES.values()},
+        **{t.name: t.file for t in schema.RESULT_TABLES.values()},
+    }
+    views = {
+        v.name: {"source": v.source, "file": files.get(v.name), "doc": v.doc}
+        | {"columns": columns(v.columns)}
+        for v in schema.views().values()
     }
     if as_json:
         click.echo(
@@ -389,6 +459,7 @@ def schema_cmd(as_json: bool) -> None:
                 {
                     "schema_version": schema.SCHEMA_VERSION,
                     "tables": tables,
+                    "views": views,
                     "event_kinds": schema.EVENT_KINDS,
                     "manifest": schema.MANIFEST_FIELDS,
                 },
@@ -396,11 +467,29 @@ def schema_cmd(as_json: bool) -> None:
             )
         )
         return
-    click.echo(f"pvscope trace schema v{schema.SCHEMA_VERSION}")
-    for name, cols in tables.items():
-        click.echo(f"\n{name} ({schema.TABLES[name].file}): {schema.TABLES[name].doc}")
-        for c in cols:
-            click.echo(f"  {c['name']:<10} {c['type']:<40} {c['doc']}")
+    click.echo(f"pvscope trace schema v{schema.SCHEMA_VERSION}: the views pvscope query serves")
+    for source, about in VIEW_SOURCES.items():
+        click.echo("")
+        click.echo(textwrap.fill(f"== {about}", min(display.width(), 100)))
+        for v in schema.views().values():
+            if v.source != source:
+                continue
+            where = f" ({files[v.name]})" if v.name in files else ""
+            t = display.Table(f"{v.name}{where}: {v.doc}")
+            t.add_column("column", priority=9)
+            t.add_column("type", priority=5)
+            t.add_column("shown as", priority=1)
+            t.add_column("what it holds", priority=8)
+            for c in v.columns:
+                t.add_row(c.name, _type_name(c.type), c.display, c.doc)
+            t.print()
+    kinds = display.Table("event kinds (events.kind)")
+    kinds.add_column("kind", priority=9)
+    kinds.add_column("what the generic columns hold", priority=8)
+    for kind, doc in schema.EVENT_KINDS.items():
+        kinds.add_row(kind, doc)
+    click.echo("")
+    kinds.print()
 
 
 # Not named ``golden``: in this package that name is the module ``pvscope.cli.golden``.
@@ -420,11 +509,21 @@ def golden_group() -> None:
 @golden_group.command("check")
 @click.argument("workloads", nargs=-1)
 @_golden_root
-def golden_check(workloads: tuple[str, ...], root: Path | None) -> None:
-    """re-record and replay each golden workload and compare."""
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def golden_check(workloads: tuple[str, ...], root: Path | None, as_json: bool) -> None:
+    """re-record and replay each golden workload and compare (exit 1 if one differs)."""
     from pvscope.cli import golden as g
 
-    outcomes = g.check(workloads or None, root or g.GOLDEN_ROOT, report=click.echo)
+    outcomes = g.check(
+        workloads or None,
+        root or g.GOLDEN_ROOT,
+        report=(lambda _line: None) if as_json else click.echo,
+    )
+    if as_json:
+        rows = [{"workload": o.workload, "ok": o.ok, "failures": o.failures} for o in outcomes]
+        passed = sum(o.ok for o in outcomes)
+        doc = {"workloads": rows, "passed": passed, "failed": len(outcomes) - passed}
+        click.echo(json.dumps(doc, indent=1))
     if not all(o.ok for o in outcomes):
         sys.exit(1)
 
@@ -432,7 +531,8 @@ def golden_check(workloads: tuple[str, ...], root: Path | None) -> None:
 @golden_group.command("update")
 @click.argument("workloads", nargs=-1)
 @_golden_root
-def golden_update(workloads: tuple[str, ...], root: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="say what changed as JSON")
+def golden_update(workloads: tuple[str, ...], root: Path | None, as_json: bool) -> None:
     """regenerate golden workloads, on purpose only, and say what changed."""
     from pvscope.cli import golden as g
     from pvscope.errors import UsageError
@@ -442,9 +542,14 @@ def golden_update(workloads: tuple[str, ...], root: Path | None) -> None:
     unknown = [n for n in names if n not in GUESTS]
     if unknown:
         raise UsageError(f"unknown workload {', '.join(unknown)} (built-in: {', '.join(GUESTS)})")
-    g.update(
-        names, {n: GUESTS[n].small_scale for n in names}, root or g.GOLDEN_ROOT, report=click.echo
+    done = g.update(
+        names,
+        {n: GUESTS[n].small_scale for n in names},
+        root or g.GOLDEN_ROOT,
+        report=(lambda _line: None) if as_json else click.echo,
     )
+    if as_json:
+        click.echo(json.dumps(done, indent=1))
 
 
 def _attach(module: str, names: tuple[str, ...]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pvscope import schema
+from pvscope import display, schema
 from pvscope.errors import PvscopeError, TraceError, UsageError
 from pvscope.paths import GOLDEN_ROOT
 
@@ -109,17 +109,13 @@ def first_difference(golden: Path, fresh: Path) -> str:
 
 
 def _row(r: dict[str, Any]) -> str:
-    keys = schema.EVENTS.names
     out = []
-    for k in keys:
-        v = r.get(k)
-        if v is None and k in ("hook", "result"):
+    for c in schema.EVENTS.columns:
+        v = r.get(c.name)
+        if v is None and c.nullable:
             continue
-        out.append(
-            f"{k}={v:#x}"
-            if k in ("arg0", "arg1", "arg2", "arg3", "site", "cr3") and isinstance(v, int)
-            else f"{k}={v}"
-        )
+        shown = display.value(v, c.display or ("count" if c.name == "vtime" else "id"))
+        out.append(f"{c.name}={shown}")
     return " ".join(out)
 
 
@@ -265,7 +261,7 @@ def check(
             outcomes.append(out)
     passed = sum(o.ok for o in outcomes)
     report(
-        f"[==========] {len(outcomes)} golden workloads: {passed} passed, "
+        f"[==========] {display.plural(len(outcomes), 'golden workload')}: {passed} passed, "
         f"{len(outcomes) - passed} failed"
     )
     return outcomes
@@ -277,14 +273,16 @@ def update(
     root: Path = GOLDEN_ROOT,
     seed: int = 0,
     report: Callable[[str], None] = print,
-) -> None:
-    """Regenerate golden workloads (trace, expected summaries, provenance); say what changed."""
+) -> list[dict[str, Any]]:
+    """Regenerate golden workloads (trace, expected summaries, provenance); say what
+    changed, and return it (:func:`changes`, one per workload)."""
     import unicorn
 
     from pvscope import __version__
     from recorder.record import record
 
     root.mkdir(parents=True, exist_ok=True)
+    done = []
     for name in names:
         target = root / name
         with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=root) as tmp:
@@ -311,27 +309,57 @@ def update(
             (staging / "PROVENANCE.json").write_text(
                 json.dumps(prov, indent=1, sort_keys=True) + "\n"
             )
-            report(_changes(target, staging, name))
+            change = changes(target, staging, name)
+            report(render_changes(change))
+            done.append(change)
             if target.exists():
                 shutil.rmtree(target)
             shutil.move(str(staging), str(target))
+    return done
 
 
-def _changes(old: Path, new: Path, name: str) -> str:
+def changes(old: Path, new: Path, name: str) -> dict[str, Any]:
+    """What regenerating a workload changed: ``state`` (new, unchanged or changed), the
+    files ``added``, ``changed`` and ``removed``, and where the events first differ."""
+    out: dict[str, Any] = {
+        "workload": name,
+        "state": "new",
+        "added": [],
+        "changed": [],
+        "removed": [],
+        "first_difference": None,
+    }
     if not old.exists():
-        return f"{name}: new golden workload"
-    lines = [f"{name}:"]
+        return out
     for p in sorted(q.relative_to(new) for q in new.rglob("*") if q.is_file()):
         before = old / p
         if not before.exists():
-            lines.append(f"  + {p}")
+            out["added"].append(str(p))
         elif before.read_bytes() != (new / p).read_bytes():
-            lines.append(f"  ~ {p}")
+            out["changed"].append(str(p))
     for p in sorted(q.relative_to(old) for q in old.rglob("*") if q.is_file()):
         if not (new / p).exists():
-            lines.append(f"  - {p}")
+            out["removed"].append(str(p))
     old_events, new_events = old / "trace" / "events.parquet", new / "trace" / "events.parquet"
     if old_events.exists() and old_events.read_bytes() != new_events.read_bytes():
         with contextlib.suppress(PvscopeError, pa.ArrowException):
-            lines.append("  " + first_difference(old / "trace", new / "trace").splitlines()[0])
-    return "\n".join(lines) if len(lines) > 1 else f"{name}: unchanged"
+            out["first_difference"] = first_difference(old / "trace", new / "trace").splitlines()[0]
+    changed = out["added"] or out["changed"] or out["removed"]
+    out["state"] = "changed" if changed else "unchanged"
+    return out
+
+
+def render_changes(c: dict[str, Any]) -> str:
+    """:func:`changes` for the terminal: ``+``, ``~`` and ``-`` per file."""
+    name = c["workload"]
+    if c["state"] == "new":
+        return f"{name}: new golden workload"
+    if c["state"] == "unchanged":
+        return f"{name}: unchanged"
+    lines = [f"{name}:"]
+    lines += [f"  + {p}" for p in c["added"]]
+    lines += [f"  ~ {p}" for p in c["changed"]]
+    lines += [f"  - {p}" for p in c["removed"]]
+    if c["first_difference"]:
+        lines.append("  " + c["first_difference"])
+    return "\n".join(lines)

@@ -179,3 +179,26 @@ def test_diff_refuses_a_damaged_trace_rather_than_report_its_damage(
     r = invoke(diff, golden_trace, b)
     assert r.exit_code == 1
     assert "events.parquet: its sha256 is not the manifest's" in r.output
+
+
+def test_query_table_speaks_with_one_voice(golden_trace: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sql = (
+        "SELECT seq, vtime, arg0 AS vector, site, cr3, vif, NULL AS nothing, "
+        "7.23841e-06 AS tiny, 2.0671::DOUBLE AS interface_ratio, count(*) OVER () AS n "
+        "FROM events WHERE kind = 'interrupt' ORDER BY seq LIMIT 2"
+    )
+    rows = json.loads(invoke(query, golden_trace, sql, "--json").output)
+    text = invoke(query, golden_trace, sql).output
+    r = rows[0]
+    assert f"{r['site']:#x}" in text and f"{r['cr3']:#x}" in text and f"{r['vector']:#x}" in text
+    assert f"{r['vtime']:,}" in text and f" {r['seq']} " in text  # a seq is a position
+    assert "yes" in text and "NULL" not in text and "True" not in text
+    assert "0.000007238" in text and "e-06" not in text and "2.07×" in text
+    assert isinstance(r["tiny"], float) and r["vif"] is True and r["nothing"] is None
+    for width in (80, 120):
+        monkeypatch.setenv("COLUMNS", str(width))
+        text = invoke(query, golden_trace, sql).output
+        assert all(len(line) <= width for line in text.splitlines())
+        assert "…" not in text and f"{r['site']:#x}" in text
+        if width == 80:
+            assert "left out to fit 80 columns" in text and "--format csv or json" in text

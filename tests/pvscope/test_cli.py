@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,16 @@ def test_record_prints_a_summary_and_exits_zero(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "complete" in r.stdout
     r = run("record", "--guest", "pvcall", "-o", str(tmp_path / "j"), "--scale", "50", "--json")
-    assert json.loads(r.stdout)["end"]["status"] == "complete"
+    manifest = json.loads(r.stdout)
+    assert manifest["end"]["status"] == "complete"
+    assert isinstance(manifest["counts"]["events"], int)
+    # the summary line: counts with separators, plurals, as every command says them
+    m = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    n = m["counts"]["events"]
+    line = run(
+        "record", "--guest", "pvcall", "-o", str(tmp_path / "t"), "--scale", "50", "-q", "--force"
+    ).stdout
+    assert f"{n:,} events (" in line and f"{m['counts']['instructions']:,} instructions" in line
 
 
 @pytest.mark.parametrize(
@@ -77,3 +87,52 @@ def test_existing_output_and_unwritable_path(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "cannot write there" in r.stderr or "not writable" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _leaves(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    import click
+
+    out = []
+    for name, cmd in sorted(group.commands.items()):
+        if isinstance(cmd, click.Group):
+            out += _leaves(cmd, (*path, name))
+        else:
+            out.append(((*path, name), cmd))
+    return out
+
+
+def test_every_command_accepts_json() -> None:
+    from pvscope.cli import main
+
+    leaves = _leaves(main)
+    names = {" ".join(p) for p, _ in leaves}
+    assert {"record", "replay", "demo", "query", "golden check", "golden update", "schema"} <= names
+    missing = [
+        " ".join(p)
+        for p, cmd in leaves
+        if not any("--json" in o.opts for o in cmd.params if hasattr(o, "opts"))
+    ]
+    assert missing == []
+
+
+def test_golden_check_json_parses(tmp_path: Path) -> None:
+    r = run("golden", "check", "pvcall", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["passed"] == 1 and doc["failed"] == 0
+    assert doc["workloads"] == [{"workload": "pvcall", "ok": True, "failures": []}]
+    text = run("golden", "check", "pvcall").stdout
+    assert "1 golden workload: 1 passed" in text and "workloads" not in text
+
+
+def test_hooks_and_guests_are_tables_that_fit() -> None:
+    import os
+
+    env = {**os.environ, "COLUMNS": "80"}
+    for args in (["hooks"], ["guests"], ["schema"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "pvscope", *args], capture_output=True, text=True, env=env
+        )
+        assert r.returncode == 0, r.stderr
+        assert all(len(line) <= 80 for line in r.stdout.splitlines()), args
+        assert "…" not in r.stdout
