@@ -13,6 +13,7 @@ from typing import Any
 
 from analysis import queries
 from analysis.views import REPLAY_DIR, Session, Source, find_trace, load_json, pair
+from pvscope import display
 from pvscope.errors import UsageError
 
 
@@ -241,34 +242,63 @@ def render_replay_diff(result: dict[str, Any]) -> list[str]:
         if only:
             out.append(f"  backends only in {side.upper()}: {', '.join(only)}")
     for c in result["correctness"]:
-        label = c["backend"] + (
-            f" without {c['without']} ({c['fallback']})" if c["without"] else ""
-        )
-        out.append(f"  {label}: correct {c['a']} in A, {c['b']} in B")
+        a, b = (display.yes_no(c[k]) for k in ("a", "b"))
+        out.append(f"  {c['backend']}: correct {a} in A, {b} in B")
     if result["checks"]:
-        out.append(f"{'backend':<28} {'check':<20} {'A':>8} {'B':>8} {'delta':>8}  first seq A/B")
+        t = display.Table("violations that differ", note="--json for every column")
+        for head, numeric, priority in (
+            ("backend", False, 9),
+            ("check", False, 8),
+            ("A", True, 7),
+            ("B", True, 7),
+            ("change", True, 6),
+            ("first seq A", True, 2),
+            ("first seq B", True, 2),
+        ):
+            t.add_column(head, numeric=numeric, priority=priority)
         for c in result["checks"]:
-            out.append(
-                f"{c['backend']:<28} {c['check']:<20} {c['a']:>8} {c['b']:>8} {c['delta']:>+8}"
-                f"  {c['first_seq_a']}/{c['first_seq_b']}"
+            t.add_row(
+                c["backend"],
+                c["check"],
+                display.count(c["a"]),
+                display.count(c["b"]),
+                _signed(c["delta"]),
+                display.value(c["first_seq_a"], "id"),
+                display.value(c["first_seq_b"], "id"),
             )
+        out += _lines(t)
     out += render_relative(result)
     if result["groups"]:
-        out.append(f"{'backend':<28} {'group':<14} {'cycles A':>14} {'cycles B':>14} {'B/A':>7}")
+        t = display.Table("cycles per hook group that differ", note="--json for every column")
+        for head, numeric, priority in (
+            ("backend", False, 9),
+            ("group", False, 8),
+            ("cycles A", True, 6),
+            ("cycles B", True, 6),
+            ("B/A", True, 7),
+        ):
+            t.add_column(head, numeric=numeric, priority=priority)
         for g in result["groups"]:
-            ratio = f"{g['ratio']:.3f}" if g["ratio"] is not None else "-"
-            out.append(
-                f"{g['backend']:<28} {g['group']:<14} {g['a']:>14,.0f} {g['b']:>14,.0f} {ratio:>7}"
+            t.add_row(
+                g["backend"],
+                g["group"],
+                display.number(g["a"]),
+                display.number(g["b"]),
+                display.ratio(g["ratio"], 3),
             )
+        out += _lines(t)
     return out
 
 
-def _x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}×"
+def _lines(t: display.Table) -> list[str]:
+    return t.render().rstrip("\n").splitlines()
 
 
-def _d(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.2f}"
+def _signed(v: float | None) -> str:
+    """A change with its sign: ``+7``, ``-0.25``; ``-`` for None."""
+    if v is None:
+        return display.NULL
+    return ("+" if v > 0 else "") + display.number(v)
 
 
 def render_relative(result: dict[str, Any]) -> list[str]:
@@ -278,22 +308,37 @@ def render_relative(result: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     ta, tb = result["cost_tables"]["a"]["name"], result["cost_tables"]["b"]["name"]
-    out = [
-        f"cost tables differ: A {ta}, B {tb}; cost relative to native under each "
-        "(whole-run slowdown, interface ratio)",
-        f"{'backend':<28} {'slowdown A':>10} {'B':>8} {'change':>7}  "
-        f"{'interface A':>11} {'B':>8} {'change':>7}",
-    ]
+    t = display.Table(
+        f"cost tables differ: A {ta}, B {tb}; cost relative to native under each",
+        note="--json for every column",
+    )
+    for head, priority in (
+        ("backend", 9),
+        ("whole-run A", 8),
+        ("whole-run B", 8),
+        ("whole-run change", 5),
+        ("interface A", 7),
+        ("interface B", 7),
+        ("interface change", 4),
+    ):
+        t.add_column(head, numeric=head != "backend", priority=priority)
     by = {(r["backend"], r["side"]): r for r in rows}
     for label in sorted({r["backend"] for r in rows}):
         ra, rb = by.get((label, "a"), {}), by.get((label, "b"), {})
-        out.append(
-            f"{label:<28} {_x(ra.get('whole_run_slowdown')):>10} "
-            f"{_x(rb.get('whole_run_slowdown')):>8} {_d(rb.get('slowdown_change')):>7}  "
-            f"{_x(ra.get('interface_ratio')):>11} {_x(rb.get('interface_ratio')):>8} "
-            f"{_d(rb.get('interface_ratio_change')):>7}"
+        t.add_row(
+            label,
+            display.ratio(ra.get("whole_run_slowdown")),
+            display.ratio(rb.get("whole_run_slowdown")),
+            _signed(_round(rb.get("slowdown_change"))),
+            display.ratio(ra.get("interface_ratio")),
+            display.ratio(rb.get("interface_ratio")),
+            _signed(_round(rb.get("interface_ratio_change"))),
         )
-    return out
+    return _lines(t)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
 
 
 def replayer_available() -> bool:

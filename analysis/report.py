@@ -19,7 +19,7 @@ from typing import Any
 
 from analysis import queries, svg
 from analysis.views import QueryError, Session, Source, open_source
-from pvscope import __version__
+from pvscope import __version__, display
 from pvscope.hooks import HOOKS
 
 #: Bins of virtual time in the hook-rate plot.
@@ -254,15 +254,19 @@ def _rate(rows: Rows) -> dict[str, tuple[list[float], dict[str, list[float]]]]:
 
 def terminal(data: ReportData, console: Any) -> None:
     """Print the summary tables with rich."""
-    from rich.table import Table
 
     def table(title: str, cols: list[str], rows: list[list[Any]]) -> None:
-        t = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
-        for c in cols:
-            t.add_column(c, justify="left" if c in _LEFT else "right")
+        t = display.Table(title, note="pvscope report --json for every column")
+        for i, c in enumerate(cols):
+            t.add_column(c, numeric=c not in _LEFT, priority=-i)
         for r in rows:
-            t.add_row(*(_cell(v) for v in r))
-        console.print(t)
+            t.add_row(
+                *(
+                    v if isinstance(v, str) else display.value(v, display.kind_of(c))
+                    for c, v in zip(cols, r, strict=True)
+                )
+            )
+        t.print(console)
 
     table(
         "traces",
@@ -323,7 +327,7 @@ def terminal(data: ReportData, console: Any) -> None:
 
 
 _LEFT = {"trace", "guest", "status", "group", "requirement", "backend", "without", "fallback"}
-_LEFT |= {"function", "hook", "site", "correct", "check", "first_detail", "run", "reason"}
+_LEFT |= {"function", "hook", "site", "correct", "check", "first_detail", "base", "reason"}
 
 
 def _cell(v: Any) -> str:
@@ -337,11 +341,11 @@ def _cell(v: Any) -> str:
 
 
 def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+    return display.share(v)
 
 
 def _ratio(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}×"
+    return display.ratio(v)
 
 
 def _func(r: dict[str, Any]) -> str:
@@ -364,12 +368,14 @@ def _designed(data: ReportData) -> set[str] | None:
     rows = data.replay.get("ablation_matrix")
     if not rows:
         return None
-    return {r["run"] for r in rows if not r.get("without")}
+    return {r["backend"] for r in rows if not r.get("without")}
 
 
 def comparison(data: ReportData, console: Any) -> None:
-    """The demo's comparison: each backend and ablation, correct or not, and its cost."""
-    from rich.table import Table
+    """The demo's comparison: each backend and ablation, correct or not, and its cost, as
+    a :class:`pvscope.display.Table` that fits the console (the least telling columns
+    left out first)."""
+    from rich.text import Text
 
     rows = data.replay.get("ablation_matrix")
     if not rows:
@@ -377,48 +383,59 @@ def comparison(data: ReportData, console: Any) -> None:
         return
     exits = {(r["trace"], r["backend"]): r for r in data.replay.get("exits_per_kinsn", [])}
     many = len({r["trace"] for r in rows}) > 1
-    t = Table(
-        title="backends and ablations compared (whole-run: estimated slowdown over native on "
+    t = display.Table(
+        "backends and ablations compared (whole-run: estimated slowdown over native on "
         "the same work; on est.: its share priced by estimated numbers; interface: the "
         "events' cycles over native's)",
-        title_justify="left",
-        title_style="bold",
-        header_style="bold",
+        note="pvscope demo --json, or pvscope query DIR --saved ablation_matrix, for all",
     )
-    cols = ["trace"] if many else []
-    cols += ["backend", "without", "fallback", "correct", "violations", "first"]
-    cols += ["whole-run", "on est.", "interface"]
-    cols += ["exits/kinsn", "hcalls/kinsn", "traps/kinsn"]
-    for c in cols:
-        t.add_column(c, justify="left" if c in _LEFT else "right", no_wrap=True)
+    cols: list[tuple[str, bool, int]] = [("trace", False, 10)] if many else []
+    cols += [
+        ("backend", False, 10),
+        ("without", False, 7),
+        ("fallback", False, 7),
+        ("correct", False, 9),
+        ("violations", True, 6),
+        ("first violation", False, 3),
+        ("whole-run", True, 9),
+        ("on est.", True, 5),
+        ("interface", True, 8),
+        ("exits/kinsn", True, 4),
+        ("hcalls/kinsn", True, 2),
+        ("traps/kinsn", True, 2),
+    ]
+    for head, numeric, priority in cols:
+        t.add_column(head, numeric=numeric, priority=priority)
     order = _backend_order(rows)
     ranked = sorted(
         rows,
         key=lambda r: (
             r["trace"],
-            order.index(r["backend"]),
+            order.index(_base(r)),
             r.get("without") is not None,
             ABLATION_ORDER.index(r["without"]) if r.get("without") in ABLATION_ORDER else 9,
             r.get("fallback") or "",
         ),
     )
     for r in ranked:
-        e = exits.get((r["trace"], r.get("run", r["backend"])))
-        first = "-" if r["correct"] else f"{r.get('first_check')} @ {r.get('first_seq')}"
+        e = exits.get((r["trace"], r["backend"]))
+        first = (
+            None if r["correct"] else display.divergence(r.get("first_check"), r.get("first_seq"))
+        )
         t.add_row(
             *([r["trace"]] if many else []),
-            r["backend"],
-            r.get("without") or "-",
-            r.get("fallback") or "-",
-            "[green]yes[/]" if r["correct"] else "[red bold]NO[/]",
-            _cell(r.get("violations")),
+            _base(r),
+            r.get("without"),
+            r.get("fallback"),
+            Text("yes", style="green") if r["correct"] else Text("no", style="red bold"),
+            display.count(r.get("violations")),
             first,
-            _ratio(r.get("whole_run_slowdown")),
-            _pct(r.get("whole_run_estimate_share")),
-            _ratio(r.get("interface_ratio")),
-            *(_cell(e[k]) if e else "-" for k in _KINSN),
+            display.ratio(r.get("whole_run_slowdown")),
+            display.share(r.get("whole_run_estimate_share")),
+            display.ratio(r.get("interface_ratio")),
+            *(display.number(e[k]) if e else None for k in _KINSN),
         )
-    console.print(t)
+    t.print(console)
 
 
 _KINSN = ("exits_per_kinsn", "hypercalls_per_kinsn", "traps_per_kinsn")
@@ -709,10 +726,15 @@ def _matrix_cell(r: dict[str, Any] | None) -> str:
     )
 
 
+def _base(r: dict[str, Any]) -> str:
+    """The backend a row's run replays (its label's base for an ablation)."""
+    return str(r.get("base") or r["backend"])
+
+
 def _backend_order(rows: Rows) -> list[str]:
     """Backends: native first, then by the cost of the backend as designed."""
-    cost = {r["backend"]: r.get("whole_run_slowdown") or 0 for r in rows if not r.get("without")}
-    return sorted({r["backend"] for r in rows}, key=lambda b: (b != "native", cost.get(b, 0), b))
+    cost = {_base(r): r.get("whole_run_slowdown") or 0 for r in rows if not r.get("without")}
+    return sorted({_base(r) for r in rows}, key=lambda b: (b != "native", cost.get(b, 0), b))
 
 
 def _ablation_section(data: ReportData) -> str:
@@ -730,11 +752,9 @@ def _ablation_section(data: ReportData) -> str:
         )
         body = []
         for b in _backend_order(mine):
-            designed = next((r for r in mine if r["backend"] == b and not r.get("without")), None)
+            designed = next((r for r in mine if _base(r) == b and not r.get("without")), None)
             has = [
-                f
-                for f in fallbacks
-                if any(r["backend"] == b and r.get("fallback") == f for r in mine)
+                f for f in fallbacks if any(_base(r) == b and r.get("fallback") == f for r in mine)
             ]
             span = max(len(has), 1)
             lead = f"<td class='l' rowspan='{span}'><b>{escape(b)}</b></td>"
@@ -750,7 +770,7 @@ def _ablation_section(data: ReportData) -> str:
                             (
                                 r
                                 for r in mine
-                                if r["backend"] == b
+                                if _base(r) == b
                                 and r.get("without") == a
                                 and r.get("fallback") == f
                             ),

@@ -34,8 +34,10 @@ NULL = "-"
 TIMES = "×"
 #: Significant digits a float keeps.
 DIGITS = 4
-#: Width used when stdout is not a terminal (and ``COLUMNS`` is not set): no fitting.
+#: Width used when stdout is not a terminal (and ``PVSCOPE_WIDTH`` is not set): no fitting.
 UNLIMITED = 1000
+#: Environment variable that sets the width tables are laid out for (any output).
+WIDTH_ENV = "PVSCOPE_WIDTH"
 #: Narrowest a wrapped text column is made before columns are left out.
 TEXT_MIN = 8
 #: A word longer than this may fold rather than keep its column wide.
@@ -102,6 +104,13 @@ def number(v: float | int | decimal.Decimal | None, digits: int = DIGITS) -> str
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text if text not in ("-0", "0") else f"{v:.{digits - 1}e}"
+
+
+def divergence(check: str | None, seq: int | None) -> str:
+    """Where a run first went wrong, said the same everywhere: ``result at seq 17543``."""
+    if check is None and seq is None:
+        return NULL
+    return f"{check or '?'} at seq {NULL if seq is None else seq}"
 
 
 def plural(n: int, thing: str, things: str | None = None) -> str:
@@ -180,9 +189,10 @@ def kind_of(name: str, numeric: bool = True, boolean: bool = False) -> str:
 
 
 def width() -> int:
-    """The width to lay tables out for: ``COLUMNS`` when set, else the terminal's when
-    stdout is one, else :data:`UNLIMITED` (piped output is never cut to fit)."""
-    env = os.environ.get("COLUMNS", "")
+    """The width to lay tables out for: ``PVSCOPE_WIDTH`` when set; else the terminal's
+    (``COLUMNS`` when set) when stdout is one; else :data:`UNLIMITED`: output piped or
+    redirected is never cut to fit."""
+    env = os.environ.get(WIDTH_ENV, "")
     if env.isdigit() and int(env) > 0:
         return int(env)
     try:

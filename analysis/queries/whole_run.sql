@@ -8,8 +8,8 @@
 -- needs: summary
 SELECT
     trace,
-    backend AS run,
-    base AS backend,
+    backend,
+    base,
     without,
     fallback,
     cost_table,

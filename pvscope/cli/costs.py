@@ -9,11 +9,12 @@ grouped, and the share of primitives by provenance.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from pvscope import display
 
 if TYPE_CHECKING:
     from replayer.costs import CostTable
@@ -69,17 +70,21 @@ def show_cmd(table: str, as_json: bool, replay_dir: Path | None) -> None:
         return
     click.echo(render(t, _width()), nl=False)
     if shares is not None:
-        click.echo(f"share of each run's cycles priced by estimates ({replay_dir}):")
+        grid = display.Table(
+            "share of each run's cycles priced by estimates: of its whole-run estimate, of "
+            f"its interface (events') cycles ({replay_dir})"
+        )
+        grid.add_column("backend", priority=9)
+        grid.add_column("whole-run", numeric=True, priority=8)
+        grid.add_column("interface", numeric=True, priority=7)
+        grid.add_column("why not", priority=5)
         for r in shares:
             whole, iface = r["whole_run_estimate_share"], r["estimate_share"]
+            why = None
             if whole is None:
                 why = "an ablation: not computed" if r["ablation"] else "not in these results"
-                click.echo(f"  {r['run']:<32} -  ({why})")
-            else:
-                click.echo(
-                    f"  {r['run']:<32} {100 * whole:5.1f}% of the whole-run estimate, "
-                    f"{100 * iface:5.1f}% of the interface cycles"
-                )
+            grid.add_row(r["backend"], display.share(whole), display.share(iface), why)
+        click.echo(grid.render(max(MIN_WIDTH, _width())), nl=False)
 
 
 def replay_shares(t: CostTable, results: Path) -> list[dict[str, Any]]:
@@ -104,7 +109,7 @@ def replay_shares(t: CostTable, results: Path) -> list[dict[str, Any]]:
             )
         rows.append(
             {
-                "run": d.name.removeprefix("backend="),
+                "backend": d.name.removeprefix("backend="),
                 "ablation": s.get("without") is not None,
                 "estimate_share": s.get("estimate_share"),
                 "whole_run_estimate_share": s.get("whole_run_estimate_share"),
@@ -149,13 +154,6 @@ def document(t: CostTable) -> dict[str, Any]:
     }
 
 
-def _cycles(v: float) -> str:
-    """Cycles with thousands separators; a fraction (a CPI) keeps its decimals."""
-    if float(v).is_integer():
-        return f"{int(v):,}"
-    return f"{v:,.3f}".rstrip("0")
-
-
 def render(t: CostTable, width: int) -> str:
     """The terminal view: one row per number, grouped, the citation column wrapped."""
     import io
@@ -185,7 +183,7 @@ def render(t: CostTable, width: int) -> str:
         grid.add_row(Text(group, style="bold"))
         for j, (name, cycles, text) in enumerate(rows):
             kind, _, why = text.partition(": ")
-            cells = (Text(name), Text(_cycles(cycles)), Text(kind), Text(why))
+            cells = (Text(name), Text(display.number(cycles)), Text(kind), Text(why))
             grid.add_row(*cells, end_section=j == len(rows) - 1)
     console.print(grid)
     console.print(footer(t), highlight=False, markup=False)
@@ -196,11 +194,15 @@ def footer(t: CostTable) -> str:
     """``primitives: 15 source (34%), 0 measured (0%), 29 estimate (66%); guest ...``."""
     counts = t.counts()
     total = sum(counts.values())
-    prim = ", ".join(f"{n} {k} ({n / total:.0%})" for k, n in counts.items())
-    guest = ", ".join(f"{n} {k}" for k, n in t.counts("guest").items())
+    prim = ", ".join(
+        f"{display.count(n)} {k} ({display.share(n / total, 0)})" for k, n in counts.items()
+    )
+    guest = ", ".join(f"{display.count(n)} {k}" for k, n in t.counts("guest").items())
     return f"primitives: {prim}; guest parameters: {guest}"
 
 
 def _width() -> int:
     """The terminal's width (COLUMNS when set), 100 when there is none to ask."""
+    import shutil
+
     return shutil.get_terminal_size((100, 24)).columns

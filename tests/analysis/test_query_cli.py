@@ -196,7 +196,7 @@ def test_query_table_speaks_with_one_voice(golden_trace: Path, monkeypatch) -> N
     assert "0.000007238" in text and "e-06" not in text and "2.07×" in text
     assert isinstance(r["tiny"], float) and r["vif"] is True and r["nothing"] is None
     for width in (80, 120):
-        monkeypatch.setenv("COLUMNS", str(width))
+        monkeypatch.setenv("PVSCOPE_WIDTH", str(width))
         text = invoke(query, golden_trace, sql).output
         assert all(len(line) <= width for line in text.splitlines())
         assert "…" not in text and f"{r['site']:#x}" in text

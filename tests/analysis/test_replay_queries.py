@@ -65,7 +65,7 @@ def test_cost_by_group(replayed_trace: Path) -> None:
 
 
 def test_ablation_matrix(replayed_trace: Path) -> None:
-    got = {r["run"]: r for r in run(replayed_trace, "ablation_matrix")}
+    got = {r["backend"]: r for r in run(replayed_trace, "ablation_matrix")}
     assert set(got) == set(runs(replayed_trace))
     for label, d in runs(replayed_trace).items():
         m = json.loads((d / "manifest.json").read_text())
@@ -74,7 +74,7 @@ def test_ablation_matrix(replayed_trace: Path) -> None:
         cyc = sum(per.column("cycles").to_pylist())
         nat = sum(per.column("native_cycles").to_pylist())
         r = got[label]
-        assert r["backend"] == m["base"]
+        assert r["base"] == m["base"] and r["backend"] == label
         assert (r["without"], r["fallback"]) == (
             (m["ablation"]["without"], m["ablation"]["fallback"]) if m["ablation"] else (None, None)
         )
@@ -90,7 +90,7 @@ def test_ablation_matrix(replayed_trace: Path) -> None:
 
 
 def test_whole_run_has_the_estimate_share(replayed_trace: Path) -> None:
-    got = {r["run"]: r for r in run(replayed_trace, "whole_run")}
+    got = {r["backend"]: r for r in run(replayed_trace, "whole_run")}
     assert set(got) == set(runs(replayed_trace))
     for label, d in runs(replayed_trace).items():
         w = json.loads((d / "manifest.json").read_text())["summary"]["whole_run"]

@@ -128,7 +128,7 @@ def test_golden_check_json_parses(tmp_path: Path) -> None:
 def test_hooks_and_guests_are_tables_that_fit() -> None:
     import os
 
-    env = {**os.environ, "COLUMNS": "80"}
+    env = {**os.environ, "PVSCOPE_WIDTH": "80"}
     for args in (["hooks"], ["guests"], ["schema"]):
         r = subprocess.run(
             [sys.executable, "-m", "pvscope", *args], capture_output=True, text=True, env=env

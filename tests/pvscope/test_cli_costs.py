@@ -134,7 +134,7 @@ def test_show_with_a_replay_gives_each_runs_estimate_share(tmp_path: Path) -> No
     summaries = api.replay_trace(trace, runs, costs.load("p4"), tmp_path / "r")
     r = invoke("costs", "show", "p4", "--replay", str(tmp_path / "r"), "--json")
     assert r.exit_code == 0, r.output
-    shares = {s["run"]: s for s in json.loads(r.stdout)["replay_shares"]}
+    shares = {s["backend"]: s for s in json.loads(r.stdout)["replay_shares"]}
     for s in summaries:
         got = shares[s["backend"]]
         assert got["estimate_share"] == s["estimate_share"]

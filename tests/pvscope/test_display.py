@@ -200,13 +200,12 @@ def test_cells_are_plain_text_or_rich_text() -> None:
     assert "[red]no[/]" in text and "yes" in text
 
 
-def test_widths_come_from_columns_or_are_unlimited_when_piped(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("COLUMNS", "91")
+def test_widths_are_asked_for_or_unlimited_when_piped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PVSCOPE_WIDTH", "91")
     assert d.width() == 91
-    monkeypatch.delenv("COLUMNS")
-    assert d.width() == d.UNLIMITED  # pytest's stdout is not a terminal
+    monkeypatch.delenv("PVSCOPE_WIDTH")
+    monkeypatch.setenv("COLUMNS", "80")
+    assert d.width() == d.UNLIMITED  # pytest's stdout is not a terminal: nothing is cut
 
 
 def test_every_declared_view_column_has_a_doc_and_a_known_display() -> None:
