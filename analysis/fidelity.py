@@ -42,6 +42,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pvscope import display
+
 PER_OP_FACTOR = 10.0
 """Order of magnitude: a per-operation prediction agrees within this factor."""
 
@@ -380,7 +382,7 @@ def evaluate(per_op: Callable[[str], PerOp], whole: Callable[[str, str], WholeRu
                 Row(
                     c,
                     None,
-                    " < ".join(f"{b} {s.get(b, float('nan')):.2f}x" for b in ranked),
+                    " < ".join(f"{b} {display.ratio(s.get(b, float('nan')))}" for b in ranked),
                     " < ".join(c.order),
                     tuple(ranked) == c.order,
                 )

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from analysis.perfetto import DEFAULT_LIMIT
+from pvscope import display
 
 
 @click.command("export")
@@ -100,16 +101,18 @@ def export_cmd(
         bar.update(done[0])
     if result.cut:
         click.echo(
-            f"pvscope: exported seq {result.first:,}..{result.last:,}: the first "
-            f"{result.events:,} of {result.in_range:,} events (--limit {limit:,}; "
+            f"pvscope: exported seq {result.first}..{result.last}: the first "
+            f"{display.count(result.events)} of {display.plural(result.in_range, 'event')} "
+            f"(--limit {limit}; "
             "use --from/--to for another window, --limit 0 for all)",
             err=True,
         )
     if as_json:
         click.echo(json.dumps(result.summary(), indent=1))
         return
-    tracks = ", ".join(f"{name} {n:,}" for name, n in result.tracks.items())
+    tracks = ", ".join(f"{name} {display.count(n)}" for name, n in result.tracks.items())
     click.echo(
-        f"{out}: {result.events:,} events (seq {result.first:,}..{result.last:,}), "
-        f"{result.bytes / 1e6:,.1f} MB; tracks: {tracks}"
+        f"{out}: {display.plural(result.events, 'event')} "
+        f"(seq {result.first}..{result.last}), "
+        f"{display.number(result.bytes / 1e6)} MB; tracks: {tracks}"
     )

@@ -100,46 +100,49 @@ def fidelity_cmd(as_json: bool, scale: int | None, keep: Path | None, quiet: boo
 
 
 def _print(rows: list[Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """The claims as a :class:`pvscope.display.Table` that fits the terminal."""
+    from rich.text import Text
 
-    console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 100))
-    t = Table(
-        title="pvscope fidelity: published results and the model's predictions",
-        title_justify="left",
-        header_style="bold",
-        show_lines=True,
+    from pvscope import display
+
+    t = display.Table(
+        "pvscope fidelity: published results and the model's predictions",
+        note="--json for every field",
     )
-    for col, kw in (
-        ("claim", {"ratio": 4}),
-        ("source", {"ratio": 2}),
-        ("checked on", {"no_wrap": True}),
-        ("published", {"justify": "right"}),
-        ("pvscope", {"justify": "right"}),
-        ("agree", {"no_wrap": True}),
+    for head, priority in (
+        ("claim", 9),
+        ("source", 5),
+        ("checked on", 4),
+        ("published", 8),
+        ("pvscope", 8),
+        ("agree", 9),
     ):
-        t.add_column(col, **kw)
+        t.add_column(head, priority=priority)
     notes: dict[str, int] = {}
     for r in rows:
         c = r.claim
-        verdict = "[green]yes[/]" if r.agree else ("[yellow]no, why:[/]" if r.ok else "[red]NO[/]")
+        verdict = (
+            "[green]yes[/]" if r.agree else ("[yellow]no, why:[/]" if r.ok else "[red bold]no[/]")
+        )
         claim = f"[bold]{c.id}[/]: {c.claim}" + (f"\n[yellow]why:[/] {c.why}" if c.why else "")
         if c.note:
             claim += f" [dim](note {notes.setdefault(c.note, len(notes) + 1)})[/]"
         t.add_row(
-            claim,
+            Text.from_markup(claim),
             c.source,
             f"{c.workload}\n{c.table}",
             r.published_text,
             r.predicted_text,
-            verdict,
+            Text.from_markup(verdict),
         )
-    console.print(t)
+    console = display.stdout_console()
+    t.print(console)
     for text, n in notes.items():
-        console.print(f"note {n}: {text}.")
+        console.print(f"note {n}: {text}.", markup=False)
     agree = sum(r.agree for r in rows)
     explained = sum(r.ok and not r.agree for r in rows)
     console.print(
         f"{agree} of {len(rows)} agree, {explained} disagree for a stated reason, "
-        f"{len(rows) - agree - explained} unexplained.  {TOLERANCE}."
+        f"{len(rows) - agree - explained} unexplained.  {TOLERANCE}.",
+        markup=False,
     )

@@ -75,11 +75,17 @@ def nanobench_cmd(
     _print(rows, [r.label for r in runs], table.name)
 
 
+def _whole(v: float | None) -> int | None:
+    """Cycles per operation to the cycle (``None`` stays)."""
+    return None if v is None else round(v)
+
+
 def _print(rows: list[dict], labels: list[str], table: str) -> None:
     """Phases down, backends across; backends that do not fit the terminal go to a
     second table (numbers are never cut)."""
-    from rich.console import Console
     from rich.table import Table
+
+    from pvscope import display
 
     phases: dict[int, dict] = {}
     for r in rows:
@@ -88,12 +94,12 @@ def _print(rows: list[dict], labels: list[str], table: str) -> None:
     body = []
     for p in phases.values():
         r = p["row"]
-        cells = ["-" if p["cells"].get(b) is None else f"{p['cells'][b]:,.0f}" for b in labels]
+        cells = [display.count(_whole(p["cells"].get(b))) for b in labels]
         src = "A&A 2006" if r["source"] == "adams-agesen-2006" else (r["source"] or "?")
-        body.append([r["phase"], src, f"{r['operations']:,}", *cells])
+        body.append([r["phase"], src, display.count(r["operations"]), *cells])
     heads = ["phase", "from", "ops", *labels]
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(heads)]
-    console = Console()
+    console = display.stdout_console()
     lead = [0, 1, 2] if sum(w + 3 for w in widths) + 1 <= console.width else [0, 2]
     room = console.width - 1 - sum(widths[i] + 3 for i in lead)
     chunks: list[list[int]] = [[]]
