@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.views import Session, pair
-from pvscope import schema
+from pvscope import display, schema
 from pvscope.errors import UsageError
 
 #: Columns compared to find the first divergence: every event column but ``seq``.
@@ -142,20 +142,17 @@ def diff(a: Path, b: Path, traces: list[Path] | None = None) -> dict[str, Any]:
     raise UsageError(f"cannot compare {a} with {b}: give two traces or two replay results")
 
 
-def _hex(v: Any) -> str:
-    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
-
-
 def describe_row(r: dict[str, Any] | None) -> str:
-    """An event on one line, absent columns left out."""
+    """An event on one line, absent columns left out, each column shown as the schema
+    declares it (addresses, vectors and registers in hex)."""
     if r is None:
         return "(no event)"
+    kinds = {c.name: c.display for c in schema.EVENTS.columns}
     parts = []
     for k, v in r.items():
         if v is None:
             continue
-        hexed = k in ("arg0", "arg1", "arg2", "arg3", "site", "cr3", "result")
-        parts.append(f"{k}={_hex(v) if hexed else v}")
+        parts.append(f"{k}={display.value(v, kinds.get(k) or 'id')}")
     return " ".join(parts)
 
 
@@ -167,30 +164,43 @@ def render(result: dict[str, Any]) -> list[str]:
         return render_replay_diff(result)
     out = []
     if result["equal"]:
-        out.append(f"traces are equal ({result['events']['a']} events)")
+        out.append(f"traces are equal ({display.plural(result['events']['a'], 'event')})")
         if result["manifest_changes"]:
             out.append("  manifests differ in: " + ", ".join(result["manifest_changes"]))
         return out
     ev = result["events"]
-    out.append(f"traces differ: {ev['a']} events in A, {ev['b']} in B")
+    out.append(
+        f"traces differ: {display.plural(ev['a'], 'event')} in A, {display.count(ev['b'])} in B"
+    )
     d = result["first_divergence"]
     if d:
         out.append(f"first divergence at seq {d['seq']}:")
         out.append(f"  A: {describe_row(d['a'])}")
         out.append(f"  B: {describe_row(d['b'])}")
     if result["hooks"]:
-        out.append(
-            f"{'hook/kind':<20} {'A':>10} {'B':>10} {'delta':>9} {'args only A':>12} "
-            f"{'args only B':>12}"
-        )
+        t = display.Table("calls per hook (events per kind) that differ", note="--json for all")
+        for head, numeric, priority in (
+            ("hook/kind", False, 9),
+            ("A", True, 8),
+            ("B", True, 8),
+            ("change", True, 7),
+            ("args only A", True, 5),
+            ("args only B", True, 5),
+        ):
+            t.add_column(head, numeric=numeric, priority=priority)
         for h in result["hooks"]:
-            out.append(
-                f"{h['name']:<20} {h['a']:>10} {h['b']:>10} {h['delta']:>+9} "
-                f"{h['args_only_in_a']:>12} {h['args_only_in_b']:>12}"
+            t.add_row(
+                h["name"],
+                display.count(h["a"]),
+                display.count(h["b"]),
+                ("+" if h["delta"] > 0 else "") + display.count(h["delta"]),
+                display.count(h["args_only_in_a"]),
+                display.count(h["args_only_in_b"]),
             )
-    for t, n in result["rows_differing"].items():
+        out += t.render().rstrip("\n").splitlines()
+    for name, n in result["rows_differing"].items():
         if n:
-            out.append(f"{t}: {n} rows differ")
+            out.append(f"{name}: {display.plural(n, 'row')} differ" + ("s" if n == 1 else ""))
     if result["manifest_changes"]:
         out.append("manifests differ in: " + ", ".join(result["manifest_changes"]))
     return out
