@@ -145,15 +145,7 @@ def diff(a: Path, b: Path, traces: list[Path] | None = None) -> dict[str, Any]:
 def describe_row(r: dict[str, Any] | None) -> str:
     """An event on one line, absent columns left out, each column shown as the schema
     declares it (addresses, vectors and registers in hex)."""
-    if r is None:
-        return "(no event)"
-    kinds = {c.name: c.display for c in schema.EVENTS.columns}
-    parts = []
-    for k, v in r.items():
-        if v is None:
-            continue
-        parts.append(f"{k}={display.value(v, kinds.get(k) or 'id')}")
-    return " ".join(parts)
+    return "(no event)" if r is None else display.fields(r)
 
 
 def render(result: dict[str, Any]) -> list[str]:

@@ -143,6 +143,15 @@ def value(v: Any, kind: str = "") -> str:
     return str(v)
 
 
+def fields(row: dict[str, Any], columns: tuple[schema.Column, ...] | None = None) -> str:
+    """A row on one line as ``name=value`` pairs, absent (None) values left out, each
+    shown as its column is declared (``columns``: default the events table's)."""
+    kinds = {c.name: c.display for c in columns or schema.EVENTS.columns}
+    return " ".join(
+        f"{k}={value(v, kinds.get(k) or kind_of(k))}" for k, v in row.items() if v is not None
+    )
+
+
 # -- which columns are which -----------------------------------------------------------
 
 

@@ -109,14 +109,7 @@ def first_difference(golden: Path, fresh: Path) -> str:
 
 
 def _row(r: dict[str, Any]) -> str:
-    out = []
-    for c in schema.EVENTS.columns:
-        v = r.get(c.name)
-        if v is None and c.nullable:
-            continue
-        shown = display.value(v, c.display or ("count" if c.name == "vtime" else "id"))
-        out.append(f"{c.name}={shown}")
-    return " ".join(out)
+    return display.fields({k: r.get(k) for k in schema.EVENTS.names})
 
 
 def check_trace(root: Path, workload: str, work: Path) -> list[str]:
