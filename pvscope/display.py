@@ -262,8 +262,10 @@ class Table:
 
     PADDING = 2
 
-    def __init__(self, title: str | None = None, note: str = "") -> None:
+    def __init__(self, title: str | None = None, note: str = "", plain: bool = False) -> None:
         self.title = title
+        self.plain = plain
+        """No rules: columns two spaces apart, the first flush left (compact summaries)."""
         self.note = note
         """What to say when columns are left out, after their names (e.g. how to see
         them all)."""
@@ -283,6 +285,8 @@ class Table:
         self.rows += 1
 
     def _needs(self, cols: list[Column]) -> int:
+        if self.plain:
+            return sum(c.narrowest() for c in cols) + self.PADDING * (len(cols) - 1)
         return sum(c.narrowest() + self.PADDING for c in cols) + len(cols) + 1
 
     def fit(self, room: int) -> tuple[list[Column], list[Column]]:
@@ -297,6 +301,7 @@ class Table:
     def renderables(self, room: int) -> list[Any]:
         """The rich table laid out for ``room`` characters, and the note when columns were
         left out."""
+        from rich.box import HEAVY_HEAD
         from rich.table import Table as RichTable
         from rich.text import Text
 
@@ -306,6 +311,8 @@ class Table:
             title_justify="left",
             title_style="bold",
             header_style="bold",
+            box=None if self.plain else HEAVY_HEAD,
+            pad_edge=not self.plain,
         )
         for c in kept:
             if c.numeric:

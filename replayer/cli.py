@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from pvscope import display
 from pvscope.errors import UsageError
 from pvscope.progress import Steps
 from replayer import api, backends, costs, exitstat
@@ -23,22 +24,40 @@ from replayer.trace import Trace, load
 EXIT_VIOLATIONS = 3
 
 
-def _line(s: dict[str, Any]) -> str:
-    first = s["first_divergence"]
-    where = "-" if first is None else f"seq {first['seq']} {first['check']}"
-    rel = "-" if s["interface_ratio"] is None else f"{s['interface_ratio']:.2f}×"
-    slow = s["whole_run"]["slowdown"]
-    whole = "-" if slow is None else f"{slow:.2f}×"
-    return (
-        f"{s['backend']:<32} {whole:>9} {_share(s['whole_run'].get('estimate_share')):>5} "
-        f"{rel:>9} {s['exits']:>9} {s['hypercalls']:>10} "
-        f"{s['traps']:>9} {s['batch_flushes']:>8} {s['violations']:>10}  {where}"
-    )
+#: The summary table's columns: header, a number, priority (the lowest is left out first
+#: when the terminal is too narrow).
+COLUMNS = (
+    ("backend", False, 10),
+    ("whole-run", True, 9),
+    ("est.", True, 6),
+    ("interface", True, 8),
+    ("exits", True, 5),
+    ("hypercalls", True, 5),
+    ("traps", True, 5),
+    ("flushes", True, 3),
+    ("violations", True, 7),
+    ("first divergence", False, 4),
+)
 
 
-def _share(v: float | None) -> str:
-    """An estimate share as a whole percentage (``-`` where not computed)."""
-    return "-" if v is None else f"{v:.0%}"
+def _table(summaries: list[dict[str, Any]]) -> list[str]:
+    """The runs as lines of a :class:`pvscope.display.Table` (no rules) fitted to the
+    terminal."""
+    t = display.Table(plain=True, note="--json for every field")
+    for head, numeric, priority in COLUMNS:
+        t.add_column(head, numeric=numeric, priority=priority)
+    for s in summaries:
+        first = s["first_divergence"]
+        t.add_row(
+            s["backend"],
+            display.ratio(s["whole_run"]["slowdown"]),
+            display.share(s["whole_run"].get("estimate_share"), 0),
+            display.ratio(s["interface_ratio"]),
+            *(display.count(s[k]) for k in ("exits", "hypercalls", "traps", "batch_flushes")),
+            display.count(s["violations"]),
+            None if first is None else display.divergence(first["check"], first["seq"]),
+        )
+    return t.render().rstrip("\n").splitlines()
 
 
 #: A run whose whole-run cycles rest this much or more on estimates gets a footer line.
@@ -60,10 +79,10 @@ def _estimate_footer(summaries: list[dict[str, Any]], spec: str) -> str | None:
         return None
     share, label = heavy[0]
     more = len(heavy) - 1
-    also = f" (and {more} more run{'s' if more > 1 else ''} at {ESTIMATE_WARN:.0%} or more)"
+    also = f" (and {display.plural(more, 'more run')} at {display.share(ESTIMATE_WARN, 0)} or more)"
     return (
-        f"{share:.0%} of {label}'s whole-run cycles rest on estimates{also if more else ''}: "
-        f"see pvscope costs show {spec}"
+        f"{display.share(share, 0)} of {label}'s whole-run cycles rest on estimates"
+        f"{also if more else ''}: see pvscope costs show {spec}"
     )
 
 
@@ -76,7 +95,7 @@ def _expectation_lines(summaries: list[dict[str, Any]]) -> list[str]:
     out = []
     if failed:
         out.append(
-            f"expected to fail and did: {len(failed)} ablation{'s' if len(failed) > 1 else ''} "
+            f"expected to fail and did: {display.plural(len(failed), 'ablation')} "
             "with no fallback (each breaks only its requirement's checks)"
         )
     if quiet:
@@ -85,7 +104,8 @@ def _expectation_lines(summaries: list[dict[str, Any]]) -> list[str]:
         fams = ", ".join(f for f, n in s["families"].items() if n)
         want = ", ".join(s["expected_families"]) or "none"
         out.append(
-            f"UNEXPECTED: {s['backend']} has {s['violations']:,} violations ({fams}); "
+            f"UNEXPECTED: {s['backend']} has {display.plural(s['violations'], 'violation')} "
+            f"({fams}); "
             f"its design allows {want}"
         )
     return out
@@ -151,13 +171,8 @@ def _replay_tables(
     else:
         for t, path in tables:
             click.echo(_table_header(t))
-            click.echo(
-                f"  {'backend':<32} {'whole-run':>9} {'est.':>5} {'interface':>9} "
-                f"{'exits':>9} {'hypercalls':>10} {'traps':>9} {'flushes':>8} "
-                f"{'violations':>10}  first divergence"
-            )
-            for s in by_table[t.name]:
-                click.echo("  " + _line(s))
+            for line in _table(by_table[t.name]):
+                click.echo("  " + line)
             for line in _expectation_lines(by_table[t.name]):
                 click.echo("  " + line)
             footer = _estimate_footer(by_table[t.name], str(path or t.name))
@@ -261,13 +276,8 @@ def replay(
         shown = [s | {"exit_reasons": by_run[s["backend"]]} for s in summaries]
         click.echo(json.dumps(shown, indent=1, sort_keys=True))
     else:
-        click.echo(
-            f"{'backend':<32} {'whole-run':>9} {'est.':>5} {'interface':>9} {'exits':>9} "
-            f"{'hypercalls':>10} "
-            f"{'traps':>9} {'flushes':>8} {'violations':>10}  first divergence"
-        )
-        for s in summaries:
-            click.echo(_line(s))
+        for line in _table(summaries):
+            click.echo(line)
         click.echo(
             "whole-run: estimated slowdown over native on the same work (the guest's own "
             "instructions at the table's CPI, measured TLB refills); interface: the events' "

@@ -101,26 +101,39 @@ def from_run_dir(trace: Trace, run_dir: Path) -> list[dict[str, Any]]:
 
 def lines(label: str, rows: list[dict[str, Any]], top: int = TOP) -> list[str]:
     """A text table of one backend's ``top`` reasons by cycles (reasons costing nothing
-    left out), and a line for the rest."""
+    left out), and a line for the rest: a title line, the header, the rows."""
+    from pvscope import display
+
     shown = [r for r in rows if r["cycles"]][:top]
-    out = [
-        f"{label}: top {len(shown)} of {len(rows)} reasons by cycles",
-        f"  {'reason':<34} {'events':>10} {'exits':>8} {'hcalls':>8} {'traps':>8} "
-        f"{'cycles':>14} {'mean':>10} {'share':>7}",
-    ]
+    t = display.Table(plain=True, note="--json for every reason")
+    for head, numeric, priority in (
+        ("reason", False, 9),
+        ("events", True, 6),
+        ("exits", True, 5),
+        ("hcalls", True, 5),
+        ("traps", True, 5),
+        ("cycles", True, 8),
+        ("mean", True, 4),
+        ("share", True, 7),
+    ):
+        t.add_column(head, numeric=numeric, priority=priority)
     for r in shown:
-        out.append(
-            f"  {r['reason']:<34} {r['events']:>10,} {r['exits']:>8,} {r['hypercalls']:>8,} "
-            f"{r['traps']:>8,} {r['cycles']:>14,} {r['mean_cycles']:>10,.0f} "
-            f"{(r['share'] or 0):>7.1%}"
+        t.add_row(
+            r["reason"],
+            *(display.count(r[k]) for k in ("events", "exits", "hypercalls", "traps", "cycles")),
+            display.number(r["mean_cycles"]),
+            display.share(r["share"] or 0),
         )
     rest = rows[len(shown) :]
     if rest:
-        cyc = sum(r["cycles"] for r in rest)
-        share = sum(r["share"] or 0 for r in rest)
-        out.append(
-            f"  {'(' + str(len(rest)) + ' more)':<34} {sum(r['events'] for r in rest):>10,} "
-            f"{sum(r['exits'] for r in rest):>8,} {sum(r['hypercalls'] for r in rest):>8,} "
-            f"{sum(r['traps'] for r in rest):>8,} {cyc:>14,} {'':>10} {share:>7.1%}"
+        t.add_row(
+            f"({len(rest)} more)",
+            *(
+                display.count(sum(r[k] for r in rest))
+                for k in ("events", "exits", "hypercalls", "traps", "cycles")
+            ),
+            "",
+            display.share(sum(r["share"] or 0 for r in rest)),
         )
-    return out
+    title = f"{label}: top {len(shown)} of {len(rows)} reasons by cycles"
+    return [title, *t.render().rstrip("\n").splitlines()]

@@ -283,3 +283,23 @@ def test_several_cost_tables_in_one_go_each_labelled(synth_path: Path, tmp_path:
         )
         assert isinstance(exc, PvscopeError) and match in str(exc)
         assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_summary_fits_the_terminal_and_keeps_numbers_whole(
+    synth_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    args = [str(synth_path), "-b", "native,xen-pv,hvm-npt"]
+    code, out, _ = _invoke([*args, "-o", str(tmp_path), "-q", "--json"])
+    runs = json.loads(out)
+    monkeypatch.setenv("PVSCOPE_WIDTH", str(width))
+    code, out, exc = _invoke([*args, "-o", str(tmp_path), "-q"])
+    assert exc is None
+    table = out.split("\nwhole-run: ")[0].splitlines()
+    assert all(len(line) <= width for line in table) and "…" not in out
+    for s in runs:
+        row = next(line for line in table if line.startswith(s["backend"]))
+        assert f"{s['whole_run']['slowdown']:.2f}×" in row.split()
+        assert f"{s['interface_ratio']:.2f}×" in row.split() or width < 100
+    if width == 80:
+        assert "left out to fit 80 columns" in out
