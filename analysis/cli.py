@@ -37,10 +37,11 @@ def _one_line_errors(f: F) -> F:
 
 
 def _stdout_console() -> Any:
-    """A rich console on stdout: the terminal's width, or wide when piped."""
-    from rich.console import Console
+    """A rich console on stdout at :func:`pvscope.display.width`: the terminal's, or
+    unlimited when piped."""
+    from pvscope import display
 
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return display.stdout_console()
 
 
 @click.command()
@@ -99,9 +100,15 @@ def query(
         if as_json or fmt == "json":
             click.echo(json.dumps(rows, indent=1))
         else:
+            from pvscope import display
+
+            t = display.Table(note="--json for every field")
+            t.add_column("name", priority=9)
+            t.add_column("answers", priority=8)
+            t.add_column("needs a replay", priority=5)
             for r in rows:
-                tag = " (needs a replay)" if r["needs_replay"] else ""
-                click.echo(f"{r['name']:<22} {r['answers']}{tag}")
+                t.add_row(r["name"], r["answers"], display.yes_no(bool(r["needs_replay"])))
+            t.print()
         return
     if source is None:
         raise UsageError("give a trace or trace set (or --list)")
@@ -243,6 +250,7 @@ def demo(
 
     from analysis import output, replays
     from analysis import report as rep
+    from pvscope import display
     from recorder.guests import GUESTS
     from recorder.record import record
 
@@ -259,9 +267,12 @@ def demo(
     trace = out / f"{name}.trace"
     with err.status(f"recording {name} at scale {scale}"):
         manifest = record(name, trace, scale=scale, force=True)
+    counts = manifest["counts"]
     err.print(
-        f"recorded {trace}: {manifest['counts']['events']:,} events, "
-        f"{manifest['counts']['instructions']:,} instructions ({manifest['end']['status']})"
+        f"recorded {trace}: {display.plural(counts['events'], 'event')}, "
+        f"{display.plural(counts['instructions'], 'instruction')} ({manifest['end']['status']})",
+        markup=False,
+        highlight=False,
     )
     if replays.replayer_available():
         replays.replay_all(trace, trace / "replay", quiet=quiet or as_json)
