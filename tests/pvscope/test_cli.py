@@ -136,3 +136,20 @@ def test_hooks_and_guests_are_tables_that_fit() -> None:
         assert r.returncode == 0, r.stderr
         assert all(len(line) <= 80 for line in r.stdout.splitlines()), args
         assert "…" not in r.stdout
+
+
+def test_golden_update_json_says_what_changed(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pvscope.cli import main
+
+    args = ["golden", "update", "boot", "--root", str(tmp_path), "--json"]
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    (first,) = json.loads(r.output)
+    assert (first["workload"], first["state"]) == ("boot", "new")
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    (again,) = json.loads(r.output)
+    assert again["state"] == "unchanged" and again["changed"] == [] == again["added"]
+    r = CliRunner().invoke(main, args[:-1], catch_exceptions=False)
+    assert r.output.strip() == "boot: unchanged"
