@@ -3,7 +3,7 @@
 Every command's terminal output goes through here (``--json`` never does: JSON values
 stay numbers and plain strings).  The rules:
 
-* counts have thousands separators: ``229,002 events``;
+* counts have thousands separators: ``229,002 events``; positions (``seq``) do not;
 * ratios are ``2.07×``, shares ``34.5%``;
 * addresses, vectors, frames and register values are hex (``0xc0101234``) wherever
   they appear: which columns those are is declared once, in :mod:`pvscope.schema`;
@@ -56,13 +56,13 @@ def count(n: int | None) -> str:
 
 
 def ratio(v: float | None, digits: int = 2) -> str:
-    """A ratio with a times sign (``2.07×``); ``-`` for None."""
-    return NULL if v is None else f"{v:,.{digits}f}{TIMES}"
+    """A ratio with a times sign (``2.07×``); ``-`` for None (or NaN: not computed)."""
+    return NULL if v is None or v != v else f"{v:,.{digits}f}{TIMES}"
 
 
 def share(v: float | None, digits: int = 1) -> str:
-    """A fraction as a percentage (``0.345`` is ``34.5%``); ``-`` for None."""
-    return NULL if v is None else f"{100 * v:.{digits}f}%"
+    """A fraction as a percentage (``0.345`` is ``34.5%``); ``-`` for None (or NaN)."""
+    return NULL if v is None or v != v else f"{100 * v:.{digits}f}%"
 
 
 def hexa(v: int | None, width: int = 0) -> str:

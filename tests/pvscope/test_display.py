@@ -19,7 +19,7 @@ def test_counts_ratios_shares_flags_and_null() -> None:
     assert d.ratio(2.0671) == "2.07×"
     assert d.ratio(1234.5) == "1,234.50×"
     assert d.share(0.345) == "34.5%"
-    assert d.share(None) == "-"
+    assert d.share(None) == "-" and d.ratio(float("nan")) == "-"
     assert d.yes_no(True) == "yes" and d.yes_no(False) == "no" and d.yes_no(None) == "-"
     assert d.hexa(0xC0101234) == "0xc0101234" and d.hexa(0x20, 2) == "0x20"
     assert d.hexa(5, 8) == "0x00000005"
