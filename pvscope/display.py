@@ -152,6 +152,16 @@ def fields(row: dict[str, Any], columns: tuple[schema.Column, ...] | None = None
     )
 
 
+def paragraph(text: str) -> str:
+    """Prose for the terminal: wrapped at :func:`width` (whole when piped)."""
+    room = width()
+    if room >= UNLIMITED:
+        return text
+    import textwrap
+
+    return textwrap.fill(text, room, break_on_hyphens=False, break_long_words=False)
+
+
 # -- which columns are which -----------------------------------------------------------
 
 

@@ -184,8 +184,10 @@ def _replay_tables(
                     click.echo("\n".join("  " + x for x in exitstat.lines(label, rows, reasons)))
                 click.echo("")
         click.echo(
-            "whole-run: estimated slowdown over native on the same work; interface: the "
-            "events' cycles over native's; est.: the share priced by estimates"
+            display.paragraph(
+                "whole-run: estimated slowdown over native on the same work; interface: the "
+                "events' cycles over native's; est.: the share priced by estimates"
+            )
         )
         click.echo(
             f"results in {where}  (one directory per cost table: "
@@ -279,10 +281,12 @@ def replay(
         for line in _table(summaries):
             click.echo(line)
         click.echo(
-            "whole-run: estimated slowdown over native on the same work (the guest's own "
-            "instructions at the table's CPI, measured TLB refills); interface: the events' "
-            "cycles over native's; est.: the share of the whole-run cycles priced by "
-            "estimates in the cost table (- for ablations: read the parent's)"
+            display.paragraph(
+                "whole-run: estimated slowdown over native on the same work (the guest's own "
+                "instructions at the table's CPI, measured TLB refills); interface: the "
+                "events' cycles over native's; est.: the share of the whole-run cycles "
+                "priced by estimates in the cost table (- for ablations: read the parent's)"
+            )
         )
         for line in _expectation_lines(summaries):
             click.echo(line)
