@@ -275,8 +275,7 @@ INTERRUPTS = Table(
         Column(
             "source",
             pa.uint16(),
-            "IOAPIC pin, 0x100 LAPIC timer, 0x101 self-IPI, 0x102 LAPIC error",
-            display=HEX,
+            "IOAPIC pin, or 256 (0x100) LAPIC timer, 257 self-IPI, 258 LAPIC error",
         ),
         Column("raised_seq", U64, "seq at which it became pending", display="id"),
         Column(

@@ -74,6 +74,9 @@ def test_the_schema_says_which_columns_are_hex() -> None:
     # a name declared hex in one table and plain in another (state.value, inputs.value)
     # is shown by its type
     assert d.kind_of("value") == "count"
+    # generic names stay counts: costs list's source/measured/estimate counts, say
+    for name in ("source", "measured", "estimate", "events", "calls", "n"):
+        assert d.kind_of(name) == "count", name
     declared = {c.name for t in schema.every_table() for c in t.columns if c.display == "hex"}
     assert {"arg0", "site", "cr3", "addr", "vector"} <= declared
 
