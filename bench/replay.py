@@ -24,8 +24,10 @@ interrupts, a timer tick, kernel remaps) repeated.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,13 +76,72 @@ def main() -> None:
         if args.wall:
             jobs = args.jobs or api.default_jobs()
             t0 = time.perf_counter()
-            fresh = load(path)
-            api.replay_trace(fresh, runs, table, Path(tmp) / "wall", jobs=jobs)
+            with Footprint() as fp:
+                fresh = load(path)
+                api.replay_trace(fresh, runs, table, Path(tmp) / "wall", jobs=jobs)
             dt = time.perf_counter() - t0
             print(
                 f"\n{len(runs)} runs, loaded, replayed and written with {jobs} worker "
-                f"process(es): {dt:.1f} s wall"
+                f"process(es): {dt:.1f} s wall; peak memory of the process and its workers "
+                f"together: {fp.peak_pss / 2**30:.2f} GiB PSS ({fp.peak_rss / 2**30:.2f} GiB RSS,"
+                " counting pages the workers share with the parent once per process)"
             )
+
+
+class Footprint:
+    """Samples this process and its children every 50 ms: the peak of their summed PSS
+    (shared pages split between the processes sharing them: the memory the work holds)
+    and of their summed RSS."""
+
+    def __init__(self) -> None:
+        self.peak_pss = self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Footprint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            pss = rss = 0
+            for pid in _tree(os.getpid()):
+                got = _rollup(pid)
+                pss, rss = pss + got[0], rss + got[1]
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _rollup(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in bytes (0 if it is gone)."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return pss, rss
 
 
 def single(

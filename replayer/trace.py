@@ -157,6 +157,8 @@ def load(path: Path) -> Trace:
     # read_manifest has checked the file against the manifest's hash: no need to hash again
     known = manifest.get("files", {}).get(schema.EVENTS.file, {}).get("sha256")
     trace.events_sha256 = known or schema.sha256_of(path / schema.EVENTS.file)
+    del events, state, tlb
+    pa.default_memory_pool().release_unused()  # the decoded columns are all that stays
     return trace
 
 

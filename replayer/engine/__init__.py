@@ -82,6 +82,7 @@ from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
 from replayer.engine.static import _static, native_cycles
 from replayer.engine.summary import group_codes, summarize
+from replayer.engine.wholerun import guest_instructions
 from replayer.engine.xenpin import apply_pinning, pin_loads, pinned_stores
 from replayer.mechanisms.registers import control_registers, read_mismatches
 from replayer.mechanisms.vcpu import backend_if, recorded_interrupts
@@ -121,6 +122,7 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "recorded_interrupts", recorded_interrupts)
     _cached(trace, "read_mismatches", lambda t: read_mismatches(t, regs))
     trace_mmu_checks(trace)
+    _cached(trace, "guest_instructions", guest_instructions)
 
 
 class _Replay(LeanPass, SequentialPass, VirtualCpu):
@@ -179,14 +181,15 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
             run=self.run_,
             costs=table,
             trace=tr,
-            cycles=cyc.astype(np.uint64),
+            # the run's own arrays, non-negative: reinterpreted, not copied
+            cycles=cyc.view(np.uint64),
             native_cycles=nat.astype(np.uint64),
             mechanism=mech,
-            exits=ex.astype(np.uint32),
-            hypercalls=hc.astype(np.uint32),
-            traps=trp.astype(np.uint32),
-            batch_flushes=bf.astype(np.uint32),
-            batched=batched.astype(np.uint32),
+            exits=ex.view(np.uint32),
+            hypercalls=hc.view(np.uint32),
+            traps=trp.view(np.uint32),
+            batch_flushes=bf.view(np.uint32),
+            batched=batched.view(np.uint32),
             violations=sorted(self.violations, key=lambda v: (v.seq, CHECKS.index(v.check))),
             interrupts=ints,
             sequential=how,

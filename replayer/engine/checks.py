@@ -19,6 +19,7 @@ from replayer.engine.common import _ALLOCS, _H, _NHOOKS, _PRIVILEGED, _cached, _
 from replayer.engine.derived import _fill_table, _frames_needed, _pte_entries
 from replayer.engine.result import Violation
 from replayer.engine.state import ReplayState
+from replayer.mechanisms import bulk
 from replayer.mechanisms.apic import (
     IOAPIC_BASE,
     LAPIC_BASE,
@@ -27,6 +28,7 @@ from replayer.mechanisms.apic import (
 )
 from replayer.mechanisms.pagetables import (
     CR0_PG,
+    Frames,
     GuestMMU,
     present_mappings,
 )
@@ -96,34 +98,20 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
         h = trace.hook
         fill = np.isin(h, _ALLOCS)
         regs = (h == _H["write_cr3"]) | (h == _H["write_cr0"])
-        want = (ent >= 0) | fill | regs
-        cp_idx = np.fromiter(sorted(cps), dtype=np.int64, count=len(cps))
-        want[cp_idx] = True
-        sel = np.nonzero(want)[0]
         is_cp = np.zeros(trace.n, dtype=bool)
-        is_cp[cp_idx] = True
-        # runs of plain entry writes between the events that need more
-        other = np.nonzero((ent[sel] < 0) | is_cp[sel])[0].tolist()
-        e_l, v_l = ent[sel].tolist(), val[sel].tolist()
-        k_l, h_l = sel.tolist(), h[sel].tolist()
+        is_cp[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+        # the events that need more than an entry write; the writes between them are
+        # applied together
+        other = np.flatnonzero(((ent < 0) & (fill | regs)) | is_cp).tolist()
         a0, a1, a2, a3 = trace.arg0, trace.arg1, trace.arg2, trace.arg3
         WCR3, WCR0, CLONE = _H["write_cr3"], _H["write_cr0"], _H["alloc_pd_clone"]
-        mem = frames.mem
-        start = 0
-        for pos in other + [len(k_l)]:
-            # (the store already holds every frame an entry write names)
-            for e, v in zip(e_l[start:pos], v_l[start:pos], strict=True):
-                mem[e] = v
-            start = pos + 1
-            if pos == len(k_l):
-                break
-            k, hk = k_l[pos], h_l[pos]
-            e = e_l[pos]
+        prev = 0
+        for k in other:
+            _write_entries(frames, ent[prev:k], val[prev:k])
+            prev = k + 1
+            hk, e = int(h[k]), int(ent[k])
             if e >= 0:
-                if e >= frames.nframes << 10:
-                    frames.grow(e >> 10)
-                mem = frames.mem
-                mem[e] = v_l[pos]
+                _write_entries(frames, ent[k : k + 1], val[k : k + 1])
             elif hk == WCR3:
                 guest.cr3 = int(a0[k])
             elif hk == WCR0:
@@ -133,14 +121,24 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
                 _fill_table(
                     frames, pfn, (int(a1[k]), int(a2[k]), int(a3[k])) if hk == CLONE else None
                 )
-                mem = frames.mem
             if is_cp[k]:
                 v = _checkpoint_digest(trace, guest, k, cps[k])
                 if v is not None:
                     out.append(v)
-                mem = frames.mem
     trace.cache["trace.mmu"] = tuple(out)
     return out
+
+
+def _write_entries(frames: Frames, ent: np.ndarray, val: np.ndarray) -> None:
+    """The guest's entry writes among these events (``ent`` -1 where an event is none),
+    in order: the last write to an entry stays."""
+    m = ent >= 0
+    if not m.any():
+        return
+    es = ent[m]
+    frames.grow(int(es.max()) >> 10)
+    ue, uv = bulk.final(es, val[m])
+    frames.np[ue] = uv
 
 
 def _checkpoint_digest(trace: Trace, guest: GuestMMU, k: int, want: int) -> Violation | None:

@@ -147,37 +147,41 @@ def _space_events(trace: Trace, dirs: np.ndarray) -> np.ndarray:
     is next zeroed (frames pass between directory and table use)."""
     ent, _ = _pte_entries(trace)
     h = trace.hook
-    fills = np.isin(h, _ALLOCS)
-    is_cr3 = h == _H["write_cr3"]
-    is_clone = h == _H["alloc_pd_clone"]
+    fill_at = np.flatnonzero(np.isin(h, _ALLOCS))
+    cr3_at = np.flatnonzero(h == _H["write_cr3"])
+    clone_at = np.flatnonzero(h == _H["alloc_pd_clone"])
     span = trace.n + 1
-    seq = np.arange(trace.n, dtype=np.int64)
-    last = np.where(is_cr3, seq, -1)
-    np.maximum.accumulate(last, out=last)
-    pd_at = np.full(trace.n, -1, dtype=np.int64)
-    pd_at[1:] = np.where(last[:-1] >= 0, trace.arg0[np.maximum(last[:-1], 0)] >> 12, -1)
+    cr3_pd = trace.arg0[cr3_at].astype(np.int64) >> 12
     uses = np.sort(
         np.concatenate(
-            [
-                (trace.arg0[is_cr3].astype(np.int64) >> 12) * span + seq[is_cr3],
-                trace.arg1[is_clone].astype(np.int64) * span + seq[is_clone],
-            ]
+            [cr3_pd * span + cr3_at, trace.arg1[clone_at].astype(np.int64) * span + clone_at]
         )
     )
-    zeroed = np.sort(trace.arg0[fills].astype(np.int64) * span + seq[fills])
-    sk = np.nonzero(ent >= 0)[0]
-    sf = ent[sk] >> 10
+    zeroed = np.sort(trace.arg0[fill_at].astype(np.int64) * span + fill_at)
 
-    def after(keys: np.ndarray) -> np.ndarray:  # the frame's next event of a kind
+    def after(keys: np.ndarray, sf: np.ndarray, sk: np.ndarray) -> np.ndarray:
+        # the frame's next event of a kind
         i = np.searchsorted(keys, sf * span + sk, side="right")
         nxt = keys[np.minimum(i, len(keys) - 1)] if len(keys) else np.zeros(len(sk), np.int64)
         return np.where((i < len(keys)) & (nxt // span == sf), nxt % span, span)
 
-    next_use, next_zero = after(uses), after(zeroed)
-    dir_store = np.zeros(trace.n, dtype=bool)
-    dir_store[sk] = (sf == pd_at[sk]) | (next_use < next_zero)
-    dir_fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
-    return np.nonzero(is_cr3 | dir_store | dir_fill | (h == _H["flush_tlb_single"]))[0]
+    # stores, a slice of the trace at a time (what they need stays small)
+    dir_store = []
+    for a in range(0, trace.n, _SLICE):
+        sk = a + np.flatnonzero(ent[a : a + _SLICE] >= 0)
+        sf = ent[sk] >> 10
+        last = np.searchsorted(cr3_at, sk) - 1  # the directory loaded when each is made
+        pd = np.where(last >= 0, cr3_pd[np.maximum(last, 0)] if len(cr3_at) else -1, -1)
+        keep = (sf == pd) | (after(uses, sf, sk) < after(zeroed, sf, sk))
+        dir_store.append(sk[keep])
+    dir_fill = fill_at[np.isin(trace.arg0[fill_at].astype(np.int64), dirs)]
+    invlpg_at = np.flatnonzero(h == _H["flush_tlb_single"])
+    return np.unique(np.concatenate([cr3_at, *dir_store, dir_fill, invlpg_at]))
+
+
+#: Events a pass over the whole trace takes at a time where it would need per-event
+#: temporaries of the trace's length.
+_SLICE = 1 << 20
 
 
 def loaded_spaces(trace: Trace) -> LoadedSpaces:

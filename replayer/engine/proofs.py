@@ -253,6 +253,20 @@ def _first_after(kx: np.ndarray, kt: np.ndarray, x: np.ndarray, t: np.ndarray) -
     big = np.iinfo(np.int64).max
     if not len(kx):
         return np.full(len(x), big, dtype=np.int64)
+    if len(x):
+        kx, kt, x, t = (np.asarray(a, dtype=np.int64) for a in (kx, kt, x, t))
+        lo = min(int(kt.min()), int(t.min()))
+        span = max(int(kt.max()), int(t.max())) - lo + 1
+        bound = max(abs(int(kx.min())), abs(int(kx.max())), abs(int(x.min())), abs(int(x.max())))
+        if (bound + 1) * span < 1 << 62:
+            # (pair, time) packed in one int64: one sort, skipped where already sorted
+            keys = kx * span + (kt - lo)
+            if len(keys) > 1 and not (keys[1:] >= keys[:-1]).all():
+                keys = np.sort(keys)
+            pos = np.searchsorted(keys, x * span + (t - lo), side="right")
+            got = keys[np.minimum(pos, len(keys) - 1)]
+            ok = (pos < len(keys)) & (got // span == x)
+            return np.where(ok, got % span + lo, big)
     times = np.sort(np.concatenate([kt, t]))
     times = times[np.append(True, times[1:] != times[:-1])]
     span = len(times) + 1

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from replayer.engine.common import _ACT, _PTE_HOOKS, SET_PMD, SET_PTE, SET_PTE_AT
+from replayer.engine.common import _ACT, _NHOOKS, _PTE_HOOKS, SET_PMD, SET_PTE, SET_PTE_AT
+from replayer.mechanisms import bulk
 from replayer.mechanisms.batch import LAZY_CPU, LAZY_FLUSH, LAZY_MMU, LAZY_NONE, BatchQueue
 from replayer.mechanisms.coherence import ViewPair
 from replayer.mechanisms.pagetables import GuestMMU
@@ -43,6 +44,12 @@ class StoreRuns:
     wp_t: tuple[int, int, int, int, int]
     hc0: list[int]
     idx_l: list[int]
+    off: int
+    run_end_a: np.ndarray
+    e_a: np.ndarray
+    h_a: np.ndarray
+    v_a: np.ndarray
+    idx_a: np.ndarray
     h_l: list[int]
     e_l: list[int]
     v_l: list[int]
@@ -53,13 +60,21 @@ class StoreRuns:
         be taken in one (:meth:`stores`)."""
         cps = self.cps
         n_loop = len(loop)
-        is_store = np.isin(self.trace.hook[loop], _PTE_HOOKS)
-        after_cp = np.zeros(n_loop, dtype=bool)
+        store_hook = np.zeros(_NHOOKS + 1, dtype=bool)
+        store_hook[_PTE_HOOKS] = True
+        is_store = store_hook[self.h_a]
+        # a run ends before the next event that is no store, and after a checkpoint
+        bound = ~is_store
         if cps:
-            after_cp[1:] = np.isin(loop[:-1], np.fromiter(cps, dtype=np.int64, count=len(cps)))
-        bounds = np.append(np.nonzero(~is_store | after_cp)[0], n_loop)
-        run_end = bounds[np.searchsorted(bounds, np.arange(n_loop), side="right")]
-        self.run_end_l = np.where(is_store, run_end, -1).tolist()
+            cp = np.fromiter(cps, dtype=np.int64, count=len(cps))
+            at = np.searchsorted(loop, cp)
+            found = at < n_loop
+            at = at[found][loop[at[found]] == cp[found]]
+            bound[at[at + 1 < n_loop] + 1] = True
+        nxt = np.where(bound, np.arange(n_loop), n_loop)
+        run_end = np.minimum.accumulate(nxt[::-1])[::-1]  # the first bound at or after each
+        run_end = np.append(run_end[1:], n_loop)  # ... after each
+        self.run_end_a = np.where(is_store, run_end, -1)
         self.bulk_ok = not self.mirror
         # stores that always take the loop: do not try a run from them
         self.loop_only = {SET_PMD} if self.is_lguest and self.pte_hook else set()
@@ -67,9 +82,20 @@ class StoreRuns:
             mode: frozenset(b for b, modes in self.batchable_ids.items() if mode in modes)
             for mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH)
         }
+        # the same, as masks over hook ids, and each hook's hypercalls (stores_array)
+        self.q_masks: dict[int, np.ndarray] = {}
+        for mode, hooks in self.q_by_mode.items():
+            self.q_masks[mode] = np.zeros(_NHOOKS + 1, dtype=bool)
+            if self.queue is not None:
+                self.q_masks[mode][list(hooks)] = True
+        self.hc0_a = np.asarray(self.hc0, dtype=np.int64)
         self.q_ks: list[int] = []
         self.wp_ks: list[int] = []
         self.capacity = self.queue.capacity if self.queue is not None else 0
+
+    def window(self, pos: int) -> None:
+        """Make the loop's column lists start at position ``pos`` (the simulation's)."""
+        raise NotImplementedError
 
     def cur_tables(self) -> frozenset[int]:
         """The tables the guest's loaded directory names (cached per directory version)."""
@@ -129,7 +155,9 @@ class StoreRuns:
     # loaded space, lguest's shadow, a discovered table) ends the run and goes through
     # the loop.  A run ends at a checkpoint.
 
-    def apply_run(self, act: int, es: list[int], vs: list[int], qadd: list[Any]) -> None:
+    def apply_run(
+        self, act: int, es: list[int] | np.ndarray, vs: list[int] | np.ndarray, qadd: list[Any]
+    ) -> None:
         """Apply a run of stores of one kind: act 0, the guest stores, the backend is not
         told now; 1, the same, the update queued (diff waits for the flush); 2, the
         backend learns the store at once; 3, each store, then every shadow re-read (after
@@ -164,13 +192,18 @@ class StoreRuns:
 
     def stores(self, pos0: int, end: int) -> int:
         """Take the stores at loop positions [pos0, end) that need nothing more; return
-        the position of the first one not taken.
+        the position of the first one not taken (long runs: :meth:`stores_array`).
 
         Kinds: 0 guest only, 1 queued (update applied at the flush), 2 both at once, 3
         guest now, lguest queued to learn the value, 4 both at once, lguest, 5 guest now,
         lguest drops every shadow at once.
         """
+        if end - pos0 >= bulk.VEC_MIN:
+            return self.stores_array(pos0, end)
+        if end - self.off > len(self.idx_l):
+            self.window(pos0)  # the run goes past the lists (only where VEC_MIN is raised)
         queue, e_l, h_l, v_l, idx_l = self.queue, self.e_l, self.h_l, self.v_l, self.idx_l
+        off = self.off
         qh = self.q_by_mode.get(self.lazy, frozenset()) if queue is not None else frozenset()
         qn = len(queue) if queue is not None else 0
         gpd = self.guest.pd
@@ -185,14 +218,14 @@ class StoreRuns:
         qadd: list[Any] = []
         j = pos0
         while j < end:
-            e = e_l[j]
+            e = e_l[j - off]
             if e < 0:
                 j += 1  # pte_update with nothing observed
                 continue
             pfn = e >> 10
             if pfn in (gpd, vpd):
                 break  # references of the loaded space change
-            h, v = h_l[j], v_l[j]
+            h, v = h_l[j - off], v_l[j - off]
             other = xen_hook and h == SET_PTE_AT and pfn not in loaded
             queued = not other and h in qh
             if queued:
@@ -227,12 +260,94 @@ class StoreRuns:
             elif kind == 4:
                 self.lru.pop(pfn, None)  # no cached directory any more (lguest_pte)
             if other:
-                self.wp_ks.append(idx_l[j])
+                self.wp_ks.append(idx_l[j - off])
             elif queued:
-                self.q_ks.append(idx_l[j])
+                self.q_ks.append(idx_l[j - off])
                 if kind == 1 or kind == 3:
                     qn += 1
             j += 1
         if es:
             self.apply_run(run_act, es, vs, qadd)
         return j
+
+    def stores_array(self, pos0: int, end: int) -> int:  # long: one classification, as arrays
+        """:meth:`stores` over a long run: each rule of the one-by-one loop as a mask."""
+        queue = self.queue
+        sl = slice(pos0, end)
+        e, h, v = self.e_a[sl], self.h_a[sl], self.v_a[sl]
+        ok = e >= 0  # pte_update with nothing observed: skipped
+        pfn = e >> 10
+        gpd = self.guest.pd
+        vpd = None if self.pair.view_cr3 is None else self.pair.view_cr3 >> 12
+        brk = np.zeros(len(e), dtype=bool)
+        for p in (gpd, vpd):
+            if p is not None:
+                brk |= pfn == p
+        other = np.zeros(len(e), dtype=bool)
+        if self.is_xen and self.pte_hook:
+            at = h == SET_PTE_AT
+            if at.any():
+                loaded = np.fromiter(self.cur_tables(), dtype=np.int64)
+                other = at & ~np.isin(pfn, loaded)
+        qm = self.q_masks.get(self.lazy)
+        queued = (qm[h] if qm is not None else np.zeros(len(e), dtype=bool)) & ~other
+        pmd_new = (h == SET_PMD) & ((v & 1) != 0) & ((v & 0x80) == 0)
+        if self.pte_none:
+            kind = np.zeros(len(e), dtype=np.int8)
+        elif self.is_lguest:
+            kind = np.zeros(len(e), dtype=np.int8)
+            kind[h == SET_PMD] = -1 if self.pte_hook else 2
+            kind[pmd_new] = -1
+            if self.pte_trap:
+                kind[h != SET_PMD] = 4
+            else:
+                kind[h == SET_PTE] = 5
+                kind[(h == SET_PTE) & queued] = -1
+                kind[h == SET_PTE_AT] = 4
+                kind[(h == SET_PTE_AT) & queued] = 3
+        else:
+            kind = np.where(queued, 1, 2).astype(np.int8)
+            kind[other] = 2
+            if self.pte_trap:
+                kind[:] = 2
+            elif self.trap_alloc:
+                brk |= pmd_new & ~other
+        brk |= kind < 0
+        if queue is not None:
+            # the queue's length before each store: it grows by the stores queued as 1 or 3
+            grows = ok & queued & ((kind == 1) | (kind == 3))
+            qn = len(queue) + np.cumsum(grows) - grows
+            brk |= queued & (qn >= self.capacity)
+            hc = self.hc0_a[h]
+            hc[other] = self.wp_t[3]
+            brk |= ~queued & (qn > 0) & (hc > 0)
+        brk &= ok
+        stop = int(np.argmax(brk)) if brk.any() else len(e)
+        take = ok[:stop]
+        e, v, h, kind = e[:stop][take], v[:stop][take], h[:stop][take], kind[:stop][take]
+        other, queued = other[:stop][take], queued[:stop][take]
+        if not len(e):
+            return pos0 + stop
+        idx = self.idx_a[sl][:stop][take]
+        if (kind == 4).any():
+            for p in bulk.frames_of(e[kind == 4]):
+                self.lru.pop(p, None)  # no cached directory any more (lguest_pte)
+        if other.any():
+            self.wp_ks.extend(idx[other].tolist())
+        if (queued & ~other).any():
+            self.q_ks.extend(idx[queued & ~other].tolist())
+        act = np.asarray(_ACT, dtype=np.int8)[kind]
+        cut = np.flatnonzero(act[1:] != act[:-1]) + 1
+        for a, b in zip([0, *cut.tolist()], [*cut.tolist(), len(e)], strict=True):
+            es, vs, ks = e[a:b], v[a:b], kind[a:b]
+            qadd: list[Any] = []
+            if (ks == 1).any():
+                qadd = es.tolist()
+            elif (ks == 3).any():
+                q3 = ks == 3
+                qadd = list(zip(es[q3].tolist(), vs[q3].tolist(), strict=True))
+            if b - a < bulk.VEC_MIN:
+                self.apply_run(int(act[a]), es.tolist(), vs.tolist(), qadd)
+            else:
+                self.apply_run(int(act[a]), es, vs, qadd)
+        return pos0 + stop

@@ -47,6 +47,7 @@ from replayer.engine.derived import _frames_needed, _pte_entries
 from replayer.engine.runs import StoreRuns
 from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
+from replayer.mechanisms import bulk
 from replayer.mechanisms.apic import (
     VirtualIoapic,
     VirtualLapic,
@@ -75,6 +76,8 @@ from replayer.trace import (
 ALLOC_CLONE = _ALLOCS[2]
 REL_PT, REL_PD = _RELEASES
 ALLOC_HOOKS = {*_ALLOCS, *_RELEASES}
+#: Loop positions whose columns are Python lists at a time (:meth:`_Simulation.window`).
+WINDOW = 1 << 12
 _Push = Callable[[Any], object] | None
 
 
@@ -133,17 +136,10 @@ class _Simulation(StoreRuns):
         self._costs(cs)
         self._modes()
 
-        self.idx_l = loop.tolist()
-        self.h_l = tr.hook[loop].tolist()
-        self.k_l = tr.kind[loop].tolist()
-        self.a0_l = tr.arg0[loop].tolist()
-        self.a1_l = tr.arg1[loop].tolist()
-        self.a2_l = tr.arg2[loop].tolist()
-        self.a3_l = tr.arg3[loop].tolist()
-        self.res_l = tr.result[loop].tolist()
-        self.hasr_l = tr.has_result[loop].tolist()
-        self.e_l = ent[loop].tolist()
-        self.v_l = val_arr[loop].tolist()
+        # the loop's columns: arrays, and lists of a window of them (:meth:`window`)
+        self.idx_a, self.e_a = loop, np.asarray(ent[loop], dtype=np.int64)
+        self.h_a, self.v_a = tr.hook[loop], np.asarray(val_arr[loop], dtype=np.int64)
+        self.off = -1
 
         # tables the loaded directory names: [_, pd, version, set]; version -1: stale
         self.cur_tables_cache: list[Any] = [None, -1, -1, frozenset()]
@@ -152,6 +148,20 @@ class _Simulation(StoreRuns):
         if self.queue is not None:
             self.queue.apply = self.apply_batch
         self._store_runs(loop)
+
+    def window(self, pos: int, size: int = WINDOW) -> None:
+        """Lists of the loop's columns from position ``pos`` on (``X_l[p - off]`` is
+        position ``p``): ``size`` positions, and a short run of stores past them."""
+        self.off = pos
+        w = slice(pos, pos + size + bulk.VEC_MIN)
+        tr, at = self.trace, self.idx_a[w]
+        self.idx_l, self.h_l, self.k_l = at.tolist(), self.h_a[w].tolist(), tr.kind[at].tolist()
+        self.e_l, self.v_l = self.e_a[w].tolist(), self.v_a[w].tolist()
+        self.a0_l, self.a1_l, self.a2_l, self.a3_l = (
+            a[at].tolist() for a in (tr.arg0, tr.arg1, tr.arg2, tr.arg3)
+        )
+        self.res_l, self.hasr_l = tr.result[at].tolist(), tr.has_result[at].tolist()
+        self.run_end_l = self.run_end_a[w].tolist()
 
     def _events(self, stateful: set[int], absorbed: np.ndarray) -> np.ndarray:
         """The events the pass takes: the stateful hooks, interrupts, the device MMIO no
@@ -201,8 +211,6 @@ class _Simulation(StoreRuns):
     def run(self, progress: Callable[[int], None] | None) -> list[tuple[int, ...]]:
         """Every event in turn; return the cost rows."""
         rp, cps, n = self.rp, self.cps, self.n
-        idx_l, h_l, k_l, run_end_l = self.idx_l, self.h_l, self.k_l, self.run_end_l
-        a0_l, a1_l, a2_l = self.a0_l, self.a1_l, self.a2_l
         bulk_ok, loop_only = self.bulk_ok, self.loop_only
         lazy_direct = LAZY not in self.batchable_ids
         report_every = max(n // 100, 1 << 16)
@@ -210,37 +218,49 @@ class _Simulation(StoreRuns):
         # a checkpoint follows its event: it is taken at the top of the next iteration (no
         # stateful event lies between), whichever branch handled the event
         cp_at: int | None = None
-        skip = 0
-        for pos in range(len(idx_l)):
-            if pos < skip:
-                continue
-            k = idx_l[pos]
+        pos, n_loop, off, top = 0, len(self.idx_a), -1, 0
+        size, visits = WINDOW, 0
+        while pos < n_loop:
+            if pos >= top or self.off != off:
+                # where runs of stores skip most positions, lists of all of them cost more
+                # than the rest of the pass: the window shrinks while visits are sparse
+                if off >= 0:
+                    size = max(size // 4, 64) if visits * 8 < size else min(size * 4, WINDOW)
+                self.window(pos, size)
+                off, top, visits = pos, min(pos + size, n_loop), 0
+                idx_l, h_l, k_l, run_end_l = self.idx_l, self.h_l, self.k_l, self.run_end_l
+                a0_l, a1_l, a2_l = self.a0_l, self.a1_l, self.a2_l
+            i = pos - off
+            visits += 1
+            k = idx_l[i]
             if cp_at is not None:
                 rp._checkpoint(cp_at, cps[cp_at], self.check)
                 cp_at = None
-            if bulk_ok and run_end_l[pos] > pos and h_l[pos] not in loop_only:
-                skip = self.stores(pos, run_end_l[pos])
-                if skip > pos:
-                    last = idx_l[skip - 1]
+            if bulk_ok and run_end_l[i] > pos and h_l[i] not in loop_only:
+                nxt = self.stores(pos, run_end_l[i])
+                if nxt > pos:
+                    last = int(self.idx_a[nxt - 1])
                     if cps and last in cps:
                         cp_at = last
+                    pos = nxt
                     continue
+            pos += 1
             if cps and k in cps:
                 cp_at = k
             if progress is not None and k >= next_report:
                 progress(k)
                 next_report = k + report_every
-            kd = k_l[pos]
+            kd = k_l[i]
             if kd == K_HOOK:
-                h = h_l[pos]
+                h = h_l[i]
                 if h == LAZY and lazy_direct:
-                    self.lazy_mode(pos, k)
+                    self.lazy_mode(pos - 1, k)
                 else:
-                    self.hook(pos, k, h)
+                    self.hook(pos - 1, k, h)
             elif kd == K_INTERRUPT:
-                rp._interrupt(k, a0_l[pos], a1_l[pos])
+                rp._interrupt(k, a0_l[i], a1_l[i])
             elif kd in (K_MMIO_WRITE, K_MMIO_READ):
-                rp._mmio(k, kd, a0_l[pos], a2_l[pos])
+                rp._mmio(k, kd, a0_l[i], a2_l[i])
         if cp_at is not None:
             rp._checkpoint(cp_at, cps[cp_at], self.check)
         if self.queue is not None and len(self.queue):
@@ -255,9 +275,9 @@ class _Simulation(StoreRuns):
     def hook(self, pos: int, k: int, h: int) -> None:
         """One hook event: the queue first (a queued call, or a synchronous one that
         applies what is queued), then the handler of its kind."""
-        e = self.e_l[pos]
+        e = self.e_l[pos - self.off]
         if e >= 0 and self.mirror:
-            self.mirror_store(k, h, e, self.v_l[pos])
+            self.mirror_store(k, h, e, self.v_l[pos - self.off])
             return
         if e == -2:
             return  # pte_update with nothing observed: the new value is unknown
@@ -303,12 +323,13 @@ class _Simulation(StoreRuns):
         elif h == LAZY:
             touched |= self.lazy_mode(pos, k, cost)
         elif h == WCR0:
-            self.guest.paging = bool(self.a0_l[pos] & CR0_PG)
+            self.guest.paging = bool(self.a0_l[pos - self.off] & CR0_PG)
         elif h == WCR4:
-            self.guest.pge = bool(self.a0_l[pos] & CR4_PGE)
+            self.guest.pge = bool(self.a0_l[pos - self.off] & CR4_PGE)
         elif h in (AW, AWA, AR):
-            a0 = self.a0_l[pos]
-            self.rp._apic_hook(k, h, a0, self.a1_l[pos], self.hasr_l[pos], self.res_l[pos])
+            i = pos - self.off
+            a0 = self.a0_l[i]
+            self.rp._apic_hook(k, h, a0, self.a1_l[i], self.hasr_l[i], self.res_l[i])
             if h != AR and self.timer_t is not None and a0 == 0x380 and not queued:
                 cost[:5] = self.timer_t
                 touched = True
@@ -340,7 +361,7 @@ class _Simulation(StoreRuns):
     ) -> bool:
         """An entry store, as the ablation and the backend take it."""
         pair, lru = self.pair, self.lru
-        pfn, ix, val = e >> 10, e & 1023, self.v_l[pos]
+        pfn, ix, val = e >> 10, e & 1023, self.v_l[pos - self.off]
         if self.pte_none:
             pair.guest_write(pfn, ix, val)
         elif self.pte_trap or other_mm:
@@ -379,10 +400,11 @@ class _Simulation(StoreRuns):
     def alloc(self, pos: int, h: int, cost: list[int], push: _Push) -> bool:
         """alloc_* (the guest zeroes or clones a table) and release_*."""
         guest, pair, mirror = self.guest, self.pair, self.mirror
-        pfn = self.a0_l[pos]
+        pfn = self.a0_l[pos - self.off]
         nwrites = 0 if h in (REL_PT, REL_PD) else 1024
         if h == ALLOC_CLONE:
-            src, start, count = self.a1_l[pos], self.a2_l[pos], self.a3_l[pos]
+            i = pos - self.off
+            src, start, count = self.a1_l[i], self.a2_l[i], self.a3_l[i]
             lo, hi = min(start, 1024), min(start + count, 1024)
             vals = guest.frames.page(src)[lo:hi].copy()
             if mirror:
@@ -432,7 +454,7 @@ class _Simulation(StoreRuns):
         cached shadow directory, or a re-read of the space), then the MMU check."""
         guest, pair = self.guest, self.pair
         touched = False
-        x = self.a0_l[pos]
+        x = self.a0_l[pos - self.off]
         guest.cr3 = x
         self.cur_pd = pd = x >> 12
         pair.guest_flushed(guest.flush_all(False))
@@ -472,7 +494,7 @@ class _Simulation(StoreRuns):
         guest, pair, m = self.guest, self.pair, self.m
         touched = False
         if h == FL_ONE:
-            addr = self.a0_l[pos]
+            addr = self.a0_l[pos - self.off]
             pair.guest_flushed(guest.flush_addr(addr))
             if m.flush_resync:
                 op: Callable[[], None] = partial(pair.resync_addr, addr)
@@ -497,7 +519,7 @@ class _Simulation(StoreRuns):
         applies what is queued.  Called straight from the loop (no backend queues the
         call itself, and it is the commonest stateful hook) it notes its own cost row;
         given the ``cost`` :meth:`hook` started, it changes that."""
-        queue, mode = self.queue, self.a0_l[pos]
+        queue, mode = self.queue, self.a0_l[pos - self.off]
         if mode in (LAZY_NONE, LAZY_MMU, LAZY_CPU):
             self.lazy = mode
         if queue is None:

@@ -59,7 +59,7 @@ def summarize(r: RunResult) -> dict[str, Any]:
     m = len(names)
     events = np.bincount(gc, minlength=m)
     sums = {
-        k: np.bincount(gc, weights=getattr(r, k).astype(np.float64), minlength=m)
+        k: _group_sums(gc, getattr(r, k), m)
         for k in ("cycles", "native_cycles", "exits", "hypercalls", "traps", "batch_flushes")
     }
     for i, g in enumerate(names):
@@ -105,11 +105,26 @@ def summarize(r: RunResult) -> dict[str, Any]:
         "mechanisms": {
             MECHANISMS[i]: int(n)
             for i, n in enumerate(
-                np.bincount(r.mechanism.astype(np.int64), minlength=len(MECHANISMS))
+                _group_sums(r.mechanism, np.ones(1, dtype=np.int8), len(MECHANISMS))
             )
             if n
         },
     }
+
+
+#: Events summed at a time (what a float64 copy of a column costs stays small).
+_CHUNK = 1 << 20
+
+
+def _group_sums(codes: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
+    """Per code in ``range(m)``, the sum of ``values`` (one value for all: counts), exact
+    in int64 (each chunk's float64 sums are whole numbers well below 2**53)."""
+    out = np.zeros(m, dtype=np.int64)
+    for a in range(0, len(codes), _CHUNK):
+        c = codes[a : a + _CHUNK]
+        w = None if len(values) == 1 else values[a : a + _CHUNK].astype(np.float64)
+        out += np.rint(np.bincount(c, weights=w, minlength=m)).astype(np.int64)
+    return out
 
 
 def _interrupts(r: RunResult) -> dict[str, Any]:

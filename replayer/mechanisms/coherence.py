@@ -27,10 +27,12 @@ can be wrong.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from replayer.mechanisms import bulk
 from replayer.mechanisms.pagetables import (
     PAGE_MASK,
     PRESENT,
@@ -46,6 +48,22 @@ _ONE, _FOUR, _LOW = np.uint32(1), np.uint32(4), np.uint32(~PAGE_MASK & 0xFFFFFFF
 # a wrong page's kind (index into KINDS; 3: none) by its code in ``_compare``: present
 # on the guest's side only: missing; on the backend's only, or on both with frames that
 # differ: stale; on both, same frame: perm (only the meaning bits differ)
+#: A run of flat entries (or values): a list, or an int64 array for long runs.
+Entries = list[int] | np.ndarray
+
+
+def _frames(entries: Entries) -> Iterable[int]:
+    """The distinct frames of a run of entries."""
+    if isinstance(entries, np.ndarray):
+        return bulk.frames_of(entries)
+    return {e >> 10 for e in entries}
+
+
+def _top(entries: Entries) -> int:
+    """The highest frame a run of entries touches."""
+    return (int(entries.max()) if isinstance(entries, np.ndarray) else max(entries)) >> 10
+
+
 _KIND_OF = np.array([3, 0, 1, 2, 3, 0, 1, 1], dtype=np.intp)
 
 
@@ -161,23 +179,39 @@ class ViewPair:
         self.guest.write(pfn, idx, value)
         self._touch(pfn, idx)
 
-    def _bump_many(self, entries: list[int]) -> None:
+    def _bump_many(self, entries: Entries) -> None:
         # one version bump per frame stands for several: versions are only compared
         ver, pver, changed = self.ver, self.pver, self.changed
         gpd = self.guest.pd
         vpd = None if self.view_cr3 is None else self.view_cr3 >> 12
-        for pfn in {e >> 10 for e in entries}:
+        for pfn in _frames(entries):
             ver[pfn] = ver.get(pfn, 0) + 1
             changed.add(pfn)
             if pfn in (gpd, vpd):
                 pver[pfn] = pver.get(pfn, 0) + 1
 
-    def _retouch_many(self, entries: list[int]) -> None:
+    def _retouch_many(self, entries: Entries) -> None:
         """``diff`` after entries changed on some side: they differ where the values do."""
         g, v, diff = self.guest.frames, self.view, self.diff
-        top = max(entries) >> 10
+        top = _top(entries)
         if top >= v.nframes:
             v.grow(top)
+        if len(entries) >= bulk.VEC_MIN:
+            ue = np.unique(bulk.entries(entries))
+            neq = g.np[ue] != v.np[ue]
+            for pfn, ix in bulk.by_frame(ue):
+                d = neq[: len(ix)]
+                neq = neq[len(ix) :]
+                s = diff.get(pfn)
+                if d.any():
+                    if s is None:
+                        s = diff[pfn] = set()
+                    s.update(ix[d].tolist())
+                if s is not None and not d.all():
+                    s.difference_update(ix[~d].tolist())
+                    if not s:
+                        del diff[pfn]
+            return
         gm, vm = g.mem, v.mem
         for e in entries:
             pfn, idx = e >> 10, e & 1023
@@ -192,36 +226,39 @@ class ViewPair:
                 if not s:
                     del diff[pfn]
 
-    def guest_write_many(self, entries: list[int], values: list[int]) -> None:
+    def guest_write_many(self, entries: Entries, values: Entries) -> None:
         """:meth:`guest_write` of each (flat entry, value) in turn."""
-        if not entries:
+        if not len(entries):
             return
         self.guest.write_many(entries, values)
         self._bump_many(entries)
         self._retouch_many(entries)
 
-    def guest_write_queued_many(self, entries: list[int], values: list[int]) -> None:
+    def guest_write_queued_many(self, entries: Entries, values: Entries) -> None:
         """:meth:`guest_write_queued` of each (flat entry, value) in turn."""
-        if not entries:
+        if not len(entries):
             return
         self._diff_exact = False
         self.guest.write_many(entries, values)
         ver, changed = self.ver, self.changed
-        for pfn in {e >> 10 for e in entries}:
+        for pfn in _frames(entries):
             ver[pfn] = ver.get(pfn, 0) + 1
             changed.add(pfn)
 
-    def write_both_many(self, entries: list[int], values: list[int]) -> None:
+    def write_both_many(self, entries: Entries, values: Entries) -> None:
         """:meth:`write_both` of each (flat entry, value) in turn."""
-        if not entries:
+        if not len(entries):
             return
         self.guest.write_many(entries, values)
         self._bump_many(entries)
         reg, diff = self.registered, self.diff
         v = self.view
-        top = max(entries) >> 10
+        top = _top(entries)
         if top >= v.nframes:
             v.grow(top)
+        if len(entries) >= bulk.VEC_MIN:
+            self._write_both_array(bulk.entries(entries), bulk.entries(values))
+            return
         vm = v.mem
         lost = []
         for e, val in zip(entries, values, strict=True):
@@ -240,8 +277,35 @@ class ViewPair:
         if lost:
             self._retouch_many(lost)
 
-    def learn_write_many(self, entries: list[int], values: list[int]) -> None:
+    def _write_both_array(self, es: np.ndarray, vs: np.ndarray) -> None:
+        """The backend's half of :meth:`write_both_many` for a long run, with numpy."""
+        reg, diff = self.registered, self.diff
+        lost = None
+        if reg is not None:
+            frames = bulk.frames_of(es)
+            gone = [p for p in frames if p not in reg]
+            if len(gone) == len(frames):
+                lost, es = es, es[:0]
+            elif gone:
+                out = bulk.in_frames(es, gone)
+                lost, es, vs = es[out], es[~out], vs[~out]
+        if len(es):
+            ue, uv = bulk.final(es, vs)
+            self.view.np[ue] = uv
+            for pfn, ix in bulk.by_frame(ue):
+                s = diff.get(pfn)
+                if s is not None:
+                    s.difference_update(ix.tolist())
+                    if not s:
+                        del diff[pfn]
+        if lost is not None:
+            self._retouch_many(lost)
+
+    def learn_write_many(self, entries: Entries, values: Entries) -> None:
         """:meth:`learn_write` of each (flat entry, value) in turn."""
+        if len(entries) >= bulk.VEC_MIN:
+            self._learn_array(bulk.entries(entries), bulk.entries(values))
+            return
         reg = self.registered
         if reg is not None:
             kept = [(e, v) for e, v in zip(entries, values, strict=True) if e >> 10 in reg]
@@ -249,7 +313,7 @@ class ViewPair:
         if not entries:
             return
         v = self.view
-        top = max(entries) >> 10
+        top = _top(entries)
         if top >= v.nframes:
             v.grow(top)
         vm = v.mem
@@ -257,6 +321,22 @@ class ViewPair:
             vm[e] = val
         self._bump_many(entries)
         self._retouch_many(entries)
+
+    def _learn_array(self, es: np.ndarray, vs: np.ndarray) -> None:
+        """:meth:`learn_write_many` of a long run, with numpy."""
+        reg = self.registered
+        if reg is not None:
+            gone = [p for p in bulk.frames_of(es) if p not in reg]
+            if gone:
+                keep = ~bulk.in_frames(es, gone)
+                es, vs = es[keep], vs[keep]
+        if not len(es):
+            return
+        self.view.grow(int(es.max()) >> 10)
+        ue, uv = bulk.final(es, vs)
+        self.view.np[ue] = uv
+        self._bump_many(es)
+        self._retouch_many(es)
 
     def guest_fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None = None) -> None:
         """The guest zeroes or copies a range of a frame by itself (memset/memcpy)."""

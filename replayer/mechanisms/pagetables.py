@@ -19,7 +19,12 @@ mappings the guest adds must be visible at once.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
 import numpy as np
+
+from replayer.mechanisms import bulk
 
 PAGE_OFFSET = 0xC0000000
 PAGE_MASK = 0xFFFFF000
@@ -129,6 +134,101 @@ def present_mappings(frames: Frames, pd: int) -> np.ndarray:
     return np.stack([np.concatenate(vpns), np.concatenate(trans)], axis=1).astype(np.uint32)
 
 
+class FrameOlds(MutableMapping[int, tuple[int, ...]]):
+    """One frame's unflushed entries (index -> older present values) as an array.
+
+    What a fill leaves -- up to 1024 entries with one older value each -- is one
+    uint32 copy (``first``; 0 where none, an older value being present and so nonzero)
+    instead of 1024 dictionary items; entries with more than one older value live in
+    ``more``.  A mapping like the dictionaries ``GuestMMU.unflushed`` holds otherwise.
+    """
+
+    __slots__ = ("first", "more", "n")
+
+    def __init__(self, first: np.ndarray) -> None:
+        self.first = first
+        self.more: dict[int, tuple[int, ...]] = {}
+        self.n = int(np.count_nonzero(first))
+
+    def __getitem__(self, idx: int) -> tuple[int, ...]:
+        t = self.get(idx)
+        if t is None:
+            raise KeyError(idx)
+        return t
+
+    def get(self, idx: int, default: Any = None) -> Any:
+        """The entry's older values (``default`` if it has none)."""
+        t = self.more.get(idx)
+        if t is not None:
+            return t
+        f = int(self.first[idx])
+        return (f,) if f else default
+
+    def __contains__(self, idx: object) -> bool:
+        return idx in self.more or (isinstance(idx, int) and bool(self.first[idx]))
+
+    def __setitem__(self, idx: int, olds: tuple[int, ...]) -> None:
+        if self.first[idx]:
+            self.first[idx] = 0
+            self.n -= 1
+        self.more[idx] = olds
+
+    def __delitem__(self, idx: int) -> None:
+        if idx in self.more:
+            del self.more[idx]
+        elif self.first[idx]:
+            self.first[idx] = 0
+            self.n -= 1
+        else:
+            raise KeyError(idx)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from np.flatnonzero(self.first).tolist()
+        yield from self.more
+
+    def __len__(self) -> int:
+        return self.n + len(self.more)
+
+    def add_many(self, idxs: np.ndarray, olds: np.ndarray) -> None:
+        """Note an older value for each entry (as one store at a time would)."""
+        free = self.first[idxs] == 0
+        if self.more:
+            free &= ~np.isin(idxs, np.fromiter(self.more, dtype=np.int64))
+        self.first[idxs[free]] = olds[free]
+        self.n += int(np.count_nonzero(free))
+        for idx, o in zip(idxs[~free].tolist(), olds[~free].tolist(), strict=True):
+            t = self.get(idx)
+            if t is None:
+                self.more[idx] = (o,)
+            elif o not in t:
+                self[idx] = t + (o,)
+
+    def keep_global(self) -> None:
+        """Drop the older values a user flush covers (all but global ones)."""
+        drop = (self.first & GLOBAL) == 0
+        self.n -= int(np.count_nonzero(self.first[drop]))
+        self.first[drop] = 0
+        for idx in list(self.more):
+            keep = tuple(v for v in self.more[idx] if v & GLOBAL)
+            if keep:
+                self.more[idx] = keep
+            else:
+                del self.more[idx]
+
+    def version(self, cur: np.ndarray, k: int) -> np.ndarray:
+        """The table with each unflushed entry's k-th older value (its last, past it)."""
+        t = cur.copy()
+        m = self.first != 0
+        t[m] = self.first[m]
+        for idx, vals in self.more.items():
+            t[idx] = vals[min(k, len(vals) - 1)]
+        return t
+
+
+#: One frame's unflushed entries: a dictionary, or what a fill leaves.
+Olds = dict[int, tuple[int, ...]] | FrameOlds
+
+
 class GuestMMU:
     """The guest's page tables as it meant them, CR3, paging state and unflushed entries."""
 
@@ -141,7 +241,7 @@ class GuestMMU:
         """CR0.PG: entry pointers are linear-map addresses once set, physical before."""
         self.pge = False
         """CR4.PGE: global entries survive CR3 loads and user flushes."""
-        self.unflushed: dict[int, dict[int, tuple[int, ...]]] = {}
+        self.unflushed: dict[int, Olds] = {}
         """frame -> index -> older present values a native TLB may still hold."""
         self._settled: set[int] = set()
         """Frames of ``unflushed`` that hold only global values (a user flush keeps them)."""
@@ -173,9 +273,12 @@ class GuestMMU:
             self._note(pfn, idx, old, value)
         return old
 
-    def write_many(self, entries: list[int], values: list[int]) -> None:
+    def write_many(self, entries: list[int] | np.ndarray, values: list[int] | np.ndarray) -> None:
         """:meth:`write` of each (flat entry ``pfn * 1024 + idx``, value) in turn."""
-        if not entries:
+        if len(entries) >= bulk.VEC_MIN:
+            self._write_array(bulk.entries(entries), bulk.entries(values))
+            return
+        if not len(entries):
             return
         f = self.frames
         top = max(entries)
@@ -200,6 +303,29 @@ class GuestMMU:
                         u[idx] = (old,)
                     elif old not in t:
                         u[idx] = t + (old,)
+
+    def _write_array(self, es: np.ndarray, vs: np.ndarray) -> None:
+        """:meth:`write_many` of a long run, with numpy (the same result)."""
+        f = self.frames
+        f.grow(int(es.max()) >> 10)
+        se, sv, olds, last = bulk.in_sequence(f.np, es, vs)
+        f.np[se[last]] = sv[last]
+        ch = np.flatnonzero((olds != sv) & ((olds & PRESENT) != 0))
+        if not len(ch):
+            return
+        unflushed, settled = self.unflushed, self._settled
+        for e, old in zip(se[ch].tolist(), olds[ch].tolist(), strict=True):
+            pfn, idx = e >> 10, e & 1023
+            settled.discard(pfn)
+            u = unflushed.get(pfn)
+            if u is None:
+                unflushed[pfn] = {idx: (old,)}
+                continue
+            t = u.get(idx)
+            if t is None:
+                u[idx] = (old,)
+            elif old not in t:
+                u[idx] = t + (old,)
 
     def _note(self, pfn: int, idx: int, old: int, new: int) -> None:
         if not old & PRESENT:
@@ -226,7 +352,15 @@ class GuestMMU:
         if not len(ch):
             return
         self._settled.discard(pfn)
-        u = self.unflushed.setdefault(pfn, {})
+        u = self.unflushed.get(pfn)
+        if u is None:
+            first = np.zeros(1024, dtype=np.uint32)
+            first[ch + lo] = old[ch]
+            self.unflushed[pfn] = FrameOlds(first)
+            return
+        if isinstance(u, FrameOlds):
+            u.add_many(ch + lo, old[ch])
+            return
         for idx, o in zip((ch + lo).tolist(), old[ch].tolist(), strict=True):
             t = u.get(idx)
             if t is None:
@@ -249,6 +383,13 @@ class GuestMMU:
             if pfn in settled:
                 continue  # only global values: all kept
             u = self.unflushed[pfn]
+            if isinstance(u, FrameOlds):
+                u.keep_global()
+                if not u:
+                    del self.unflushed[pfn]
+                else:
+                    settled.add(pfn)
+                continue
             for idx in list(u):
                 keep = tuple(v for v in u[idx] if v & GLOBAL)
                 if keep:
@@ -304,6 +445,9 @@ class GuestMMU:
         if not u:
             return []
         cur = self.frames.page(pfn)
+        if isinstance(u, FrameOlds):
+            depth = max((len(t) for t in u.more.values()), default=1)
+            return [u.version(cur, k) for k in range(depth)]
         depth = max(len(t) for t in u.values())
         out = []
         for k in range(depth):

@@ -1,0 +1,74 @@
+"""Runs of entry stores applied with numpy: the array halves of the ``*_many`` methods.
+
+A run of stores is given as flat entries (``pfn * 1024 + idx``) and values, in the
+order the guest made them; an entry may repeat.  Below :data:`VEC_MIN` stores the
+callers keep their per-store Python loops (numpy's fixed cost per call is larger than
+the loop there); from it on they call these.  Both give the same state: tests run
+the engine with the threshold at 0 and at infinity and compare every result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+#: Runs of at least this many stores take the array path.
+VEC_MIN = 48
+
+
+def entries(x: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Flat entries (or values) as an int64 array."""
+    return np.asarray(x, dtype=np.int64)
+
+
+def in_sequence(mem: np.ndarray, es: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The stores sorted by entry, keeping their order per entry: ``(entries, values,
+    olds, last)`` where ``olds[i]`` is what store ``i`` overwrote (the entry's value in
+    ``mem`` for its first store, the previous store's value after) and ``last`` marks
+    each entry's final store."""
+    order = np.argsort(es, kind="stable")
+    se, sv = es[order], vs[order]
+    same = se[1:] == se[:-1]
+    olds = mem[se].astype(np.int64)
+    if same.any():
+        olds[1:][same] = sv[:-1][same]
+    last = np.ones(len(se), dtype=bool)
+    last[:-1] = ~same
+    return se, sv, olds, last
+
+
+def final(es: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each entry once, sorted, with the value its last store left."""
+    order = np.argsort(es, kind="stable")
+    se, sv = es[order], vs[order]
+    last = np.ones(len(se), dtype=bool)
+    last[:-1] = se[1:] != se[:-1]
+    return se[last], sv[last]
+
+
+def by_frame(sorted_entries: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(pfn, indices)`` for each frame of sorted flat entries, in frame order."""
+    pf = sorted_entries >> 10
+    cut = np.flatnonzero(pf[1:] != pf[:-1]) + 1
+    starts = np.concatenate(([0], cut)).tolist()
+    ends = np.concatenate((cut, [len(pf)])).tolist()
+    for a, b in zip(starts, ends, strict=True):
+        yield int(pf[a]), sorted_entries[a:b] & 1023
+
+
+def frames_of(es: np.ndarray) -> list[int]:
+    """The distinct frames a run of entries touches, sorted."""
+    pf = es >> 10
+    lo = int(pf.min())
+    if lo == int(pf.max()):
+        return [lo]  # the usual run: one table
+    out: list[int] = np.unique(pf).tolist()
+    return out
+
+
+def in_frames(es: np.ndarray, frames: list[int]) -> np.ndarray:
+    """Which entries lie in one of ``frames``."""
+    if len(frames) == 1:
+        return (es >> 10) == frames[0]
+    return np.isin(es >> 10, frames)
