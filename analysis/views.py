@@ -53,20 +53,30 @@ from pvscope.hooks import HOOKS, REQUIREMENTS, Hook
 
 #: Directory of a trace's replay results.
 REPLAY_DIR = "replay"
-#: Replay result files whose view is not named by their stem (``X.parquet`` is view X).
-REPLAY_VIEWS: dict[str, str] = {"events": "replay"}
+#: Replay result files whose view is not named by their stem (``X.parquet`` is view X),
+#: as ``pvscope.schema.RESULT_TABLES`` declares them.
+REPLAY_VIEWS: dict[str, str] = {
+    t.file.removesuffix(".parquet"): t.name
+    for t in schema.RESULT_TABLES.values()
+    if t.file.removesuffix(".parquet") != t.name
+}
 #: Views that come from replay results (for the hint when one is missing).
-REPLAY_VIEW_NAMES = ("replay", "summary", "costs", "violations", "groups", "interrupts")
+REPLAY_VIEW_NAMES = tuple(schema.RESULT_TABLES)
+#: Where the ``traces`` view's facts are in a manifest; their types and order are
+#: ``pvscope.schema.TRACES_VIEW``'s.
+_FACT_PATHS = {
+    "guest": "guest.name",
+    "scale": "scale",
+    "seed": "seed",
+    "instructions": "counts.instructions",
+    "vtime": "counts.vtime",
+    "events": "counts.events",
+    "status": "end.status",
+    "reason": "end.reason",
+}
 #: Manifest facts served in the ``traces`` view: column, type, how to read it.
-TRACE_FACTS: tuple[tuple[str, pa.DataType, str], ...] = (
-    ("guest", pa.string(), "guest.name"),
-    ("scale", pa.int64(), "scale"),
-    ("seed", pa.int64(), "seed"),
-    ("instructions", pa.int64(), "counts.instructions"),
-    ("vtime", pa.int64(), "counts.vtime"),
-    ("events", pa.int64(), "counts.events"),
-    ("status", pa.string(), "end.status"),
-    ("reason", pa.string(), "end.reason"),
+TRACE_FACTS: tuple[tuple[str, pa.DataType, str], ...] = tuple(
+    (c.name, c.type, _FACT_PATHS[c.name]) for c in schema.TRACES_VIEW.columns
 )
 
 
