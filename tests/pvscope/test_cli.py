@@ -153,3 +153,17 @@ def test_golden_update_json_says_what_changed(tmp_path: Path) -> None:
     assert again["state"] == "unchanged" and again["changed"] == [] == again["added"]
     r = CliRunner().invoke(main, args[:-1], catch_exceptions=False)
     assert r.output.strip() == "boot: unchanged"
+
+
+def test_schema_prints_every_view_users_can_query() -> None:
+    from pvscope import schema
+
+    r = run("schema")
+    assert r.returncode == 0, r.stderr
+    for v in schema.views().values():
+        assert f"\n{v.name}" in r.stdout or r.stdout.startswith(v.name), v.name
+    doc = json.loads(run("schema", "--json").stdout)
+    assert doc["views"]["summary"]["columns"][1]["name"] == "backend"
+    assert doc["views"]["events"]["columns"][0]["name"] == "trace"
+    hexed = {c["name"] for c in doc["views"]["events"]["columns"] if c["display"] == "hex"}
+    assert {"site", "cr3", "arg0"} <= hexed
