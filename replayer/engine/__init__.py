@@ -76,7 +76,7 @@ from replayer.engine.derived import (
     loaded_table_stores,
     pte_entries,
 )
-from replayer.engine.lean import LeanPass, may_be_lean
+from replayer.engine.lean import LeanPass, lazy_mode, may_be_lean
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
@@ -123,6 +123,7 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "read_mismatches", lambda t: read_mismatches(t, regs))
     trace_mmu_checks(trace)
     _cached(trace, "guest_instructions", guest_instructions)
+    _cached(trace, "lazy_mode", lazy_mode)
 
 
 class _Replay(LeanPass, SequentialPass, VirtualCpu):

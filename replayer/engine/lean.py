@@ -48,6 +48,7 @@ from replayer.trace import (
     K_INTERRUPT,
     K_MMIO_READ,
     K_MMIO_WRITE,
+    Trace,
 )
 
 
@@ -61,6 +62,16 @@ def may_be_lean(run: Run) -> bool:
     found = alloc_mode == "trap" and pte_mode == "hook"
     mmu = run.model().mmu
     return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
+
+
+def lazy_mode(trace: Trace) -> np.ndarray:
+    """Per event: the lazy mode it is made in (the last ``set_lazy_mode`` entering one
+    before it; int8)."""
+    h, a0 = trace.hook, trace.arg0
+    at = np.flatnonzero((h == LAZY) & np.isin(a0, (LAZY_NONE, LAZY_MMU, LAZY_CPU)))
+    values = np.concatenate(([LAZY_NONE], a0[at])).astype(np.int8)
+    lengths = np.diff(np.concatenate(([0], at + 1, [trace.n])))
+    return np.repeat(values, lengths)
 
 
 @dataclass
@@ -77,9 +88,9 @@ class _QueuePlan:
     """Queued calls and the calls that drain the queue, in order: positions of ``qp``."""
     qp: QueuePlan
     hk: np.ndarray
-    """Per event: its hook id, or ``_NHOOKS`` for events that are no hook call."""
+    """Per event: its hook id, or ``_NHOOKS`` for events that are no hook call (int16)."""
     a0: np.ndarray
-    """Per event: its first argument, as int64."""
+    """Per event: its first argument (the trace's uint32 column)."""
 
 
 class LeanPass(DeviceChecks):
@@ -139,20 +150,15 @@ class LeanPass(DeviceChecks):
         the queue, and the queue's flushes (:func:`plan`)."""
         tr, m, cs = self.trace, self.model, self.cs
         n, h = tr.n, tr.hook
-        hk = np.where(h >= 0, h, _NHOOKS)
+        hk = np.where(h >= 0, h, _NHOOKS).astype(np.int16)
         ent, _ = _pte_entries(tr)
-        a0 = tr.arg0.astype(np.int64)
+        a0 = tr.arg0
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
         hook_mask[list(_stateful(m, cs))] = True
         in_loop = hook_mask[hk] & (tr.kind == K_HOOK) & (ent != -2)
 
         is_lazy = h == LAZY
-        setm = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_MMU, LAZY_CPU))
-        last = np.where(setm, np.arange(n), -1)
-        np.maximum.accumulate(last, out=last)
-        prev = np.full(n, -1, dtype=np.int64)
-        prev[1:] = last[:-1]
-        mode = np.where(prev >= 0, a0[np.maximum(prev, 0)], LAZY_NONE)
+        mode = _cached(tr, "lazy_mode", lazy_mode)
         can = np.zeros((_NHOOKS + 1, 4), dtype=bool)
         for name, modes in m.batchable.items():
             can[_H[name], list(modes)] = True
@@ -205,9 +211,10 @@ class LeanPass(DeviceChecks):
             queued | (drained > 0) | other | timer | (scans > 0) | faults | async_flush
         )[0]
         hx = hk[idx]
-        cy, me = cs.cyc[hx].astype(np.int64), cs.mech[hx].astype(np.int64)
-        ex_, hc_, tp_ = (a[hx].astype(np.int64) for a in (cs.ex, cs.hc, cs.tr))
-        nbf, nbt = np.zeros(len(idx), dtype=np.int64), np.zeros(len(idx), dtype=np.int64)
+        # as narrow as the run's own columns: idx can hold most of a trace's events
+        cy, me = cs.cyc[hx], cs.mech[hx]
+        ex_, hc_, tp_ = (a[hx] for a in (cs.ex, cs.hc, cs.tr))
+        nbf, nbt = np.zeros(len(idx), dtype=np.int32), np.zeros(len(idx), dtype=np.int32)
         cols = (cy, me, ex_, hc_, tp_)
 
         def put(sel: np.ndarray, t: tuple[int, ...]) -> None:

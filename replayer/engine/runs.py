@@ -89,8 +89,13 @@ class StoreRuns:
             if self.queue is not None:
                 self.q_masks[mode][list(hooks)] = True
         self.hc0_a = np.asarray(self.hc0, dtype=np.int64)
+        # events whose cost is the queued call's, and Xen's trapped stores: runs of them
+        # events whose cost is the queued call's, and Xen's trapped stores: one by one
+        # and a run at a time
         self.q_ks: list[int] = []
         self.wp_ks: list[int] = []
+        self.q_runs: list[np.ndarray] = []
+        self.wp_runs: list[np.ndarray] = []
         self.capacity = self.queue.capacity if self.queue is not None else 0
 
     def window(self, pos: int) -> None:
@@ -333,9 +338,9 @@ class StoreRuns:
             for p in bulk.frames_of(e[kind == 4]):
                 self.lru.pop(p, None)  # no cached directory any more (lguest_pte)
         if other.any():
-            self.wp_ks.extend(idx[other].tolist())
+            self.wp_runs.append(idx[other])
         if (queued & ~other).any():
-            self.q_ks.extend(idx[queued & ~other].tolist())
+            self.q_runs.append(idx[queued & ~other])
         act = np.asarray(_ACT, dtype=np.int8)[kind]
         cut = np.flatnonzero(act[1:] != act[:-1]) + 1
         for a, b in zip([0, *cut.tolist()], [*cut.tolist(), len(e)], strict=True):

@@ -265,11 +265,14 @@ class _Simulation(StoreRuns):
             rp._checkpoint(cp_at, cps[cp_at], self.check)
         if self.queue is not None and len(self.queue):
             self.drain(n - 1)
-        for ks, t in ((self.q_ks, (*self.queued_cost[:2], 0, 0, 0)), (self.wp_ks, self.wp_t)):
-            if ks:
-                idx = np.asarray(ks, dtype=np.int64)
-                cols = (*t, 0, 0)
-                rp.dyn_cols.append((idx, *(np.full(len(idx), x, dtype=np.int64) for x in cols)))
+        for ks, runs, t in (
+            (self.q_ks, self.q_runs, (*self.queued_cost[:2], 0, 0, 0)),
+            (self.wp_ks, self.wp_runs, self.wp_t),
+        ):
+            if ks or runs:
+                idx = np.concatenate([np.asarray(ks, dtype=np.int64), *runs])
+                # one cost for all of them: scalars, not columns as long as idx
+                rp.dyn_cols.append((idx, *(np.int64(x) for x in (*t, 0, 0))))
         return self.out
 
     def hook(self, pos: int, k: int, h: int) -> None:
