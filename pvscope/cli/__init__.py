@@ -383,7 +383,7 @@ def verify_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
     rows = []
     for path in paths:
         checked = []
-        if (path / "manifest.json").is_file() and not list(path.glob("backend=*")):
+        if (path / "manifest.json").is_file() and not _is_results(path):
             manifest = schema.read_manifest(path)
             schema.check_files(path, manifest, full=True)
             checked.append(f"trace ({display.plural(len(manifest.get('files', {})), 'file')})")
@@ -392,10 +392,14 @@ def verify_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
             path_results = path / "replay"
         else:
             path_results = path
-        if path_results.is_dir() and list(path_results.glob("backend=*")):
+        if path_results.is_dir() and _is_results(path_results):
             results.verify(path_results, full=True)
-            runs = len(list(path_results.glob("backend=*")))
-            checked.append(f"replay results ({display.plural(runs, 'run')})")
+            tables = results.table_dirs(path_results) or [path_results]
+            runs = sum(len(list(t.glob("backend=*"))) for t in tables)
+            what = f"replay results ({display.plural(runs, 'run')}"
+            if results.table_dirs(path_results):
+                what += f" under {display.plural(len(tables), 'cost table')}"
+            checked.append(what + ")")
         if not checked:
             raise TraceError(f"{path}: neither a trace nor replay results")
         rows.append({"path": str(path), "ok": True, "checked": checked})
@@ -403,6 +407,13 @@ def verify_cmd(paths: tuple[Path, ...], as_json: bool) -> None:
             click.echo(f"{path}: ok: {', '.join(checked)}")
     if as_json:
         click.echo(json.dumps(rows, indent=1))
+
+
+def _is_results(path: Path) -> bool:
+    """Whether a directory holds replay results (under one cost table or several)."""
+    from replayer import results
+
+    return bool(list(path.glob("backend=*")) or results.table_dirs(path))
 
 
 def _type_name(t: Any) -> str:

@@ -104,3 +104,20 @@ def test_a_verified_file_is_hashed_once_per_version(replayed: Path) -> None:
             schema.read_manifest(replayed)
     finally:
         schema.sha256_of = real  # type: ignore[assignment]
+
+
+def test_results_under_several_cost_tables_verify_table_by_table(tmp_path: Path) -> None:
+    t = tmp_path / "t"
+    record("pvcall", t, scale=300)
+    out = tmp_path / "r"
+    r = CliRunner().invoke(
+        main, ["replay", str(t), "-b", "native", "--costs", "p4,nehalem", "-o", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["verify", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)
+    assert row["checked"] == ["replay results (2 runs under 2 cost tables)"]
+    _flip(next(out.glob("costs=nehalem/backend=native")) / "summary.parquet")
+    r = CliRunner().invoke(main, ["verify", str(out)])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
