@@ -29,7 +29,7 @@ from replayer.engine.common import (
 from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.proofs import _Proof
 from replayer.engine.shadow import Shadowed
-from replayer.engine.state import _modes
+from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _stateful
 from replayer.mechanisms.apic import (
     VirtualIoapic,
@@ -62,6 +62,10 @@ def may_be_lean(run: Run) -> bool:
     found = alloc_mode == "trap" and pte_mode == "hook"
     mmu = run.model().mmu
     return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
+
+
+#: The trace's cache key of the last lean proof (:meth:`LeanPass._prove`).
+LEAN_PROOF = "lean proof"
 
 
 def lazy_mode(trace: Trace) -> np.ndarray:
@@ -126,6 +130,23 @@ class LeanPass(DeviceChecks):
         """
         if self.exact or self.full_check or not may_be_lean(self.run_):
             return False
+        tr = self.trace
+        # the plan and the proofs count calls, never cycles: one per structure, whatever
+        # the cost table (the last kept on the trace)
+        key = structural_key(self.run_, self.table, self.full_check)
+        got = tr.cache.get(LEAN_PROOF)
+        if got is None or got[0] != key:
+            got = tr.cache[LEAN_PROOF] = (key, *self._prove())
+        _, p, holds, scans, faults = got
+        if not holds:
+            return False
+        self._lean_costs(p, scans, faults)
+        self._lean_devices(absorbed, p.in_loop)
+        return True
+
+    def _prove(self) -> tuple[_QueuePlan, bool, np.ndarray, np.ndarray]:
+        """The queue plan; whether the proof for the backend's kind of MMU holds; the
+        tables discovered at each event and the allocations faulting (trap fallback)."""
         tr, m = self.trace, self.model
         p = self._queue_plan()
         scans = np.zeros(tr.n, dtype=np.int64)  # tables discovered at the event (trap)
@@ -134,16 +155,12 @@ class LeanPass(DeviceChecks):
         proof = _Proof(tr, p.in_loop, p.queued, p.ev[p.qp.flushes], ent)
         if m.mmu == "demand":
             checks = self._check_events(p.in_loop)
-            if not Shadowed(proof, checks, p.ev, p.qp, m.pgdir_cache).holds():
-                return False
+            holds = Shadowed(proof, checks, p.ev, p.qp, m.pgdir_cache).holds()
         elif self.alloc_mode == "hook":
-            if not proof.notified():
-                return False
-        elif not proof.discovered(scans, faults, self._check_events(p.in_loop), p.ev, p.qp):
-            return False
-        self._lean_costs(p, scans, faults)
-        self._lean_devices(absorbed, p.in_loop)
-        return True
+            holds = proof.notified()
+        else:
+            holds = proof.discovered(scans, faults, self._check_events(p.in_loop), p.ev, p.qp)
+        return p, holds, scans, faults
 
     def _queue_plan(self) -> _QueuePlan:
         """Which calls the backend queues (by the lazy mode each is made in), which drain

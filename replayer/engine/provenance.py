@@ -37,6 +37,7 @@ from typing import Any
 from replayer import engine
 from replayer.backends import Run
 from replayer.costs import CostTable
+from replayer.engine.lean import LEAN_PROOF
 from replayer.engine.result import RunResult
 from replayer.trace import Trace
 
@@ -97,6 +98,7 @@ def add_estimate_share(r: RunResult) -> None:
     if not computes(r.run):
         return
     m = masked_replay(r.trace, r.run, r.costs, ESTIMATE)
+    r.trace.cache.pop(LEAN_PROOF, None)  # it served both replays: what it holds is let go
     iface, whole = shares(r.summary, m.summary)
     r.summary["estimate_share"] = iface
     r.summary["whole_run"]["estimate_share"] = whole

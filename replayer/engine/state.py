@@ -85,6 +85,19 @@ class ReplayState:
         self.violations.append(Violation(seq, check, fld, exp, act, detail))
 
 
+def structural_key(run: Run, table: CostTable, full_check: bool = False) -> str:
+    """What the lean pass's queue plan and proofs read: :func:`sequential_key` without a
+    cycle count (the mechanisms, each stateful hook's mechanism and exit, hypercall and
+    trap counts, the modes) -- equal for a run under any cost table, so a replay under
+    another table (the estimate share's masked one) reuses the proofs."""
+    m = run.model()
+    cs = _Costs(m, table)
+    own = [(h, cs.t(m.cost(HOOKS[h].name))[1:]) for h in sorted(_stateful(m, cs))]
+    mech = (m.name, m.mmu, m.apic, m.batching, m.batch_capacity, sorted(m.batchable.items()))
+    more = (m.flush_cost, m.wp_fault, m.discover, m.timer_write, m.flush_resync)
+    return repr((mech, more, m.pgdir_cache, m.flood_threshold, own, _modes(run)[:3], full_check))
+
+
 def sequential_key(
     run: Run, table: CostTable, full_check: bool = False, exact: bool = False
 ) -> str:

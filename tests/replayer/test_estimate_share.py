@@ -187,3 +187,18 @@ def test_the_report_shows_the_share(synth_path: Path, tmp_path: Path) -> None:
     assert ">on estimates</th>" in section and '<td class="">100.0%</td>' in section
     assert "Every backend&#x27;s whole-run cycles rest mostly on estimates (100.0%)" in section
     assert "see pvscope costs show icelake" in section
+
+
+@pytest.mark.parametrize("run", DESIGNED, ids=lambda r: r.label)
+def test_a_masked_replay_reusing_its_runs_proofs_equals_a_fresh_one(
+    run: backends.Run, fork_path: Path, p4: costs.CostTable
+) -> None:
+    # the lean pass's plan and proofs are kept per structure, not per cost table: the
+    # masked replay after its run takes them as left; a fresh trace derives its own
+    tr = load(fork_path)
+    engine.replay(tr, run, p4)
+    kept = provenance.masked_replay(tr, run, p4, provenance.ESTIMATE)
+    fresh = provenance.masked_replay(load(fork_path), run, p4, provenance.ESTIMATE)
+    assert kept.summary == fresh.summary
+    for col in ("cycles", "mechanism", "exits", "hypercalls", "traps", "batched"):
+        assert np.array_equal(getattr(kept, col), getattr(fresh, col)), col
