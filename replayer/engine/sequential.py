@@ -169,9 +169,8 @@ class _Simulation(StoreRuns):
         tr = self.rp.trace
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
         hook_mask[list(stateful)] = True
-        hk = np.where(tr.hook >= 0, tr.hook, _NHOOKS)
         kind = tr.kind
-        want = hook_mask[hk] & (kind == K_HOOK)
+        want = hook_mask[tr.hook] & (kind == K_HOOK)  # hook -1 takes the last, False, slot
         want |= kind == K_INTERRUPT
         want |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
         cps = tr.checkpoints

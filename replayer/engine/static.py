@@ -73,9 +73,11 @@ class _Costs:
 def _static(trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray) -> tuple:
     """Per-event (cycles, mech, exits, hypercalls, traps) from the row alone."""
     cs = _Costs(model, table)
-    hk = np.where(trace.hook >= 0, trace.hook, _NHOOKS).astype(np.int64)
-    cyc, mech = cs.cyc[hk].copy(), cs.mech[hk].copy()
-    ex, hc, tr = cs.ex[hk].copy(), cs.hc[hk].copy(), cs.tr[hk].copy()
+    # per-hook columns have the slot _NHOOKS last: a hook id of -1 (no hook call) takes it;
+    # fancy indexing gives new arrays
+    hk = trace.hook
+    cyc, mech = cs.cyc[hk], cs.mech[hk]
+    ex, hc, tr = cs.ex[hk], cs.hc[hk], cs.tr[hk]
     kind = trace.kind
     pf = (kind == K_EXCEPTION) & (trace.arg0 == 14)
     for mask, name in (

@@ -197,9 +197,13 @@ class ViewPair:
         if top >= v.nframes:
             v.grow(top)
         if len(entries) >= bulk.VEC_MIN:
-            ue = np.unique(bulk.entries(entries))
+            es = bulk.entries(entries)
+            frames = bulk.frames_of(es)
+            # by frame: one (the usual run, entries as they come: a repeated entry is the
+            # same either way), or several (sorted)
+            ue = es if len(frames) == 1 else np.unique(es)
             neq = g.np[ue] != v.np[ue]
-            for pfn, ix in bulk.by_frame(ue):
+            for pfn, ix in [(frames[0], ue & 1023)] if len(frames) == 1 else bulk.by_frame(ue):
                 d = neq[: len(ix)]
                 neq = neq[len(ix) :]
                 s = diff.get(pfn)
