@@ -45,7 +45,8 @@ class StoreRuns:
     hc0: list[int]
     idx_l: list[int]
     off: int
-    run_end_a: np.ndarray
+    bounds: np.ndarray
+    store_hook: np.ndarray
     e_a: np.ndarray
     h_a: np.ndarray
     v_a: np.ndarray
@@ -71,10 +72,9 @@ class StoreRuns:
             found = at < n_loop
             at = at[found][loop[at[found]] == cp[found]]
             bound[at[at + 1 < n_loop] + 1] = True
-        nxt = np.where(bound, np.arange(n_loop), n_loop)
-        run_end = np.minimum.accumulate(nxt[::-1])[::-1]  # the first bound at or after each
-        run_end = np.append(run_end[1:], n_loop)  # ... after each
-        self.run_end_a = np.where(is_store, run_end, -1)
+        # where a run from each position ends is looked up as the loop's window needs it
+        self.bounds = np.append(np.flatnonzero(bound), n_loop)
+        self.store_hook = store_hook
         self.bulk_ok = not self.mirror
         # stores that always take the loop: do not try a run from them
         self.loop_only = {SET_PMD} if self.is_lguest and self.pte_hook else set()

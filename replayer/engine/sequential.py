@@ -161,7 +161,10 @@ class _Simulation(StoreRuns):
             a[at].tolist() for a in (tr.arg0, tr.arg1, tr.arg2, tr.arg3)
         )
         self.res_l, self.hasr_l = tr.result[at].tolist(), tr.has_result[at].tolist()
-        self.run_end_l = self.run_end_a[w].tolist()
+        # where a run of stores from each position ends (-1: no store): the next bound
+        at = np.arange(pos, pos + len(self.idx_l))
+        run_end = self.bounds[np.searchsorted(self.bounds, at, side="right")]
+        self.run_end_l = np.where(self.store_hook[self.h_a[w]], run_end, -1).tolist()
 
     def _events(self, stateful: set[int], absorbed: np.ndarray) -> np.ndarray:
         """The events the pass takes: the stateful hooks, interrupts, the device MMIO no
