@@ -4,10 +4,10 @@ A backend is one row: which virtual-CPU, MMU, batching and APIC mechanism it
 uses, which of the 2007 requirements it relies on, and for each category of
 hook the primitives one call costs (summed from the cost table).  The one
 replay engine (``replayer.engine``) reads the row; no backend has code of its
-own.  Sources for each row are the 2.6.21-2.6.23 implementations summarised
-in ``paravirt-facts.md`` section 2 (VMI ``arch/i386/kernel/vmi.c``, Xen
-``arch/i386/xen/*``, lguest ``drivers/lguest/*``), KVM for the hardware VMMs
-and Adams & Agesen (ASPLOS 2006) for binary translation.
+own.  Sources for each row are the 2.6.21-2.6.23 implementations (VMI
+``arch/i386/kernel/vmi.c``, Xen ``arch/i386/xen/*``, lguest ``drivers/lguest/*``;
+``replayer/README.md`` says what each backend does per hook group), KVM for the
+hardware VMMs and Adams & Agesen (ASPLOS 2006) for binary translation.
 
 Modelling choices where the real ports differ from the interface being
 measured are said where they are made (search for "choice:").
@@ -376,8 +376,8 @@ VMI = Backend(
         **_PV_EVENTS,
     ),
     batching="rom-queue",
-    # choice: the ROM's queue size is not visible in Linux source (paravirt-facts 2b);
-    # taken as 64 entries, lguest's ring size, as a parameter
+    # choice: the ROM's queue size is not visible in Linux source (arch/i386/kernel/vmi.c
+    # only calls the ROM's flush); taken as 64 entries, lguest's ring size, as a parameter
     batch_capacity=64,
     batch_source="estimate: the VMI ROM's queue size is not visible in Linux source; 64",
     batchable={h: (1, 2) for h in (*MMU_ONLY_HOOKS, "load_esp0", "load_tls")},
