@@ -1298,6 +1298,17 @@ class Machine:
             count = min(count, self._deadline - self.vtime)
         return min(count, 1) if self._step else count
 
+    def close(self) -> None:
+        """Release the emulator now, before the memory it maps (idempotent).  Left to the
+        garbage collector, the engine may be closed after its buffers -- or in a process
+        forked later, which collects the parent's garbage as its own."""
+        uc = self.__dict__.pop("uc", None)
+        if uc is not None:
+            # unicorn's own finalizer (uc_close), run once; the binding is pinned to 2.1
+            finalizer = getattr(uc, "_Uc__finalizer", None)
+            if finalizer is not None:
+                finalizer()
+
     def run(self) -> RunResult:
         """Run the guest to its end (or the budget); write every event; say how it ended."""
         cfg = self.cfg

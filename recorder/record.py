@@ -100,8 +100,11 @@ def record(
             )
         except Stop as s:
             raise GuestError(f"{path}: {s.reason}") from None
-        with _signals_end_the_run(machine):
-            result = machine.run()
+        try:
+            with _signals_end_the_run(machine):
+                result = machine.run()
+        finally:
+            machine.close()
         if result.hook_calls == 0 and result.status not in ("complete", "interrupted"):
             raise GuestError(
                 f"{path}: the guest never found the ROM (no hook call before it stopped: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import multiprocessing
 import os
 import re
@@ -229,6 +230,11 @@ def _replay_runs(
         engine.prepare(tr)
         root.mkdir(parents=True, exist_ok=True)
         _SHARED = (tr, runs, table, root)
+        # the workers must not collect the parent's objects: garbage left by earlier work
+        # (an emulator, say) would be finalized in a process it does not belong to, and
+        # walking the rest would copy every page of it; so collect, and freeze what stays
+        gc.collect()
+        gc.freeze()
         try:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(jobs, initializer=_die_with_parent) as pool:
@@ -240,6 +246,7 @@ def _replay_runs(
                             progress(runs[i].label, tr.n)
         finally:
             _SHARED = None
+            gc.unfreeze()
         return [done[i] for i in range(len(runs))]
     for ids in groups:
         for i in ids:
