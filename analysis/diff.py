@@ -171,15 +171,14 @@ def render(result: dict[str, Any]) -> list[str]:
         out.append(f"  B: {describe_row(d['b'])}")
     if result["hooks"]:
         t = display.Table("calls per hook (events per kind) that differ", note="--json for all")
-        for head, numeric, priority in (
+        t.add_columns(
             ("hook/kind", False, 9),
             ("A", True, 8),
             ("B", True, 8),
             ("change", True, 7),
             ("args only A", True, 5),
             ("args only B", True, 5),
-        ):
-            t.add_column(head, numeric=numeric, priority=priority)
+        )
         for h in result["hooks"]:
             t.add_row(
                 h["name"],

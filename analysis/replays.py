@@ -246,7 +246,7 @@ def render_replay_diff(result: dict[str, Any]) -> list[str]:
         out.append(f"  {c['backend']}: correct {a} in A, {b} in B")
     if result["checks"]:
         t = display.Table("violations that differ", note="--json for every column")
-        for head, numeric, priority in (
+        t.add_columns(
             ("backend", False, 9),
             ("check", False, 8),
             ("A", True, 7),
@@ -254,8 +254,7 @@ def render_replay_diff(result: dict[str, Any]) -> list[str]:
             ("change", True, 6),
             ("first seq A", True, 2),
             ("first seq B", True, 2),
-        ):
-            t.add_column(head, numeric=numeric, priority=priority)
+        )
         for c in result["checks"]:
             t.add_row(
                 c["backend"],
@@ -270,14 +269,13 @@ def render_replay_diff(result: dict[str, Any]) -> list[str]:
     out += render_relative(result)
     if result["groups"]:
         t = display.Table("cycles per hook group that differ", note="--json for every column")
-        for head, numeric, priority in (
+        t.add_columns(
             ("backend", False, 9),
             ("group", False, 8),
             ("cycles A", True, 6),
             ("cycles B", True, 6),
             ("B/A", True, 7),
-        ):
-            t.add_column(head, numeric=numeric, priority=priority)
+        )
         for g in result["groups"]:
             t.add_row(
                 g["backend"],

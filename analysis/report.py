@@ -404,8 +404,7 @@ def comparison(data: ReportData, console: Any) -> None:
         ("hcalls/kinsn", True, 2),
         ("traps/kinsn", True, 2),
     ]
-    for head, numeric, priority in cols:
-        t.add_column(head, numeric=numeric, priority=priority)
+    t.add_columns(*cols)
     order = _backend_order(rows)
     ranked = sorted(
         rows,

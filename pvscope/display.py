@@ -286,6 +286,11 @@ class Table:
         """Add a column (before any row)."""
         self.columns.append(Column(header, numeric, priority))
 
+    def add_columns(self, *spec: tuple[str, bool, int]) -> None:
+        """:meth:`add_column` for each ``(header, numeric, priority)``."""
+        for header, numeric, priority in spec:
+            self.add_column(header, numeric=numeric, priority=priority)
+
     def add_row(self, *cells: Any) -> None:
         """Add a row: strings (printed as they are, no markup) or rich ``Text``."""
         if len(cells) != len(self.columns):

@@ -44,8 +44,7 @@ def _table(summaries: list[dict[str, Any]]) -> list[str]:
     """The runs as lines of a :class:`pvscope.display.Table` (no rules) fitted to the
     terminal."""
     t = display.Table(plain=True, note="--json for every field")
-    for head, numeric, priority in COLUMNS:
-        t.add_column(head, numeric=numeric, priority=priority)
+    t.add_columns(*COLUMNS)
     for s in summaries:
         first = s["first_divergence"]
         t.add_row(

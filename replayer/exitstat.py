@@ -106,7 +106,7 @@ def lines(label: str, rows: list[dict[str, Any]], top: int = TOP) -> list[str]:
 
     shown = [r for r in rows if r["cycles"]][:top]
     t = display.Table(plain=True, note="--json for every reason")
-    for head, numeric, priority in (
+    t.add_columns(
         ("reason", False, 9),
         ("events", True, 6),
         ("exits", True, 5),
@@ -115,8 +115,7 @@ def lines(label: str, rows: list[dict[str, Any]], top: int = TOP) -> list[str]:
         ("cycles", True, 8),
         ("mean", True, 4),
         ("share", True, 7),
-    ):
-        t.add_column(head, numeric=numeric, priority=priority)
+    )
     for r in shown:
         t.add_row(
             r["reason"],

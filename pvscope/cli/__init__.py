@@ -263,15 +263,14 @@ def calibrate(
         return
     click.echo(f"host: {host.describe()}")
     t = display.Table("TSC cycles per operation", note="--json for every column")
-    for head, numeric, priority in (
+    t.add_columns(
         ("benchmark", False, 9),
         ("primitive", False, 5),
         ("median", True, 8),
         ("10th pct", True, 4),
         ("90th pct", True, 4),
         ("not measured because", False, 7),
-    ):
-        t.add_column(head, numeric=numeric, priority=priority)
+    )
     said: set[str] = set()
     for r in rows:
         failed = str(r["failed"] or "")
@@ -354,14 +353,13 @@ def hooks(as_json: bool, group: str | None) -> None:
         click.echo(json.dumps(rows, indent=1))
         return
     t = display.Table(note="--json for every field")
-    for head, numeric, priority in (
+    t.add_columns(
         ("id", True, 5),
         ("group", False, 7),
         ("requirement", False, 6),
         ("rom", False, 4),
         ("hook", False, 9),
-    ):
-        t.add_column(head, numeric=numeric, priority=priority)
+    )
     for h in HOOKS:
         if group is not None and h.group != group:
             continue
