@@ -22,6 +22,14 @@ def entries(x: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.int64)
 
 
+def _by_entry(es: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stores sorted by entry, keeping their order per entry, and which follow a
+    store to the same entry (``same[i]``: store ``i + 1`` repeats store ``i``'s entry)."""
+    order = np.argsort(es, kind="stable")
+    se, sv = es[order], vs[order]
+    return se, sv, se[1:] == se[:-1]
+
+
 def in_sequence(mem: np.ndarray, es: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, ...]:
     """The stores sorted by entry, keeping their order per entry: ``(entries, values,
     olds, last)`` where ``olds[i]`` is what store ``i`` overwrote (the entry's value in
@@ -29,14 +37,11 @@ def in_sequence(mem: np.ndarray, es: np.ndarray, vs: np.ndarray) -> tuple[np.nda
     each entry's final store."""
     if (es[1:] > es[:-1]).all():  # entries rising, each once (a table filled in order)
         return es, vs, mem[es].astype(np.int64), np.ones(len(es), dtype=bool)
-    order = np.argsort(es, kind="stable")
-    se, sv = es[order], vs[order]
-    same = se[1:] == se[:-1]
+    se, sv, same = _by_entry(es, vs)
     olds = mem[se].astype(np.int64)
     if same.any():
         olds[1:][same] = sv[:-1][same]
-    last = np.ones(len(se), dtype=bool)
-    last[:-1] = ~same
+    last = np.append(~same, True)
     return se, sv, olds, last
 
 
@@ -44,10 +49,8 @@ def final(es: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each entry once, sorted, with the value its last store left."""
     if (es[1:] > es[:-1]).all():
         return es, vs
-    order = np.argsort(es, kind="stable")
-    se, sv = es[order], vs[order]
-    last = np.ones(len(se), dtype=bool)
-    last[:-1] = se[1:] != se[:-1]
+    se, sv, same = _by_entry(es, vs)
+    last = np.append(~same, True)
     return se[last], sv[last]
 
 

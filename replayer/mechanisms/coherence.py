@@ -283,16 +283,8 @@ class ViewPair:
 
     def _write_both_array(self, es: np.ndarray, vs: np.ndarray) -> None:
         """The backend's half of :meth:`write_both_many` for a long run, with numpy."""
-        reg, diff = self.registered, self.diff
-        lost = None
-        if reg is not None:
-            frames = bulk.frames_of(es)
-            gone = [p for p in frames if p not in reg]
-            if len(gone) == len(frames):
-                lost, es = es, es[:0]
-            elif gone:
-                out = bulk.in_frames(es, gone)
-                lost, es, vs = es[out], es[~out], vs[~out]
+        diff = self.diff
+        es, vs, lost = self._registered(es, vs)
         if len(es):
             ue, uv = bulk.final(es, vs)
             self.view.np[ue] = uv
@@ -302,8 +294,25 @@ class ViewPair:
                     s.difference_update(ix.tolist())
                     if not s:
                         del diff[pfn]
-        if lost is not None:
+        if len(lost):
             self._retouch_many(lost)
+
+    def _registered(
+        self, es: np.ndarray, vs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stores to frames the backend keeps (entries, values), and the entries of the
+        others: updates with nowhere to go."""
+        reg = self.registered
+        if reg is None:
+            return es, vs, es[:0]
+        frames = bulk.frames_of(es)
+        gone = [p for p in frames if p not in reg]
+        if not gone:
+            return es, vs, es[:0]
+        if len(gone) == len(frames):
+            return es[:0], vs[:0], es
+        out = bulk.in_frames(es, gone)
+        return es[~out], vs[~out], es[out]
 
     def learn_write_many(self, entries: Entries, values: Entries) -> None:
         """:meth:`learn_write` of each (flat entry, value) in turn."""
@@ -328,12 +337,7 @@ class ViewPair:
 
     def _learn_array(self, es: np.ndarray, vs: np.ndarray) -> None:
         """:meth:`learn_write_many` of a long run, with numpy."""
-        reg = self.registered
-        if reg is not None:
-            gone = [p for p in bulk.frames_of(es) if p not in reg]
-            if gone:
-                keep = ~bulk.in_frames(es, gone)
-                es, vs = es[keep], vs[keep]
+        es, vs, _ = self._registered(es, vs)
         if not len(es):
             return
         self.view.grow(int(es.max()) >> 10)

@@ -270,7 +270,7 @@ class GuestMMU:
         old = f.mem[e]
         if old != value:
             f.mem[e] = value
-            self._note(pfn, idx, old, value)
+            self._note(pfn, idx, old)
         return old
 
     def write_many(self, entries: list[int] | np.ndarray, values: list[int] | np.ndarray) -> None:
@@ -313,21 +313,11 @@ class GuestMMU:
         ch = np.flatnonzero((olds != sv) & ((olds & PRESENT) != 0))
         if not len(ch):
             return
-        unflushed, settled = self.unflushed, self._settled
         for e, old in zip(se[ch].tolist(), olds[ch].tolist(), strict=True):
-            pfn, idx = e >> 10, e & 1023
-            settled.discard(pfn)
-            u = unflushed.get(pfn)
-            if u is None:
-                unflushed[pfn] = {idx: (old,)}
-                continue
-            t = u.get(idx)
-            if t is None:
-                u[idx] = (old,)
-            elif old not in t:
-                u[idx] = t + (old,)
+            self._note(e >> 10, e & 1023, old)
 
-    def _note(self, pfn: int, idx: int, old: int, new: int) -> None:
+    def _note(self, pfn: int, idx: int, old: int) -> None:
+        """A present value overwritten: a native TLB may still hold it."""
         if not old & PRESENT:
             return
         self._settled.discard(pfn)
