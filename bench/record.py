@@ -3,14 +3,21 @@
 Both paths record the same guest at the same scale in one run, each in its own
 process (so peak memory is per recording), timed around ``record()`` alone.
 Then a >= 10 M-event recording checks that memory stays flat.  With
-``--workloads``, instead records every built-in workload at its default scale
-(ring path) and prints events per second, events per million guest instructions --
-the per-trap cost of the process workloads shows there -- and the time spent inside
-unicorn's ``emu_start`` (the CPU emulation itself, the ceiling): the recording's
-instructions per second as a fraction of that ceiling's.
+``--workloads``, instead takes every built-in workload at its default scale, each in
+three processes one after the other:
+
+- the recording, timed around ``record()`` alone (ring path);
+- the same guest *bare*: the same machine run for the same instructions (checked) with
+  nothing recorded -- ring records dropped, no state checkpoints, no TLB samples -- so
+  what is left is unicorn and what the guest needs to run at all (the instruction
+  clock, interrupt delivery, the hypervisor's services, MMIO).  The recording's
+  instructions per second over the bare run's is the recording's overhead;
+  the bare run's time inside ``emu_start`` shows how much of it unicorn itself takes;
+- the whole ``pvscope record -g NAME`` process (start-up, recording, writing), timed
+  from outside, over ``record()`` alone.
 
     python bench/record.py [--scale N] [--big-scale N] [--json]
-    python bench/record.py --workloads [NAME ...] [--json]
+    python bench/record.py --workloads [NAME ...] [--no-process] [--json]
     python bench/record.py --against REV [--guest G] [--scale N] [--rounds K] [--json]
 
 ``--against REV`` records the same guest with this tree and with git revision REV
@@ -34,6 +41,72 @@ from pathlib import Path
 from typing import Any
 
 
+class _NullWriter:
+    """What a :class:`~recorder.machine.Machine` writes to, keeping nothing."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        from recorder.writer import KIND_NAMES
+
+        self.kind_counts = np.zeros(len(KIND_NAMES), dtype=np.int64)
+
+    def submit_records(self, raw: bytes) -> None:
+        pass
+
+    def add_state(self, rows: list) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
+
+    def add_inputs(self, rows: list) -> None:
+        pass
+
+    def add_tlb(self, rows: list) -> None:
+        pass
+
+
+def bare(guest: str, scale: int) -> dict[str, Any]:
+    """The same guest on the same machine with nothing recorded: ``Machine.run`` with the
+    ring emptied but its records dropped, and no state checkpoints or TLB samples.
+
+    What is left is what the guest needs to run at all: unicorn, the instruction clock
+    (quanta, the devices' virtual time), interrupt delivery, the hypervisor's services
+    and MMIO.  Its instruction count equals the recording's (checked by the caller), so
+    the guest took the same path."""
+    import numpy as np
+
+    from recorder import rom
+    from recorder.elf import load_image
+    from recorder.guests import GUESTS, resolve
+    from recorder.machine import Machine, MachineConfig
+    from recorder.writer import RECORD_DTYPE
+
+    class Bare(Machine):
+        def _consume(self, raw: bytes | bytearray) -> None:
+            # the events counted as Machine._consume counts them, the records dropped
+            codes = np.frombuffer(bytes(raw), dtype=RECORD_DTYPE)["code"]
+            markers = int(np.count_nonzero(codes == rom.CODE_MARKER))
+            self.markers_undrained -= markers
+            self.drained_events += len(codes) - markers
+            self.writer.kind_counts[0] += int(np.count_nonzero(codes < rom.CODE_EVENT_BASE))
+
+        def checkpoint(self, final: bool = False) -> bool:
+            return True
+
+        def _tlb_sample(self) -> None:
+            pass
+
+    name, path = resolve(guest)
+    cfg = MachineConfig(scale=scale or GUESTS[name].default_scale)
+    m = Bare(load_image(path, name), cfg, _NullWriter())  # type: ignore[arg-type]
+    try:
+        return {"result": m.run(), "machine": m}
+    finally:
+        m.close()
+
+
 def child(guest: str, scale: int, log_path: str, out: str) -> None:
     import unicorn
 
@@ -54,9 +127,23 @@ def child(guest: str, scale: int, log_path: str, out: str) -> None:
     unicorn.Uc.emu_start = timed  # type: ignore[method-assign]
     t0 = time.perf_counter()
     c0 = time.process_time()
-    m = record(guest, Path(out), scale=scale or None, log_path=log_path, force=True)
-    dt = time.perf_counter() - t0
-    cpu = time.process_time() - c0
+    if log_path == "bare":
+        got = bare(guest, scale)
+        r = got["result"]
+        dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        counts = {"hook": r.hook_calls, "events": got["machine"].drained_events}
+        counts["instructions"], status = r.instructions, r.status
+    else:
+        m = record(guest, Path(out), scale=scale or None, log_path=log_path, force=True)
+        dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        counts = {
+            "hook": m["counts"]["by_kind"].get("hook", 0),
+            "events": m["counts"]["events"],
+            "instructions": m["counts"]["instructions"],
+        }
+        status = m["end"]["status"]
     print(
         json.dumps(
             {
@@ -65,10 +152,10 @@ def child(guest: str, scale: int, log_path: str, out: str) -> None:
                 "seconds": dt,
                 "cpu_seconds": cpu,
                 "emu_seconds": emu[0],
-                "hook_calls": m["counts"]["by_kind"].get("hook", 0),
-                "events": m["counts"]["events"],
-                "instructions": m["counts"]["instructions"],
-                "status": m["end"]["status"],
+                "hook_calls": counts["hook"],
+                "events": counts["events"],
+                "instructions": counts["instructions"],
+                "status": status,
                 "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
@@ -157,6 +244,11 @@ def main() -> None:
         metavar="NAME",
         help="record these built-in workloads (default: all) at their default scale instead",
     )
+    ap.add_argument(
+        "--no-process",
+        action="store_true",
+        help="with --workloads: skip timing the whole pvscope record process",
+    )
     ap.add_argument("--against", metavar="REV", help="compare with git revision REV")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds for --against")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -168,7 +260,7 @@ def main() -> None:
         against(a.against, a.guest, a.scale, a.rounds, a.json)
         return
     if a.workloads is not None:
-        workloads(a.workloads, a.json)
+        workloads(a.workloads, a.json, cli=not a.no_process)
         return
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,26 +310,47 @@ def main() -> None:
         )
 
 
-def workloads(names: list[str], as_json: bool) -> None:
-    """Each workload at its default scale, one process each, one after the other."""
+def workloads(names: list[str], as_json: bool, cli: bool = True) -> None:
+    """Each workload at its default scale, one process each, one after the other: the
+    recording (``record()`` alone), the same guest bare (:func:`bare`), and the whole
+    ``pvscope record`` process."""
     from recorder.guests import GUESTS
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or list(GUESTS):
             r = run(name, 0, "ring", tmp)
+            b = run(name, 0, "bare", tmp)
+            if (b["instructions"], b["events"]) != (r["instructions"], r["events"]):
+                sys.exit(f"{name}: the bare run took another path ({b} vs {r})")
             r["guest"] = name
+            r["bare"] = b
+            # instructions per second, recording over bare (the same count of both)
+            r["over_bare"] = b["seconds"] / r["seconds"]
+            if cli:
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, "-m", "pvscope", "record", "-g", name, "-q", "--force"]
+                    + ["-o", f"{tmp}/cli"],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+                r["process_seconds"] = time.perf_counter() - t0
+                r["process_over_record"] = r["process_seconds"] / r["seconds"]
             rows.append(r)
             if not as_json:
-                print(
-                    f"{name:<10} {r['events']:>11,} events {r['instructions']:>14,} insns "
-                    f"{r['seconds']:7.1f} s (cpu {r['cpu_seconds']:6.1f} s)  "
-                    f"{r['events'] / r['seconds'] / 1e3:7.0f} k events/s  "
-                    f"{r['events'] / r['instructions'] * 1e6:7.0f} events/M insns  "
-                    f"unicorn alone {r['emu_seconds']:6.1f} s: recording runs at "
-                    f"{r['emu_seconds'] / r['seconds']:.2f}x its insns/s",
-                    flush=True,
+                line = (
+                    f"{name:<10} {r['events']:>11,} events {r['instructions']:>14,} insns  "
+                    f"record() {r['seconds']:6.1f} s  bare {b['seconds']:6.1f} s "
+                    f"(in emu_start {b['emu_seconds']:6.1f} s)  "
+                    f"recording at {r['over_bare']:.2f}x bare insns/s"
                 )
+                if cli:
+                    line += (
+                        f"  pvscope record {r['process_seconds']:6.1f} s "
+                        f"= {r['process_over_record']:.2f}x record()"
+                    )
+                print(line, flush=True)
     if as_json:
         print(json.dumps(rows, indent=1))
 
