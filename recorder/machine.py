@@ -1232,30 +1232,30 @@ class Machine:
         """
         if not self._paging:
             return
-        u32 = self.ram.u32
-        pd = u32[(self.cr3 & 0xFFFFF000) >> 2 :][:1024]
-        if len(pd) < 1024:
+        pd = self.cr3 >> 12
+        if pd >= len(self._pages):
             return
         # the hypervisor's region (the ROM and the recorder's ring) is the instrument's,
         # not the guest's working set: its pages are not counted
-        guest_pd = pd[: R.HV_BASE >> 22]
-        pdes = guest_pd[(guest_pd & 1) != 0]
-        big = pdes[(pdes & 0x80) != 0]
-        tables = (pdes[(pdes & 0x80) == 0] >> 12).astype(np.int64)
-        tables = tables[(tables + 1) << 12 <= self.mem_bytes]
+        guest_pd = self._pages[pd, : R.HV_BASE >> 22]
+        present_large = guest_pd & 0x81  # P and PS
+        big = guest_pd[present_large == 0x81]
+        tables = guest_pd[present_large == 1] >> 12
+        tables = tables[tables < self.mem_bytes >> 12]
         user = kernel = glob = 0
         if len(tables):
             pages = self._pages
-            sub = pages[tables]  # one row per page table
-            hit = (sub & 0x21) == 0x21
-            walked = sub[hit]
-            if len(walked):
+            flat = pages[tables].reshape(-1)  # the tables' entries, one table after another
+            at = np.flatnonzero((flat & 0x21) == 0x21)
+            if len(at):
+                walked = flat[at]
                 # U (bit 2) and G (bit 8) as a 2-bit class: 0 kernel, 1 and 3 user, 2 global
                 cls = ((walked >> 2) & 1) | ((walked >> 7) & 2)
                 n = np.bincount(cls, minlength=4)
                 user, kernel, glob = int(n[1] + n[3]), int(n[0]), int(n[2])
-                np.bitwise_and(sub, np.uint32(~0x20 & 0xFFFFFFFF), out=sub, where=hit)
-                pages[tables] = sub
+                # clear the walked entries' Accessed bits alone (a table named twice is
+                # counted and cleared twice, alike)
+                pages[tables[at >> 10], at & 1023] = walked & np.uint32(~0x20 & 0xFFFFFFFF)
         hit_big = (big & 0x20) != 0
         if hit_big.any():
             walked = big[hit_big]
