@@ -19,6 +19,14 @@ recorder (``PROPOSED_OPTIONS``).
 
     python bench/query.py [--events 50000000] [--dir /tmp/pvscope-bench-query] [--repeat 5]
                           [--replay native,vmi,xen-pv]
+    python bench/query.py --traces DIR [--json]
+
+``--traces DIR`` times what a user runs instead, each as a whole ``pvscope`` process
+(Python start-up included), on every trace directory in ``DIR`` (say, the seven built-in
+workloads recorded at their default scale, replayed or not) and then on ``DIR`` as one
+trace set: every saved query (``pvscope query T --saved NAME -o FILE``, skipping those
+over replay results where a trace has none) and ``pvscope report T -q -o FILE``.  The
+bars: at most 10 s per trace, 60 s over the set.
 """
 
 from __future__ import annotations
@@ -186,6 +194,64 @@ def time_queries(root: Path, repeat: int) -> list[tuple[str, float, float]]:
     return results
 
 
+def whole_processes(root: Path, as_json: bool) -> None:
+    """Every saved query and the report, each a whole ``pvscope`` process, on every trace
+    in ``root`` and on ``root`` as a set (see the module's docstring)."""
+    import json
+    import subprocess
+
+    traces = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())
+    if not traces:
+        sys.exit(f"{root}: no trace directories in it")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pvscope-bench-") as tmp:
+        for src in [*traces, root]:
+            replayed = all((t / "replay").is_dir() for t in (traces if src == root else [src]))
+            events = sum(
+                pq.ParquetFile(t / "events.parquet").metadata.num_rows
+                for t in (traces if src == root else [src])
+            )
+            jobs = [
+                (q.name, ["query", str(src), "--saved", q.name, "-q", "-o", f"{tmp}/q.parquet"])
+                for q in queries.saved()
+                if replayed or not q.needs_replay
+            ]
+            jobs.append(("report", ["report", str(src), "-q", "-o", f"{tmp}/report.html"]))
+            for name, argv in jobs:
+                t0 = time.perf_counter()
+                r = subprocess.run(
+                    [sys.executable, "-m", "pvscope", *argv], capture_output=True, text=True
+                )
+                dt = time.perf_counter() - t0
+                if r.returncode != 0:
+                    sys.exit(f"pvscope {' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
+                row = {
+                    "source": "set of all" if src == root else src.name,
+                    "events": events,
+                    "replayed": replayed,
+                    "what": name,
+                    "seconds": dt,
+                }
+                rows.append(row)
+                if not as_json:
+                    bar = 60.0 if src == root else 10.0
+                    flag = "" if dt < bar else f"  over the {bar:.0f} s bar"
+                    print(
+                        f"{row['source']:<12} {events:>12,} events  {name:<22} {dt:7.2f} s{flag}",
+                        flush=True,
+                    )
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    for src in dict.fromkeys(r["source"] for r in rows):
+        mine = [r for r in rows if r["source"] == src]
+        worst = max(mine, key=lambda r: r["seconds"])
+        print(
+            f"{src:<12} slowest: {worst['what']} {worst['seconds']:.2f} s; "
+            f"all {len(mine)} one after another {sum(r['seconds'] for r in mine):.1f} s"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000_000)
@@ -198,7 +264,12 @@ def main() -> None:
         help="backends to replay every trace with, so the replay-side queries are timed too "
         "('' for none; default: native,vmi,xen-pv)",
     )
+    ap.add_argument("--traces", type=Path, help="time whole pvscope processes on DIR's traces")
+    ap.add_argument("--json", action="store_true", help="with --traces: rows as JSON")
     args = ap.parse_args()
+    if args.traces is not None:
+        whole_processes(args.traces, args.json)
+        return
     root = build_set(args.dir / "set", args.events, args.scale)
     if args.replay:
         replay_set(root, args.replay)
