@@ -34,8 +34,11 @@ from replayer.mechanisms.pagetables import (
 )
 from replayer.mechanisms.registers import read_mismatches
 from replayer.trace import (
+    K_EXCEPTION,
     K_HOOK,
+    K_INTERRUPT,
     K_MMIO_WRITE,
+    K_SOFTINT,
     Trace,
 )
 
@@ -60,14 +63,33 @@ def _digest_of(guest: GuestMMU, overlay: list[tuple[int, int, int]] = ()) -> int
             guest.frames.mem[e] = v
 
 
+#: How far past a checkpoint :func:`_pending_in_place` looks for the reports of stores
+#: made before it (interrupt handlers in between included).
+PENDING_WINDOW = 4096
+
+
 def _pending_in_place(
-    trace: Trace, guest: GuestMMU, k: int, window: int = 64
+    trace: Trace, guest: GuestMMU, k: int, window: int = PENDING_WINDOW
 ) -> list[tuple[int, int, int]]:
-    """In-place PTE changes reported (pte_update*) in the few events after ``k``."""
+    """In-place PTE changes made before checkpoint ``k`` and reported (pte_update*) after
+    it: the reports the interrupted code makes when it goes on, up to its next other MMU
+    hook.  Interrupt and exception handlers that run in between (the checkpoint may
+    follow the delivery itself) are passed over, to their ``iret``: their reports are
+    of their own, later stores."""
     out = []
+    kind, hook = trace.kind, trace.hook
+    entries = (K_INTERRUPT, K_EXCEPTION, K_SOFTINT)
+    depth = 1 if int(kind[k]) in entries else 0  # handlers entered since the store
+    iret = _H["iret"]
     for j in range(k + 1, min(k + 1 + window, trace.n)):
-        h = int(trace.hook[j])
-        if h in (_H["pte_update"], _H["pte_update_defer"]) and trace.has_result[j]:
+        h = int(hook[j])
+        if int(kind[j]) in entries:
+            depth += 1
+        elif h == iret:
+            depth = max(depth - 1, 0)
+        elif depth:
+            continue
+        elif h in (_H["pte_update"], _H["pte_update_defer"]) and trace.has_result[j]:
             pfn, idx = guest.locate(int(trace.arg2[j]))
             out.append((pfn, idx, int(trace.result[j]) & 0xFFFFFFFF))
         elif h >= 0 and HOOKS[h].group == "mmu":

@@ -233,6 +233,35 @@ def test_a_checkpoint_between_an_in_place_store_and_its_report(
     assert _run(tr, p4, "native").violations == []
 
 
+def test_a_checkpoint_at_a_handler_entry_between_an_in_place_store_and_its_report(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    # as on the default-scale pagefault trace: the store, then a checkpoint at the entry
+    # of a handler that runs longer than the interrupted code's next few events and
+    # makes MMU calls of its own, then the report when the interrupted code goes on
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        a = synth.spawn(b, pages=3)
+        synth.switch_to(b, a)
+        addrs = sorted(a.pages)
+        pt = a.tables[addrs[0] >> 22]
+        j0 = (addrs[0] >> 12) & 1023
+        new = a.pages[addrs[0]] & ~synth.RW
+        b.mem[pt][j0] = new  # the guest's in-place store...
+        b.exception(14, 0, addrs[2])  # ...a fault (in kernel code) enters its handler...
+        b.checkpoint()  # ...the recorder checkpoints at the entry...
+        b.hook("read_cr2")  # ...the handler's own MMU call, and a long body...
+        for _ in range(40):
+            b.hook("save_fl")
+            b.hook("restore_fl", 0)
+        b.hook("iret", 0xC0101000, 0x61, 0x202)
+        b.hook("pte_update", a.mm, addrs[0], b.ptr(pt, j0), result=new)  # ...the report
+        b.hook("flush_tlb_single", addrs[0])
+
+    tr = _trace(tmp_path, build)
+    assert _run(tr, p4, "native").violations == []
+
+
 def test_lguest_does_not_mistake_a_reused_directory_frame(tmp_path: Path, p4: CostTable) -> None:
     def build(b: synth.TraceBuilder) -> None:
         synth.boot(b)
