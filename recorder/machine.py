@@ -86,6 +86,12 @@ assert R.D_GATE_EIP - R.D_GATE_EFLAGS == 4 and R.D_GATE_TARGET - R.D_GATE_EFLAGS
 _EVENT_CODE = {k: event_code(k) for k in EVENT_CODES}
 
 
+#: A PTE's ``(pte >> 2) & 0x41`` (U in bit 0, G in bit 6) -> its TLB class: 0 kernel,
+#: 1 user, 2 global, 3 user and global (counted as user).
+_TLB_CLASS = np.zeros(0x42, dtype=np.intp)
+_TLB_CLASS[[0x01, 0x40, 0x41]] = [1, 2, 3]
+
+
 def _desc(base: int, limit: int, access: int, flags: int) -> bytes:
     return struct.pack(
         "<HHBBBB",
@@ -266,6 +272,13 @@ class Machine:
         self.console: list[str] = []
         self.inputs: list[tuple[int, int, str, int]] = []
         self.tlb_rows: list[tuple[int, int, int, int, int]] = []
+        # (directory frame, its entries less Accessed bits, tables, 4 MiB entries' indices)
+        self._tlb_layout: tuple[int, bytes, np.ndarray, np.ndarray] = (
+            -1,
+            b"",
+            np.zeros(0, np.uint32),
+            np.zeros(0, np.intp),
+        )
         self.stop: Stop | None = None
         self.hook_calls_seen = False
         # logging state
@@ -1238,10 +1251,16 @@ class Machine:
         # the hypervisor's region (the ROM and the recorder's ring) is the instrument's,
         # not the guest's working set: its pages are not counted
         guest_pd = self._pages[pd, : R.HV_BASE >> 22]
-        present_large = guest_pd & 0x81  # P and PS
-        big = guest_pd[present_large == 0x81]
-        tables = guest_pd[present_large == 1] >> 12
-        tables = tables[tables < self.mem_bytes >> 12]
+        # which entries name tables and which map 4 MiB pages changes only when the
+        # directory does (the CPU's Accessed bits aside): found again only then
+        key = (guest_pd & np.uint32(~0x20 & 0xFFFFFFFF)).tobytes()
+        if self._tlb_layout[0] != pd or self._tlb_layout[1] != key:
+            present_large = guest_pd & 0x81  # P and PS
+            tables = guest_pd[present_large == 1] >> 12
+            tables = tables[tables < self.mem_bytes >> 12]
+            self._tlb_layout = (pd, key, tables, np.flatnonzero(present_large == 0x81))
+        tables, big_at = self._tlb_layout[2], self._tlb_layout[3]
+        big = guest_pd[big_at]
         user = kernel = glob = 0
         if len(tables):
             pages = self._pages
@@ -1249,9 +1268,8 @@ class Machine:
             at = np.flatnonzero((flat & 0x21) == 0x21)
             if len(at):
                 walked = flat[at]
-                # U (bit 2) and G (bit 8) as a 2-bit class: 0 kernel, 1 and 3 user, 2 global
-                cls = ((walked >> 2) & 1) | ((walked >> 7) & 2)
-                n = np.bincount(cls, minlength=4)
+                # U (bit 2) and G (bit 8): 0 kernel, 1 and 3 user, 2 global
+                n = np.bincount(_TLB_CLASS[(walked >> 2) & 0x41], minlength=4)
                 user, kernel, glob = int(n[1] + n[3]), int(n[0]), int(n[2])
                 # clear the walked entries' Accessed bits alone (a table named twice is
                 # counted and cleared twice, alike)
