@@ -1234,20 +1234,30 @@ class Machine:
         return True
 
     def _tlb_sample(self) -> None:
-        """Count the translations the CPU walked since the last sample and start anew.
+        """A ``tlb`` row: the translations the CPU walked since the last sample
+        (:meth:`_tlb_walked`)."""
+        got = self._tlb_walked() if self._paging else None
+        if got is not None:
+            user, kernel, glob = got
+            self.tlb_rows.append(
+                (max(self._events_so_far() - 1, 0), self._now(), user, kernel, glob)
+            )
+
+    def _tlb_walked(self) -> tuple[int, int, int] | None:
+        """Count the translations the CPU walked since the last sample and start anew:
+        (user, kernel, global) pages; None when the loaded directory is outside RAM.
 
         The CPU sets a PTE's Accessed bit when it walks to it to fill the TLB (and
         never clears it), so after a full flush every page touched again sets it
         again: the bits set between two flushes are that interval's TLB refills,
         counted once per page.  A 4 MiB page is one entry.  The bits are cleared, as
         an OS's page-aging scan would; the MMU digest and the hooks' arguments do not
-        include them.
+        include them -- but a guest may read them (a page-aging scan of its own), so
+        clearing them is part of what the guest runs on.
         """
-        if not self._paging:
-            return
         pd = self.cr3 >> 12
         if pd >= len(self._pages):
-            return
+            return None
         # the hypervisor's region (the ROM and the recorder's ring) is the instrument's,
         # not the guest's working set: its pages are not counted
         guest_pd = self._pages[pd, : R.HV_BASE >> 22]
@@ -1282,7 +1292,7 @@ class Machine:
             glob += g
             kernel += len(walked) - int(np.count_nonzero(walked & 4)) - g
             guest_pd[(guest_pd & 0xA1) == 0xA1] &= np.uint32(~0x20 & 0xFFFFFFFF)
-        self.tlb_rows.append((max(self._events_so_far() - 1, 0), self._now(), user, kernel, glob))
+        return user, kernel, glob
 
     def _mmu_digest(self) -> int:
         if not self._reg(X.UC_X86_REG_CR0) & 0x80000000:
