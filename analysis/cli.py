@@ -81,8 +81,8 @@ def query(
     """run sql over a trace, trace set or replay results directory (read-only duckdb).
 
     views: events, inputs, state, symbols, tlb, hooks, traces, and from replay results
-    replay, summary, violations, interrupts, groups, costs ('pvscope schema' lists every
-    column).  every view has a trace column; every replay view a backend column.  a
+    replay, summary, violations, interrupts, groups, reasons, costs ('pvscope schema'
+    lists every column).  every view has a trace column; every replay view a backend column.  a
     results directory kept away from its trace serves the trace views too when its trace
     is found (--trace).
     """

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvscope import schema
 from pvscope.errors import UsageError
 
 QUERY_DIR = Path(__file__).resolve().parent / "queries"
 #: Views that only replay results supply.
-REPLAY_ONLY = frozenset({"replay", "summary", "costs", "violations", "groups", "interrupts"})
+REPLAY_ONLY = frozenset(schema.RESULT_TABLES)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ Views:
   Hive-partitioned ``backend=LABEL``; ``trace`` and ``backend`` lead every view):
   ``replay`` (per event: cycles, native_cycles, mechanism, exits, hypercalls, traps,
   batch flushes), ``summary`` (one row per run), ``violations``, ``interrupts`` (per
-  recorded interrupt as each backend delivers it), ``groups`` (per hook group) and
-  ``costs`` (the cost table each run used, every number with its source); results
-  replayed under several cost tables add a ``costs`` column (the ``costs=TABLE``
-  directory).
+  recorded interrupt as each backend delivers it), ``groups`` (per hook group),
+  ``reasons`` (per exit reason) and ``costs`` (the cost table each run used, every
+  number with its source); results replayed under several cost tables add a ``costs``
+  column (the ``costs=TABLE`` directory).
 
 Once the views exist the session is locked: DuckDB's external access is off except for
 exactly the Parquet files the views read, the configuration is locked, and statements

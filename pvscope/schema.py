@@ -308,6 +308,19 @@ GROUPS = Table(
     ),
 )
 
+REASONS = Table(
+    "reasons",
+    "reasons.parquet",
+    "per run and exit reason (mechanism and event, perf kvm stat style): totals",
+    (
+        Column("mechanism", pa.string(), "the mechanism the backend used for the events"),
+        Column("name", pa.string(), "what the events were: the hook, else the event kind"),
+        Column("events", U64, "events with this reason"),
+        *_counts("{} they caused", "exits", "hypercalls", "traps"),
+        Column("cycles", U64, "the backend's cycles on them"),
+    ),
+)
+
 SUMMARY = Table(
     "summary",
     "summary.parquet",
@@ -391,7 +404,7 @@ COSTS = Table(
 
 #: The replay results tables, by the view that serves each.
 RESULT_TABLES: dict[str, Table] = {
-    t.name: t for t in (REPLAY, VIOLATIONS, INTERRUPTS, GROUPS, SUMMARY, COSTS)
+    t.name: t for t in (REPLAY, VIOLATIONS, INTERRUPTS, GROUPS, REASONS, SUMMARY, COSTS)
 }
 
 # -- the views pvscope query serves ---------------------------------------------------

@@ -36,9 +36,14 @@ NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
 
 
 def name_codes(trace: Trace) -> np.ndarray:
-    """Per event: an index into :data:`NAMES` (its hook, else its kind)."""
-    kind = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int64) + len(HOOKS)
-    return np.where(trace.hook >= 0, trace.hook.astype(np.int64), kind)
+    """Per event: an index into :data:`NAMES` (its hook, else its kind); int16, kept in
+    the trace's cache (every run's results need it)."""
+    got = trace.cache.get("exit reason names")
+    if got is None:
+        kind = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int16) + len(HOOKS)
+        got = np.where(trace.hook >= 0, trace.hook.astype(np.int16), kind)
+        trace.cache["exit reason names"] = got
+    return got
 
 
 def reasons(

@@ -8,6 +8,9 @@
 * ``interrupts.parquet`` -- per recorded interrupt: when raised, when the backend
   delivers it, latency in events and virtual time, status;
 * ``groups.parquet``     -- per hook group: events, cycles, native cycles, counters;
+* ``reasons.parquet``    -- per exit reason (mechanism and event, ``replayer.exitstat``):
+  events, exits, hypercalls, traps, cycles -- what the saved query ``exit_reasons``
+  reads, rather than joining every run's per-event rows to the trace's;
 * ``summary.parquet``    -- one row (the ``summary`` view); ``estimate_share`` and
   ``whole_run_estimate_share`` (the shares of the interface and whole-run cycles priced
   by estimates, ``replayer.engine.provenance``) are null for ablations;
@@ -43,11 +46,12 @@ import pyarrow.parquet as pq
 from pvscope import __version__
 from pvscope.errors import TraceError
 from pvscope.schema import check_file, sha256_of
+from replayer import exitstat
 from replayer.backends import MECHANISMS
 from replayer.engine import CHECKS, FAMILIES, RunResult
 
 #: Results format version (in every file's schema metadata and the manifest).
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 META = {b"pvscope.replay": json.dumps({"results_version": RESULTS_VERSION}).encode()}
 _OPTS: dict[str, Any] = {
     "compression": "zstd",
@@ -134,6 +138,17 @@ def groups_table(r: RunResult) -> pa.Table:
     for k in ("events", "cycles", "native_cycles", "exits", "hypercalls", "traps"):
         cols[k] = pa.array([g[n][k] for n in names], pa.uint64())
     cols["batch_flushes"] = pa.array([g[n]["batch_flushes"] for n in names], pa.uint64())
+    return pa.table(cols)
+
+
+def reasons_table(r: RunResult) -> pa.Table:
+    """Totals per exit reason, most cycles first (:func:`replayer.exitstat.from_result`)."""
+    rows = exitstat.from_result(r)
+    cols: dict[str, Any] = {
+        k: pa.array([x[k] for x in rows], pa.string()) for k in ("mechanism", "name")
+    }
+    for k in ("events", *exitstat.COUNTERS, "cycles"):
+        cols[k] = pa.array([x[k] for x in rows], pa.uint64())
     return pa.table(cols)
 
 
@@ -236,6 +251,7 @@ def write(r: RunResult, root: Path) -> Path:
         _write(violations_table(r), tmp / "violations.parquet")
         _write(interrupts_table(r), tmp / "interrupts.parquet")
         _write(groups_table(r), tmp / "groups.parquet")
+        _write(reasons_table(r), tmp / "reasons.parquet")
         _write(summary_table(r), tmp / "summary.parquet")
         _write(costs_table(r), tmp / "costs.parquet")
         m = manifest(r)

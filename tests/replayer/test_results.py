@@ -17,6 +17,7 @@ FILES = {
     "violations.parquet",
     "interrupts.parquet",
     "groups.parquet",
+    "reasons.parquet",
     "summary.parquet",
     "costs.parquet",
     "manifest.json",
@@ -123,7 +124,7 @@ def test_readers_refuse_results_that_are_not_what_they_say(
     good = m.read_text()
     for text, match in (
         ("not json", "not readable JSON"),
-        (good.replace('"results_version": 1', '"results_version": 999'), "results version 999"),
+        (good.replace('"results_version": 2', '"results_version": 999'), "results version 999"),
         (good.replace('"backend": "vmi"', '"backend": "native"'), "names backend 'native'"),
     ):
         m.write_text(text)
