@@ -12,7 +12,8 @@ three processes one after the other:
   what is left is unicorn and what the guest needs to run at all (the instruction
   clock, interrupt delivery, the hypervisor's services, MMIO).  The recording's
   instructions per second over the bare run's is the recording's overhead;
-  the bare run's time inside ``emu_start`` shows how much of it unicorn itself takes;
+  the bare run's time inside ``emu_start`` (the emulation and the Python callbacks it
+  makes: traps, MMIO) shows how close the bare run is to unicorn alone;
 - the whole ``pvscope record -g NAME`` process (start-up, recording, writing), timed
   from outside, over ``record()`` alone.
 
