@@ -61,10 +61,10 @@ def reasons(
     code = mechanism.astype(np.int64) * m + names
     size = len(MECHANISMS) * m
     events = np.bincount(code, minlength=size)
-    sums = {
-        k: np.bincount(code, weights=v.astype(np.float64), minlength=size)
-        for k, v in {"cycles": cycles, **counters}.items()
-    }
+    sums = {"cycles": np.bincount(code, weights=cycles, minlength=size)}
+    for k, v in counters.items():
+        at = np.flatnonzero(v)  # most events cause none: sum over those that do
+        sums[k] = np.bincount(code[at], weights=v[at], minlength=size)
     total = int(cycles.sum())
     rows: list[dict[str, Any]] = []
     for c in np.flatnonzero(events):
