@@ -110,11 +110,10 @@ def _expectation_lines(summaries: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _reasons(tr: Trace, where: Path, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def _reasons(where: Path, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Each run's exit reasons (:mod:`replayer.exitstat`), by label, from its written results."""
     return {
-        s["backend"]: exitstat.from_run_dir(tr, where / f"backend={s['backend']}")
-        for s in summaries
+        s["backend"]: exitstat.from_run_dir(where / f"backend={s['backend']}") for s in summaries
     }
 
 
@@ -164,7 +163,7 @@ def _replay_tables(
     if as_json:
         shown = []
         for t, _ in tables:
-            by_run = _reasons(tr, api.table_dir(where, t), by_table[t.name])
+            by_run = _reasons(api.table_dir(where, t), by_table[t.name])
             shown += [s | {"exit_reasons": by_run[s["backend"]]} for s in by_table[t.name]]
         click.echo(json.dumps(shown, indent=1, sort_keys=True))
     else:
@@ -178,7 +177,7 @@ def _replay_tables(
             if footer:
                 click.echo("  " + footer)
             if reasons:
-                for label, rows in _reasons(tr, api.table_dir(where, t), by_table[t.name]).items():
+                for label, rows in _reasons(api.table_dir(where, t), by_table[t.name]).items():
                     click.echo("")
                     click.echo("\n".join("  " + x for x in exitstat.lines(label, rows, reasons)))
                 click.echo("")
@@ -273,7 +272,7 @@ def replay(
         summaries = api.replay_trace(tr, runs, table, out, progress=progress, table_path=table_path)
     where = out if out is not None else api.default_out(tr.path)
     if as_json:
-        by_run = _reasons(tr, where, summaries)
+        by_run = _reasons(where, summaries)
         shown = [s | {"exit_reasons": by_run[s["backend"]]} for s in summaries]
         click.echo(json.dumps(shown, indent=1, sort_keys=True))
     else:
@@ -293,7 +292,7 @@ def replay(
         if footer:
             click.echo(footer)
         if reasons:
-            for label, rows in _reasons(tr, where, summaries).items():
+            for label, rows in _reasons(where, summaries).items():
                 click.echo("")
                 click.echo("\n".join(exitstat.lines(label, rows, reasons)))
             click.echo("")

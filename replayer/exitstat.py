@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pvscope.hooks import HOOKS
-from replayer.backends import MECH_CODE, MECHANISMS
+from replayer.backends import MECHANISMS
 from replayer.engine.result import RunResult
 from replayer.trace import KINDS, Trace
 
@@ -66,24 +66,32 @@ def reasons(
         at = np.flatnonzero(v)  # most events cause none: sum over those that do
         sums[k] = np.bincount(code[at], weights=v[at], minlength=size)
     total = int(cycles.sum())
-    rows: list[dict[str, Any]] = []
-    for c in np.flatnonzero(events):
-        mech, name = MECHANISMS[c // m], NAMES[c % m]
-        cyc = int(sums["cycles"][c])
-        rows.append(
-            {
-                "reason": f"{mech} {name}",
-                "mechanism": mech,
-                "name": name,
-                "events": int(events[c]),
-                **{k: int(sums[k][c]) for k in COUNTERS},
-                "cycles": cyc,
-                "mean_cycles": cyc / int(events[c]),
-                "share": cyc / total if total else None,
-            }
+    rows = [
+        _row(
+            MECHANISMS[c // m],
+            NAMES[c % m],
+            int(events[c]),
+            {k: int(sums[k][c]) for k in ("cycles", *COUNTERS)},
+            total,
         )
+        for c in np.flatnonzero(events)
+    ]
     rows.sort(key=lambda r: (-r["cycles"], r["reason"]))
     return rows
+
+
+def _row(mech: str, name: str, events: int, sums: dict[str, int], total: int) -> dict[str, Any]:
+    """One reason's row: its totals, mean cycles and share of the run's ``total``."""
+    return {
+        "reason": f"{mech} {name}",
+        "mechanism": mech,
+        "name": name,
+        "events": events,
+        **{k: sums[k] for k in COUNTERS},
+        "cycles": sums["cycles"],
+        "mean_cycles": sums["cycles"] / events,
+        "share": sums["cycles"] / total if total else None,
+    }
 
 
 def from_result(r: RunResult) -> list[dict[str, Any]]:
@@ -91,17 +99,19 @@ def from_result(r: RunResult) -> list[dict[str, Any]]:
     return reasons(name_codes(r.trace), r.mechanism, r.cycles, {k: getattr(r, k) for k in COUNTERS})
 
 
-def from_run_dir(trace: Trace, run_dir: Path) -> list[dict[str, Any]]:
-    """The reasons of one written replay (``RESULTS/backend=LABEL``) of ``trace``."""
-    t = pq.read_table(Path(run_dir) / "events.parquet", columns=["mechanism", "cycles", *COUNTERS])
-    if t.num_rows != trace.n:
-        raise ValueError(f"{run_dir}: {t.num_rows} events, the trace has {trace.n}")
-    mech = t.column("mechanism").combine_chunks()
-    # the dictionary's own order, mapped onto MECHANISMS
-    lookup = np.array([MECH_CODE[str(s)] for s in mech.dictionary.to_pylist()], dtype=np.int64)
-    codes = lookup[mech.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-    col = {k: t.column(k).to_numpy() for k in ("cycles", *COUNTERS)}
-    return reasons(name_codes(trace), codes, col["cycles"], {k: col[k] for k in COUNTERS})
+def from_run_dir(run_dir: Path) -> list[dict[str, Any]]:
+    """The reasons of one written replay (``RESULTS/backend=LABEL``): its
+    ``reasons.parquet``, which the replay wrote from :func:`from_result`."""
+    t = pq.read_table(Path(run_dir) / "reasons.parquet").to_pylist()
+    total = sum(r["cycles"] for r in t)  # every event has one reason
+    rows = [
+        _row(
+            r["mechanism"], r["name"], r["events"], {k: r[k] for k in ("cycles", *COUNTERS)}, total
+        )
+        for r in t
+    ]
+    rows.sort(key=lambda r: (-r["cycles"], r["reason"]))
+    return rows
 
 
 def lines(label: str, rows: list[dict[str, Any]], top: int = TOP) -> list[str]:

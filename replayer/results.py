@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from pvscope import __version__
 from pvscope.errors import TraceError
-from pvscope.schema import check_file, sha256_of
+from pvscope.schema import REASONS, check_file, sha256_of
 from replayer import exitstat
 from replayer.backends import MECHANISMS
 from replayer.engine import CHECKS, FAMILIES, RunResult
@@ -144,12 +144,7 @@ def groups_table(r: RunResult) -> pa.Table:
 def reasons_table(r: RunResult) -> pa.Table:
     """Totals per exit reason, most cycles first (:func:`replayer.exitstat.from_result`)."""
     rows = exitstat.from_result(r)
-    cols: dict[str, Any] = {
-        k: pa.array([x[k] for x in rows], pa.string()) for k in ("mechanism", "name")
-    }
-    for k in ("events", *exitstat.COUNTERS, "cycles"):
-        cols[k] = pa.array([x[k] for x in rows], pa.uint64())
-    return pa.table(cols)
+    return pa.table({c.name: pa.array([x[c.name] for x in rows], c.type) for c in REASONS.columns})
 
 
 def summary_table(r: RunResult) -> pa.Table:

@@ -51,12 +51,11 @@ def test_the_saved_query_counts_what_the_parquet_holds(replayed_trace: Path) -> 
 
 
 def test_the_replayer_table_equals_the_saved_query(replayed_trace: Path) -> None:
-    tr = load(replayed_trace)
     got = _query(replayed_trace)
     labels = {b for b, _ in got}
     assert {"native", "vmi", "xen-pv"} <= labels
     for label in labels:
-        rows = exitstat.from_run_dir(tr, replayed_trace / "replay" / f"backend={label}")
+        rows = exitstat.from_run_dir(replayed_trace / "replay" / f"backend={label}")
         sql = sorted(
             (r for (b, _), r in got.items() if b == label),
             key=lambda r: (-r["cycles"], r["reason"]),
@@ -75,7 +74,7 @@ def test_a_run_result_and_its_written_results_give_the_same_reasons(
     (run,) = backends.resolve("xen-pv", None, None)
     r = engine.replay(tr, run, costs.load(costs.DEFAULT_PRESET))
     mine = exitstat.from_result(r)
-    assert mine == exitstat.from_run_dir(tr, replayed_trace / "replay" / "backend=xen-pv")
+    assert mine == exitstat.from_run_dir(replayed_trace / "replay" / "backend=xen-pv")
     assert sum(x["events"] for x in mine) == tr.n
     assert sum(x["cycles"] for x in mine) == int(r.cycles.sum())
     assert any(x["reason"].startswith("hypercall ") for x in mine)

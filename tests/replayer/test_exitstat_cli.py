@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from replayer import exitstat
 from replayer.cli import replay
-from replayer.trace import load
 
 
 def _run(args: list[str]) -> str:
@@ -27,7 +26,7 @@ def test_reasons_follow_the_summary_only_when_asked(synth_path: Path, tmp_path: 
     assert [lines[i].split(":")[0] for i in heads] == ["native", "xen-pv"]
     assert heads[0] > next(i for i, line in enumerate(lines) if line.startswith("xen-pv "))
     assert lines[-1].startswith("results in ")
-    rows = exitstat.from_run_dir(load(synth_path), tmp_path / "backend=xen-pv")
+    rows = exitstat.from_run_dir(tmp_path / "backend=xen-pv")
     shown = [r for r in rows if r["cycles"]][: exitstat.TOP]
     body = lines[heads[1] + 2 : heads[1] + 2 + len(shown)]
     assert [b.split()[:2] for b in body] == [r["reason"].split() for r in shown]
@@ -39,7 +38,7 @@ def test_json_carries_every_reason(synth_path: Path, tmp_path: Path) -> None:
     out = _run([str(synth_path), "-b", "xen-pv", "-o", str(tmp_path), "-q", "--json"])
     (s,) = json.loads(out)
     reasons = s["exit_reasons"]
-    assert reasons == exitstat.from_run_dir(load(synth_path), tmp_path / "backend=xen-pv")
+    assert reasons == exitstat.from_run_dir(tmp_path / "backend=xen-pv")
     assert sum(r["cycles"] for r in reasons) == s["cycles"]
     assert sum(r["hypercalls"] for r in reasons) == s["hypercalls"]
     assert sum(r["traps"] for r in reasons) == s["traps"]
