@@ -213,20 +213,29 @@ def test_every_backend_row_is_used(synth_trace: Trace, p4: CostTable) -> None:
     assert totals["hvm-shadow"]["cycles"] > totals["hvm-npt"]["cycles"]
 
 
+def _in_place_store(b: synth.TraceBuilder) -> tuple[synth.Proc, list[int], int, int, int]:
+    """Boot, run a process with three pages, and write-protect its first page's entry in
+    place, unreported yet: (the process, its page addresses, the table, the entry's index,
+    the new value)."""
+    synth.boot(b)
+    a = synth.spawn(b, pages=3)
+    synth.switch_to(b, a)
+    addrs = sorted(a.pages)
+    pt = a.tables[addrs[0] >> 22]
+    j0 = (addrs[0] >> 12) & 1023
+    new = a.pages[addrs[0]] & ~synth.RW
+    b.mem[pt][j0] = new
+    return a, addrs, pt, j0, new
+
+
 def test_a_checkpoint_between_an_in_place_store_and_its_report(
     tmp_path: Path, p4: CostTable
 ) -> None:
     def build(b: synth.TraceBuilder) -> None:
-        synth.boot(b)
-        a = synth.spawn(b, pages=3)
-        synth.switch_to(b, a)
-        addrs = sorted(a.pages)
-        pt = a.tables[addrs[0] >> 22]
-        j0, j1 = (addrs[0] >> 12) & 1023, (addrs[1] >> 12) & 1023
-        new = a.pages[addrs[0]] & ~synth.RW
-        b.mem[pt][j0] = new  # the guest's in-place store...
+        a, addrs, pt, j0, new = _in_place_store(b)  # the guest's in-place store...
         b.checkpoint()  # ...the recorder checkpoints here...
         b.hook("pte_update", a.mm, addrs[0], b.ptr(pt, j0), result=new)  # ...then it reports
+        j1 = (addrs[1] >> 12) & 1023
         b.in_place("pte_update", a.mm, addrs[1], pt, j1, 0)  # a later change, not yet made
 
     tr = _trace(tmp_path, build)
@@ -240,14 +249,7 @@ def test_a_checkpoint_at_a_handler_entry_between_an_in_place_store_and_its_repor
     # of a handler that runs longer than the interrupted code's next few events and
     # makes MMU calls of its own, then the report when the interrupted code goes on
     def build(b: synth.TraceBuilder) -> None:
-        synth.boot(b)
-        a = synth.spawn(b, pages=3)
-        synth.switch_to(b, a)
-        addrs = sorted(a.pages)
-        pt = a.tables[addrs[0] >> 22]
-        j0 = (addrs[0] >> 12) & 1023
-        new = a.pages[addrs[0]] & ~synth.RW
-        b.mem[pt][j0] = new  # the guest's in-place store...
+        a, addrs, pt, j0, new = _in_place_store(b)  # the guest's in-place store...
         b.exception(14, 0, addrs[2])  # ...a fault (in kernel code) enters its handler...
         b.checkpoint()  # ...the recorder checkpoints at the entry...
         b.hook("read_cr2")  # ...the handler's own MMU call, and a long body...
