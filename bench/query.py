@@ -206,11 +206,9 @@ def whole_processes(root: Path, as_json: bool) -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="pvscope-bench-") as tmp:
         for src in [*traces, root]:
-            replayed = all((t / "replay").is_dir() for t in (traces if src == root else [src]))
-            events = sum(
-                pq.ParquetFile(t / "events.parquet").metadata.num_rows
-                for t in (traces if src == root else [src])
-            )
+            members = traces if src == root else [src]
+            replayed = all((t / "replay").is_dir() for t in members)
+            events = sum(pq.ParquetFile(t / "events.parquet").metadata.num_rows for t in members)
             jobs = [
                 (q.name, ["query", str(src), "--saved", q.name, "-q", "-o", f"{tmp}/q.parquet"])
                 for q in queries.saved()
