@@ -94,6 +94,28 @@ class CheckResult:
         return tuple((f.kind, f.pages, f.vpn, f.expected, f.actual) for f in self.findings)
 
 
+@dataclass
+class _Directory:
+    """What the incremental check keeps of one directory between its checks."""
+
+    seen: int = 0
+    """The clock at its last check."""
+    refs: dict[int, list[int]] | None = None
+    refs_ver: int = -1
+    """Table frame -> indices naming it on either side, as of the directory's version."""
+    verdicts: dict[int, tuple[tuple, tuple[tuple[str, int, int, int, int], ...]]] = field(
+        default_factory=dict
+    )
+    """directory index -> (key, verdict)."""
+    deps: dict[int, set[int]] = field(default_factory=dict)
+    """frame -> directory indices whose verdict may depend on it (a superset)."""
+    groups: set[int] | None = None
+    """The indices the last check compared."""
+    found: dict[int, tuple[tuple[str, int, int, int, int], ...]] = field(default_factory=dict)
+    """index -> its findings, at the last check (only indices with some)."""
+    result: CheckResult = field(default_factory=lambda: CheckResult())
+
+
 class ViewPair:
     """Guest intent and one backend's copy of the tables, with the entries where they differ."""
 
@@ -108,42 +130,34 @@ class ViewPair:
         self.diff: dict[int, set[int]] = {}
         """frame -> indices where guest and view differ."""
         self.ver: dict[int, int] = {}
-        """frame -> change count (either side, or its unflushed entries)."""
+        """frame -> the clock at its last change (either side, or its unflushed entries)."""
+        self.clock = 0
+        """Ticks at every change (a run of stores takes one tick): a frame changed after a
+        check iff its ``ver`` is above the clock the check saw."""
         self.pver: dict[int, int] = {}
         """frame -> change count of its contents (either side)."""
         self.registered: set[int] | None = None
         """Frames the backend keeps a copy of (None: every frame).  A backend fed by
         notifications shadows or validates only the frames it was told are page tables;
         an update to any other frame has nowhere to go and is lost."""
-        self._refs: tuple[int, int, dict[int, list[int]]] | None = None
-        self._verdicts: dict[int, tuple[tuple, tuple, tuple[int, ...]]] = {}
-        """directory index -> (key, verdict, frames the key's versions are of)."""
-        self.changed: set[int] = set()
-        """Frames whose version changed since the last incremental comparison."""
+        self._dirs: dict[int, _Directory] = {}
+        """directory frame -> what the incremental check keeps of it."""
         self._diff_exact = True
         """No store has bypassed ``diff`` yet (:meth:`guest_write_queued`): every entry
         outside it is equal on both sides."""
-        self._deps: dict[int, set[int]] = {}
-        """frame -> directory indices whose cached verdict may depend on it (a superset)."""
-        self._last_groups: set[int] = set()
-        self._last_results: dict[int, tuple[tuple[str, int, int, int, int], ...]] = {}
-        """The directory indices the last incremental comparison took, and its findings."""
-        self._valid: tuple[int, set[int]] = (-1, set())
-        """(directory, indices whose cached verdict was current at the last incremental
-        comparison of that directory)."""
 
     # ----------------------------------------------------------- keeping diff
 
     def bump(self, pfn: int) -> None:
         """Frame ``pfn`` changed on some side."""
-        self.ver[pfn] = self.ver.get(pfn, 0) + 1
-        self.changed.add(pfn)
+        self.clock += 1
+        self.ver[pfn] = self.clock
 
     def _touch(self, pfn: int, idx: int) -> None:
         # any content change may change a verdict (through the native-TLB leeway of an old
         # directory entry naming this table); references change only with a loaded directory
-        self.ver[pfn] = self.ver.get(pfn, 0) + 1
-        self.changed.add(pfn)
+        self.clock += 1
+        self.ver[pfn] = self.clock
         if pfn == self.guest.pd or (self.view_cr3 is not None and pfn == self.view_cr3 >> 12):
             self.pver[pfn] = self.pver.get(pfn, 0) + 1
         e = (pfn << 10) | idx
@@ -181,12 +195,13 @@ class ViewPair:
 
     def _bump_many(self, entries: Entries) -> None:
         # one version bump per frame stands for several: versions are only compared
-        ver, pver, changed = self.ver, self.pver, self.changed
+        ver, pver = self.ver, self.pver
+        self.clock += 1
+        now = self.clock
         gpd = self.guest.pd
         vpd = None if self.view_cr3 is None else self.view_cr3 >> 12
         for pfn in _frames(entries):
-            ver[pfn] = ver.get(pfn, 0) + 1
-            changed.add(pfn)
+            ver[pfn] = now
             if pfn in (gpd, vpd):
                 pver[pfn] = pver.get(pfn, 0) + 1
 
@@ -244,10 +259,11 @@ class ViewPair:
             return
         self._diff_exact = False
         self.guest.write_many(entries, values)
-        ver, changed = self.ver, self.changed
+        ver = self.ver
+        self.clock += 1
+        now = self.clock
         for pfn in _frames(entries):
-            ver[pfn] = ver.get(pfn, 0) + 1
-            changed.add(pfn)
+            ver[pfn] = now
 
     def write_both_many(self, entries: Entries, values: Entries) -> None:
         """:meth:`write_both` of each (flat entry, value) in turn."""
@@ -411,8 +427,8 @@ class ViewPair:
         if pfn >= v.nframes:
             v.grow(pfn)
         v.mem[(pfn << 10) | idx] = value
-        self.ver[pfn] = self.ver.get(pfn, 0) + 1
-        self.changed.add(pfn)
+        self.clock += 1
+        self.ver[pfn] = self.clock
         if pfn == self.guest.pd or (self.view_cr3 is not None and pfn == self.view_cr3 >> 12):
             self.pver[pfn] = self.pver.get(pfn, 0) + 1
         s = self.diff.get(pfn)
@@ -424,7 +440,6 @@ class ViewPair:
     def set_cr3(self, cr3: int | None) -> None:
         """The backend switches to a directory."""
         self.view_cr3 = cr3
-        self._refs = None
 
     def guest_write_queued(self, pfn: int, idx: int, value: int) -> None:
         """The guest stores an entry whose update the backend has queued, to be applied with
@@ -433,15 +448,17 @@ class ViewPair:
         takes the guest's value."""
         self._diff_exact = False
         self.guest.write(pfn, idx, value)
-        self.ver[pfn] = self.ver.get(pfn, 0) + 1
-        self.changed.add(pfn)
+        self.clock += 1
+        self.ver[pfn] = self.clock
 
     def adopt(self, entries: list[int]) -> None:
         """At a flush: the backend takes the guest's values of these entries (flat indices)."""
         g, v, reg, diff = self.guest.frames.mem, self.view, self.registered, self.diff
         gpd = self.guest.pd
         vpd = None if self.view_cr3 is None else self.view_cr3 >> 12
-        ver, pver, changed = self.ver, self.pver, self.changed
+        ver, pver = self.ver, self.pver
+        self.clock += 1
+        now = self.clock
         for e in entries:
             pfn = e >> 10
             if reg is not None and pfn not in reg:
@@ -450,8 +467,7 @@ class ViewPair:
             if pfn >= v.nframes:
                 v.grow(pfn)
             v.mem[e] = g[e]
-            ver[pfn] = ver.get(pfn, 0) + 1
-            changed.add(pfn)
+            ver[pfn] = now
             if pfn in (gpd, vpd):
                 pver[pfn] = pver.get(pfn, 0) + 1
             s = diff.get(pfn)
@@ -516,11 +532,11 @@ class ViewPair:
 
     # ------------------------------------------------------------ the check
 
-    def _references(self, pd: int) -> dict[int, list[int]]:
+    def _references(self, pd: int, d: _Directory) -> dict[int, list[int]]:
         """Table frame -> directory indices naming it, in either side's copy of ``pd``."""
-        v = self.pver.get(pd, 0)
-        if self._refs is not None and self._refs[0] == pd and self._refs[1] == v:
-            return self._refs[2]
+        v = self.ver.get(pd, 0)
+        if d.refs is not None and d.refs_ver == v:
+            return d.refs
         refs: dict[int, list[int]] = {}
         for pdes in (self.guest.frames.page(pd), self.view.page(pd)):
             sel = np.nonzero((pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool))[0]
@@ -528,8 +544,24 @@ class ViewPair:
                 lst = refs.setdefault(t, [])
                 if i not in lst:
                     lst.append(i)
-        self._refs = (pd, v, refs)
+        d.refs, d.refs_ver = refs, v
         return refs
+
+    def _groups(self, pd: int, refs: dict[int, list[int]]) -> set[int]:
+        """The directory entries a page could be wrong under: those that differ, and
+        those naming a table with entries that differ."""
+        diff = self.diff
+        groups = set(diff.get(pd, ()))
+        if len(refs) < len(diff):
+            for t, idxs in refs.items():
+                if t in diff:
+                    groups.update(idxs)
+        else:
+            for t in diff:
+                found = refs.get(t)
+                if found:
+                    groups.update(found)
+        return groups
 
     def check(self) -> CheckResult:
         """Compare the loaded space over what differs (incremental, cached verdicts)."""
@@ -540,139 +572,86 @@ class ViewPair:
             return self.check_full()
         if not self.diff:
             return CheckResult()
-        groups = set(self.diff.get(pd, ()))
-        diff = self.diff
-        refs = self._references(pd)
-        if len(refs) < len(diff):
-            for t, idxs in refs.items():
-                if t in diff:
-                    groups.update(idxs)
+        d = self._dirs.get(pd)
+        if d is None:
+            d = self._dirs[pd] = _Directory()
+        ver = self.ver
+        since, d.seen = d.seen, self.clock
+        refs = self._references(pd, d)
+        if d.groups is None or ver.get(pd, 0) > since:
+            # the directory changed (or was never compared): every entry, by its key
+            groups = self._groups(pd, refs)
+            todo: set[int] = groups
+            d.found = {}
         else:
-            for t in diff:
-                found = refs.get(t)
-                if found:
-                    groups.update(found)
-        if not groups:
-            return CheckResult()
-        vpd, valid = self._valid
-        if vpd == pd and groups == self._last_groups and pd not in self.changed:
-            return self._remerge(pd, groups)
-        return self._merge(pd, sorted(groups), cached=True)
-
-    def _remerge(self, pd: int, groups: set[int]) -> CheckResult:
-        """:meth:`_merge` over the same directory entries as the last comparison, with the
-        directory unchanged: only entries naming a changed table can get another verdict."""
-        changed, deps = self.changed, self._deps
-        dirty: set[int] = set()
-        for f in changed:
-            found = deps.get(f)
-            if found:
-                dirty |= found
-        dirty &= groups
-        self.changed = set()
-        results = self._last_results
-        if dirty:
-            self.changed = changed  # _merge clears it and re-validates what it takes
-            valid = self._valid[1]
-            self._merge(pd, sorted(dirty), cached=True, into=results)
-            self._valid = (pd, valid)  # the other entries stay current
-            self._last_groups = groups
-        return _combine(list(results.values()))
+            # the directory's entries did not change: only those naming (now or at their
+            # last verdict) a table that changed since can get another verdict
+            vget = ver.get
+            moved = [t for t in refs if vget(t, 0) > since]
+            stale = [f for f in d.deps if vget(f, 0) > since]
+            if not moved and not stale:
+                return d.result
+            groups = self._groups(pd, refs) if moved else d.groups
+            todo = set()
+            for f in stale:
+                todo |= d.deps[f]
+            todo &= groups
+            todo |= groups - d.groups
+            for i in d.groups - groups:
+                d.found.pop(i, None)
+        self._merge(pd, todo, d)
+        d.groups = groups
+        d.result = _combine(list(d.found.values()))
+        return d.result
 
     def check_full(self) -> CheckResult:
         """Compare every page of the loaded space from scratch (what :meth:`check` equals)."""
         pd = self.guest.pd
         if pd is None:
             return CheckResult()
-        vpd = pd if self.view_cr3 is None else self.view_cr3 >> 12
-        if vpd != pd:
-            return self._merge_two(pd, vpd)
-        return self._merge(pd, list(range(1024)), cached=False)
+        return self._merge_two(pd, pd if self.view_cr3 is None else self.view_cr3 >> 12)
 
-    def _merge(
-        self,
-        pd: int,
-        groups: list[int],
-        cached: bool,
-        into: dict[int, tuple[tuple[str, int, int, int, int], ...]] | None = None,
-    ) -> CheckResult:
+    def _merge(self, pd: int, todo: set[int], d: _Directory) -> None:
+        """Verdicts of directory entries ``todo`` of ``pd`` into ``d.found``.
+
+        A verdict is a function of its key: both entries, the unflushed values of the
+        guest's, and the versions of the tables they name; a key seen before reuses its
+        verdict.
+        """
         gf, vf, guest, ver = self.guest.frames, self.view, self.guest, self.ver
-        results = []
-        # per entry, the verdicts found wrong (kept for :meth:`_remerge`)
-        found: dict[int, tuple[tuple[str, int, int, int, int], ...]] = {} if into is None else into
-        verdicts = self._verdicts
-        dep_index = self._deps
-        # A verdict is a function of its key: both entries, the unflushed values of the
-        # guest's, and the versions of the tables they name.  Every change to those bumps
-        # the version of the directory or of one of those tables (and notes it in
-        # ``changed``), so a verdict current at the last comparison of this directory whose
-        # frames did not change since is still current, key unseen.
-        changed = self.changed
+        found, verdicts, dep_index = d.found, d.verdicts, d.deps
         # the directory's entries on both sides (Frames.get inlined; nothing here grows a
         # store) and its unflushed ones (GuestMMU.old_values)
         gmem, vmem, base = gf.mem, vf.mem, pd << 10
         g_in, v_in = pd < gf.nframes, pd < vf.nframes
         unflushed = guest.unflushed.get(pd)
-        if cached:
-            vpd, valid = self._valid
-            if vpd != pd or pd in changed:
-                valid = set()
-            now: set[int] = set()
-            self._valid = (pd, now)
-            self.changed = set()
-        for i in groups:
-            if cached and i in valid:
-                hit = verdicts[i]
-                for f in hit[2]:
-                    if f in changed:
-                        break
-                else:
-                    now.add(i)
-                    if hit[1]:
-                        results.append(hit[1])
-                        found[i] = hit[1]
-                    else:
-                        found.pop(i, None)
-                    continue
+        for i in todo:
             gpde = gmem[base | i] if g_in else 0
             vpde = vmem[base | i] if v_in else 0
             if not (gpde | vpde) & PRESENT:
                 found.pop(i, None)
                 continue
             olds = unflushed.get(i, ()) if unflushed is not None else ()
-            if cached:
-                key = (
-                    gpde,
-                    vpde,
-                    olds,
-                    ver.get(gpde >> 12, 0),
-                    ver.get(vpde >> 12, 0),
-                    tuple([ver.get(o >> 12, 0) for o in olds]) if olds else (),
-                )
-                now.add(i)
-                seen = verdicts.get(i)
-                if seen is not None and seen[0] == key:
-                    if seen[1]:
-                        results.append(seen[1])
-                        found[i] = seen[1]
-                    else:
-                        found.pop(i, None)
-                    continue
-            r = self._compare(i, gpde, vpde, olds)
-            if cached:
-                deps = (gpde >> 12, vpde >> 12, *(o >> 12 for o in olds))
-                verdicts[i] = (key, r, deps)
-                for f in deps:
+            key = (
+                gpde,
+                vpde,
+                olds,
+                ver.get(gpde >> 12, 0),
+                ver.get(vpde >> 12, 0),
+                tuple([ver.get(o >> 12, 0) for o in olds]) if olds else (),
+            )
+            seen = verdicts.get(i)
+            if seen is not None and seen[0] == key:
+                r = seen[1]
+            else:
+                r = self._compare(i, gpde, vpde, olds)
+                verdicts[i] = (key, r)
+                for f in (gpde >> 12, vpde >> 12, *(o >> 12 for o in olds)):
                     dep_index.setdefault(f, set()).add(i)
             if r:
-                results.append(r)
                 found[i] = r
             else:
                 found.pop(i, None)
-        if cached and into is None:
-            self._last_groups = set(groups)
-            self._last_results = found
-        return _combine(results)
 
     def _merge_two(self, pd: int, vpd: int) -> CheckResult:
         gf, vf = self.guest.frames, self.view
