@@ -208,28 +208,50 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     at_cr3: dict[int, tuple[int, ...]] = {}
     at_invlpg: dict[int, int] = {}
     pd = -1
+    # per directory row: a count of its changes, and its tables as of a count (a directory
+    # is often loaded again unchanged: its tables are not counted again)
+    rver = [0] * len(dirs)
+    named: dict[int, tuple[int, dict[int, int], tuple[int, ...]]] = {}
+    # the (row, count) ``counts`` equals (None: changed since), and the tables that leave
+    # and join the set on a switch from one such to another
+    cur: tuple[int, int] | None = None
+    moves: dict[tuple[tuple[int, int], tuple[int, int]], tuple[list[int], list[int]]] = {}
 
-    def recount(k: int) -> None:
+    def recount(k: int) -> tuple[int, ...]:
+        nonlocal cur
         r = row.get(pd)
         new: dict[int, int] = {}
+        order: tuple[int, ...] = ()
+        key = None
         if r is not None:
-            pdes = mem[r]
-            sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
-            for t in (pdes[sel] >> 12).tolist():
-                new[t] = new.get(t, 0) + 1
-        for t in counts.keys() - new.keys():
+            key = (r, rver[r])
+            seen = named.get(r)
+            if seen is None or seen[0] != rver[r]:
+                pdes = mem[r]
+                sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+                for t in (pdes[sel] >> 12).tolist():
+                    new[t] = new.get(t, 0) + 1
+                seen = named[r] = (rver[r], new, tuple(sorted(new)))
+            new, order = seen[1], seen[2]
+        move = moves.get((cur, key)) if cur is not None and key is not None else None
+        if move is None:
+            move = (list(counts.keys() - new.keys()), list(new.keys() - counts.keys()))
+            if cur is not None and key is not None:
+                moves[cur, key] = move
+        for t in move[0]:
             spells.append((t, since.pop(t), k))
-        for t in new.keys() - counts.keys():
+        for t in move[1]:
             since[t] = k
         counts.clear()
         counts.update(new)
+        cur = key
+        return order
 
     for i, k in enumerate(chg.tolist()):
         hk = h_l[i]
         if hk == WCR3:
             pd = a0[i] >> 12
-            recount(k)
-            at_cr3[k] = tuple(sorted(counts))
+            at_cr3[k] = recount(k)
         elif hk == INVLPG:
             r = row.get(pd)
             at_invlpg[k] = _names(int(mem[r, a0[i] >> 22])) if r is not None else -1
@@ -239,15 +261,18 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
             r = row[pfn]
             old = int(mem[r, idx])
             mem[r, idx] = v
+            rver[r] += 1
             if pfn != pd:
                 continue
             t_old, t_new = _names(old), _names(v)
             if t_old != t_new:
                 _rename(counts, since, spells, k, t_old, t_new)
+                cur = None
         else:
             pfn = a0[i]
             r = row[pfn]
             mem[r] = 0
+            rver[r] += 1
             if hk == CLONE:
                 lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
                 mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
