@@ -202,50 +202,15 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     chg = _space_events(trace, dirs)
     a0, a1, a2, a3 = (x[chg].tolist() for x in (trace.arg0, trace.arg1, trace.arg2, trace.arg3))
     e_l, v_l, h_l = ent[chg].tolist(), val[chg].tolist(), h[chg].tolist()
-    counts: dict[int, int] = {}
-    since: dict[int, int] = {}  # table -> the event after which it joined the set
-    spells: list[tuple[int, int, int]] = []  # (table, joined after, left after)
+    space = _Space()
     at_cr3: dict[int, tuple[int, ...]] = {}
     at_invlpg: dict[int, int] = {}
     pd = -1
-    # per directory row: a count of its changes, and its tables as of a count (a directory
-    # is often loaded again unchanged: its tables are not counted again)
-    rver = [0] * len(dirs)
-    named: dict[int, tuple[int, dict[int, int], tuple[int, ...]]] = {}
-    # the (row, count) ``counts`` equals (None: changed since), and the tables that leave
-    # and join the set on a switch from one such to another
-    cur: tuple[int, int] | None = None
-    moves: dict[tuple[tuple[int, int], tuple[int, int]], tuple[list[int], list[int]]] = {}
+    rver = [0] * len(dirs)  # per directory row: a count of its changes
 
     def recount(k: int) -> tuple[int, ...]:
-        nonlocal cur
         r = row.get(pd)
-        new: dict[int, int] = {}
-        order: tuple[int, ...] = ()
-        key = None
-        if r is not None:
-            key = (r, rver[r])
-            seen = named.get(r)
-            if seen is None or seen[0] != rver[r]:
-                pdes = mem[r]
-                sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
-                for t in (pdes[sel] >> 12).tolist():
-                    new[t] = new.get(t, 0) + 1
-                seen = named[r] = (rver[r], new, tuple(sorted(new)))
-            new, order = seen[1], seen[2]
-        move = moves.get((cur, key)) if cur is not None and key is not None else None
-        if move is None:
-            move = (list(counts.keys() - new.keys()), list(new.keys() - counts.keys()))
-            if cur is not None and key is not None:
-                moves[cur, key] = move
-        for t in move[0]:
-            spells.append((t, since.pop(t), k))
-        for t in move[1]:
-            since[t] = k
-        counts.clear()
-        counts.update(new)
-        cur = key
-        return order
+        return space.recount(k, None if r is None else (r, rver[r]), mem)
 
     for i, k in enumerate(chg.tolist()):
         hk = h_l[i]
@@ -264,10 +229,7 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
             rver[r] += 1
             if pfn != pd:
                 continue
-            t_old, t_new = _names(old), _names(v)
-            if t_old != t_new:
-                _rename(counts, since, spells, k, t_old, t_new)
-                cur = None
+            space.rename(k, old, v)
         else:
             pfn = a0[i]
             r = row[pfn]
@@ -278,36 +240,80 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
                 mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
             if pfn == pd:
                 recount(k)
-    spells.extend((t, j, trace.n) for t, j in since.items())
+    spells = space.spells
+    spells.extend((t, j, trace.n) for t, j in space.since.items())
     sp = np.array(sorted(spells), dtype=np.int64).reshape(-1, 3)
     return LoadedSpaces(sp, at_cr3, at_invlpg)
+
+
+class _Space:
+    """The tables the loaded directory names, as counts, and the spells they are named."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.since: dict[int, int] = {}  # table -> the event after which it joined the set
+        self.spells: list[tuple[int, int, int]] = []  # (table, joined after, left after)
+        # per directory row: its tables as of a change count (a directory is often loaded
+        # again unchanged: its tables are not counted again)
+        self.named: dict[int, tuple[int, dict[int, int], tuple[int, ...]]] = {}
+        # the (row, count) ``counts`` equals (None: changed since), and the tables that
+        # leave and join the set on a switch from one such to another
+        self.cur: tuple[int, int] | None = None
+        self.moves: dict[tuple[tuple[int, int], tuple[int, int]], tuple[list, list]] = {}
+
+    def recount(self, k: int, key: tuple[int, int] | None, mem: np.ndarray) -> tuple[int, ...]:
+        """After event ``k`` the loaded directory is row ``key[0]`` of ``mem`` at change
+        count ``key[1]`` (None: no directory row); return its tables, sorted."""
+        new: dict[int, int] = {}
+        order: tuple[int, ...] = ()
+        if key is not None:
+            r, ver = key
+            seen = self.named.get(r)
+            if seen is None or seen[0] != ver:
+                pdes = mem[r]
+                sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+                for t in (pdes[sel] >> 12).tolist():
+                    new[t] = new.get(t, 0) + 1
+                seen = self.named[r] = (ver, new, tuple(sorted(new)))
+            new, order = seen[1], seen[2]
+        counts, cur = self.counts, self.cur
+        move = self.moves.get((cur, key)) if cur is not None and key is not None else None
+        if move is None:
+            move = (list(counts.keys() - new.keys()), list(new.keys() - counts.keys()))
+            if cur is not None and key is not None:
+                self.moves[cur, key] = move
+        for t in move[0]:
+            self.spells.append((t, self.since.pop(t), k))
+        for t in move[1]:
+            self.since[t] = k
+        counts.clear()
+        counts.update(new)
+        self.cur = key
+        return order
+
+    def rename(self, k: int, old: int, new: int) -> None:
+        """A loaded directory's entry changed from ``old`` to ``new`` at event ``k``: a
+        table named by no entry any more ends its spell, a newly named one starts one."""
+        t_old, t_new = _names(old), _names(new)
+        if t_old == t_new:
+            return
+        self.cur = None
+        counts, since = self.counts, self.since
+        if t_old >= 0:
+            counts[t_old] -= 1
+            if not counts[t_old]:
+                del counts[t_old]
+                self.spells.append((t_old, since.pop(t_old), k))
+        if t_new >= 0:
+            if t_new not in counts:
+                counts[t_new] = 0
+                since[t_new] = k
+            counts[t_new] += 1
 
 
 def _names(v: int) -> int:
     """The table a directory entry names (-1: none, or a large page)."""
     return v >> 12 if v & PRESENT and not v & PSE else -1
-
-
-def _rename(
-    counts: dict[int, int],
-    since: dict[int, int],
-    spells: list[tuple[int, int, int]],
-    k: int,
-    t_old: int,
-    t_new: int,
-) -> None:
-    """A loaded directory's entry changed from naming ``t_old`` to ``t_new`` at event ``k``:
-    a table named by no entry any more ends its spell, a newly named one starts one."""
-    if t_old >= 0:
-        counts[t_old] -= 1
-        if not counts[t_old]:
-            del counts[t_old]
-            spells.append((t_old, since.pop(t_old), k))
-    if t_new >= 0:
-        if t_new not in counts:
-            counts[t_new] = 0
-            since[t_new] = k
-        counts[t_new] += 1
 
 
 def fill_changes(trace: Trace) -> dict[int, np.ndarray]:
