@@ -147,6 +147,8 @@ class ViewPair:
         an update to any other frame has nowhere to go and is lost."""
         self._dirs: dict[int, _Directory] = {}
         """directory frame -> what the incremental check keeps of it."""
+        self._tables: dict[int, tuple[int, list[int]]] = {}
+        """directory frame -> (its version, the tables the guest's copy names)."""
         self._diff_exact = True
         """No store has bypassed ``diff`` yet (:meth:`guest_write_queued`): every entry
         outside it is equal on both sides."""
@@ -530,10 +532,18 @@ class ViewPair:
             self.resync_page(pfn)
 
     def guest_tables(self, pd: int) -> list[int]:
-        """Frames of the page tables the guest's directory ``pd`` names."""
+        """Frames of the page tables the guest's directory ``pd`` names (kept per
+        directory until it changes; a shared view's guest memory is written past the
+        versions)."""
+        v = -1 if self.shared else self.ver.get(pd, 0)
+        seen = self._tables.get(pd)
+        if seen is not None and seen[0] == v >= 0:
+            return seen[1]
         pdes = self.guest.frames.page(pd)
         sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
-        return sorted(set((pdes[sel] >> 12).tolist()))
+        out = sorted(set((pdes[sel] >> 12).tolist()))
+        self._tables[pd] = (v, out)
+        return out
 
     # ------------------------------------------------------------ the check
 
