@@ -555,6 +555,22 @@ def read_manifest(trace: Path) -> dict[str, Any]:
 
 def read_table(trace: Path, name: str) -> pa.Table:
     """Read one table of a trace, checking its version metadata and columns."""
+    pf = open_table(trace, name)
+    return read_columns(pf, Path(trace) / TABLES[name].file)
+
+
+def read_columns(pf: pq.ParquetFile, path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Columns of an opened table (all by default); a one-line :class:`TraceError` if its
+    data are corrupt."""
+    try:
+        return pf.read(columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise TraceError(f"{path}: corrupt Parquet data ({_first_line(e)})") from None
+
+
+def open_table(trace: Path, name: str) -> pq.ParquetFile:
+    """Open one table of a trace, checking its version metadata and columns (to read a
+    column at a time: :func:`read_columns`)."""
     table = TABLES[name]
     path = Path(trace) / table.file
     try:
@@ -574,10 +590,7 @@ def read_table(trace: Path, name: str) -> pa.Table:
     missing = [c for c in table.names if c not in pf.schema_arrow.names]
     if missing:
         raise TraceError(f"{path}: missing columns {', '.join(missing)}")
-    try:
-        return pf.read()
-    except (pa.ArrowException, OSError) as e:
-        raise TraceError(f"{path}: corrupt Parquet data ({_first_line(e)})") from None
+    return pf
 
 
 def _first_line(e: BaseException) -> str:

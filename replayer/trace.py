@@ -102,50 +102,65 @@ def _codes(col: pa.ChunkedArray, table: dict[str, int], what: str, path: Path) -
 
 
 def _u(table: pa.Table, name: str, dtype: str) -> np.ndarray:
-    col = table.column(name)
+    return _as(table.column(name), dtype)
+
+
+def _as(col: pa.ChunkedArray, dtype: str) -> np.ndarray:
     if col.null_count:
         col = col.fill_null(0)
     return np.ascontiguousarray(col.to_numpy().astype(dtype, copy=False))
 
 
 def load(path: Path) -> Trace:
-    """Read and decode a trace directory; raise :class:`TraceError` naming what is wrong."""
+    """Read and decode a trace directory; raise :class:`TraceError` naming what is wrong.
+
+    The events are read a column at a time: what is held at once is the decoded columns
+    and one column as Parquet gives it."""
     path = Path(path)
     manifest = schema.read_manifest(path)
-    events = schema.read_table(path, "events")
+    pf = schema.open_table(path, "events")
+    file = path / schema.EVENTS.file
     state = schema.read_table(path, "state")
-    n = events.num_rows
+    n = pf.metadata.num_rows
+
+    def column(name: str) -> pa.ChunkedArray:
+        pa.default_memory_pool().release_unused()  # the column before it is decoded
+        return schema.read_columns(pf, file, [name]).column(name)
+
     try:
-        seq = _u(events, "seq", "uint64")
+        seq = _as(column("seq"), "uint64")
         if n and not np.array_equal(seq, np.arange(n, dtype=np.uint64)):
-            raise TraceError(f"{path / 'events.parquet'}: seq is not 0, 1, 2, ... in order")
-        kind = _codes(events.column("kind"), {k: i for i, k in enumerate(KINDS)}, "kind", path)
-        hook = _codes(events.column("hook"), {h: i for h, i in HOOK_ID.items()}, "hook", path)
-        res = events.column("result")
+            raise TraceError(f"{file}: seq is not 0, 1, 2, ... in order")
+        del seq
+        kind = _codes(column("kind"), {k: i for i, k in enumerate(KINDS)}, "kind", path)
+        hook = _codes(column("hook"), {h: i for h, i in HOOK_ID.items()}, "hook", path)
+        res = column("result")
         has_result = (
             res.is_valid().to_numpy(zero_copy_only=False)
             if res.null_count
             else np.ones(n, dtype=bool)
         )
+        result = _as(res, "uint64")
+        del res
         trace = Trace(
             path=path,
             manifest=manifest,
             n=n,
-            vtime=_u(events, "vtime", "uint64"),
+            vtime=_as(column("vtime"), "uint64"),
             kind=kind.astype(np.int8),
             hook=np.where(kind == K_HOOK, hook, -1).astype(np.int16),
-            arg0=_u(events, "arg0", "uint32"),
-            arg1=_u(events, "arg1", "uint32"),
-            arg2=_u(events, "arg2", "uint32"),
-            arg3=_u(events, "arg3", "uint32"),
-            result=_u(events, "result", "uint64"),
+            arg0=_as(column("arg0"), "uint32"),
+            arg1=_as(column("arg1"), "uint32"),
+            arg2=_as(column("arg2"), "uint32"),
+            arg3=_as(column("arg3"), "uint32"),
+            result=result,
             has_result=np.asarray(has_result, dtype=bool),
-            cpl=_u(events, "cpl", "uint8"),
-            vif=_u(events, "vif", "bool"),
-            cr3=_u(events, "cr3", "uint32"),
+            cpl=_as(column("cpl"), "uint8"),
+            vif=_as(column("vif"), "bool"),
+            cr3=_as(column("cr3"), "uint32"),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
-        raise TraceError(f"{path / 'events.parquet'}: corrupt event columns ({e})") from None
+        raise TraceError(f"{file}: corrupt event columns ({e})") from None
     trace.checkpoints = _checkpoints(state, n, path)
     tlb = schema.read_table(path, "tlb")
     try:
@@ -157,7 +172,7 @@ def load(path: Path) -> Trace:
     # read_manifest has checked the file against the manifest's hash: no need to hash again
     known = manifest.get("files", {}).get(schema.EVENTS.file, {}).get("sha256")
     trace.events_sha256 = known or schema.sha256_of(path / schema.EVENTS.file)
-    del events, state, tlb
+    del state, tlb
     pa.default_memory_pool().release_unused()  # the decoded columns are all that stays
     return trace
 

@@ -67,29 +67,30 @@ def pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     Entry pointers are physical until a ``write_cr0`` turns paging on, linear-map addresses
     (physical + PAGE_OFFSET) after it.
     """
-    n = trace.n
-    h = trace.hook
-    is_cr0 = h == _H["write_cr0"]
-    last = np.where(is_cr0, np.arange(n), -1)
-    np.maximum.accumulate(last, out=last)
-    before = np.empty(n, dtype=np.int64)
-    before[0] = -1
-    before[1:] = last[:-1]
-    pg = np.zeros(n, dtype=bool)
-    has = before >= 0
-    pg[has] = (trace.arg0[before[has]] & 0x80000000) != 0
-    two = np.isin(h, [_H["set_pte"], _H["set_pmd"]])
-    at = h == _H["set_pte_at"]
-    upd = np.isin(h, [_H["pte_update"], _H["pte_update_defer"]])
-    ptr = np.where(two, trace.arg0, np.where(at | upd, trace.arg2, 0)).astype(np.int64)
-    val = np.where(
-        two, trace.arg1, np.where(at, trace.arg3, (trace.result & 0xFFFFFFFF).astype(np.uint32))
-    ).astype(np.int64)
-    phys = np.where(pg, (ptr - PAGE_OFFSET) & 0xFFFFFFFF, ptr)
-    ent = (phys >> 12) * 1024 + ((phys & 0xFFF) >> 2)
-    ent = np.where(two | at | (upd & trace.has_result), ent, -1)
-    ent = np.where(upd & ~trace.has_result, -2, ent)
-    return ent.astype(np.int64), val
+    n, h = trace.n, trace.hook
+    ent = np.full(n, -1, dtype=np.int64)
+    val = np.empty(n, dtype=np.int64)
+    for a in range(0, n, _SLICE):  # a slice at a time: temporaries stay small
+        val[a : a + _SLICE] = trace.result[a : a + _SLICE] & 0xFFFFFFFF
+    cr0_at = np.flatnonzero(h == _H["write_cr0"])
+    cr0_pg = (trace.arg0[cr0_at] & 0x80000000) != 0
+    two_ids, at_id = (_H["set_pte"], _H["set_pmd"]), _H["set_pte_at"]
+    upd_ids = (_H["pte_update"], _H["pte_update_defer"])
+    stores = np.flatnonzero(np.isin(h, [*two_ids, at_id, *upd_ids]))
+    for a in range(0, len(stores), _SLICE):
+        k = stores[a : a + _SLICE]
+        hk = h[k]
+        two, at = np.isin(hk, two_ids), hk == at_id
+        # paging is on if the last write_cr0 before the store set PG
+        j = np.searchsorted(cr0_at, k) - 1
+        pg = (j >= 0) & cr0_pg[np.maximum(j, 0)] if len(cr0_at) else np.zeros(len(k), bool)
+        ptr = np.where(two, trace.arg0[k], trace.arg2[k]).astype(np.int64)
+        val[k[two]] = trace.arg1[k[two]]
+        val[k[at]] = trace.arg3[k[at]]
+        phys = np.where(pg, (ptr - PAGE_OFFSET) & 0xFFFFFFFF, ptr)
+        e = (phys >> 12) * 1024 + ((phys & 0xFFF) >> 2)
+        ent[k] = np.where(two | at | trace.has_result[k], e, -2)
+    return ent, val
 
 
 def _pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:

@@ -28,11 +28,14 @@ def group_codes(trace: Trace) -> tuple[np.ndarray, list[str]]:
 
     names = sorted({h.group for h in HOOKS} | set(KINDS) | {"other"})
     code = {g: i for i, g in enumerate(names)}
-    by_hook = np.array([code[h.group] for h in HOOKS], dtype=np.int64)
-    by_kind = np.array([code[k] for k in KINDS] + [code["other"]], dtype=np.int64)
-    kd = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int64)
-    hk = np.maximum(trace.hook, 0).astype(np.int64)
-    return np.where(trace.hook >= 0, by_hook[hk], by_kind[kd]), names
+    assert len(names) < 128
+    by_hook = np.array([code[h.group] for h in HOOKS], dtype=np.int8)
+    # a kind this reader does not model (-1) takes the last slot, "other"
+    by_kind = np.array([code[k] for k in KINDS] + [code["other"]], dtype=np.int8)
+    out = by_kind[trace.kind]
+    hooked = np.flatnonzero(trace.hook >= 0)
+    out[hooked] = by_hook[trace.hook[hooked]]
+    return out, names
 
 
 def as_expected(expected: tuple[str, ...], families: dict[str, int]) -> bool:
@@ -57,7 +60,7 @@ def summarize(r: RunResult) -> dict[str, Any]:
     groups: dict[str, dict[str, int]] = {}
     gc, names = _cached(r.trace, "group_codes", group_codes)
     m = len(names)
-    events = np.bincount(gc, minlength=m)
+    events = _group_sums(gc, np.ones(1, dtype=np.int64), m)
     sums = {
         k: _group_sums(gc, getattr(r, k), m)
         for k in ("cycles", "native_cycles", "exits", "hypercalls", "traps", "batch_flushes")
