@@ -184,7 +184,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
             trace=tr,
             # the run's own arrays, non-negative: reinterpreted, not copied
             cycles=cyc.view(np.uint64),
-            native_cycles=nat.astype(np.uint64),
+            native_cycles=nat.view(np.uint64),
             mechanism=mech,
             exits=ex.view(np.uint32),
             hypercalls=hc.view(np.uint32),

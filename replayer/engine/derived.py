@@ -50,13 +50,12 @@ def absorbed_mmio(trace: Trace) -> np.ndarray:
     """MMIO events that are the LAPIC access an apic_* hook's native body just made."""
     n = trace.n
     out = np.zeros(n, dtype=bool)
-    if n < 2:
-        return out
-    prev_hook = trace.hook[:-1]
-    is_apic = np.isin(prev_hook, _APIC_HOOKS)
-    mmio = (trace.kind[1:] == K_MMIO_READ) | (trace.kind[1:] == K_MMIO_WRITE)
-    same = trace.arg0[1:].astype(np.int64) == LAPIC_BASE + trace.arg0[:-1].astype(np.int64)
-    out[1:] = is_apic & mmio & same
+    at = np.flatnonzero(np.isin(trace.hook, _APIC_HOOKS))
+    nxt = at[at + 1 < n] + 1
+    kind = trace.kind[nxt]
+    mmio = (kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)
+    same = trace.arg0[nxt].astype(np.int64) == LAPIC_BASE + trace.arg0[nxt - 1].astype(np.int64)
+    out[nxt[mmio & same]] = True
     return out
 
 

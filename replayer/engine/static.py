@@ -8,6 +8,8 @@ a backend's sequential pass must take instead (:func:`_stateful`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from pvscope.hooks import HOOKS
@@ -78,6 +80,15 @@ def _static(trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray
     hk = trace.hook
     cyc, mech = cs.cyc[hk], cs.mech[hk]
     ex, hc, tr = cs.ex[hk], cs.hc[hk], cs.tr[hk]
+    for mask, t in _by_kind(trace, model, cs, absorbed):
+        cyc[mask], mech[mask], ex[mask], hc[mask], tr[mask] = t
+    return cs, cyc, mech, ex, hc, tr
+
+
+def _by_kind(
+    trace: Trace, model: Backend, cs: _Costs, absorbed: np.ndarray
+) -> Iterator[tuple[np.ndarray, tuple[int, int, int, int, int]]]:
+    """(events, what each costs) for every kind of event that is no hook call."""
     kind = trace.kind
     pf = (kind == K_EXCEPTION) & (trace.arg0 == 14)
     for mask, name in (
@@ -88,18 +99,19 @@ def _static(trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray
         (((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed, "mmio"),
         (absorbed, None),
     ):
-        if not mask.any():
-            continue
-        t = cs.t(model.costs[name]) if name else cs.t(c("included"))
-        cyc[mask], mech[mask], ex[mask], hc[mask], tr[mask] = t
-    return cs, cyc, mech, ex, hc, tr
+        if mask.any():
+            yield mask, cs.t(model.costs[name]) if name else cs.t(c("included"))
 
 
 def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = None) -> np.ndarray:
     """What every event costs on bare hardware (the reference for relative cost)."""
     if absorbed is None:
         absorbed = absorbed_mmio(trace)
-    return _static(trace, NATIVE, table, absorbed)[1]
+    cs = _Costs(NATIVE, table)
+    cyc = cs.cyc[trace.hook]
+    for mask, t in _by_kind(trace, NATIVE, cs, absorbed):
+        cyc[mask] = t[0]
+    return cyc
 
 
 def _stateful(model: Backend, cs: _Costs) -> set[int]:

@@ -28,6 +28,7 @@ import numpy as np
 
 from pvscope.hooks import BY_NAME
 from replayer.engine.common import _cached
+from replayer.engine.derived import _SLICE
 from replayer.engine.result import RunResult
 from replayer.trace import KINDS, Trace
 
@@ -44,18 +45,23 @@ def guest_instructions(trace: Trace) -> dict[str, int]:
     idle time skipped while halted."""
     if trace.n == 0:
         return {"kernel": 0, "user": 0, "idle": 0}
-    vt = trace.vtime.astype(np.int64)
-    gap = np.diff(vt, prepend=0)
     idle_at = np.flatnonzero(trace.kind == _IDLE)
     skipped = trace.arg0[idle_at].astype(np.int64) | (trace.arg1[idle_at].astype(np.int64) << 32)
     # an idle event is logged before its skip: the gap to the next event holds it
     nxt = idle_at + 1
     inside = nxt < trace.n
-    gap[nxt[inside]] -= skipped[inside]
-    gap = np.maximum(gap, 0)
-    user = int(gap[trace.cpl == 3].sum())
+    sub_at, sub = nxt[inside], skipped[inside]
+    user = total = prev = 0
+    for a in range(0, trace.n, _SLICE):  # a slice at a time: temporaries stay small
+        vt = trace.vtime[a : a + _SLICE].astype(np.int64)
+        gap = np.diff(vt, prepend=prev)
+        prev = int(vt[-1])
+        lo, hi = np.searchsorted(sub_at, [a, a + len(vt)]).tolist()
+        gap[sub_at[lo:hi] - a] -= sub[lo:hi]
+        gap = np.maximum(gap, 0)
+        total += int(gap.sum())
+        user += int(gap[trace.cpl[a : a + _SLICE] == 3].sum())
     end = int(trace.manifest.get("counts", {}).get("instructions", 0))
-    total = int(gap.sum())
     # instructions after the last event (to the end of the run) ran at the last's level
     tail = max(end - total, 0) if end else 0
     if trace.cpl[-1] == 3:
