@@ -329,7 +329,9 @@ def fill_changes(trace: Trace) -> dict[int, np.ndarray]:
     if not len(dirs):
         return out
     row = {int(d): i for i, d in enumerate(dirs.tolist())}
-    mem = np.zeros((len(dirs), 1024), dtype=np.int64)
+    # per row, the meaning of each entry that has one (a present entry): the others mean
+    # nothing whatever their value, so a zeroing changes exactly these
+    live: list[dict[int, int]] = [{} for _ in range(len(dirs))]
     store = (ent >= 0) & np.isin(ent >> 10, dirs)
     fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
     sel = np.nonzero(store | fill)[0]
@@ -338,22 +340,32 @@ def fill_changes(trace: Trace) -> dict[int, np.ndarray]:
     for i, k in enumerate(sel.tolist()):
         e = e_l[i]
         if e >= 0:
-            mem[row[e >> 10], e & 1023] = v_l[i]
+            v = v_l[i]
+            if v & PRESENT:
+                live[row[e >> 10]][e & 1023] = v & _MEANING
+            else:
+                live[row[e >> 10]].pop(e & 1023, None)
             continue
         r = row[a0[i]]
-        old = mem[r].copy()
-        mem[r] = 0
-        if h_l[i] == CLONE:
+        old = live[r]
+        new: dict[int, int] = {}
+        if h_l[i] == CLONE and a1[i] != a0[i]:  # a clone of itself copies its zeroes
             lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
-            mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
-        out[k] = np.nonzero(_meaning(mem[r]) != _meaning(old))[0]
+            new = {j: m for j, m in live[row[a1[i]]].items() if lo <= j < hi}
+        live[r] = new
+        moved = [j for j in old.keys() | new.keys() if old.get(j, 0) != new.get(j, 0)]
+        out[k] = np.array(sorted(moved), dtype=np.int64)
     return out
+
+
+#: The bits of a present entry a translation depends on (:func:`_meaning`).
+_MEANING = 0xFFFFF087
 
 
 def _meaning(v: np.ndarray) -> np.ndarray:
     """What of an entry's value a translation depends on (frame, present, writable, user,
     large page): equal meanings translate alike under any directory entry."""
-    return np.where(v & PRESENT, v & 0xFFFFF087, 0)
+    return np.where(v & PRESENT, v & _MEANING, 0)
 
 
 def loaded_table_stores(trace: Trace) -> np.ndarray:
