@@ -688,10 +688,15 @@ class ViewPair:
         self, i: int, gpde: int, vpde: int, olds: tuple[int, ...]
     ) -> tuple[tuple[str, int, int, int, int], ...]:
         """Per kind: (kind, pages, lowest vpn, expected, actual) under directory entry i."""
-        if gpde == vpde and gpde & PRESENT and not gpde & PSE:
-            few = self._compare_few(i, gpde, olds)
-            if few is not None:
-                return few
+        if gpde & PRESENT and not gpde & PSE:
+            if gpde == vpde:
+                few = self._compare_few(i, gpde, olds)
+                if few is not None:
+                    return few
+            elif not vpde & PRESENT and not self.demand_fill:
+                unmapped = self._compare_unmapped(i, gpde, olds)
+                if unmapped is not None:
+                    return unmapped
         g = translations(gpde, self._table(self.guest.frames, gpde))
         b = translations(vpde, self._table(self.view, vpde))
         if self.demand_fill:
@@ -738,6 +743,24 @@ class ViewPair:
                 j = int(at[int(np.argmax(kind_of == k))])
                 out.append((kind, c, (i << 10) | j, int(g[j]), int(b[j])))
         return tuple(out)
+
+    def _compare_unmapped(
+        self, i: int, pde: int, olds: tuple[int, ...]
+    ) -> tuple[tuple[str, int, int, int, int], ...] | None:
+        """:meth:`_compare` where the guest's entry ``i`` is ``pde`` (a present table), the
+        backend's maps nothing and a native TLB holds nothing older under it: every page
+        the table maps is missing.  None where that does not apply."""
+        t = pde >> 12
+        gf = self.guest.frames
+        if t >= gf.nframes or (self.guest.unflushed and (olds or self.guest.unflushed.get(t))):
+            return None
+        page = gf.page(t)
+        at = np.flatnonzero(page & _ONE)
+        if not len(at):
+            return _EMPTY
+        j = int(at[0])
+        first = int(page[j]) & (PAGE_MASK | (pde & MEANING))
+        return (("missing", len(at), (i << 10) | j, first, 0),)
 
     def _compare_few(
         self, i: int, pde: int, olds: tuple[int, ...]

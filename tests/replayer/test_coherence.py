@@ -226,3 +226,30 @@ def test_compare_classifies_like_a_page_by_page_walk(seed: int) -> None:
         vpde = (T2 << 12) | (gpde & 7 if trial % 3 else int(rng.integers(0, 8)))
         want = _kinds_page_by_page(translations(gpde, gt), translations(vpde, vt), 5)
         assert p._compare(5, gpde, vpde, ()) == want
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("demand", [False, True])
+def test_compare_of_one_shared_table_or_an_unmapped_one_is_a_page_by_page_walk(
+    seed: int, demand: bool
+) -> None:
+    # the quick paths: both sides' entry names one table (only entries in diff compared),
+    # or the backend's maps nothing (every page the guest's maps is missing)
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(120):
+        p = _pair(demand)
+        start = rng.integers(0, 1 << 32, 1024, dtype=np.uint64).astype(np.uint32)
+        for pfn, idx, v in zip([T1] * 1024, range(1024), start.tolist(), strict=True):
+            p.write_both(pfn, idx, v)
+        n = int(rng.integers(0, 80 if trial % 2 else 4))
+        for j in rng.integers(0, 1024, n).tolist():
+            v = int(rng.integers(0, 1 << 32))
+            (p.guest_write if rng.random() < 0.6 else p.learn_write)(T1, j, v)
+        p.guest_flushed(p.guest.flush_all(True))  # no native-TLB leeway: a plain walk
+        gpde = (T1 << 12) | int(rng.integers(0, 8)) | PRESENT
+        vpde = gpde if trial % 3 else int(rng.integers(0, 1 << 31)) & ~PRESENT
+        g = translations(gpde, p.guest.frames.page(T1))
+        b = translations(vpde, p.view.page(T1))
+        if demand:
+            b = np.where(b & 1, b, g)
+        assert p._compare(5, gpde, vpde, ()) == _kinds_page_by_page(g, b, 5), trial
