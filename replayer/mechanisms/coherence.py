@@ -12,9 +12,15 @@ The check is incremental: a page's translation can differ only where an
 entry on its walk differs, so only the directory entries in ``diff`` and the
 directory entries naming a table with entries in ``diff`` are compared, and
 a directory entry whose inputs (both entries, both tables' versions, the
-native-TLB leeway) have not changed since the last check reuses that
-check's verdict.  :meth:`ViewPair.check_full` compares all 2^20 pages from
-scratch and must agree (``tests/replayer/test_coherence.py``).
+native-TLB leeway) have not changed reuses its verdict.  Verdicts are kept per
+directory, with the clock at that directory's last check: every change stamps
+its frame with the clock, so a check finds what changed since the last check
+of the *same* address space (switching spaces keeps both spaces' verdicts)
+and re-judges only the entries naming those frames.  Two common verdicts take
+no full comparison: both sides' entry names one table (only the entries in
+``diff`` can differ), or the backend's maps nothing (every page the guest's
+table maps is missing).  :meth:`ViewPair.check_full` compares all 2^20 pages
+from scratch and must agree (``tests/replayer/test_coherence.py``).
 
 A mismatch is *missing* (the guest maps the page, the backend does not),
 *stale* (the backend maps another frame, or a page the guest unmapped) or
