@@ -124,26 +124,33 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
         is_cp[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
         # the events that need more than an entry write; the writes between them are
         # applied together
-        other = np.flatnonzero(((ent < 0) & (fill | regs)) | is_cp).tolist()
-        a0, a1, a2, a3 = trace.arg0, trace.arg1, trace.arg2, trace.arg3
+        other = np.flatnonzero(((ent < 0) & (fill | regs)) | is_cp)
+        st = np.flatnonzero(ent >= 0)
+        se, sv = ent[st], val[st]
+        # the writes before each of them: se[cut[i - 1]:cut[i]] (its own, if any, at cut[i])
+        cut = np.searchsorted(st, other).tolist()
+        if len(se):
+            frames.grow(int(se.max()) >> 10)
         WCR3, WCR0, CLONE = _H["write_cr3"], _H["write_cr0"], _H["alloc_pd_clone"]
-        prev = 0
-        for k in other:
-            _write_entries(frames, ent[prev:k], val[prev:k])
-            prev = k + 1
-            hk, e = int(h[k]), int(ent[k])
+        args = (trace.arg0, trace.arg1, trace.arg2, trace.arg3)
+        cols = (h[other], ent[other], fill[other], *(a[other] for a in args))
+        lo = 0
+        for k, hi, hk, e, is_fill, a0, a1, a2, a3 in zip(
+            other.tolist(), cut, *(c.tolist() for c in cols), strict=True
+        ):
+            if hi > lo:
+                _write_entries(frames, se[lo:hi], sv[lo:hi])
+            lo = hi
             if e >= 0:
-                _write_entries(frames, ent[k : k + 1], val[k : k + 1])
+                _write_entries(frames, se[hi : hi + 1], sv[hi : hi + 1])
+                lo = hi + 1
             elif hk == WCR3:
-                guest.cr3 = int(a0[k])
+                guest.cr3 = a0
             elif hk == WCR0:
-                guest.paging = bool(int(a0[k]) & CR0_PG)
-            elif fill[k]:
-                pfn = int(a0[k])
-                _fill_table(
-                    frames, pfn, (int(a1[k]), int(a2[k]), int(a3[k])) if hk == CLONE else None
-                )
-            if is_cp[k]:
+                guest.paging = bool(a0 & CR0_PG)
+            elif is_fill:
+                _fill_table(frames, a0, (a1, a2, a3) if hk == CLONE else None)
+            if k in cps:
                 v = _checkpoint_digest(trace, guest, k, cps[k])
                 if v is not None:
                     out.append(v)
@@ -151,15 +158,15 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
     return out
 
 
-def _write_entries(frames: Frames, ent: np.ndarray, val: np.ndarray) -> None:
-    """The guest's entry writes among these events (``ent`` -1 where an event is none),
-    in order: the last write to an entry stays."""
-    m = ent >= 0
-    if not m.any():
+def _write_entries(frames: Frames, es: np.ndarray, vs: np.ndarray) -> None:
+    """Entry writes (flat entries, values, in order, into frames the store holds): the
+    last write to an entry stays."""
+    if len(es) < 8:
+        mem = frames.mem
+        for e, v in zip(es.tolist(), vs.tolist(), strict=True):
+            mem[e] = v
         return
-    es = ent[m]
-    frames.grow(int(es.max()) >> 10)
-    ue, uv = bulk.final(es, val[m])
+    ue, uv = bulk.final(es, vs)
     frames.np[ue] = uv
 
 
