@@ -65,7 +65,7 @@ import numpy as np
 
 from replayer.backends import Run
 from replayer.costs import CostTable
-from replayer.engine.checks import trace_mmu_checks
+from replayer.engine.checks import device_pass, trace_mmu_checks
 from replayer.engine.common import _H, _cached
 from replayer.engine.cpu import VirtualCpu
 from replayer.engine.derived import (
@@ -76,7 +76,7 @@ from replayer.engine.derived import (
     loaded_table_stores,
     pte_entries,
 )
-from replayer.engine.lean import LeanPass, lazy_mode, may_be_lean
+from replayer.engine.lean import LeanPass, checkpointed_mmu, lazy_mode, may_be_lean
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
@@ -122,8 +122,10 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "recorded_interrupts", recorded_interrupts)
     _cached(trace, "read_mismatches", lambda t: read_mismatches(t, regs))
     trace_mmu_checks(trace)
+    device_pass(trace, apic_seen=True)  # every run's but vmi-without-apic-none's
     _cached(trace, "guest_instructions", guest_instructions)
     _cached(trace, "lazy_mode", lazy_mode)
+    _cached(trace, "checkpointed mmu", checkpointed_mmu)
 
 
 class _Replay(LeanPass, SequentialPass, VirtualCpu):

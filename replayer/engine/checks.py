@@ -15,8 +15,8 @@ import numpy as np
 
 from pvscope.digest import mapping_digest
 from pvscope.hooks import HOOKS
-from replayer.engine.common import _ALLOCS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
-from replayer.engine.derived import _fill_table, _frames_needed, _pte_entries
+from replayer.engine.common import _ALLOCS, _APIC_HOOKS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
+from replayer.engine.derived import _fill_table, _frames_needed, _pte_entries, absorbed_mmio
 from replayer.engine.result import Violation
 from replayer.engine.state import ReplayState
 from replayer.mechanisms import bulk
@@ -24,6 +24,7 @@ from replayer.mechanisms.apic import (
     IOAPIC_BASE,
     LAPIC_BASE,
     UNBACKED,
+    VirtualIoapic,
     VirtualLapic,
 )
 from replayer.mechanisms.pagetables import (
@@ -37,6 +38,7 @@ from replayer.trace import (
     K_EXCEPTION,
     K_HOOK,
     K_INTERRUPT,
+    K_MMIO_READ,
     K_MMIO_WRITE,
     K_SOFTINT,
     Trace,
@@ -316,3 +318,65 @@ class DeviceChecks(ReplayState):
                     "CPL 0",
                     f"{what} runs at CPL 0 where {m.name} requires the kernel at CPL 1",
                 )
+
+
+class _Devices(DeviceChecks):
+    """The virtual LAPIC and IOAPIC alone, fed by :func:`device_pass`."""
+
+    def __init__(self, apic_seen: bool) -> None:  # no run: the devices need none
+        self.apic_seen = apic_seen
+        self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
+        self.lost: dict[int, str] = {}
+        self.violations: list[Violation] = []
+
+
+def _no_mmu_check(seq: int, reason: str) -> None:
+    return None
+
+
+def device_pass(trace: Trace, apic_seen: bool) -> tuple[tuple[Violation, ...], dict[int, str]]:
+    """The devices event by event (interrupts, APIC hooks, device MMIO no hook made,
+    checkpoints' device registers): their violation rows in event order and the recorded
+    interrupts they would not take, with why.  They depend on the trace and on whether the
+    backend sees the APIC alone, so this runs once per trace and value (kept in
+    ``trace.cache``; the caller must not change what it returns)."""
+    key = f"devices apic_seen={apic_seen}"
+    got = trace.cache.get(key)
+    if got is not None:
+        return got
+    kind, h = trace.kind, trace.hook
+    absorbed = _cached(trace, "absorbed", absorbed_mmio)
+    ent, _ = _pte_entries(trace)
+    # the APIC hooks every sequential pass takes (those with an observed value)
+    dev = (kind == K_INTERRUPT) | ((kind == K_HOOK) & np.isin(h, _APIC_HOOKS) & (ent != -2))
+    dev |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
+    cps = trace.checkpoints
+    at = dev.copy()
+    if cps:
+        at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+    sel = np.nonzero(at)[0]
+    cols = zip(
+        sel.tolist(),
+        kind[sel].tolist(),
+        h[sel].tolist(),
+        trace.arg0[sel].tolist(),
+        trace.arg1[sel].tolist(),
+        trace.arg2[sel].tolist(),
+        trace.has_result[sel].tolist(),
+        trace.result[sel].tolist(),
+        dev[sel].tolist(),
+        strict=True,
+    )
+    d = _Devices(apic_seen)
+    for k, kd, hh, x0, x1, x2, hasr, res, is_dev in cols:
+        if is_dev:
+            if kd == K_HOOK:
+                d._apic_hook(k, hh, x0, x1, hasr, res)
+            elif kd == K_INTERRUPT:
+                d._interrupt(k, x0, x1)
+            else:
+                d._mmio(k, kd, x0, x2)
+        if k in cps:
+            d._checkpoint(k, cps[k], _no_mmu_check)
+    got = trace.cache[key] = (tuple(d.violations), d.lost)
+    return got

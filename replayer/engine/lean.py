@@ -15,11 +15,12 @@ from replayer.backends import (
     Run,
     c,
 )
-from replayer.engine.checks import DeviceChecks
+from replayer.engine.checks import DeviceChecks, device_pass
 from replayer.engine.common import (
     _ALLOCS,
     _APIC_HOOKS,
     _H,
+    _MMU_ONLY,
     _NHOOKS,
     _PTE_HOOKS,
     _RELEASES,
@@ -31,10 +32,7 @@ from replayer.engine.proofs import _Proof
 from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _stateful
-from replayer.mechanisms.apic import (
-    VirtualIoapic,
-    VirtualLapic,
-)
+from replayer.engine.traced import TracedPass
 from replayer.mechanisms.batch import (
     LAZY_CPU,
     LAZY_FLUSH,
@@ -45,9 +43,6 @@ from replayer.mechanisms.batch import (
 )
 from replayer.trace import (
     K_HOOK,
-    K_INTERRUPT,
-    K_MMIO_READ,
-    K_MMIO_WRITE,
     Trace,
 )
 
@@ -56,12 +51,33 @@ def may_be_lean(run: Run) -> bool:
     """Whether the run's sequential pass may go lean (:meth:`_Replay._lean`): a backend fed
     by notifications, told of every PTE update (or trapping them) and told of page-table
     allocations (or, told of updates, discovering tables), or lguest told of PTE updates
-    -- whether it does depends on the trace."""
+    -- whether it does depends on the trace; and always a backend whose hardware walks
+    the guest's own tables (:func:`mirrors`)."""
     pte_mode, alloc_mode, _, _ = _modes(run)
     hooked = alloc_mode == "hook" and pte_mode in ("hook", "trap")
     found = alloc_mode == "trap" and pte_mode == "hook"
     mmu = run.model().mmu
-    return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
+    return (
+        (mmu == "notified" and (hooked or found))
+        or (mmu == "demand" and pte_mode == "hook")
+        or mirrors(run)
+    )
+
+
+def mirrors(run: Run) -> bool:
+    """Whether the backend's copy of the tables is the guest's own (the hardware walks them,
+    or traps every store to them) with no queue and no cost of its own for a timer write:
+    then its sequential pass takes only the devices (and the tracing costs, per trace)."""
+    m = run.model()
+    return m.mmu in ("direct", "traced") and m.batching is None and m.timer_write is None
+
+
+def checkpointed_mmu(trace: Trace) -> bool:
+    """Whether a checkpoint falls on a hook that only changes the tables, CR3 or the TLB
+    (the simulation takes such an event with the checkpoint, where a ``traced`` backend's
+    tracer may charge it again)."""
+    cps = np.fromiter(trace.checkpoints, dtype=np.int64, count=len(trace.checkpoints))
+    return bool(np.isin(trace.hook[cps], list(_MMU_ONLY)).any())
 
 
 #: The trace's cache key of the last lean proof (:meth:`LeanPass._prove`).
@@ -97,7 +113,7 @@ class _QueuePlan:
     """Per event: its first argument (the trace's uint32 column)."""
 
 
-class LeanPass(DeviceChecks):
+class LeanPass(TracedPass, DeviceChecks):
     """The lean pass (:meth:`_lean`)."""
 
     def _check_events(self, in_loop: np.ndarray) -> np.ndarray:
@@ -130,6 +146,15 @@ class LeanPass(DeviceChecks):
         """
         if self.exact or self.full_check or not may_be_lean(self.run_):
             return False
+        if mirrors(self.run_):
+            # nothing about the tables can differ, so the checks find nothing; the guest's
+            # tables are checked against the digests once per trace
+            if self.model.mmu == "traced":
+                if _cached(self.trace, "checkpointed mmu", checkpointed_mmu):
+                    return False  # the simulation's own tracer takes those events too
+                self._traced_pass()
+            self._lean_devices()
+            return True
         tr = self.trace
         # the plan and the proofs count calls, never cycles: one per structure, whatever
         # the cost table (the last kept on the trace)
@@ -141,7 +166,7 @@ class LeanPass(DeviceChecks):
         if not holds:
             return False
         self._lean_costs(p, scans, faults)
-        self._lean_devices(absorbed, p.in_loop)
+        self._lean_devices()
         return True
 
     def _prove(self) -> tuple[_QueuePlan, bool, np.ndarray, np.ndarray]:
@@ -267,44 +292,9 @@ class LeanPass(DeviceChecks):
         tp_[fl] += 1
         self.dyn_cols.append((idx, cy, me, ex_, hc_, tp_, nbf, nbt))
 
-    def _lean_devices(self, absorbed: np.ndarray, in_loop: np.ndarray) -> None:
-        """The devices, event by event: interrupts, APIC hooks, device MMIO, checkpoints
-        (whose MMU check finds nothing: the copies are equal whenever one is made)."""
-        tr = self.trace
-        kind, h = tr.kind, tr.hook
-        self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
-        self.lost = {}
-        dev = (kind == K_INTERRUPT) | (in_loop & np.isin(h, _APIC_HOOKS))
-        dev |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
-        cps = tr.checkpoints
-        at = np.zeros(tr.n, dtype=bool)
-        at[dev] = True
-        if cps:
-            at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
-        sel = np.nonzero(at)[0]
-        cols_l = zip(
-            sel.tolist(),
-            kind[sel].tolist(),
-            h[sel].tolist(),
-            tr.arg0[sel].tolist(),
-            tr.arg1[sel].tolist(),
-            tr.arg2[sel].tolist(),
-            tr.has_result[sel].tolist(),
-            tr.result[sel].tolist(),
-            dev[sel].tolist(),
-            strict=True,
-        )
-
-        def no_mmu_check(seq: int, reason: str) -> None:
-            return None  # the copies are equal whenever a check is made (above)
-
-        for k, kd, hh, x0, x1, x2, hasr, res, is_dev in cols_l:
-            if is_dev:
-                if kd == K_HOOK:
-                    self._apic_hook(k, hh, x0, x1, hasr, res)
-                elif kd == K_INTERRUPT:
-                    self._interrupt(k, x0, x1)
-                else:
-                    self._mmio(k, kd, x0, x2)
-            if k in cps:
-                self._checkpoint(k, cps[k], no_mmu_check)
+    def _lean_devices(self) -> None:
+        """The devices' rows and lost interrupts (:func:`device_pass`, once per trace): the
+        MMU check at each checkpoint finds nothing (the copies are equal whenever one is
+        made)."""
+        found, self.lost = device_pass(self.trace, self.apic_seen)
+        self.violations.extend(found)
