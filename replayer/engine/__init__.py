@@ -80,7 +80,7 @@ from replayer.engine.lean import LeanPass, checkpointed_mmu, lazy_mode, may_be_l
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
-from replayer.engine.static import _static, native_cycles
+from replayer.engine.static import _static, cost_classes, native_cycles
 from replayer.engine.summary import group_codes, summarize
 from replayer.engine.wholerun import guest_instructions
 from replayer.engine.xenpin import apply_pinning, pin_loads, pinned_stores
@@ -111,7 +111,8 @@ __all__ = [
 def prepare(trace: Trace) -> None:
     """Derive what every replay of ``trace`` shares (kept in ``trace.cache``), so that
     processes forked afterwards start with it."""
-    _cached(trace, "absorbed", absorbed_mmio)
+    absorbed = _cached(trace, "absorbed", absorbed_mmio)
+    _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
     _cached(trace, "group_codes", group_codes)
     _cached(trace, "loaded_spaces", loaded_spaces)
     _cached(trace, "loaded_table_stores", loaded_table_stores)
@@ -186,7 +187,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
             trace=tr,
             # the run's own arrays, non-negative: reinterpreted, not copied
             cycles=cyc.view(np.uint64),
-            native_cycles=nat.astype(np.uint64),
+            native_cycles=nat.view(np.uint64),  # the trace's, shared: not to be changed
             mechanism=mech,
             exits=ex.view(np.uint32),
             hypercalls=hc.view(np.uint32),
