@@ -76,7 +76,7 @@ from replayer.engine.derived import (
     loaded_table_stores,
     pte_entries,
 )
-from replayer.engine.lean import LeanPass, checkpointed_mmu, lazy_mode, may_be_lean
+from replayer.engine.lean import LeanPass, checkpointed_mmu, hook_slots, lazy_mode, may_be_lean
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
@@ -127,6 +127,11 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "guest_instructions", guest_instructions)
     _cached(trace, "lazy_mode", lazy_mode)
     _cached(trace, "checkpointed mmu", checkpointed_mmu)
+    _cached(trace, "hook slots", hook_slots)
+
+
+#: Each check's place in :data:`CHECKS` (the violations' order within an event).
+_CHECK_ORDER = {name: i for i, name in enumerate(CHECKS)}
 
 
 class _Replay(LeanPass, SequentialPass, VirtualCpu):
@@ -143,7 +148,9 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
         nat = _cached(
             tr, f"native_cycles {table.sha256}", lambda t: native_cycles(t, table, absorbed)
         )
-        self.vif_b = backend_if(tr.vif, self.irq_tracks)
+        self.vif_b = _cached(  # read only
+            tr, f"backend if {self.irq_tracks}", lambda t: backend_if(t.vif, self.irq_tracks)
+        )
         self.cregs = _cached(tr, "control_registers", control_registers)
 
         # runs that differ in nothing the sequential pass reads (an ablation that swaps no
@@ -194,7 +201,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
             traps=trp.view(np.uint32),
             batch_flushes=bf.view(np.uint32),
             batched=batched.view(np.uint32),
-            violations=sorted(self.violations, key=lambda v: (v.seq, CHECKS.index(v.check))),
+            violations=sorted(self.violations, key=lambda v: (v.seq, _CHECK_ORDER[v.check])),
             interrupts=ints,
             sequential=how,
         )

@@ -33,7 +33,7 @@ from replayer.mechanisms.pagetables import (
     GuestMMU,
     present_mappings,
 )
-from replayer.mechanisms.registers import read_mismatches
+from replayer.mechanisms.registers import Register, read_mismatches
 from replayer.trace import (
     K_EXCEPTION,
     K_HOOK,
@@ -267,57 +267,75 @@ class DeviceChecks(ReplayState):
     def _cpu_checkpoints(self) -> None:
         """Control registers and the interrupt flag at every checkpoint (the backend's IF,
         the registers as the hooks set them), apart from the sequential pass."""
-        for k, cp in sorted(self.trace.checkpoints.items()):
+        tr, vif_b = self.trace, self.vif_b
+        regs = _cached(tr, "checkpoint registers", lambda t: _register_rows(t, self.cregs))
+        rows = list(regs)
+        for k, cp in sorted(tr.checkpoints.items()):
             cpu = cp.get("cpu", {})
-            for key in ("cr0", "cr3", "cr4"):
-                if key in cpu:
-                    val, known = self.cregs[key].before(np.array([k + 1]))
-                    if known[0] and int(val[0]) != cpu[key]:
-                        self.violate(
-                            k, "device.cpu", key, _hex(cpu[key]), _hex(int(val[0])), "checkpoint"
-                        )
-            if "eflags_if" in cpu and k + 1 < self.trace.n:
-                have_if = int(self.vif_b[k + 1])
+            if "eflags_if" in cpu and k + 1 < tr.n:
+                have_if = int(vif_b[k + 1])
                 if have_if != cpu["eflags_if"]:
                     want = str(cpu["eflags_if"])
-                    self.violate(k, "device.cpu", "eflags_if", want, str(have_if), "checkpoint")
+                    detail = "checkpoint"
+                    rows.append(Violation(k, "device.cpu", "eflags_if", want, str(have_if), detail))
+        # by checkpoint, each one's registers before its flag
+        self.violations.extend(sorted(rows, key=lambda v: v.seq))
 
     def _vectorized_checks(self) -> None:
+        """``result`` rows (values read, ``save_fl``) and ``privilege`` rows."""
         tr, m = self.trace, self.model
-        mismatches = _cached(tr, "read_mismatches", lambda t: read_mismatches(t, self.cregs))
-        for mm in mismatches:
-            self.violate(mm.seq, "result", mm.hook, _hex(mm.recorded), _hex(mm.model), mm.what)
-        # save_fl: the IF bit the guest reads is the backend's virtual IF
-        sf = np.nonzero((tr.hook == _H["save_fl"]) & tr.has_result)[0]
-        if len(sf):
-            want = ((tr.result[sf] >> 9) & 1).astype(bool)
-            have = self.vif_b[sf]
-            for k in sf[want != have].tolist():
-                w = int(tr.result[k])
-                self.violate(
-                    k,
-                    "result",
-                    "save_fl",
-                    _hex(w),
-                    _hex(w ^ 0x200),
-                    "EFLAGS.IF as the backend reports it",
-                )
+        self.violations.extend(
+            _cached(tr, "result rows", lambda t: _result_rows(t, self.cregs))
+            + _cached(tr, f"save_fl rows {self.irq_tracks}", lambda t: _save_fl_rows(t, self.vif_b))
+        )
         if "cpl" in m.relies_on:
-            cpl = tr.cpl.astype(np.int16)
-            if self.run_.without == "cpl" and self.run_.fallback == "none":
-                cpl = np.where(cpl == 1, 0, cpl)
-            hk = np.where(tr.hook >= 0, tr.hook, _NHOOKS)
-            bad = (cpl == 0) & ((tr.kind == K_HOOK) & _PRIVILEGED[hk] | (tr.cpl == 0))
-            for k in np.nonzero(bad)[0].tolist():
-                what = HOOKS[tr.hook[k]].name if tr.hook[k] >= 0 else "event"
-                self.violate(
-                    k,
-                    "privilege",
-                    what,
-                    "CPL 1",
-                    "CPL 0",
-                    f"{what} runs at CPL 0 where {m.name} requires the kernel at CPL 1",
-                )
+            cpl_none = self.run_.without == "cpl" and self.run_.fallback == "none"
+            bad = _cached(tr, f"cpl 0 {cpl_none}", lambda t: _at_cpl0(t, cpl_none))
+            names = [h.name for h in HOOKS] + ["event"]  # a hook id of -1: no hook call
+            detail = {
+                w: f"{w} runs at CPL 0 where {m.name} requires the kernel at CPL 1" for w in names
+            }
+            self.violations.extend(
+                Violation(k, "privilege", names[h], "CPL 1", "CPL 0", detail[names[h]])
+                for k, h in zip(bad.tolist(), tr.hook[bad].tolist(), strict=True)
+            )
+
+
+def _result_rows(trace: Trace, cregs: dict[str, Register]) -> tuple[Violation, ...]:
+    """``result`` rows for values read that differ from the registers as the hooks set
+    them (the same for every backend)."""
+    mismatches = _cached(trace, "read_mismatches", lambda t: read_mismatches(t, cregs))
+    return tuple(
+        Violation(mm.seq, "result", mm.hook, _hex(mm.recorded), _hex(mm.model), mm.what)
+        for mm in mismatches
+    )
+
+
+def _save_fl_rows(trace: Trace, vif_b: np.ndarray) -> tuple[Violation, ...]:
+    """``result`` rows for ``save_fl``: the IF bit the guest reads is the backend's
+    virtual IF (``vif_b``)."""
+    sf = np.nonzero((trace.hook == _H["save_fl"]) & trace.has_result)[0]
+    if not len(sf):
+        return ()
+    want = ((trace.result[sf] >> 9) & 1).astype(bool)
+    have = vif_b[sf]
+    out = []
+    for k in sf[want != have].tolist():
+        w = int(trace.result[k])
+        detail = "EFLAGS.IF as the backend reports it"
+        out.append(Violation(k, "result", "save_fl", _hex(w), _hex(w ^ 0x200), detail))
+    return tuple(out)
+
+
+def _at_cpl0(trace: Trace, cpl_none: bool) -> np.ndarray:
+    """Events running at CPL 0 where the kernel should be at CPL 1: privileged hooks and
+    events at CPL 0 (``cpl_none``: a kernel left at CPL 0, every event at CPL 1 too)."""
+    cpl = trace.cpl.astype(np.int16)
+    if cpl_none:
+        cpl = np.where(cpl == 1, 0, cpl)
+    hk = np.where(trace.hook >= 0, trace.hook, _NHOOKS)
+    bad = (cpl == 0) & ((trace.kind == K_HOOK) & _PRIVILEGED[hk] | (trace.cpl == 0))
+    return np.nonzero(bad)[0]
 
 
 class _Devices(DeviceChecks):
@@ -380,3 +398,25 @@ def device_pass(trace: Trace, apic_seen: bool) -> tuple[tuple[Violation, ...], d
             d._checkpoint(k, cps[k], _no_mmu_check)
     got = trace.cache[key] = (tuple(d.violations), d.lost)
     return got
+
+
+def _register_rows(trace: Trace, cregs: dict[str, Register]) -> tuple[Violation, ...]:
+    """``device.cpu`` rows for control registers at checkpoints (the registers as the
+    hooks set them: the same for every backend), by checkpoint and register."""
+    cps = sorted(trace.checkpoints.items())
+    have = {}
+    for key in ("cr0", "cr3", "cr4"):
+        ks = [k for k, cp in cps if key in cp.get("cpu", {})]
+        val, known = cregs[key].before(np.asarray(ks, dtype=np.int64) + 1)
+        have[key] = dict(zip(ks, zip(val.tolist(), known.tolist(), strict=True), strict=True))
+    out = []
+    for k, cp in cps:
+        cpu = cp.get("cpu", {})
+        for key in ("cr0", "cr3", "cr4"):
+            if key in cpu:
+                v, kn = have[key][k]
+                if kn and v != cpu[key]:
+                    out.append(
+                        Violation(k, "device.cpu", key, _hex(cpu[key]), _hex(v), "checkpoint")
+                    )
+    return tuple(out)

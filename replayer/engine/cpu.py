@@ -54,7 +54,16 @@ class VirtualCpu(ReplayState):
             host |= tr.kind == K_EXCEPTION
             notices = np.zeros(tr.n, dtype=bool)
             notices[1:] = host[:-1]
-        delivered = delivery_points(self.vif_b, earliest, notices)
+        if notices is None:
+            # the same for every run whose backend tracks the guest's flag (or every one
+            # whose backend does not)
+            delivered = _cached(
+                tr,
+                f"delivery points {self.irq_tracks}",
+                lambda t: delivery_points(self.vif_b, earliest, None),
+            ).copy()
+        else:
+            delivered = delivery_points(self.vif_b, earliest, notices)
         status = np.zeros(len(ints), dtype=np.int8)  # 0 ok, 1 masked, 2 lost
         for i, e in enumerate(ints.event.tolist()):
             if e in self.lost:
@@ -70,7 +79,7 @@ class VirtualCpu(ReplayState):
         if irq_trap:
             unmask = c("callout", "bt_callout")
         if unmask is not None and self.irq_tracks and len(ints):
-            is_unmasker = np.isin(tr.hook, _UNMASKERS)
+            is_unmasker = _cached(tr, "unmaskers", lambda t: np.isin(t.hook, _UNMASKERS))
             ev = unmask_events(delivered, earliest, is_unmasker)
             if len(ev):
                 t = self.cs.t(unmask)

@@ -80,6 +80,19 @@ def checkpointed_mmu(trace: Trace) -> bool:
     return bool(np.isin(trace.hook[cps], list(_MMU_ONLY)).any())
 
 
+def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: its hook id, or ``_NHOOKS`` for events that are no hook call (int16);
+    whether it is a hook call with an observed value (no ``pte_update`` without one); and
+    whether it leaves lazy mode or flushes it (``set_lazy_mode`` to none or flush)."""
+    h = trace.hook
+    ent, _ = _pte_entries(trace)
+    lazy_arg = trace.arg0[h == LAZY]
+    leaves = np.zeros(trace.n, dtype=bool)
+    leaves[h == LAZY] = (lazy_arg == LAZY_NONE) | (lazy_arg == LAZY_FLUSH)
+    slots = np.where(h >= 0, h, _NHOOKS).astype(np.int16)
+    return slots, (trace.kind == K_HOOK) & (ent != -2), leaves
+
+
 #: The trace's cache key of the last lean proof (:meth:`LeanPass._prove`).
 LEAN_PROOF = "lean proof"
 
@@ -192,12 +205,12 @@ class LeanPass(TracedPass, DeviceChecks):
         the queue, and the queue's flushes (:func:`plan`)."""
         tr, m, cs = self.trace, self.model, self.cs
         n, h = tr.n, tr.hook
-        hk = np.where(h >= 0, h, _NHOOKS).astype(np.int16)
+        hk, calls, leaves = _cached(tr, "hook slots", hook_slots)
         ent, _ = _pte_entries(tr)
         a0 = tr.arg0
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
         hook_mask[list(_stateful(m, cs))] = True
-        in_loop = hook_mask[hk] & (tr.kind == K_HOOK) & (ent != -2)
+        in_loop = hook_mask[hk] & calls
 
         is_lazy = h == LAZY
         mode = _cached(tr, "lazy_mode", lazy_mode)
@@ -221,8 +234,7 @@ class LeanPass(TracedPass, DeviceChecks):
         hcn = np.where(other, cs.t(m.wp_fault)[3], cs.hc[hk])
         drains = np.zeros(n, dtype=bool)
         if queue:
-            leave = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
-            drains = in_loop & ~queued & (((hcn > 0) & ~is_lazy) | leave)
+            drains = in_loop & ~queued & (((hcn > 0) & ~is_lazy) | leaves)
         ev = np.nonzero(queued | drains)[0]
         qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], max(m.batch_capacity, 1))
         return _QueuePlan(in_loop, queued, other, ev, qp, hk, a0)
@@ -247,7 +259,7 @@ class LeanPass(TracedPass, DeviceChecks):
         async_flush = np.zeros(n, dtype=bool)
         if m.name == "lguest":
             # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
-            async_flush = p.in_loop & is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
+            async_flush = p.in_loop & _cached(tr, "hook slots", hook_slots)[2]
             async_flush &= drained == 0
         idx = np.nonzero(
             queued | (drained > 0) | other | timer | (scans > 0) | faults | async_flush

@@ -127,11 +127,10 @@ def _group_sums(codes: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
     """Per code in ``range(m)``, the sum of ``values`` (one value for all: counts), exact
     in int64 (each chunk's float64 sums are whole numbers well below 2**53)."""
     out = np.zeros(m, dtype=np.int64)
-    if len(values) != 1:
-        # most events of most runs add nothing to a counter: sum over those that do
+    # most events of most runs add nothing to a counter: sum over those that do
+    if len(values) != 1 and np.count_nonzero(values) < len(values) // 2:
         nz = np.flatnonzero(values)
-        if len(nz) < len(values) // 2:
-            codes, values = codes[nz], values[nz]
+        codes, values = codes[nz], values[nz]
     for a in range(0, len(codes), _CHUNK):
         c = codes[a : a + _CHUNK]
         w = None if len(values) == 1 else values[a : a + _CHUNK].astype(np.float64)
