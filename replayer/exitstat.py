@@ -31,6 +31,8 @@ from replayer.trace import KINDS, Trace
 TOP = 8
 #: Counters summed per reason, in output order.
 COUNTERS = ("exits", "hypercalls", "traps")
+#: Events :func:`reasons` sums at a time.
+_CHUNK = 1 << 20
 #: What an event is called in a reason: hook names, then kinds, then ``unknown``.
 NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
 
@@ -58,13 +60,21 @@ def reasons(
     ``counters`` the per-event :data:`COUNTERS`.
     """
     m = len(NAMES)
-    code = mechanism.astype(np.int64) * m + names
     size = len(MECHANISMS) * m
-    events = np.bincount(code, minlength=size)
-    sums = {"cycles": np.bincount(code, weights=cycles, minlength=size)}
-    for k, v in counters.items():
-        at = np.flatnonzero(v)  # most events cause none: sum over those that do
-        sums[k] = np.bincount(code[at], weights=v[at], minlength=size)
+    events = np.zeros(size, dtype=np.int64)
+    sums = {k: np.zeros(size, dtype=np.int64) for k in ("cycles", *counters)}
+    # a chunk at a time: the temporaries stay small (each chunk's float64 sums are whole
+    # numbers well below 2**53, so exact)
+    for a in range(0, len(names), _CHUNK):
+        code = mechanism[a : a + _CHUNK].astype(np.intp) * m + names[a : a + _CHUNK]
+        events += np.bincount(code, minlength=size)
+        w = cycles[a : a + _CHUNK]
+        sums["cycles"] += np.rint(np.bincount(code, weights=w, minlength=size)).astype(np.int64)
+        for k, v in counters.items():
+            at = np.flatnonzero(v[a : a + _CHUNK])  # most events cause none: those that do
+            if len(at):
+                c = np.bincount(code[at], weights=v[a : a + _CHUNK][at], minlength=size)
+                sums[k] += np.rint(c).astype(np.int64)
     total = int(cycles.sum())
     rows = [
         _row(

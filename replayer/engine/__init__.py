@@ -215,13 +215,16 @@ def replay(
     progress: Callable[[int], None] | None = None,
     full_check: bool = False,
     exact: bool = False,
+    summary: bool = True,
 ) -> RunResult:
     """Replay ``trace`` on ``run``'s backend under cost table ``table``.
 
     ``full_check`` compares every page at every MMU check (instead of incrementally);
     ``exact`` runs the whole sequential pass even where the lean pass applies (both are for
-    tests: the results are the same).
+    tests: the results are the same).  ``summary=False`` leaves ``summary`` empty, for a
+    caller that reads only the columns.
     """
     r = _Replay(trace, run, table, full_check, exact).run(progress)
-    r.summary = summarize(r)
+    if summary:
+        r.summary = summarize(r)
     return r
