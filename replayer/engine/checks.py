@@ -130,10 +130,15 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
         a0, a1, a2, a3 = trace.arg0, trace.arg1, trace.arg2, trace.arg3
         WCR3, WCR0, CLONE = _H["write_cr3"], _H["write_cr0"], _H["alloc_pd_clone"]
         prev = 0
+        # the digest of the tables as they were at the last checkpoint, until they change
+        last: int | None = None
         for k in other:
-            _write_entries(frames, ent[prev:k], val[prev:k])
+            if _write_entries(frames, ent[prev:k], val[prev:k]):
+                last = None
             prev = k + 1
             hk, e = int(h[k]), int(ent[k])
+            if not is_cp[k] or e >= 0 or hk in (WCR3, WCR0) or fill[k]:
+                last = None
             if e >= 0:
                 _write_entries(frames, ent[k : k + 1], val[k : k + 1])
             elif hk == WCR3:
@@ -146,28 +151,33 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
                     frames, pfn, (int(a1[k]), int(a2[k]), int(a3[k])) if hk == CLONE else None
                 )
             if is_cp[k]:
-                v = _checkpoint_digest(trace, guest, k, cps[k])
+                if last is None:
+                    last = _digest_of(guest)
+                v = _checkpoint_digest(trace, guest, k, cps[k], last)
                 if v is not None:
                     out.append(v)
     trace.cache["trace.mmu"] = tuple(out)
     return out
 
 
-def _write_entries(frames: Frames, ent: np.ndarray, val: np.ndarray) -> None:
+def _write_entries(frames: Frames, ent: np.ndarray, val: np.ndarray) -> bool:
     """The guest's entry writes among these events (``ent`` -1 where an event is none),
-    in order: the last write to an entry stays."""
+    in order: the last write to an entry stays.  Whether there were any."""
     m = ent >= 0
     if not m.any():
-        return
+        return False
     es = ent[m]
     frames.grow(int(es.max()) >> 10)
     ue, uv = bulk.final(es, val[m])
     frames.np[ue] = uv
+    return True
 
 
-def _checkpoint_digest(trace: Trace, guest: GuestMMU, k: int, want: int) -> Violation | None:
-    """The ``trace.mmu`` row for checkpoint ``k`` if the rebuilt tables miss its digest."""
-    mine = _digest_of(guest)
+def _checkpoint_digest(
+    trace: Trace, guest: GuestMMU, k: int, want: int, mine: int
+) -> Violation | None:
+    """The ``trace.mmu`` row for checkpoint ``k`` if the rebuilt tables (whose digest is
+    ``mine``) miss its digest."""
     if mine != want:
         # a checkpoint can fall between an in-place store to a PTE and the
         # pte_update that reports it: try the values reported just after it

@@ -208,15 +208,18 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     at_cr3: dict[int, tuple[int, ...]] = {}
     at_invlpg: dict[int, int] = {}
     pd = -1
+    # per directory row: changes to it, and the counts of the last version counted
+    ver = [0] * len(dirs)
+    counted: dict[int, tuple[int, dict[int, int]]] = {}
 
     def recount(k: int) -> None:
         r = row.get(pd)
         new: dict[int, int] = {}
         if r is not None:
-            pdes = mem[r]
-            sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
-            for t in (pdes[sel] >> 12).tolist():
-                new[t] = new.get(t, 0) + 1
+            got = counted.get(r)
+            if got is None or got[0] != ver[r]:
+                got = counted[r] = (ver[r], _named_counts(mem[r]))
+            new = got[1]  # read only
         for t in counts.keys() - new.keys():
             spells.append((t, since.pop(t), k))
         for t in new.keys() - counts.keys():
@@ -239,6 +242,7 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
             r = row[pfn]
             old = int(mem[r, idx])
             mem[r, idx] = v
+            ver[r] += 1
             if pfn != pd:
                 continue
             t_old, t_new = _names(old), _names(v)
@@ -248,6 +252,7 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
             pfn = a0[i]
             r = row[pfn]
             mem[r] = 0
+            ver[r] += 1
             if hk == CLONE:
                 lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
                 mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
@@ -256,6 +261,15 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
     spells.extend((t, j, trace.n) for t, j in since.items())
     sp = np.array(sorted(spells), dtype=np.int64).reshape(-1, 3)
     return LoadedSpaces(sp, at_cr3, at_invlpg)
+
+
+def _named_counts(pdes: np.ndarray) -> dict[int, int]:
+    """How many of a directory's entries name each table."""
+    new: dict[int, int] = {}
+    sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
+    for t in (pdes[sel] >> 12).tolist():
+        new[t] = new.get(t, 0) + 1
+    return new
 
 
 def _names(v: int) -> int:
