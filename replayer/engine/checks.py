@@ -29,6 +29,7 @@ from replayer.mechanisms.apic import (
 )
 from replayer.mechanisms.pagetables import (
     CR0_PG,
+    PSE,
     Frames,
     GuestMMU,
     present_mappings,
@@ -130,17 +131,13 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
         a0, a1, a2, a3 = trace.arg0, trace.arg1, trace.arg2, trace.arg3
         WCR3, WCR0, CLONE = _H["write_cr3"], _H["write_cr0"], _H["alloc_pd_clone"]
         prev = 0
-        # the digest of the tables as they were at the last checkpoint, until they change
-        last: int | None = None
+        digests = _Digests(guest)
         for k in other:
-            if _write_entries(frames, ent[prev:k], val[prev:k]):
-                last = None
+            digests.changed(_write_entries(frames, ent[prev:k], val[prev:k]))
             prev = k + 1
             hk, e = int(h[k]), int(ent[k])
-            if not is_cp[k] or e >= 0 or hk in (WCR3, WCR0) or fill[k]:
-                last = None
             if e >= 0:
-                _write_entries(frames, ent[k : k + 1], val[k : k + 1])
+                digests.changed(_write_entries(frames, ent[k : k + 1], val[k : k + 1]))
             elif hk == WCR3:
                 guest.cr3 = int(a0[k])
             elif hk == WCR0:
@@ -150,27 +147,59 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
                 _fill_table(
                     frames, pfn, (int(a1[k]), int(a2[k]), int(a3[k])) if hk == CLONE else None
                 )
+                digests.changed([pfn])
             if is_cp[k]:
-                if last is None:
-                    last = _digest_of(guest)
-                v = _checkpoint_digest(trace, guest, k, cps[k], last)
+                v = _checkpoint_digest(trace, guest, k, cps[k], digests.digest())
                 if v is not None:
                     out.append(v)
     trace.cache["trace.mmu"] = tuple(out)
     return out
 
 
-def _write_entries(frames: Frames, ent: np.ndarray, val: np.ndarray) -> bool:
+def _write_entries(frames: Frames, ent: np.ndarray, val: np.ndarray) -> list[int]:
     """The guest's entry writes among these events (``ent`` -1 where an event is none),
-    in order: the last write to an entry stays.  Whether there were any."""
+    in order: the last write to an entry stays.  The frames written."""
     m = ent >= 0
     if not m.any():
-        return False
+        return []
     es = ent[m]
     frames.grow(int(es.max()) >> 10)
     ue, uv = bulk.final(es, val[m])
     frames.np[ue] = uv
-    return True
+    return np.unique(ue >> 10).tolist()
+
+
+class _Digests:
+    """The mapping digest of the guest's loaded space (:func:`_digest_of`), kept per
+    directory until a frame it was read from changes."""
+
+    def __init__(self, guest: GuestMMU) -> None:
+        self.guest = guest
+        self.memo: dict[tuple[int, int], int] = {}
+        self.readers: dict[int, set[tuple[int, int]]] = {}
+        """frame -> the digests read from it (a superset)."""
+
+    def changed(self, pfns: list[int]) -> None:
+        """Frames ``pfns`` were written: the digests read from them go."""
+        for pfn in pfns:
+            for key in self.readers.pop(pfn, ()):
+                self.memo.pop(key, None)
+
+    def digest(self) -> int:
+        """The digest of the loaded space as the tables are now."""
+        g = self.guest
+        pd = g.pd
+        if not g.paging or pd is None:
+            return _digest_of(g)
+        key = (pd, g.frames.nframes)  # a store grown since may bring a table in range
+        got = self.memo.get(key)
+        if got is None:
+            got = self.memo[key] = _digest_of(g)
+            pdes = g.frames.page(pd)
+            tables = (pdes[((pdes & 1) != 0) & ((pdes & PSE) == 0)] >> 12).tolist()
+            for pfn in {pd, *tables}:
+                self.readers.setdefault(pfn, set()).add(key)
+        return got
 
 
 def _checkpoint_digest(
