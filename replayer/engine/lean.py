@@ -212,7 +212,6 @@ class LeanPass(TracedPass, DeviceChecks):
         hook_mask[list(_stateful(m, cs))] = True
         in_loop = hook_mask[hk] & calls
 
-        is_lazy = h == LAZY
         mode = _cached(tr, "lazy_mode", lazy_mode)
         can = np.zeros((_NHOOKS + 1, 4), dtype=bool)
         for name, modes in m.batchable.items():
@@ -224,19 +223,28 @@ class LeanPass(TracedPass, DeviceChecks):
             member = _cached(tr, "loaded_table_stores", loaded_table_stores)
             other = (h == _H["set_pte_at"]) & (ent >= 0) & ~member
         queue = m.batching is not None
-        queued = (in_loop & can[hk, mode] & ~other) if queue else np.zeros(n, dtype=bool)
         adds = np.zeros(_NHOOKS + 1, dtype=bool)
         adds[[*_PTE_HOOKS, _H["write_cr3"]]] = True
         if self.alloc_mode == "hook":
             adds[[*_ALLOCS, *_RELEASES]] = True
         if m.flush_resync:
             adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
-        hcn = np.where(other, cs.t(m.wp_fault)[3], cs.hc[hk])
-        drains = np.zeros(n, dtype=bool)
+        # the events the pass takes, alone (a few of the trace's)
+        il = np.flatnonzero(in_loop)
+        hk_il, other_il = hk[il], other[il]
+        queued_il = np.zeros(len(il), dtype=bool)
+        drains_il = np.zeros(len(il), dtype=bool)
         if queue:
-            drains = in_loop & ~queued & (((hcn > 0) & ~is_lazy) | leaves)
-        ev = np.nonzero(queued | drains)[0]
-        qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], max(m.batch_capacity, 1))
+            queued_il = can[hk_il, mode[il]] & ~other_il
+            hcn = np.where(other_il, cs.t(m.wp_fault)[3], cs.hc[hk_il])
+            synchronous = (hcn > 0) & (h[il] != LAZY)
+            drains_il = ~queued_il & (synchronous | leaves[il])
+        queued = np.zeros(n, dtype=bool)
+        queued[il] = queued_il
+        sel = queued_il | drains_il
+        ev = il[sel]
+        q_ev = queued_il[sel]
+        qp = plan(q_ev, q_ev & adds[hk_il[sel]], drains_il[sel], max(m.batch_capacity, 1))
         return _QueuePlan(in_loop, queued, other, ev, qp, hk, a0)
 
     def _lean_costs(self, p: _QueuePlan, scans: np.ndarray, faults: np.ndarray) -> None:
