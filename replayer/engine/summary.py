@@ -182,14 +182,17 @@ def sum_by_code(
     size = len(MECHANISMS) * m
     events = np.zeros(size, dtype=np.int64)
     sums = {k: np.zeros(size, dtype=np.int64) for k in cols}
-    sparse = {k: np.count_nonzero(v) < len(v) // 2 for k, v in cols.items()}
+    sparse = [k for k, v in cols.items() if np.count_nonzero(v) < len(v) // 2]
     for a in range(0, len(names), _CHUNK):
         code = mechanism[a : a + _CHUNK].astype(np.intp) * m + names[a : a + _CHUNK]
         events += np.bincount(code, minlength=size)
+        nz = np.zeros(len(code), dtype=bool)
+        for k in sparse:
+            nz |= cols[k][a : a + _CHUNK] != 0
+        at = np.flatnonzero(nz)  # events where a sparse column is not 0
         for k, v in cols.items():
             w = v[a : a + _CHUNK]
-            if sparse[k]:
-                at = np.flatnonzero(w)
+            if k in sparse:
                 if not len(at):
                     continue
                 c = np.bincount(code[at], weights=w[at].astype(np.float64), minlength=size)
