@@ -254,24 +254,21 @@ class LeanPass(TracedPass, DeviceChecks):
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
         n, h, a0, hk = tr.n, tr.hook, p.a0, p.hk
         queued, other, ev, qp = p.queued, p.other, p.ev, p.qp
-        is_lazy = h == LAZY
         cap = max(m.batch_capacity, 1)
         timer = np.zeros(n, dtype=bool)
         timer_t = cs.t(m.timer_write) if m.timer_write else None
         if timer_t is not None:
             timer = p.in_loop & np.isin(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
-        drained = np.zeros(n, dtype=np.int64)
-        drained[ev] = qp.drained
+        # the events that drain the queue, apart (a few): what they drain, and the rest 0
+        drains = np.zeros(n, dtype=bool)
+        drains[ev[qp.drained > 0]] = True
         cap_flush = np.zeros(n, dtype=bool)
         cap_flush[ev[qp.capacity_flush]] = True
         async_flush = np.zeros(n, dtype=bool)
         if m.name == "lguest":
             # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
-            async_flush = p.in_loop & _cached(tr, "hook slots", hook_slots)[2]
-            async_flush &= drained == 0
-        idx = np.nonzero(
-            queued | (drained > 0) | other | timer | (scans > 0) | faults | async_flush
-        )[0]
+            async_flush = p.in_loop & _cached(tr, "hook slots", hook_slots)[2] & ~drains
+        idx = np.nonzero(queued | drains | other | timer | (scans > 0) | faults | async_flush)[0]
         hx = hk[idx]
         # as narrow as the run's own columns: idx can hold most of a trace's events
         cy, me = cs.cyc[hx], cs.mech[hx]
@@ -286,9 +283,10 @@ class LeanPass(TracedPass, DeviceChecks):
         put(other[idx], cs.t(m.wp_fault))
         flush_t = cs.t(m.flush_cost)
         entry = table["batch_entry"]
-        d = drained[idx]
+        at = np.minimum(np.searchsorted(ev, idx), max(len(ev) - 1, 0))
+        d = np.where(drains[idx], qp.drained[at] if len(ev) else 0, 0).astype(np.int64)
         dm = d > 0
-        lz = dm & is_lazy[idx]
+        lz = dm & (h[idx] == LAZY)
         cy[dm & ~lz] += flush_t[0] + d[dm & ~lz] * entry
         cy[lz] = cs.cyc[LAZY] + flush_t[0] + d[lz] * entry
         me[lz] = MECH_CODE["batch_flush"]
