@@ -67,29 +67,28 @@ def pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     Entry pointers are physical until a ``write_cr0`` turns paging on, linear-map addresses
     (physical + PAGE_OFFSET) after it.
     """
-    n = trace.n
     h = trace.hook
-    is_cr0 = h == _H["write_cr0"]
-    last = np.where(is_cr0, np.arange(n), -1)
-    np.maximum.accumulate(last, out=last)
-    before = np.empty(n, dtype=np.int64)
-    before[0] = -1
-    before[1:] = last[:-1]
-    pg = np.zeros(n, dtype=bool)
-    has = before >= 0
-    pg[has] = (trace.arg0[before[has]] & 0x80000000) != 0
-    two = np.isin(h, [_H["set_pte"], _H["set_pmd"]])
+    two = (h == _H["set_pte"]) | (h == _H["set_pmd"])
     at = h == _H["set_pte_at"]
-    upd = np.isin(h, [_H["pte_update"], _H["pte_update_defer"]])
-    ptr = np.where(two, trace.arg0, np.where(at | upd, trace.arg2, 0)).astype(np.int64)
-    val = np.where(
-        two, trace.arg1, np.where(at, trace.arg3, (trace.result & 0xFFFFFFFF).astype(np.uint32))
-    ).astype(np.int64)
+    upd = (h == _H["pte_update"]) | (h == _H["pte_update_defer"])
+    val = (trace.result & 0xFFFFFFFF).astype(np.int64)  # pte_update*: the value observed
+    for m, col in ((two, trace.arg1), (at, trace.arg3)):
+        k = np.flatnonzero(m)
+        val[k] = col[k]
+    # the entries, worked out at the stores alone (a few of the events)
+    k = np.flatnonzero(two | at | upd)
+    two_k = two[k]
+    ptr = np.where(two_k, trace.arg0[k], trace.arg2[k]).astype(np.int64)
+    cr0 = np.flatnonzero(h == _H["write_cr0"])
+    last = np.searchsorted(cr0, k, side="left") - 1  # the last write_cr0 before each
+    pg = np.zeros(len(k), dtype=bool)
+    has = last >= 0
+    pg[has] = (trace.arg0[cr0[last[has]]] & 0x80000000) != 0
     phys = np.where(pg, (ptr - PAGE_OFFSET) & 0xFFFFFFFF, ptr)
-    ent = (phys >> 12) * 1024 + ((phys & 0xFFF) >> 2)
-    ent = np.where(two | at | (upd & trace.has_result), ent, -1)
-    ent = np.where(upd & ~trace.has_result, -2, ent)
-    return ent.astype(np.int64), val
+    ent = np.full(trace.n, -1, dtype=np.int64)
+    e = (phys >> 12) * 1024 + ((phys & 0xFFF) >> 2)
+    ent[k] = np.where(upd[k] & ~trace.has_result[k], -2, e)
+    return ent, val
 
 
 def _pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
