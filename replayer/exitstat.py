@@ -22,28 +22,23 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pvscope.hooks import HOOKS
 from replayer.backends import MECHANISMS
+from replayer.engine import result, summary
 from replayer.engine.result import RunResult
-from replayer.trace import KINDS, Trace
+from replayer.trace import Trace
 
 #: Reasons a ``pvscope replay --reasons`` table shows per backend unless told otherwise.
 TOP = 8
 #: Counters summed per reason, in output order.
 COUNTERS = ("exits", "hypercalls", "traps")
 #: What an event is called in a reason: hook names, then kinds, then ``unknown``.
-NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
+NAMES = result.NAMES
 
 
 def name_codes(trace: Trace) -> np.ndarray:
     """Per event: an index into :data:`NAMES` (its hook, else its kind); int16, kept in
     the trace's cache (every run's results need it)."""
-    got = trace.cache.get("exit reason names")
-    if got is None:
-        kind = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int16) + len(HOOKS)
-        got = np.where(trace.hook >= 0, trace.hook.astype(np.int16), kind)
-        trace.cache["exit reason names"] = got
-    return got
+    return summary.name_codes(trace)
 
 
 def reasons(
@@ -57,15 +52,14 @@ def reasons(
     ``names`` are :func:`name_codes`, ``mechanism`` indices into ``MECHANISMS``,
     ``counters`` the per-event :data:`COUNTERS`.
     """
+    events, sums = summary.sum_by_code(names, mechanism, {"cycles": cycles, **counters})
+    return _rows(events, sums)
+
+
+def _rows(events: np.ndarray, sums: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Rows from the events and sums per reason code (:func:`summary.sum_by_code`)."""
     m = len(NAMES)
-    code = mechanism.astype(np.int64) * m + names
-    size = len(MECHANISMS) * m
-    events = np.bincount(code, minlength=size)
-    sums = {"cycles": np.bincount(code, weights=cycles, minlength=size)}
-    for k, v in counters.items():
-        at = np.flatnonzero(v)  # most events cause none: sum over those that do
-        sums[k] = np.bincount(code[at], weights=v[at], minlength=size)
-    total = int(cycles.sum())
+    total = int(sums["cycles"].sum())
     rows = [
         _row(
             MECHANISMS[c // m],
@@ -95,8 +89,9 @@ def _row(mech: str, name: str, events: int, sums: dict[str, int], total: int) ->
 
 
 def from_result(r: RunResult) -> list[dict[str, Any]]:
-    """The reasons of one replay, from its per-event arrays."""
-    return reasons(name_codes(r.trace), r.mechanism, r.cycles, {k: getattr(r, k) for k in COUNTERS})
+    """The reasons of one replay, from its per-event arrays (summed with its summary)."""
+    by = r.by_reason if r.by_reason is not None else summary.reason_sums(r)
+    return _rows(by.events, by.sums)
 
 
 def from_run_dir(run_dir: Path) -> list[dict[str, Any]]:

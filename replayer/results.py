@@ -69,7 +69,7 @@ STATUS = ("ok", "masked", "lost")
 
 def _dict(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(np.int8)), pa.array(list(names), pa.string())
+        pa.array(codes.astype(np.int8, copy=False)), pa.array(list(names), pa.string())
     )
 
 
@@ -78,11 +78,19 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, row_group_size=ROW_GROUP, **_OPTS)
 
 
+def _seq(cache: dict[str, Any], n: int) -> pa.Array:
+    """The ``seq`` column 0 .. n-1, once per trace (kept in its cache)."""
+    got = cache.get("seq column")
+    if got is None or len(got) != n:
+        got = cache["seq column"] = pa.array(np.arange(n, dtype=np.uint64))
+    return got
+
+
 def events_table(r: RunResult) -> pa.Table:
     """Per-event results."""
     return pa.table(
         {
-            "seq": pa.array(np.arange(r.trace.n, dtype=np.uint64)),
+            "seq": _seq(r.trace.cache, r.trace.n),
             "cycles": pa.array(r.cycles),
             "native_cycles": pa.array(r.native_cycles),
             "mechanism": _dict(r.mechanism, MECHANISMS),

@@ -181,10 +181,9 @@ def _checkpoints(state: pa.Table, n: int, path: Path) -> dict[int, dict[str, dic
     out: dict[int, dict[str, dict[str, int]]] = {}
     if state.num_rows == 0:
         return out
-    seqs = state.column("seq").to_pylist()
-    comps = state.column("component").to_pylist()
-    keys = state.column("key").to_pylist()
-    vals = state.column("value").to_pylist()
+    seqs, comps, keys, vals = (
+        _pylist(state.column(c)) for c in ("seq", "component", "key", "value")
+    )
     for s, c, k, v in zip(seqs, comps, keys, vals, strict=True):
         if s is None or c is None or k is None or v is None:
             raise TraceError(f"{path / 'state.parquet'}: null in a checkpoint row")
@@ -192,6 +191,14 @@ def _checkpoints(state: pa.Table, n: int, path: Path) -> dict[int, dict[str, dic
             raise TraceError(f"{path / 'state.parquet'}: checkpoint after seq {s}, past the end")
         out.setdefault(int(s), {}).setdefault(str(c), {})[str(k)] = int(v)
     return out
+
+
+def _pylist(col: pa.ChunkedArray) -> list:
+    """A column's values as Python objects (a dictionary-encoded one decoded first: its
+    own to_pylist goes element by element, ten times slower)."""
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return col.to_pylist()
 
 
 def hook_ids(*names: str) -> list[int]:

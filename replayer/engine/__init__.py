@@ -65,7 +65,7 @@ import numpy as np
 
 from replayer.backends import Run
 from replayer.costs import CostTable
-from replayer.engine.checks import trace_mmu_checks
+from replayer.engine.checks import device_pass, trace_mmu_checks
 from replayer.engine.common import _H, _cached
 from replayer.engine.cpu import VirtualCpu
 from replayer.engine.derived import (
@@ -76,11 +76,11 @@ from replayer.engine.derived import (
     loaded_table_stores,
     pte_entries,
 )
-from replayer.engine.lean import LeanPass, lazy_mode, may_be_lean
+from replayer.engine.lean import LeanPass, checkpointed_mmu, hook_slots, lazy_mode, may_be_lean
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
-from replayer.engine.static import _static, native_cycles
+from replayer.engine.static import _static, cost_classes, native_cycles
 from replayer.engine.summary import group_codes, summarize
 from replayer.engine.wholerun import guest_instructions
 from replayer.engine.xenpin import apply_pinning, pin_loads, pinned_stores
@@ -111,7 +111,8 @@ __all__ = [
 def prepare(trace: Trace) -> None:
     """Derive what every replay of ``trace`` shares (kept in ``trace.cache``), so that
     processes forked afterwards start with it."""
-    _cached(trace, "absorbed", absorbed_mmio)
+    absorbed = _cached(trace, "absorbed", absorbed_mmio)
+    _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
     _cached(trace, "group_codes", group_codes)
     _cached(trace, "loaded_spaces", loaded_spaces)
     _cached(trace, "loaded_table_stores", loaded_table_stores)
@@ -122,8 +123,15 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "recorded_interrupts", recorded_interrupts)
     _cached(trace, "read_mismatches", lambda t: read_mismatches(t, regs))
     trace_mmu_checks(trace)
+    device_pass(trace, apic_seen=True)  # every run's but vmi-without-apic-none's
     _cached(trace, "guest_instructions", guest_instructions)
     _cached(trace, "lazy_mode", lazy_mode)
+    _cached(trace, "checkpointed mmu", checkpointed_mmu)
+    _cached(trace, "hook slots", hook_slots)
+
+
+#: Each check's place in :data:`CHECKS` (the violations' order within an event).
+_CHECK_ORDER = {name: i for i, name in enumerate(CHECKS)}
 
 
 class _Replay(LeanPass, SequentialPass, VirtualCpu):
@@ -140,7 +148,9 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
         nat = _cached(
             tr, f"native_cycles {table.sha256}", lambda t: native_cycles(t, table, absorbed)
         )
-        self.vif_b = backend_if(tr.vif, self.irq_tracks)
+        self.vif_b = _cached(  # read only
+            tr, f"backend if {self.irq_tracks}", lambda t: backend_if(t.vif, self.irq_tracks)
+        )
         self.cregs = _cached(tr, "control_registers", control_registers)
 
         # runs that differ in nothing the sequential pass reads (an ablation that swaps no
@@ -184,14 +194,14 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
             trace=tr,
             # the run's own arrays, non-negative: reinterpreted, not copied
             cycles=cyc.view(np.uint64),
-            native_cycles=nat.view(np.uint64),
+            native_cycles=nat.view(np.uint64),  # the trace's, shared: not to be changed
             mechanism=mech,
             exits=ex.view(np.uint32),
             hypercalls=hc.view(np.uint32),
             traps=trp.view(np.uint32),
             batch_flushes=bf.view(np.uint32),
             batched=batched.view(np.uint32),
-            violations=sorted(self.violations, key=lambda v: (v.seq, CHECKS.index(v.check))),
+            violations=sorted(self.violations, key=lambda v: (v.seq, _CHECK_ORDER[v.check])),
             interrupts=ints,
             sequential=how,
         )
@@ -205,13 +215,16 @@ def replay(
     progress: Callable[[int], None] | None = None,
     full_check: bool = False,
     exact: bool = False,
+    summary: bool = True,
 ) -> RunResult:
     """Replay ``trace`` on ``run``'s backend under cost table ``table``.
 
     ``full_check`` compares every page at every MMU check (instead of incrementally);
     ``exact`` runs the whole sequential pass even where the lean pass applies (both are for
-    tests: the results are the same).
+    tests: the results are the same).  ``summary=False`` leaves ``summary`` empty, for a
+    caller that reads only the columns.
     """
     r = _Replay(trace, run, table, full_check, exact).run(progress)
-    r.summary = summarize(r)
+    if summary:
+        r.summary = summarize(r)
     return r

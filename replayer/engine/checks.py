@@ -15,8 +15,8 @@ import numpy as np
 
 from pvscope.digest import mapping_digest
 from pvscope.hooks import HOOKS
-from replayer.engine.common import _ALLOCS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
-from replayer.engine.derived import _fill_table, _frames_needed, _pte_entries
+from replayer.engine.common import _ALLOCS, _APIC_HOOKS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
+from replayer.engine.derived import _fill_table, _frames_needed, _pte_entries, absorbed_mmio
 from replayer.engine.result import Violation
 from replayer.engine.state import ReplayState
 from replayer.mechanisms import bulk
@@ -24,19 +24,22 @@ from replayer.mechanisms.apic import (
     IOAPIC_BASE,
     LAPIC_BASE,
     UNBACKED,
+    VirtualIoapic,
     VirtualLapic,
 )
 from replayer.mechanisms.pagetables import (
     CR0_PG,
+    PSE,
     Frames,
     GuestMMU,
     present_mappings,
 )
-from replayer.mechanisms.registers import read_mismatches
+from replayer.mechanisms.registers import Register, read_mismatches
 from replayer.trace import (
     K_EXCEPTION,
     K_HOOK,
     K_INTERRUPT,
+    K_MMIO_READ,
     K_MMIO_WRITE,
     K_SOFTINT,
     Trace,
@@ -135,14 +138,15 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
         args = (trace.arg0, trace.arg1, trace.arg2, trace.arg3)
         cols = (h[other], ent[other], fill[other], *(a[other] for a in args))
         lo = 0
+        digests = _Digests(guest)
         for k, hi, hk, e, is_fill, a0, a1, a2, a3 in zip(
             other.tolist(), cut, *(c.tolist() for c in cols), strict=True
         ):
             if hi > lo:
-                _write_entries(frames, se[lo:hi], sv[lo:hi])
+                digests.changed(_write_entries(frames, se[lo:hi], sv[lo:hi]))
             lo = hi
             if e >= 0:
-                _write_entries(frames, se[hi : hi + 1], sv[hi : hi + 1])
+                digests.changed(_write_entries(frames, se[hi : hi + 1], sv[hi : hi + 1]))
                 lo = hi + 1
             elif hk == WCR3:
                 guest.cr3 = a0
@@ -150,29 +154,66 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
                 guest.paging = bool(a0 & CR0_PG)
             elif is_fill:
                 _fill_table(frames, a0, (a1, a2, a3) if hk == CLONE else None)
+                digests.changed([a0])
             if k in cps:
-                v = _checkpoint_digest(trace, guest, k, cps[k])
+                v = _checkpoint_digest(trace, guest, k, cps[k], digests.digest())
                 if v is not None:
                     out.append(v)
     trace.cache["trace.mmu"] = tuple(out)
     return out
 
 
-def _write_entries(frames: Frames, es: np.ndarray, vs: np.ndarray) -> None:
+def _write_entries(frames: Frames, es: np.ndarray, vs: np.ndarray) -> list[int]:
     """Entry writes (flat entries, values, in order, into frames the store holds): the
-    last write to an entry stays."""
+    last write to an entry stays.  The frames written."""
     if len(es) < 8:
         mem = frames.mem
         for e, v in zip(es.tolist(), vs.tolist(), strict=True):
             mem[e] = v
-        return
+        return list({e >> 10 for e in es.tolist()})
     ue, uv = bulk.final(es, vs)
     frames.np[ue] = uv
+    return bulk.frames_of(ue)
 
 
-def _checkpoint_digest(trace: Trace, guest: GuestMMU, k: int, want: int) -> Violation | None:
-    """The ``trace.mmu`` row for checkpoint ``k`` if the rebuilt tables miss its digest."""
-    mine = _digest_of(guest)
+class _Digests:
+    """The mapping digest of the guest's loaded space (:func:`_digest_of`), kept per
+    directory until a frame it was read from changes."""
+
+    def __init__(self, guest: GuestMMU) -> None:
+        self.guest = guest
+        self.memo: dict[tuple[int, int], int] = {}
+        self.readers: dict[int, set[tuple[int, int]]] = {}
+        """frame -> the digests read from it (a superset)."""
+
+    def changed(self, pfns: list[int]) -> None:
+        """Frames ``pfns`` were written: the digests read from them go."""
+        for pfn in pfns:
+            for key in self.readers.pop(pfn, ()):
+                self.memo.pop(key, None)
+
+    def digest(self) -> int:
+        """The digest of the loaded space as the tables are now."""
+        g = self.guest
+        pd = g.pd
+        if not g.paging or pd is None:
+            return _digest_of(g)
+        key = (pd, g.frames.nframes)  # a store grown since may bring a table in range
+        got = self.memo.get(key)
+        if got is None:
+            got = self.memo[key] = _digest_of(g)
+            pdes = g.frames.page(pd)
+            tables = (pdes[((pdes & 1) != 0) & ((pdes & PSE) == 0)] >> 12).tolist()
+            for pfn in {pd, *tables}:
+                self.readers.setdefault(pfn, set()).add(key)
+        return got
+
+
+def _checkpoint_digest(
+    trace: Trace, guest: GuestMMU, k: int, want: int, mine: int
+) -> Violation | None:
+    """The ``trace.mmu`` row for checkpoint ``k`` if the rebuilt tables (whose digest is
+    ``mine``) miss its digest."""
     if mine != want:
         # a checkpoint can fall between an in-place store to a PTE and the
         # pte_update that reports it: try the values reported just after it
@@ -272,54 +313,156 @@ class DeviceChecks(ReplayState):
     def _cpu_checkpoints(self) -> None:
         """Control registers and the interrupt flag at every checkpoint (the backend's IF,
         the registers as the hooks set them), apart from the sequential pass."""
-        for k, cp in sorted(self.trace.checkpoints.items()):
+        tr, vif_b = self.trace, self.vif_b
+        regs = _cached(tr, "checkpoint registers", lambda t: _register_rows(t, self.cregs))
+        rows = list(regs)
+        for k, cp in sorted(tr.checkpoints.items()):
             cpu = cp.get("cpu", {})
-            for key in ("cr0", "cr3", "cr4"):
-                if key in cpu:
-                    val, known = self.cregs[key].before(np.array([k + 1]))
-                    if known[0] and int(val[0]) != cpu[key]:
-                        self.violate(
-                            k, "device.cpu", key, _hex(cpu[key]), _hex(int(val[0])), "checkpoint"
-                        )
-            if "eflags_if" in cpu and k + 1 < self.trace.n:
-                have_if = int(self.vif_b[k + 1])
+            if "eflags_if" in cpu and k + 1 < tr.n:
+                have_if = int(vif_b[k + 1])
                 if have_if != cpu["eflags_if"]:
                     want = str(cpu["eflags_if"])
-                    self.violate(k, "device.cpu", "eflags_if", want, str(have_if), "checkpoint")
+                    detail = "checkpoint"
+                    rows.append(Violation(k, "device.cpu", "eflags_if", want, str(have_if), detail))
+        # by checkpoint, each one's registers before its flag
+        self.violations.extend(sorted(rows, key=lambda v: v.seq))
 
     def _vectorized_checks(self) -> None:
+        """``result`` rows (values read, ``save_fl``) and ``privilege`` rows."""
         tr, m = self.trace, self.model
-        mismatches = _cached(tr, "read_mismatches", lambda t: read_mismatches(t, self.cregs))
-        for mm in mismatches:
-            self.violate(mm.seq, "result", mm.hook, _hex(mm.recorded), _hex(mm.model), mm.what)
-        # save_fl: the IF bit the guest reads is the backend's virtual IF
-        sf = np.nonzero((tr.hook == _H["save_fl"]) & tr.has_result)[0]
-        if len(sf):
-            want = ((tr.result[sf] >> 9) & 1).astype(bool)
-            have = self.vif_b[sf]
-            for k in sf[want != have].tolist():
-                w = int(tr.result[k])
-                self.violate(
-                    k,
-                    "result",
-                    "save_fl",
-                    _hex(w),
-                    _hex(w ^ 0x200),
-                    "EFLAGS.IF as the backend reports it",
-                )
+        self.violations.extend(
+            _cached(tr, "result rows", lambda t: _result_rows(t, self.cregs))
+            + _cached(tr, f"save_fl rows {self.irq_tracks}", lambda t: _save_fl_rows(t, self.vif_b))
+        )
         if "cpl" in m.relies_on:
-            cpl = tr.cpl.astype(np.int16)
-            if self.run_.without == "cpl" and self.run_.fallback == "none":
-                cpl = np.where(cpl == 1, 0, cpl)
-            hk = np.where(tr.hook >= 0, tr.hook, _NHOOKS)
-            bad = (cpl == 0) & ((tr.kind == K_HOOK) & _PRIVILEGED[hk] | (tr.cpl == 0))
-            for k in np.nonzero(bad)[0].tolist():
-                what = HOOKS[tr.hook[k]].name if tr.hook[k] >= 0 else "event"
-                self.violate(
-                    k,
-                    "privilege",
-                    what,
-                    "CPL 1",
-                    "CPL 0",
-                    f"{what} runs at CPL 0 where {m.name} requires the kernel at CPL 1",
-                )
+            cpl_none = self.run_.without == "cpl" and self.run_.fallback == "none"
+            bad = _cached(tr, f"cpl 0 {cpl_none}", lambda t: _at_cpl0(t, cpl_none))
+            names = [h.name for h in HOOKS] + ["event"]  # a hook id of -1: no hook call
+            detail = {
+                w: f"{w} runs at CPL 0 where {m.name} requires the kernel at CPL 1" for w in names
+            }
+            self.violations.extend(
+                Violation(k, "privilege", names[h], "CPL 1", "CPL 0", detail[names[h]])
+                for k, h in zip(bad.tolist(), tr.hook[bad].tolist(), strict=True)
+            )
+
+
+def _result_rows(trace: Trace, cregs: dict[str, Register]) -> tuple[Violation, ...]:
+    """``result`` rows for values read that differ from the registers as the hooks set
+    them (the same for every backend)."""
+    mismatches = _cached(trace, "read_mismatches", lambda t: read_mismatches(t, cregs))
+    return tuple(
+        Violation(mm.seq, "result", mm.hook, _hex(mm.recorded), _hex(mm.model), mm.what)
+        for mm in mismatches
+    )
+
+
+def _save_fl_rows(trace: Trace, vif_b: np.ndarray) -> tuple[Violation, ...]:
+    """``result`` rows for ``save_fl``: the IF bit the guest reads is the backend's
+    virtual IF (``vif_b``)."""
+    sf = np.nonzero((trace.hook == _H["save_fl"]) & trace.has_result)[0]
+    if not len(sf):
+        return ()
+    want = ((trace.result[sf] >> 9) & 1).astype(bool)
+    have = vif_b[sf]
+    out = []
+    for k in sf[want != have].tolist():
+        w = int(trace.result[k])
+        detail = "EFLAGS.IF as the backend reports it"
+        out.append(Violation(k, "result", "save_fl", _hex(w), _hex(w ^ 0x200), detail))
+    return tuple(out)
+
+
+def _at_cpl0(trace: Trace, cpl_none: bool) -> np.ndarray:
+    """Events running at CPL 0 where the kernel should be at CPL 1: privileged hooks and
+    events at CPL 0 (``cpl_none``: a kernel left at CPL 0, every event at CPL 1 too)."""
+    cpl = trace.cpl.astype(np.int16)
+    if cpl_none:
+        cpl = np.where(cpl == 1, 0, cpl)
+    hk = np.where(trace.hook >= 0, trace.hook, _NHOOKS)
+    bad = (cpl == 0) & ((trace.kind == K_HOOK) & _PRIVILEGED[hk] | (trace.cpl == 0))
+    return np.nonzero(bad)[0]
+
+
+class _Devices(DeviceChecks):
+    """The virtual LAPIC and IOAPIC alone, fed by :func:`device_pass`."""
+
+    def __init__(self, apic_seen: bool) -> None:  # no run: the devices need none
+        self.apic_seen = apic_seen
+        self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
+        self.lost: dict[int, str] = {}
+        self.violations: list[Violation] = []
+
+
+def _no_mmu_check(seq: int, reason: str) -> None:
+    return None
+
+
+def device_pass(trace: Trace, apic_seen: bool) -> tuple[tuple[Violation, ...], dict[int, str]]:
+    """The devices event by event (interrupts, APIC hooks, device MMIO no hook made,
+    checkpoints' device registers): their violation rows in event order and the recorded
+    interrupts they would not take, with why.  They depend on the trace and on whether the
+    backend sees the APIC alone, so this runs once per trace and value (kept in
+    ``trace.cache``; the caller must not change what it returns)."""
+    key = f"devices apic_seen={apic_seen}"
+    got = trace.cache.get(key)
+    if got is not None:
+        return got
+    kind, h = trace.kind, trace.hook
+    absorbed = _cached(trace, "absorbed", absorbed_mmio)
+    ent, _ = _pte_entries(trace)
+    # the APIC hooks every sequential pass takes (those with an observed value)
+    dev = (kind == K_INTERRUPT) | ((kind == K_HOOK) & np.isin(h, _APIC_HOOKS) & (ent != -2))
+    dev |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
+    cps = trace.checkpoints
+    at = dev.copy()
+    if cps:
+        at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
+    sel = np.nonzero(at)[0]
+    cols = zip(
+        sel.tolist(),
+        kind[sel].tolist(),
+        h[sel].tolist(),
+        trace.arg0[sel].tolist(),
+        trace.arg1[sel].tolist(),
+        trace.arg2[sel].tolist(),
+        trace.has_result[sel].tolist(),
+        trace.result[sel].tolist(),
+        dev[sel].tolist(),
+        strict=True,
+    )
+    d = _Devices(apic_seen)
+    for k, kd, hh, x0, x1, x2, hasr, res, is_dev in cols:
+        if is_dev:
+            if kd == K_HOOK:
+                d._apic_hook(k, hh, x0, x1, hasr, res)
+            elif kd == K_INTERRUPT:
+                d._interrupt(k, x0, x1)
+            else:
+                d._mmio(k, kd, x0, x2)
+        if k in cps:
+            d._checkpoint(k, cps[k], _no_mmu_check)
+    got = trace.cache[key] = (tuple(d.violations), d.lost)
+    return got
+
+
+def _register_rows(trace: Trace, cregs: dict[str, Register]) -> tuple[Violation, ...]:
+    """``device.cpu`` rows for control registers at checkpoints (the registers as the
+    hooks set them: the same for every backend), by checkpoint and register."""
+    cps = sorted(trace.checkpoints.items())
+    have = {}
+    for key in ("cr0", "cr3", "cr4"):
+        ks = [k for k, cp in cps if key in cp.get("cpu", {})]
+        val, known = cregs[key].before(np.asarray(ks, dtype=np.int64) + 1)
+        have[key] = dict(zip(ks, zip(val.tolist(), known.tolist(), strict=True), strict=True))
+    out = []
+    for k, cp in cps:
+        cpu = cp.get("cpu", {})
+        for key in ("cr0", "cr3", "cr4"):
+            if key in cpu:
+                v, kn = have[key][k]
+                if kn and v != cpu[key]:
+                    out.append(
+                        Violation(k, "device.cpu", key, _hex(cpu[key]), _hex(v), "checkpoint")
+                    )
+    return tuple(out)

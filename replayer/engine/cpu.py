@@ -46,19 +46,13 @@ class VirtualCpu(ReplayState):
         tr, m = self.trace, self.model
         ints = _cached(tr, "recorded_interrupts", recorded_interrupts)
         earliest = ints.raised + 1
-        notices = None
         irq_trap = self.run_.without == "irq" and self.run_.fallback == "trap"
-        if m.vcpu == "lguest-flag" and not irq_trap:
-            host = (hc > 0) | (trp > 0) | (ex > 0) | (bf > 0)
-            host |= tr.kind == K_INTERRUPT
-            host |= tr.kind == K_EXCEPTION
-            notices = np.zeros(tr.n, dtype=bool)
-            notices[1:] = host[:-1]
-        delivered = delivery_points(self.vif_b, earliest, notices)
+        delivered = self._delivered(
+            earliest, (hc, trp, ex, bf), m.vcpu == "lguest-flag" and not irq_trap
+        )
+        if self.lost:
+            delivered[np.isin(ints.event, np.fromiter(self.lost, dtype=np.int64))] = -1
         status = np.zeros(len(ints), dtype=np.int8)  # 0 ok, 1 masked, 2 lost
-        for i, e in enumerate(ints.event.tolist()):
-            if e in self.lost:
-                delivered[i] = -1
         status[delivered < 0] = 2
         ok = delivered >= 0
         masked = np.zeros(len(ints), dtype=bool)
@@ -70,7 +64,7 @@ class VirtualCpu(ReplayState):
         if irq_trap:
             unmask = c("callout", "bt_callout")
         if unmask is not None and self.irq_tracks and len(ints):
-            is_unmasker = np.isin(tr.hook, _UNMASKERS)
+            is_unmasker = _cached(tr, "unmaskers", lambda t: np.isin(t.hook, _UNMASKERS))
             ev = unmask_events(delivered, earliest, is_unmasker)
             if len(ev):
                 t = self.cs.t(unmask)
@@ -107,6 +101,31 @@ class VirtualCpu(ReplayState):
             "native_latency_vtime": nat_vt.astype(np.int64),
             "status": status,
         }
+
+    def _delivered(
+        self, earliest: np.ndarray, host_cols: tuple[np.ndarray, ...], on_entry: bool
+    ) -> np.ndarray:
+        """Where the backend delivers each interrupt (:func:`delivery_points`; a copy the
+        caller may change); ``on_entry``: it notices one pending only when the guest next
+        enters the host (an event with exits, hypercalls, traps or batch flushes in
+        ``host_cols``, an interrupt or an exception)."""
+        tr = self.trace
+        if not on_entry:
+            # the same for every run whose backend tracks the guest's flag (or every one
+            # whose backend does not)
+            return _cached(
+                tr,
+                f"delivery points {self.irq_tracks}",
+                lambda t: delivery_points(self.vif_b, earliest, None),
+            ).copy()
+        host = np.zeros(tr.n, dtype=bool)
+        for col in host_cols:
+            host |= col > 0
+        host |= tr.kind == K_INTERRUPT
+        host |= tr.kind == K_EXCEPTION
+        notices = np.zeros(tr.n, dtype=bool)
+        notices[1:] = host[:-1]
+        return delivery_points(self.vif_b, earliest, notices)
 
     def _interrupt_rows(self, ints: Interrupts, delivered: np.ndarray, status: np.ndarray) -> None:
         """``irq.masked`` and ``irq.lost`` rows (``status`` 1 and 2)."""

@@ -15,11 +15,12 @@ from replayer.backends import (
     Run,
     c,
 )
-from replayer.engine.checks import DeviceChecks
+from replayer.engine.checks import DeviceChecks, device_pass
 from replayer.engine.common import (
     _ALLOCS,
     _APIC_HOOKS,
     _H,
+    _MMU_ONLY,
     _NHOOKS,
     _PTE_HOOKS,
     _RELEASES,
@@ -31,10 +32,7 @@ from replayer.engine.proofs import _Proof
 from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _stateful
-from replayer.mechanisms.apic import (
-    VirtualIoapic,
-    VirtualLapic,
-)
+from replayer.engine.traced import TracedPass
 from replayer.mechanisms.batch import (
     LAZY_CPU,
     LAZY_FLUSH,
@@ -45,9 +43,6 @@ from replayer.mechanisms.batch import (
 )
 from replayer.trace import (
     K_HOOK,
-    K_INTERRUPT,
-    K_MMIO_READ,
-    K_MMIO_WRITE,
     Trace,
 )
 
@@ -56,12 +51,46 @@ def may_be_lean(run: Run) -> bool:
     """Whether the run's sequential pass may go lean (:meth:`_Replay._lean`): a backend fed
     by notifications, told of every PTE update (or trapping them) and told of page-table
     allocations (or, told of updates, discovering tables), or lguest told of PTE updates
-    -- whether it does depends on the trace."""
+    -- whether it does depends on the trace; and always a backend whose hardware walks
+    the guest's own tables (:func:`mirrors`)."""
     pte_mode, alloc_mode, _, _ = _modes(run)
     hooked = alloc_mode == "hook" and pte_mode in ("hook", "trap")
     found = alloc_mode == "trap" and pte_mode == "hook"
     mmu = run.model().mmu
-    return (mmu == "notified" and (hooked or found)) or (mmu == "demand" and pte_mode == "hook")
+    return (
+        (mmu == "notified" and (hooked or found))
+        or (mmu == "demand" and pte_mode == "hook")
+        or mirrors(run)
+    )
+
+
+def mirrors(run: Run) -> bool:
+    """Whether the backend's copy of the tables is the guest's own (the hardware walks them,
+    or traps every store to them) with no queue and no cost of its own for a timer write:
+    then its sequential pass takes only the devices (and the tracing costs, per trace)."""
+    m = run.model()
+    return m.mmu in ("direct", "traced") and m.batching is None and m.timer_write is None
+
+
+def checkpointed_mmu(trace: Trace) -> bool:
+    """Whether a checkpoint falls on a hook that only changes the tables, CR3 or the TLB
+    (the simulation takes such an event with the checkpoint, where a ``traced`` backend's
+    tracer may charge it again)."""
+    cps = np.fromiter(trace.checkpoints, dtype=np.int64, count=len(trace.checkpoints))
+    return bool(np.isin(trace.hook[cps], list(_MMU_ONLY)).any())
+
+
+def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: its hook id, or ``_NHOOKS`` for events that are no hook call (int16);
+    whether it is a hook call with an observed value (no ``pte_update`` without one); and
+    whether it leaves lazy mode or flushes it (``set_lazy_mode`` to none or flush)."""
+    h = trace.hook
+    ent, _ = _pte_entries(trace)
+    lazy_arg = trace.arg0[h == LAZY]
+    leaves = np.zeros(trace.n, dtype=bool)
+    leaves[h == LAZY] = (lazy_arg == LAZY_NONE) | (lazy_arg == LAZY_FLUSH)
+    slots = np.where(h >= 0, h, _NHOOKS).astype(np.int16)
+    return slots, (trace.kind == K_HOOK) & (ent != -2), leaves
 
 
 #: The trace's cache key of the last lean proof (:meth:`LeanPass._prove`).
@@ -97,7 +126,7 @@ class _QueuePlan:
     """Per event: its first argument (the trace's uint32 column)."""
 
 
-class LeanPass(DeviceChecks):
+class LeanPass(TracedPass, DeviceChecks):
     """The lean pass (:meth:`_lean`)."""
 
     def _check_events(self, in_loop: np.ndarray) -> np.ndarray:
@@ -130,6 +159,15 @@ class LeanPass(DeviceChecks):
         """
         if self.exact or self.full_check or not may_be_lean(self.run_):
             return False
+        if mirrors(self.run_):
+            # nothing about the tables can differ, so the checks find nothing; the guest's
+            # tables are checked against the digests once per trace
+            if self.model.mmu == "traced":
+                if _cached(self.trace, "checkpointed mmu", checkpointed_mmu):
+                    return False  # the simulation's own tracer takes those events too
+                self._traced_pass()
+            self._lean_devices()
+            return True
         tr = self.trace
         # the plan and the proofs count calls, never cycles: one per structure, whatever
         # the cost table (the last kept on the trace)
@@ -141,7 +179,7 @@ class LeanPass(DeviceChecks):
         if not holds:
             return False
         self._lean_costs(p, scans, faults)
-        self._lean_devices(absorbed, p.in_loop)
+        self._lean_devices()
         return True
 
     def _prove(self) -> tuple[_QueuePlan, bool, np.ndarray, np.ndarray]:
@@ -167,14 +205,13 @@ class LeanPass(DeviceChecks):
         the queue, and the queue's flushes (:func:`plan`)."""
         tr, m, cs = self.trace, self.model, self.cs
         n, h = tr.n, tr.hook
-        hk = np.where(h >= 0, h, _NHOOKS).astype(np.int16)
+        hk, calls, leaves = _cached(tr, "hook slots", hook_slots)
         ent, _ = _pte_entries(tr)
         a0 = tr.arg0
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
         hook_mask[list(_stateful(m, cs))] = True
-        in_loop = hook_mask[hk] & (tr.kind == K_HOOK) & (ent != -2)
+        in_loop = hook_mask[hk] & calls
 
-        is_lazy = h == LAZY
         mode = _cached(tr, "lazy_mode", lazy_mode)
         can = np.zeros((_NHOOKS + 1, 4), dtype=bool)
         for name, modes in m.batchable.items():
@@ -186,20 +223,28 @@ class LeanPass(DeviceChecks):
             member = _cached(tr, "loaded_table_stores", loaded_table_stores)
             other = (h == _H["set_pte_at"]) & (ent >= 0) & ~member
         queue = m.batching is not None
-        queued = (in_loop & can[hk, mode] & ~other) if queue else np.zeros(n, dtype=bool)
         adds = np.zeros(_NHOOKS + 1, dtype=bool)
         adds[[*_PTE_HOOKS, _H["write_cr3"]]] = True
         if self.alloc_mode == "hook":
             adds[[*_ALLOCS, *_RELEASES]] = True
         if m.flush_resync:
             adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
-        hcn = np.where(other, cs.t(m.wp_fault)[3], cs.hc[hk])
-        drains = np.zeros(n, dtype=bool)
+        # the events the pass takes, alone (a few of the trace's)
+        il = np.flatnonzero(in_loop)
+        hk_il, other_il = hk[il], other[il]
+        queued_il = np.zeros(len(il), dtype=bool)
+        drains_il = np.zeros(len(il), dtype=bool)
         if queue:
-            leave = is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
-            drains = in_loop & ~queued & (((hcn > 0) & ~is_lazy) | leave)
-        ev = np.nonzero(queued | drains)[0]
-        qp = plan(queued[ev], queued[ev] & adds[hk[ev]], drains[ev], max(m.batch_capacity, 1))
+            queued_il = can[hk_il, mode[il]] & ~other_il
+            hcn = np.where(other_il, cs.t(m.wp_fault)[3], cs.hc[hk_il])
+            synchronous = (hcn > 0) & (h[il] != LAZY)
+            drains_il = ~queued_il & (synchronous | leaves[il])
+        queued = np.zeros(n, dtype=bool)
+        queued[il] = queued_il
+        sel = queued_il | drains_il
+        ev = il[sel]
+        q_ev = queued_il[sel]
+        qp = plan(q_ev, q_ev & adds[hk_il[sel]], drains_il[sel], max(m.batch_capacity, 1))
         return _QueuePlan(in_loop, queued, other, ev, qp, hk, a0)
 
     def _lean_costs(self, p: _QueuePlan, scans: np.ndarray, faults: np.ndarray) -> None:
@@ -209,24 +254,21 @@ class LeanPass(DeviceChecks):
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
         n, h, a0, hk = tr.n, tr.hook, p.a0, p.hk
         queued, other, ev, qp = p.queued, p.other, p.ev, p.qp
-        is_lazy = h == LAZY
         cap = max(m.batch_capacity, 1)
         timer = np.zeros(n, dtype=bool)
         timer_t = cs.t(m.timer_write) if m.timer_write else None
         if timer_t is not None:
             timer = p.in_loop & np.isin(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
-        drained = np.zeros(n, dtype=np.int64)
-        drained[ev] = qp.drained
+        # the events that drain the queue, apart (a few): what they drain, and the rest 0
+        drains = np.zeros(n, dtype=bool)
+        drains[ev[qp.drained > 0]] = True
         cap_flush = np.zeros(n, dtype=bool)
         cap_flush[ev[qp.capacity_flush]] = True
         async_flush = np.zeros(n, dtype=bool)
         if m.name == "lguest":
             # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
-            async_flush = p.in_loop & is_lazy & np.isin(a0, (LAZY_NONE, LAZY_FLUSH))
-            async_flush &= drained == 0
-        idx = np.nonzero(
-            queued | (drained > 0) | other | timer | (scans > 0) | faults | async_flush
-        )[0]
+            async_flush = p.in_loop & _cached(tr, "hook slots", hook_slots)[2] & ~drains
+        idx = np.nonzero(queued | drains | other | timer | (scans > 0) | faults | async_flush)[0]
         hx = hk[idx]
         # as narrow as the run's own columns: idx can hold most of a trace's events
         cy, me = cs.cyc[hx], cs.mech[hx]
@@ -241,9 +283,10 @@ class LeanPass(DeviceChecks):
         put(other[idx], cs.t(m.wp_fault))
         flush_t = cs.t(m.flush_cost)
         entry = table["batch_entry"]
-        d = drained[idx]
+        at = np.minimum(np.searchsorted(ev, idx), max(len(ev) - 1, 0))
+        d = np.where(drains[idx], qp.drained[at] if len(ev) else 0, 0).astype(np.int64)
         dm = d > 0
-        lz = dm & is_lazy[idx]
+        lz = dm & (h[idx] == LAZY)
         cy[dm & ~lz] += flush_t[0] + d[dm & ~lz] * entry
         cy[lz] = cs.cyc[LAZY] + flush_t[0] + d[lz] * entry
         me[lz] = MECH_CODE["batch_flush"]
@@ -267,44 +310,9 @@ class LeanPass(DeviceChecks):
         tp_[fl] += 1
         self.dyn_cols.append((idx, cy, me, ex_, hc_, tp_, nbf, nbt))
 
-    def _lean_devices(self, absorbed: np.ndarray, in_loop: np.ndarray) -> None:
-        """The devices, event by event: interrupts, APIC hooks, device MMIO, checkpoints
-        (whose MMU check finds nothing: the copies are equal whenever one is made)."""
-        tr = self.trace
-        kind, h = tr.kind, tr.hook
-        self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
-        self.lost = {}
-        dev = (kind == K_INTERRUPT) | (in_loop & np.isin(h, _APIC_HOOKS))
-        dev |= ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed
-        cps = tr.checkpoints
-        at = np.zeros(tr.n, dtype=bool)
-        at[dev] = True
-        if cps:
-            at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
-        sel = np.nonzero(at)[0]
-        cols_l = zip(
-            sel.tolist(),
-            kind[sel].tolist(),
-            h[sel].tolist(),
-            tr.arg0[sel].tolist(),
-            tr.arg1[sel].tolist(),
-            tr.arg2[sel].tolist(),
-            tr.has_result[sel].tolist(),
-            tr.result[sel].tolist(),
-            dev[sel].tolist(),
-            strict=True,
-        )
-
-        def no_mmu_check(seq: int, reason: str) -> None:
-            return None  # the copies are equal whenever a check is made (above)
-
-        for k, kd, hh, x0, x1, x2, hasr, res, is_dev in cols_l:
-            if is_dev:
-                if kd == K_HOOK:
-                    self._apic_hook(k, hh, x0, x1, hasr, res)
-                elif kd == K_INTERRUPT:
-                    self._interrupt(k, x0, x1)
-                else:
-                    self._mmio(k, kd, x0, x2)
-            if k in cps:
-                self._checkpoint(k, cps[k], no_mmu_check)
+    def _lean_devices(self) -> None:
+        """The devices' rows and lost interrupts (:func:`device_pass`, once per trace): the
+        MMU check at each checkpoint finds nothing (the copies are equal whenever one is
+        made)."""
+        found, self.lost = device_pass(self.trace, self.apic_seen)
+        self.violations.extend(found)

@@ -23,6 +23,16 @@ from replayer.trace import (
 )
 
 
+class _Wide:
+    """A uint32 column read as int64 where indexed (no widened copy of all of it)."""
+
+    def __init__(self, col: np.ndarray) -> None:
+        self.col = col
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return self.col[idx].astype(np.int64)
+
+
 class _Proof:
     """Whether no MMU check can find a page wrong in a backend's copy of the page tables
     (:meth:`_Replay._lean`), decided over the whole trace at once; one method per kind of
@@ -49,8 +59,8 @@ class _Proof:
         self.s_idx = np.nonzero(in_loop & (ent >= 0))[0]
         self.s_f = ent[self.s_idx] >> 10
         self.s_q = queued[self.s_idx]
-        self.a0 = trace.arg0.astype(np.int64)
-        self.is_alloc = in_loop & np.isin(h, _ALLOCS)
+        self.a0 = _Wide(trace.arg0)
+        self.is_alloc = in_loop & _cached(trace, "alloc hooks", lambda t: np.isin(t.hook, _ALLOCS))
         self.cr3 = np.nonzero(in_loop & (h == _H["write_cr3"]))[0]
         self.cr3_pd = self.a0[self.cr3] >> 12
 
@@ -125,7 +135,8 @@ class _Proof:
         span = n + 1
         flushes_upto, next_flush = self.flushes_upto, self.next_flush
         s_idx, s_f, s_q = self.s_idx, self.s_f, self.s_q
-        r_idx = np.nonzero(in_loop & np.isin(h, _ALLOCS + _RELEASES))[0]
+        tables = _cached(tr, "table hooks", lambda t: np.isin(t.hook, _ALLOCS + _RELEASES))
+        r_idx = np.nonzero(in_loop & tables)[0]
         r_f = self.a0[r_idx]
         order = np.lexsort((r_idx, r_f))
         r_idx, r_f = r_idx[order], r_f[order]

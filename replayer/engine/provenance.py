@@ -39,6 +39,7 @@ from replayer.backends import Run
 from replayer.costs import CostTable
 from replayer.engine.lean import LEAN_PROOF
 from replayer.engine.result import RunResult
+from replayer.engine.wholerun import whole_run
 from replayer.trace import Trace
 
 #: The provenance kinds whose share is shown.
@@ -61,17 +62,22 @@ def computes(run: Run) -> bool:
 
 
 def masked_replay(
-    trace: Trace, run: Run, table: CostTable, kinds: frozenset[str] | set[str]
+    trace: Trace,
+    run: Run,
+    table: CostTable,
+    kinds: frozenset[str] | set[str],
+    summary: bool = True,
 ) -> RunResult:
     """``run`` replayed under ``table.masked(kinds)``, leaving the trace's shared
-    sequential pass as it was (the masked replays share their own)."""
+    sequential pass as it was (the masked replays share their own); ``summary=False``:
+    without its summary (:func:`replayer.engine.replay`)."""
     cache = trace.cache
     theirs = cache.pop(_SEQUENTIAL, None)
     mine = cache.pop(_MASKED_SEQUENTIAL, None)
     if mine is not None:
         cache[_SEQUENTIAL] = mine
     try:
-        return engine.replay(trace, run, table.masked(kinds))
+        return engine.replay(trace, run, table.masked(kinds), summary=summary)
     finally:
         mine = cache.pop(_SEQUENTIAL, None)
         if mine is not None:
@@ -97,8 +103,10 @@ def add_estimate_share(r: RunResult) -> None:
     :func:`computes` says this run gets them; otherwise they stay null)."""
     if not computes(r.run):
         return
-    m = masked_replay(r.trace, r.run, r.costs, ESTIMATE)
+    m = masked_replay(r.trace, r.run, r.costs, ESTIMATE, summary=False)
     r.trace.cache.pop(LEAN_PROOF, None)  # it served both replays: what it holds is let go
-    iface, whole = shares(r.summary, m.summary)
+    # what shares() reads of a summary, and only that
+    kept = {"cycles": int(m.cycles.sum()), "whole_run": {"cycles": whole_run(m)["cycles"]}}
+    iface, whole = shares(r.summary, kept)
     r.summary["estimate_share"] = iface
     r.summary["whole_run"]["estimate_share"] = whole

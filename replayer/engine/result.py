@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from pvscope.hooks import HOOKS
 from replayer.backends import (
     Run,
 )
 from replayer.costs import CostTable
 from replayer.trace import (
+    KINDS,
     Trace,
 )
 
@@ -49,6 +51,8 @@ FAMILY = {
     "trace.mmu": "trace",
 }
 FAMILIES = ("interrupt", "mmu", "device", "result", "privilege", "trace")
+#: What an event is called in a reason: hook names, then kinds, then ``unknown``.
+NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
 
 
 @dataclass
@@ -84,3 +88,15 @@ class RunResult:
     sequential: str = "exact"
     """How the sequential pass ran: ``exact`` (both copies simulated), ``lean`` (proved
     equal, :meth:`_Replay._lean`) or ``shared`` (reused from a run with an equal pass)."""
+    by_reason: ReasonSums | None = field(default=None, compare=False, repr=False)
+    """Events and sums per (mechanism, event name), once the summary is made
+    (:func:`replayer.engine.summary.reason_sums`; what the exit reasons are made of)."""
+
+
+@dataclass
+class ReasonSums:
+    """Per reason code ``mechanism * len(NAMES) + name`` (:data:`NAMES`): events, and the
+    sums of ``cycles`` and of each counter (int64, exact)."""
+
+    events: np.ndarray
+    sums: dict[str, np.ndarray]

@@ -8,8 +8,6 @@ a backend's sequential pass must take instead (:func:`_stateful`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from pvscope.hooks import HOOKS
@@ -21,7 +19,7 @@ from replayer.backends import (
     c,
 )
 from replayer.costs import CostTable
-from replayer.engine.common import _H, _NHOOKS, _STATEFUL
+from replayer.engine.common import _H, _NHOOKS, _STATEFUL, _cached
 from replayer.engine.derived import absorbed_mmio
 from replayer.trace import (
     K_EXCEPTION,
@@ -72,46 +70,65 @@ class _Costs:
         )
 
 
+#: The costs of events that are no hook call, by the backend row's name (None: an MMIO
+#: access an ``apic_*`` hook's native body made, included in the hook's cost); in
+#: :func:`cost_classes` each takes the slot ``_NHOOKS + 1 + i``.
+_KIND_COSTS = ("interrupt", "pagefault", "exception", "softint", "mmio", None)
+
+
+def cost_classes(
+    trace: Trace, absorbed: np.ndarray
+) -> tuple[np.ndarray, tuple[bool, ...], np.ndarray]:
+    """Per event: the slot its static cost is read from (its hook id; ``_NHOOKS`` for no
+    hook call; ``_NHOOKS + 1 + i`` for the ``i``-th of :data:`_KIND_COSTS`), int16; which
+    of :data:`_KIND_COSTS` occur; and the slots that occur."""
+    kind = trace.kind
+    code = np.where(trace.hook >= 0, trace.hook, _NHOOKS).astype(np.int16)
+    pf = (kind == K_EXCEPTION) & (trace.arg0 == 14)
+    present = []
+    for i, mask in enumerate(
+        (
+            kind == K_INTERRUPT,
+            pf,
+            (kind == K_EXCEPTION) & ~pf,
+            kind == K_SOFTINT,
+            ((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed,
+            absorbed,
+        )
+    ):
+        present.append(bool(mask.any()))
+        code[mask] = _NHOOKS + 1 + i
+    return code, tuple(present), np.flatnonzero(np.bincount(code, minlength=1))
+
+
 def _static(trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray) -> tuple:
     """Per-event (cycles, mech, exits, hypercalls, traps) from the row alone."""
     cs = _Costs(model, table)
-    # per-hook columns have the slot _NHOOKS last: a hook id of -1 (no hook call) takes it;
-    # fancy indexing gives new arrays
-    hk = trace.hook
-    cyc, mech = cs.cyc[hk], cs.mech[hk]
-    ex, hc, tr = cs.ex[hk], cs.hc[hk], cs.tr[hk]
-    for mask, t in _by_kind(trace, model, cs, absorbed):
-        cyc[mask], mech[mask], ex[mask], hc[mask], tr[mask] = t
-    return cs, cyc, mech, ex, hc, tr
-
-
-def _by_kind(
-    trace: Trace, model: Backend, cs: _Costs, absorbed: np.ndarray
-) -> Iterator[tuple[np.ndarray, tuple[int, int, int, int, int]]]:
-    """(events, what each costs) for every kind of event that is no hook call."""
-    kind = trace.kind
-    pf = (kind == K_EXCEPTION) & (trace.arg0 == 14)
-    for mask, name in (
-        (kind == K_INTERRUPT, "interrupt"),
-        (pf, "pagefault"),
-        ((kind == K_EXCEPTION) & ~pf, "exception"),
-        (kind == K_SOFTINT, "softint"),
-        (((kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)) & ~absorbed, "mmio"),
-        (absorbed, None),
-    ):
-        if mask.any():
-            yield mask, cs.t(model.costs[name]) if name else cs.t(c("included"))
+    code, present, slots = _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
+    extra = [
+        cs.t(model.costs[name] if name else c("included")) if there else (0, 0, 0, 0, 0)
+        for name, there in zip(_KIND_COSTS, present, strict=True)
+    ]
+    out = []
+    cols: tuple[np.ndarray, ...] = (cs.cyc, cs.mech, cs.ex, cs.hc, cs.tr)
+    for j, col in enumerate(cols):
+        per = np.concatenate([col, np.array([t[j] for t in extra], dtype=col.dtype)])
+        # each column a new array: one value everywhere is filled, not gathered
+        used = per[slots]
+        if len(used) == 0 or (used == 0).all():
+            out.append(np.zeros(trace.n, dtype=col.dtype))
+        elif (used == used[0]).all():
+            out.append(np.full(trace.n, used[0], dtype=col.dtype))
+        else:
+            out.append(per[code])
+    return (cs, *out)
 
 
 def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = None) -> np.ndarray:
     """What every event costs on bare hardware (the reference for relative cost)."""
     if absorbed is None:
         absorbed = absorbed_mmio(trace)
-    cs = _Costs(NATIVE, table)
-    cyc = cs.cyc[trace.hook]
-    for mask, t in _by_kind(trace, NATIVE, cs, absorbed):
-        cyc[mask] = t[0]
-    return cyc
+    return _static(trace, NATIVE, table, absorbed)[1]
 
 
 def _stateful(model: Backend, cs: _Costs) -> set[int]:

@@ -15,18 +15,22 @@ from replayer.backends import (
     MECHANISMS,
 )
 from replayer.engine.common import _cached
-from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult
+from replayer.engine.result import CHECKS, FAMILIES, FAMILY, NAMES, ReasonSums, RunResult
 from replayer.engine.wholerun import whole_run
 from replayer.trace import (
+    KINDS,
     Trace,
 )
 
 
+def group_names() -> list[str]:
+    """The groups events are summed by: hook groups, kinds, ``other``."""
+    return sorted({h.group for h in HOOKS} | set(KINDS) | {"other"})
+
+
 def group_codes(trace: Trace) -> tuple[np.ndarray, list[str]]:
     """Per event: an index into the returned names (hook group, or kind for other events)."""
-    from replayer.trace import KINDS
-
-    names = sorted({h.group for h in HOOKS} | set(KINDS) | {"other"})
+    names = group_names()
     code = {g: i for i, g in enumerate(names)}
     assert len(names) < 128
     by_hook = np.array([code[h.group] for h in HOOKS], dtype=np.int8)
@@ -60,14 +64,27 @@ def summarize(r: RunResult) -> dict[str, Any]:
     groups: dict[str, dict[str, int]] = {}
     gc, names = _cached(r.trace, "group_codes", group_codes)
     m = len(names)
-    events = _group_sums(gc, np.ones(1, dtype=np.int64), m)
+    # every reason's name is of one group: the groups' sums are the reasons' summed
+    by = r.by_reason = reason_sums(r)
+    code = {g: i for i, g in enumerate(names)}
+    of_name = [code[h.group] for h in HOOKS] + [code[k] for k in KINDS] + [code["other"]]
+    of_reason = np.tile(np.array(of_name, dtype=np.intp), len(MECHANISMS))
+    events = _regroup(of_reason, by.events, m)
     sums = {
-        k: _group_sums(gc, getattr(r, k), m)
+        # native's are the same for every run under one table
+        k: _cached(
+            r.trace,
+            f"native group sums {r.costs.sha256}",
+            lambda t: _group_sums(gc, r.native_cycles, m),
+        )
+        if k == "native_cycles"
+        else _regroup(of_reason, by.sums[k], m)
         for k in ("cycles", "native_cycles", "exits", "hypercalls", "traps", "batch_flushes")
     }
     for i, g in enumerate(names):
         if events[i]:
             groups[g] = {"events": int(events[i])} | {k: int(v[i]) for k, v in sums.items()}
+    per_mechanism = by.events.reshape(len(MECHANISMS), len(NAMES)).sum(axis=1)
     return {
         "backend": run.label,
         "base": run.backend.name,
@@ -105,13 +122,7 @@ def summarize(r: RunResult) -> dict[str, Any]:
         },
         "interrupts": _interrupts(r),
         "groups": groups,
-        "mechanisms": {
-            MECHANISMS[i]: int(n)
-            for i, n in enumerate(
-                _group_sums(r.mechanism, np.ones(1, dtype=np.int8), len(MECHANISMS))
-            )
-            if n
-        },
+        "mechanisms": {MECHANISMS[i]: int(n) for i, n in enumerate(per_mechanism) if n},
     }
 
 
@@ -123,11 +134,75 @@ def _group_sums(codes: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
     """Per code in ``range(m)``, the sum of ``values`` (one value for all: counts), exact
     in int64 (each chunk's float64 sums are whole numbers well below 2**53)."""
     out = np.zeros(m, dtype=np.int64)
+    # most events of most runs add nothing to a counter: sum over those that do
+    if len(values) != 1 and np.count_nonzero(values) < len(values) // 2:
+        nz = np.flatnonzero(values)
+        codes, values = codes[nz], values[nz]
     for a in range(0, len(codes), _CHUNK):
         c = codes[a : a + _CHUNK]
         w = None if len(values) == 1 else values[a : a + _CHUNK].astype(np.float64)
         out += np.rint(np.bincount(c, weights=w, minlength=m)).astype(np.int64)
     return out
+
+
+def _regroup(of: np.ndarray, sums: np.ndarray, m: int) -> np.ndarray:
+    """Sums per reason code added up per group (``of[code]``), exactly."""
+    out = np.zeros(m, dtype=np.int64)
+    np.add.at(out, of, sums)
+    return out
+
+
+def name_codes(trace: Trace) -> np.ndarray:
+    """Per event: an index into :data:`NAMES` (its hook, else its kind); int16, kept in
+    the trace's cache (every run's results need it)."""
+    got = trace.cache.get("exit reason names")
+    if got is None:
+        kind = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int16) + len(HOOKS)
+        got = np.where(trace.hook >= 0, trace.hook.astype(np.int16), kind)
+        trace.cache["exit reason names"] = got
+    return got
+
+
+#: The per-event columns summed per reason.
+REASON_COLUMNS = ("cycles", "exits", "hypercalls", "traps", "batch_flushes")
+
+
+def reason_sums(r: RunResult) -> ReasonSums:
+    """Events and the sums of :data:`REASON_COLUMNS` per reason code (:class:`ReasonSums`)."""
+    cols = {k: getattr(r, k) for k in REASON_COLUMNS}
+    events, sums = sum_by_code(name_codes(r.trace), r.mechanism, cols)
+    return ReasonSums(events, sums)
+
+
+def sum_by_code(
+    names: np.ndarray, mechanism: np.ndarray, cols: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Events and each column's sum per reason code ``mechanism * len(NAMES) + name``, a
+    chunk of events at a time (the temporaries stay small; each chunk's float64 sums are
+    whole numbers well below 2**53, so exact); columns most of whose events are 0 are
+    summed over the others."""
+    m = len(NAMES)
+    size = len(MECHANISMS) * m
+    events = np.zeros(size, dtype=np.int64)
+    sums = {k: np.zeros(size, dtype=np.int64) for k in cols}
+    sparse = [k for k, v in cols.items() if np.count_nonzero(v) < len(v) // 2]
+    for a in range(0, len(names), _CHUNK):
+        code = mechanism[a : a + _CHUNK].astype(np.intp) * m + names[a : a + _CHUNK]
+        events += np.bincount(code, minlength=size)
+        nz = np.zeros(len(code), dtype=bool)
+        for k in sparse:
+            nz |= cols[k][a : a + _CHUNK] != 0
+        at = np.flatnonzero(nz)  # events where a sparse column is not 0
+        for k, v in cols.items():
+            w = v[a : a + _CHUNK]
+            if k in sparse:
+                if not len(at):
+                    continue
+                c = np.bincount(code[at], weights=w[at].astype(np.float64), minlength=size)
+            else:
+                c = np.bincount(code, weights=w.astype(np.float64), minlength=size)
+            sums[k] += np.rint(c).astype(np.int64)
+    return events, sums
 
 
 def _interrupts(r: RunResult) -> dict[str, Any]:
