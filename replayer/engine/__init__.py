@@ -76,7 +76,7 @@ from replayer.engine.derived import (
     loaded_table_stores,
     pte_entries,
 )
-from replayer.engine.lean import LeanPass, checkpointed_mmu, hook_slots, lazy_mode, may_be_lean
+from replayer.engine.lean import LeanPass, hook_slots, lazy_mode, may_be_lean
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
@@ -126,7 +126,6 @@ def prepare(trace: Trace) -> None:
     device_pass(trace, apic_seen=True)  # every run's but vmi-without-apic-none's
     _cached(trace, "guest_instructions", guest_instructions)
     _cached(trace, "lazy_mode", lazy_mode)
-    _cached(trace, "checkpointed mmu", checkpointed_mmu)
     _cached(trace, "hook slots", hook_slots)
 
 

@@ -20,7 +20,6 @@ from replayer.engine.common import (
     _ALLOCS,
     _APIC_HOOKS,
     _H,
-    _MMU_ONLY,
     _NHOOKS,
     _PTE_HOOKS,
     _RELEASES,
@@ -70,14 +69,6 @@ def mirrors(run: Run) -> bool:
     then its sequential pass takes only the devices (and the tracing costs, per trace)."""
     m = run.model()
     return m.mmu in ("direct", "traced") and m.batching is None and m.timer_write is None
-
-
-def checkpointed_mmu(trace: Trace) -> bool:
-    """Whether a checkpoint falls on a hook that only changes the tables, CR3 or the TLB
-    (the simulation takes such an event with the checkpoint, where a ``traced`` backend's
-    tracer may charge it again)."""
-    cps = np.fromiter(trace.checkpoints, dtype=np.int64, count=len(trace.checkpoints))
-    return bool(np.isin(trace.hook[cps], list(_MMU_ONLY)).any())
 
 
 def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,8 +154,6 @@ class LeanPass(TracedPass, DeviceChecks):
             # nothing about the tables can differ, so the checks find nothing; the guest's
             # tables are checked against the digests once per trace
             if self.model.mmu == "traced":
-                if _cached(self.trace, "checkpointed mmu", checkpointed_mmu):
-                    return False  # the simulation's own tracer takes those events too
                 self._traced_pass()
             self._lean_devices()
             return True

@@ -500,3 +500,37 @@ def test_loaded_table_stores_follow_the_guest_tables(fork_path: Path) -> None:
     got = engine.loaded_table_stores(tr)
     assert want.any() and (~want & (ent >= 0)).any()
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("label", ["hvm-shadow", "bt"])
+def test_a_checkpoint_on_a_page_table_hook_changes_nothing_a_tracing_vmm_pays(
+    label: str, tmp_path: Path, p4: CostTable
+) -> None:
+    # a checkpoint observes the machine: where it falls on a CR3 load or a PTE store, the
+    # write-protecting VMM pays what it pays without it (the simulation once charged that
+    # event again, with a tracer of its own that had seen nothing)
+    def build(b: synth.TraceBuilder, observe: bool) -> None:
+        synth.boot(b)
+        a, c = synth.spawn(b, pages=2), synth.spawn(b, pages=2, base=0x0804C000)
+        for i, p in enumerate((a, c, a, c)):
+            # switch_to, with the machine observed just after its CR3 load back to a space
+            # the VMM has seen before
+            b.hook("set_lazy_mode", 2)
+            b.hook("write_cr3", p.pd << 12)
+            if observe and i >= 2:
+                b.checkpoint()
+            b.hook("load_esp0", 0xC0300020, 0xC0400000 + p.mm)
+            b.hook("set_lazy_mode", 0)
+            b.current = p
+            synth.fork_cycle(b, p, faults=2)
+
+    run = next(r for r in all_runs() if r.label == label)
+    plain = _trace(tmp_path / "plain", lambda b: build(b, False))
+    seen = _trace(tmp_path / "seen", lambda b: build(b, True))
+    at = sorted(seen.checkpoints)
+    assert int((seen.hook[at] == BY_NAME["write_cr3"].id).sum()) == 2
+    for exact in (False, True):
+        got, want = _alone(seen, run, p4, exact), _alone(plain, run, p4, exact)
+        for col in ("cycles", "mechanism", "exits", "traps"):
+            assert np.array_equal(getattr(got, col), getattr(want, col)), (exact, col)
+        assert got.violations == []
