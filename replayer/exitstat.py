@@ -23,37 +23,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from replayer.backends import MECHANISMS
-from replayer.engine import result, summary
-from replayer.engine.result import RunResult
-from replayer.trace import Trace
+from replayer.engine import summary
+from replayer.engine.result import NAMES, RunResult
 
 #: Reasons a ``pvscope replay --reasons`` table shows per backend unless told otherwise.
 TOP = 8
 #: Counters summed per reason, in output order.
 COUNTERS = ("exits", "hypercalls", "traps")
-#: What an event is called in a reason: hook names, then kinds, then ``unknown``.
-NAMES = result.NAMES
-
-
-def name_codes(trace: Trace) -> np.ndarray:
-    """Per event: an index into :data:`NAMES` (its hook, else its kind); int16, kept in
-    the trace's cache (every run's results need it)."""
-    return summary.name_codes(trace)
-
-
-def reasons(
-    names: np.ndarray,
-    mechanism: np.ndarray,
-    cycles: np.ndarray,
-    counters: dict[str, np.ndarray],
-) -> list[dict[str, Any]]:
-    """Rows per (mechanism, name) present, most cycles first (then by reason).
-
-    ``names`` are :func:`name_codes`, ``mechanism`` indices into ``MECHANISMS``,
-    ``counters`` the per-event :data:`COUNTERS`.
-    """
-    events, sums = summary.sum_by_code(names, mechanism, {"cycles": cycles, **counters})
-    return _rows(events, sums)
 
 
 def _rows(events: np.ndarray, sums: dict[str, np.ndarray]) -> list[dict[str, Any]]:

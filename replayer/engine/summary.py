@@ -131,17 +131,12 @@ _CHUNK = 1 << 20
 
 
 def _group_sums(codes: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
-    """Per code in ``range(m)``, the sum of ``values`` (one value for all: counts), exact
-    in int64 (each chunk's float64 sums are whole numbers well below 2**53)."""
+    """Per code in ``range(m)``, the sum of ``values``, exact in int64 (each chunk's
+    float64 sums are whole numbers well below 2**53)."""
     out = np.zeros(m, dtype=np.int64)
-    # most events of most runs add nothing to a counter: sum over those that do
-    if len(values) != 1 and np.count_nonzero(values) < len(values) // 2:
-        nz = np.flatnonzero(values)
-        codes, values = codes[nz], values[nz]
     for a in range(0, len(codes), _CHUNK):
-        c = codes[a : a + _CHUNK]
-        w = None if len(values) == 1 else values[a : a + _CHUNK].astype(np.float64)
-        out += np.rint(np.bincount(c, weights=w, minlength=m)).astype(np.int64)
+        w = values[a : a + _CHUNK].astype(np.float64)
+        out += np.rint(np.bincount(codes[a : a + _CHUNK], weights=w, minlength=m)).astype(np.int64)
     return out
 
 
@@ -155,11 +150,12 @@ def _regroup(of: np.ndarray, sums: np.ndarray, m: int) -> np.ndarray:
 def name_codes(trace: Trace) -> np.ndarray:
     """Per event: an index into :data:`NAMES` (its hook, else its kind); int16, kept in
     the trace's cache (every run's results need it)."""
-    got = trace.cache.get("exit reason names")
-    if got is None:
-        kind = np.where(trace.kind >= 0, trace.kind, len(KINDS)).astype(np.int16) + len(HOOKS)
-        got = np.where(trace.hook >= 0, trace.hook.astype(np.int16), kind)
-        trace.cache["exit reason names"] = got
+
+    def codes(t: Trace) -> np.ndarray:
+        kind = np.where(t.kind >= 0, t.kind, len(KINDS)).astype(np.int16) + len(HOOKS)
+        return np.where(t.hook >= 0, t.hook.astype(np.int16), kind)
+
+    got: np.ndarray = _cached(trace, "exit reason names", codes)
     return got
 
 

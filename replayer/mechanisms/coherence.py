@@ -750,6 +750,11 @@ class ViewPair:
                 out.append((kind, c, (i << 10) | j, int(g[j]), int(b[j])))
         return tuple(out)
 
+    def _leeway(self, t: int, olds: tuple[int, ...]) -> bool:
+        """Whether a native TLB may hold something older under a directory entry naming
+        table ``t`` (older values of the entry, ``olds``, or of the table's entries)."""
+        return bool(self.guest.unflushed) and bool(olds or self.guest.unflushed.get(t))
+
     def _compare_unmapped(
         self, i: int, pde: int, olds: tuple[int, ...]
     ) -> tuple[tuple[str, int, int, int, int], ...] | None:
@@ -758,7 +763,7 @@ class ViewPair:
         the table maps is missing.  None where that does not apply."""
         t = pde >> 12
         gf = self.guest.frames
-        if t >= gf.nframes or (self.guest.unflushed and (olds or self.guest.unflushed.get(t))):
+        if t >= gf.nframes or self._leeway(t, olds):
             return None
         page = gf.page(t)
         at = np.flatnonzero(page & _ONE)
@@ -782,7 +787,7 @@ class ViewPair:
         idxs = self.diff.get(t)
         if not idxs:
             return _EMPTY
-        if len(idxs) > _FEW or (self.guest.unflushed and (olds or self.guest.unflushed.get(t))):
+        if len(idxs) > _FEW or self._leeway(t, olds):
             return None
         gm, vm, base = gf.mem, vf.mem, t << 10
         mask = PAGE_MASK | (pde & MEANING)
