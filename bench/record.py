@@ -48,19 +48,17 @@ class _NullWriter:
     def __init__(self) -> None:
         import numpy as np
 
-        from recorder.writer import KIND_NAMES
+        from recorder import rom
+        from recorder.writer import KIND_NAMES, RECORD_DTYPE
 
         self.kind_counts = np.zeros(len(KIND_NAMES), dtype=np.int64)
+        # resolved once: submit_records runs at every drain of the bare run being timed
+        self._np, self._dtype, self._first_event = np, RECORD_DTYPE, rom.CODE_EVENT_BASE
 
     def submit_records(self, raw: bytes) -> None:
         # hook calls counted (the run's result reports them), nothing decoded or kept
-        import numpy as np
-
-        from recorder import rom
-        from recorder.writer import RECORD_DTYPE
-
-        codes = np.frombuffer(raw, dtype=RECORD_DTYPE)["code"]
-        self.kind_counts[0] += int(np.count_nonzero(codes < rom.CODE_EVENT_BASE))
+        codes = self._np.frombuffer(raw, dtype=self._dtype)["code"]
+        self.kind_counts[0] += int(self._np.count_nonzero(codes < self._first_event))
 
     def add_state(self, rows: list) -> None:
         pass
