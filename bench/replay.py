@@ -9,10 +9,11 @@
     python bench/replay.py --wall                   # also: every run, results written,
                                                     # in worker processes, wall time
 
-Prints the work every run of a trace shares (done once per trace, before the runs); then,
-per run on one core (each whole: no run reuses another's sequential pass): replay
-seconds, events per second, cycles relative to native and
-violations found; then, for every trap fallback, its cycles over its parent's.  Ratios
+Prints the work every run of a trace shares (done once per trace, before the runs), and
+the pass that judges the checks of the four runs whose copy stays empty (once per trace,
+in the worker that replays them); then, per run on one core (each whole: no run reuses
+another's sequential pass): replay seconds, events per second, cycles relative to native
+and violations found; then, for every trap fallback, its cycles over its parent's.  Ratios
 are measured in the same run, on the same trace.  ``--wall`` then times what
 ``pvscope replay TRACE --backend all`` does: load the trace, replay every run in
 ``--jobs`` worker processes (default: one per usable CPU) and write the results;
@@ -75,6 +76,13 @@ def main() -> None:
             t0 = time.perf_counter()
             engine.prepare(tr)
             print(f"shared by every run (once per trace): {time.perf_counter() - t0:.2f} s")
+            if any(engine.copy_stays_empty(r) for r in runs):
+                t0 = time.perf_counter()
+                engine.judge_empty_copies(tr, table)
+                print(
+                    "checks of the runs whose copy stays empty, judged once per trace: "
+                    f"{time.perf_counter() - t0:.2f} s"
+                )
             single(tr, runs, table, args.write, Path(tmp), max(args.repeat, 1))
         if args.wall:
             jobs = args.jobs or api.default_jobs()

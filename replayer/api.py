@@ -55,12 +55,15 @@ def _group(ids: list[int]) -> list[dict[str, Any]]:
 
 def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
     """Run indices grouped by what their sequential pass depends on, so that one worker
-    replays a group in turn and the later runs reuse the first's pass.  Groups likely to
+    replays a group in turn and the later runs reuse the first's pass (the runs whose copy
+    stays empty, the pass that judges their checks).  Groups likely to
     take longest go first (those that simulate both copies of the page tables, then the
     larger), so that the workers finish together."""
     by_key: dict[str, list[int]] = {}
     for i, run in enumerate(runs):
-        by_key.setdefault(engine.sequential_key(run, table), []).append(i)
+        # runs whose copy stays empty share the one pass that judges all their checks
+        key = "empty copy" if engine.copy_stays_empty(run) else engine.sequential_key(run, table)
+        by_key.setdefault(key, []).append(i)
 
     def weight(ids: list[int]) -> tuple[bool, int]:
         run = runs[ids[0]]

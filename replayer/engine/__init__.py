@@ -76,7 +76,14 @@ from replayer.engine.derived import (
     loaded_table_stores,
     pte_entries,
 )
-from replayer.engine.lean import LeanPass, hook_slots, lazy_mode, may_be_lean
+from replayer.engine.empty import copy_stays_empty
+from replayer.engine.lean import (
+    LeanPass,
+    hook_slots,
+    judge_empty_copies,
+    lazy_mode,
+    may_be_lean,
+)
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key
@@ -96,6 +103,8 @@ __all__ = [
     "Violation",
     "_H",
     "_fill_table",
+    "copy_stays_empty",
+    "judge_empty_copies",
     "group_codes",
     "loaded_table_stores",
     "may_be_lean",

@@ -7,14 +7,17 @@ False (the run must be simulated by :mod:`replayer.engine.sequential`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from replayer.backends import (
     MECH_CODE,
     Run,
+    all_runs,
     c,
 )
+from replayer.costs import CostTable
 from replayer.engine.checks import DeviceChecks, device_pass
 from replayer.engine.common import (
     _ALLOCS,
@@ -25,12 +28,14 @@ from replayer.engine.common import (
     _RELEASES,
     LAZY,
     _cached,
+    _hex,
 )
 from replayer.engine.derived import _pte_entries, loaded_table_stores
+from replayer.engine.empty import copy_stays_empty, empty_copy_checks, judged, schedule
 from replayer.engine.proofs import _Proof
 from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
-from replayer.engine.static import _stateful
+from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
 from replayer.mechanisms.batch import (
     LAZY_CPU,
@@ -117,6 +122,27 @@ class _QueuePlan:
     """Per event: its first argument (the trace's uint32 column)."""
 
 
+def _empty_copy_states(trace: Trace, table: CostTable) -> set[int]:
+    """The states in which the checks of every run whose copy stays empty are judged
+    (:func:`replayer.engine.empty.schedule`), so that one pass judges them all."""
+    out: set[int] = set()
+    for run in all_runs():
+        if copy_stays_empty(run):
+            lp = LeanPass(trace, run, table, False)
+            lp.cs = _Costs(lp.model, table)
+            p = lp._queue_plan()
+            checks = lp._check_events(p.in_loop)
+            out.update(schedule(trace, p.in_loop, p.ev, p.qp, checks)[1])
+    return out
+
+
+def judge_empty_copies(trace: Trace, table: CostTable) -> None:
+    """Judge the checks of every run whose copy stays empty, once, on the trace (what
+    the first such replay does; for timing apart)."""
+    states = sorted(_empty_copy_states(trace, table))
+    judged(trace, states, set)
+
+
 class LeanPass(TracedPass, DeviceChecks):
     """The lean pass (:meth:`_lean`)."""
 
@@ -148,7 +174,12 @@ class LeanPass(TracedPass, DeviceChecks):
         column-wise and only device events run one by one.  Where they do not, return
         False: :meth:`_sequential` simulates both copies.
         """
-        if self.exact or self.full_check or not may_be_lean(self.run_):
+        if self.exact or self.full_check:
+            return False
+        if copy_stays_empty(self.run_):
+            self._empty_copy()
+            return True
+        if not may_be_lean(self.run_):
             return False
         if mirrors(self.run_):
             # nothing about the tables can differ, so the checks find nothing; the guest's
@@ -170,6 +201,32 @@ class LeanPass(TracedPass, DeviceChecks):
         self._lean_costs(p, scans, faults)
         self._lean_devices()
         return True
+
+    def _empty_copy(self) -> None:
+        """The pass for a backend whose copy stays empty (:mod:`replayer.engine.empty`):
+        costs from the queue plan, as where a proof holds, and every MMU check's row
+        worked out from the guest's tables alone."""
+        tr = self.trace
+        key = structural_key(self.run_, self.table, self.full_check)
+        got = tr.cache.get(LEAN_PROOF)
+        if got is None or got[0] != key:
+            none = np.zeros(tr.n, dtype=np.int64)
+            got = tr.cache[LEAN_PROOF] = (key, self._queue_plan(), True, none, none > 0)
+        _, p, _, scans, faults = got
+        self._lean_costs(p, scans, faults)
+        checks = self._check_events(p.in_loop)
+        more = partial(_empty_copy_states, tr, self.table)
+        found = empty_copy_checks(tr, p.in_loop, p.ev, p.qp, checks, more)
+        for seq, pages, vpn, exp, reason in found:
+            self.violate(
+                seq,
+                "mmu.missing",
+                f"va {vpn << 12:#010x}",
+                _hex(exp),
+                _hex(0),
+                f"{pages} page(s) wrong at {reason}",
+            )
+        self._lean_devices()
 
     def _prove(self) -> tuple[_QueuePlan, bool, np.ndarray, np.ndarray]:
         """The queue plan; whether the proof for the backend's kind of MMU holds; the

@@ -1,0 +1,420 @@
+"""The MMU checks of a backend whose copy of the page tables stays empty.
+
+Takes the replay state and the queue plan (:mod:`replayer.engine.lean`); gives the
+``mmu.missing`` row of every MMU check that finds something, worked out from the
+guest's tables alone.
+
+A notified backend (``vmi``, ``xen-pv``) keeps a copy only of the frames it is told are
+page tables, and fills it only from what it is told:
+
+* ``--without ptalloc --fallback none``: it is told of no table, so every update it is
+  sent has nowhere to go;
+* ``--without pteupdate --fallback none``: it zeroes each table it is told of, copies a
+  cloned directory from its own copy of the source (zeros, by induction), and is told of
+  no store.
+
+Either way its copy holds nothing for the whole run (:func:`copy_stays_empty`), and an
+MMU check finds every page the guest's loaded space maps missing, except where a native
+TLB could still hold a translation that is not there (an older directory entry naming
+another table).  What a check finds is then a function of the guest's tables, their
+unflushed entries and where the check falls: :func:`empty_copy_checks` applies the
+trace's page-table events to the guest's tables alone, in one pass with runs of stores
+taken together, and judges each check there -- by a count of present entries per table
+where no native TLB can hold anything older, else by the simulation's own comparison
+(:meth:`ViewPair._compare`).  ``tests/replayer/test_empty.py`` holds every row to the
+simulation's.
+
+Where a check falls: after its event (a CR3 load, a TLB flush, a checkpoint), unless the
+backend's queue holds calls then; a check made while calls are queued waits for the
+queue's next flush and sees the tables as they are when it is applied (before the event
+that applies it, or after the last event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from replayer.backends import Run
+from replayer.engine.common import (
+    _ALLOCS,
+    FL_KERN,
+    FL_ONE,
+    FL_USER,
+    WCR0,
+    WCR3,
+    WCR4,
+    _cached,
+)
+from replayer.engine.derived import _frames_needed, _pte_entries
+from replayer.engine.state import _modes
+from replayer.mechanisms import bulk
+from replayer.mechanisms.batch import QueuePlan
+from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.pagetables import (
+    CR0_PG,
+    CR4_PGE,
+    MEANING,
+    PAGE_MASK,
+    PSE,
+    GuestMMU,
+    Olds,
+)
+from replayer.trace import K_HOOK, Trace
+
+ALLOC_CLONE = _ALLOCS[2]
+#: The hooks that change the guest's tables or TLB, other than entry stores.
+_OPS = np.array([*_ALLOCS, WCR3, FL_USER, FL_KERN, FL_ONE, WCR0, WCR4])
+#: A check's place among the checks of one event: a flush of the queue (before the event's
+#: handler), the event's own, a checkpoint after it.
+_AT_FLUSH, _OWN, _CHECKPOINT = 0, 1, 2
+#: One check's findings: pages missing, the lowest such page and the guest's translation.
+Missing = tuple[int, int, int]
+
+
+def copy_stays_empty(run: Run) -> bool:
+    """Whether the run's backend copy of the tables holds nothing for the whole run: a
+    notified backend told of no table (``--without ptalloc --fallback none``) or of no
+    store (``--without pteupdate --fallback none``), re-reading nothing on its own."""
+    pte_mode, alloc_mode, _, _ = _modes(run)
+    m = run.model()
+    if m.mmu != "notified" or m.flush_resync:
+        return False
+    return (alloc_mode == "none" and pte_mode in ("hook", "none")) or (
+        pte_mode == "none" and alloc_mode in ("hook", "none")
+    )
+
+
+def _reason(h: int, a0: int) -> str:
+    """What a check after hook ``h`` (first argument ``a0``) is made at."""
+    if h == WCR3:
+        return "CR3 load"
+    if h == FL_ONE:
+        return f"flush_tlb_single({a0:#x})"
+    return "flush_tlb_kernel" if h == FL_KERN else "flush_tlb_user"
+
+
+def schedule(
+    trace: Trace,
+    in_loop: np.ndarray,
+    ev: np.ndarray,
+    qp: QueuePlan,
+    checks: np.ndarray,
+) -> tuple[list[int], list[int], list[str]]:
+    """Where each check is judged, in the order the simulation makes them: the event it
+    is reported at, the last event whose effect on the tables it sees, and what it was
+    made at.
+
+    ``in_loop``: events the sequential pass takes; ``ev``, ``qp``: the queue's plan over
+    the queued and draining events (:func:`replayer.mechanisms.batch.plan`); ``checks``:
+    events after which a check is made (a hook's, a checkpoint's, or both).
+    """
+    n, h, a0 = trace.n, trace.hook, trace.arg0
+    cps = trace.checkpoints
+    own = in_loop[checks] & np.isin(h[checks], (WCR3, FL_USER, FL_KERN, FL_ONE))
+    is_cp = np.zeros(len(checks), dtype=bool)
+    if cps:
+        is_cp = np.isin(checks, np.fromiter(cps, dtype=np.int64, count=len(cps)))
+    # what the queue holds after each check's event: the calls added since its last flush
+    # (a flush at a queued call applies the queue before that call joins it)
+    flushes = qp.flushes
+    pushes = np.concatenate(([0], np.cumsum(qp.pushes, dtype=np.int64)))
+    q = np.searchsorted(ev, checks, side="right") - 1
+    fi = np.searchsorted(flushes, q, side="right") - 1
+    start = np.zeros(len(checks), dtype=np.int64)
+    start[fi >= 0] = flushes[fi[fi >= 0]]
+    held = np.where(q >= 0, pushes[q + 1] - pushes[start], 0)
+    # a check made while calls are queued waits for the next flush (or the end's)
+    nxt = fi + 1
+    later = nxt < len(flushes)
+    at_flush = np.full(len(checks), n, dtype=np.int64)
+    at_flush[later] = ev[flushes[nxt[later]]]
+    seqs: list[int] = []
+    states: list[int] = []
+    reasons: list[str] = []
+    pending: dict[int, list[str]] = {}
+    rows: list[tuple[int, int, int, str]] = []
+    for k, o, c, hd, d in zip(
+        checks.tolist(),
+        own.tolist(),
+        is_cp.tolist(),
+        (held > 0).tolist(),
+        at_flush.tolist(),
+        strict=True,
+    ):
+        for made, why in ((o, None), (c, "checkpoint")):
+            if not made:
+                continue
+            reason = why if why is not None else _reason(int(h[k]), int(a0[k]))
+            if hd:
+                waiting = pending.setdefault(d, [])
+                if reason not in waiting:
+                    waiting.append(reason)
+            else:
+                rows.append((k, _OWN if why is None else _CHECKPOINT, k, reason))
+    for d, waiting in pending.items():
+        seq, state = (d, d - 1) if d < n else (n - 1, n - 1)
+        reasons_at = ", ".join(waiting) + " (applied at the batch flush)"
+        rows.append((seq, _AT_FLUSH if d < n else _CHECKPOINT + 1, state, reasons_at))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    for seq, _, state, reason in rows:
+        seqs.append(seq)
+        states.append(state)
+        reasons.append(reason)
+    return seqs, states, reasons
+
+
+@dataclass
+class _Directory:
+    """What the quick count keeps of one directory between its checks."""
+
+    seen: int
+    """The change clock at its last check."""
+    pres: list[int]
+    """Its present entries' indices, and their values."""
+    vals: list[int]
+    tables: list[tuple[int, int]]
+    """(position in ``pres``, table frame) of each present entry naming a table."""
+    pages: list[int]
+    """Per present entry: pages it maps (1024 for a 4 MiB page)."""
+    first: tuple[int, int] | None = None
+    """(lowest page mapped, its translation), as of ``seen``."""
+
+
+class _GuestTables:
+    """The guest's tables and unflushed entries, advanced over the trace's page-table
+    events, and what an empty copy's check finds in them.
+
+    A change clock stamps every frame a store or fill changes; a directory's count is
+    redone where its directory or one of its tables changed since its last check, and a
+    table's present entries are counted once per change.
+    """
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        ent, val = _pte_entries(trace)
+        self.guest = GuestMMU(nframes=_frames_needed(trace, ent))
+        # the simulation's comparison, against a view that stays empty (leeway cases)
+        self.pair = ViewPair(self.guest)
+        loop = _cached(trace, "table changes", table_changes)
+        le = ent[loop]
+        self.st = loop[le >= 0]
+        self.st_e, self.st_v = le[le >= 0], val[loop][le >= 0]
+        self.ops = loop[le < 0]
+        self.clock = 1
+        self.stamp: dict[int, int] = {}
+        """frame -> the clock at its last change."""
+        self.counted: dict[int, tuple[int, int]] = {}
+        """table frame -> (its stamp when counted, its present entries)."""
+        self.dirs: dict[int, _Directory] = {}
+
+    def judge(self, states: list[int]) -> list[Missing | None]:  # long: one pass, two kinds
+        """What a check finds after each of ``states`` (event indices, ascending)."""
+        tr, guest = self.trace, self.guest
+        ops = self.ops
+        want = np.asarray(states, dtype=np.int64)
+        stops = np.union1d(ops, want)
+        upto = np.searchsorted(self.st, stops, side="right").tolist()
+        is_op = np.isin(stops, ops).tolist()
+        at = stops.tolist()
+        hs, a0 = tr.hook[stops].tolist(), tr.arg0[stops].tolist()
+        a1, a2, a3 = (tr.arg1[stops].tolist(), tr.arg2[stops].tolist(), tr.arg3[stops].tolist())
+        st_e, st_v, stamp = self.st_e, self.st_v, self.stamp
+        done: dict[int, Missing | None] = {}
+        wanted = set(states)
+        a = 0
+        for i, x in enumerate(at):
+            b = upto[i]
+            if b > a:
+                self.clock += 1
+                now = self.clock
+                if b - a < bulk.VEC_MIN:
+                    es = st_e[a:b].tolist()
+                    guest.write_many(es, st_v[a:b].tolist())
+                    for e in es:
+                        stamp[e >> 10] = now
+                else:
+                    es_a = st_e[a:b]
+                    guest.write_many(es_a, st_v[a:b])
+                    for p in bulk.frames_of(np.unique(es_a)):
+                        stamp[p] = now
+                a = b
+            if is_op[i]:
+                h = hs[i]
+                if h == WCR3:
+                    guest.cr3 = a0[i]
+                    guest.flush_all(False)
+                elif h == FL_ONE:
+                    guest.flush_addr(a0[i])
+                elif h in (FL_USER, FL_KERN):
+                    guest.flush_all(h == FL_KERN)
+                elif h == WCR0:
+                    guest.paging = bool(a0[i] & CR0_PG)
+                elif h == WCR4:
+                    guest.pge = bool(a0[i] & CR4_PGE)
+                else:
+                    self._alloc(h, a0[i], a1[i], a2[i], a3[i])
+            if x in wanted:
+                done[x] = self.missing()
+        return [done[s] for s in states]
+
+    def _alloc(self, h: int, pfn: int, src: int, start: int, count: int) -> None:
+        """alloc_*: the guest zeroes the frame, or clones part of a directory into it."""
+        guest = self.guest
+        if h == ALLOC_CLONE:
+            lo, hi = min(start, 1024), min(start + count, 1024)
+            vals = guest.frames.page(src)[lo:hi].copy()
+            guest.fill(pfn, 0, 1024, None)
+            guest.fill(pfn, lo, hi, vals)
+        else:
+            guest.fill(pfn, 0, 1024, None)
+        self.clock += 1
+        self.stamp[pfn] = self.clock
+
+    def _count(self, t: int) -> int:
+        """Present entries of table frame ``t`` (0 for a frame the store never reached)."""
+        now = self.stamp.get(t, 0)
+        got = self.counted.get(t)
+        if got is not None and got[0] == now:
+            return got[1]
+        gf = self.guest.frames
+        c = int(np.count_nonzero(gf.page(t) & 1)) if t < gf.nframes else 0
+        self.counted[t] = (now, c)
+        return c
+
+    def _directory(self, pd: int) -> _Directory:
+        """The directory's present entries, counted afresh."""
+        pdes = self.guest.frames.page(pd)
+        pres = np.flatnonzero(pdes & 1)
+        vals = pdes[pres].tolist()
+        pi = pres.tolist()
+        tables = [(j, v >> 12) for j, v in enumerate(vals) if not v & PSE]
+        pages = [1024 if v & PSE else 0 for v in vals]
+        for j, t in tables:
+            pages[j] = self._count(t)
+        return _Directory(self.clock, pi, vals, tables, pages)
+
+    def _first(self, d: _Directory) -> tuple[int, int] | None:
+        """The lowest page the directory maps, and its translation."""
+        for j, c in enumerate(d.pages):
+            if c:
+                i, pde = d.pres[j], d.vals[j]
+                if pde & PSE:
+                    return i << 10, (pde & 0xFFC00000) | (pde & MEANING)
+                page = self.guest.frames.page(pde >> 12)
+                k = int(np.argmax(page & 1))
+                return (i << 10) | k, int(page[k]) & (PAGE_MASK | (pde & MEANING))
+        return None
+
+    def missing(self) -> Missing | None:
+        """What a check of the loaded space against an empty copy finds now."""
+        guest = self.guest
+        pd = guest.pd
+        if pd is None:
+            return None
+        stamp = self.stamp
+        d = self.dirs.get(pd)
+        if d is None or stamp.get(pd, 0) > d.seen:
+            d = self.dirs[pd] = self._directory(pd)
+            d.first = self._first(d)
+        else:
+            seen, changed = d.seen, False
+            for j, t in d.tables:
+                if stamp.get(t, 0) > seen:
+                    d.pages[j] = self._count(t)
+                    changed = True
+            if changed:
+                d.first = self._first(d)
+            d.seen = self.clock
+        unf = guest.unflushed
+        if unf:
+            u_pd = unf.get(pd)
+            lee = {j for j, i in enumerate(d.pres) if i in u_pd} if u_pd else set()
+            lee.update(j for j, t in d.tables if unf.get(t))
+            if lee:
+                return self._with_leeway(d, sorted(lee), u_pd)
+        if d.first is None:
+            return None
+        return sum(d.pages), d.first[0], d.first[1]
+
+    def _with_leeway(self, d: _Directory, lee: list[int], u_pd: Olds | None) -> Missing | None:
+        """:meth:`missing` where a native TLB may hold something older under the present
+        entries at positions ``lee``: those are judged as the simulation does."""
+        total = 0
+        best: tuple[int, int] | None = None
+        for j in lee:
+            i = d.pres[j]
+            olds = u_pd.get(i, ()) if u_pd else ()
+            for f in self.pair._compare(i, d.vals[j], 0, olds):
+                total += f[1]
+                if best is None or f[2] < best[0]:
+                    best = (f[2], f[3])
+        rest = _Directory(d.seen, d.pres, d.vals, d.tables, list(d.pages))
+        for j in lee:
+            rest.pages[j] = 0
+        total += sum(rest.pages)
+        first = self._first(rest)
+        if first is not None and (best is None or first[0] < best[0]):
+            best = first
+        if not total or best is None:
+            return None
+        return total, best[0], best[1]
+
+
+def table_changes(trace: Trace) -> np.ndarray:
+    """The events that change the guest's tables, CR3, paging state or TLB: entry stores
+    with an observed value and the hooks of :data:`_OPS` (every pass takes them all)."""
+    ent, _ = _pte_entries(trace)
+    hook = (trace.kind == K_HOOK) & ((ent >= 0) | np.isin(trace.hook, _OPS))
+    return np.flatnonzero(hook)
+
+
+#: The trace's cache key of the checks judged so far (:func:`judged`).
+JUDGED = "empty copy checks"
+
+
+def judged(
+    trace: Trace, states: list[int], more: Callable[[], set[int]]
+) -> dict[int, Missing | None]:
+    """What a check against an empty copy finds after each of ``states`` (event
+    indices), by the last event before it that changed the tables.  Judged in one pass
+    over the trace, together with ``more()`` (the states other runs will ask for), and
+    kept on the trace for them."""
+    changes = _cached(trace, "table changes", table_changes)
+
+    def last(at: list[int]) -> np.ndarray:
+        i = np.searchsorted(changes, np.asarray(at, dtype=np.int64), side="right") - 1
+        return np.where(i >= 0, changes[np.maximum(i, 0)], -1)
+
+    mine = last(states)
+    got: dict[int, Missing | None] = trace.cache.get(JUDGED, {})
+    if not all(s in got for s in set(mine.tolist())):
+        want = sorted(set(mine.tolist()) | set(last(sorted(more())).tolist()) | set(got))
+        todo = [s for s in want if s >= 0]
+        got = dict(zip(todo, _GuestTables(trace).judge(todo), strict=True))
+        got[-1] = None
+        trace.cache[JUDGED] = got
+    return {s: got[int(c)] for s, c in zip(states, mine.tolist(), strict=True)}
+
+
+def empty_copy_checks(
+    trace: Trace,
+    in_loop: np.ndarray,
+    ev: np.ndarray,
+    qp: QueuePlan,
+    checks: np.ndarray,
+    more: Callable[[], set[int]],
+) -> list[tuple[int, int, int, int, str]]:
+    """Every check that finds something against an empty copy: (event, pages, lowest
+    page, the guest's translation of it, what the check was made at).  ``more``: the
+    states other runs' checks are judged in (:func:`judged`)."""
+    seqs, states, reasons = schedule(trace, in_loop, ev, qp, checks)
+    found = judged(trace, states, more)
+    out = []
+    for seq, state, reason in zip(seqs, states, reasons, strict=True):
+        f = found[state]
+        if f is not None:
+            out.append((seq, f[0], f[1], f[2], reason))
+    return out

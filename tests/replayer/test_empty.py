@@ -1,0 +1,135 @@
+"""The checks of a backend whose copy of the tables stays empty, held to the simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pvscope.hooks import BY_NAME
+from replayer import engine
+from replayer.backends import Run, all_runs
+from replayer.costs import CostTable
+from replayer.engine.empty import JUDGED, copy_stays_empty
+from replayer.trace import Trace, load
+from tests.support import synth
+
+EMPTY = [r for r in all_runs() if copy_stays_empty(r)]
+
+
+def _alone(tr: Trace, run: Run, p4: CostTable, exact: bool = False) -> engine.RunResult:
+    tr.cache.pop("sequential", None)
+    tr.cache.pop(JUDGED, None)
+    return engine.replay(tr, run, p4, exact=exact)
+
+
+def _same(a: engine.RunResult, b: engine.RunResult) -> None:
+    for col in ("cycles", "mechanism", "exits", "hypercalls", "traps", "batch_flushes", "batched"):
+        assert np.array_equal(getattr(a, col), getattr(b, col)), col
+    assert a.violations == b.violations
+    assert a.summary == b.summary
+
+
+def test_the_runs_whose_copy_stays_empty_are_the_four_none_ablations() -> None:
+    assert sorted(r.label for r in EMPTY) == sorted(
+        f"{b}-without-{req}-none" for b in ("vmi", "xen-pv") for req in ("ptalloc", "pteupdate")
+    )
+
+
+@pytest.mark.parametrize("label", [r.label for r in EMPTY])
+def test_the_simulated_copy_does_stay_empty_and_the_checks_agree(
+    label: str, synth_trace: Trace, fork_path: Path, p4: CostTable
+) -> None:
+    run = next(r for r in EMPTY if r.label == label)
+    for tr in (synth_trace, load(fork_path)):
+        sim = engine._Replay(tr, run, p4, False, exact=True)
+        tr.cache.pop("sequential", None)
+        exact = sim.run(None)
+        exact.summary = engine.summarize(exact)
+        assert not sim.pair.view.np.any()  # what copy_stays_empty claims
+        fast = _alone(tr, run, p4)
+        assert fast.sequential == "lean"
+        assert any(v.check == "mmu.missing" for v in fast.violations)
+        _same(fast, exact)
+
+
+def test_a_table_swapped_under_a_directory_entry_without_a_flush_gets_the_tlb_leeway(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    # the directory entry names table B where it named A, with no flush between: a native
+    # TLB may still walk A, so a page B maps and A does not is not counted missing
+    b = synth.TraceBuilder(seed=3)
+    synth.boot(b)
+    proc = synth.spawn(b, pages=4)
+    synth.switch_to(b, proc)
+    new = b.alloc_frame()
+    b.hook("alloc_pt", new)
+    for j in range(8):
+        b.hook("set_pte", b.ptr(new, j), (b.alloc_frame() << 12) | 0x67)
+    i = 0x08048000 >> 22
+    b.hook("set_pmd", b.ptr(proc.pd, i), (new << 12) | 0x67)
+    b.hook("flush_tlb_single", 0xC0001000)  # a check, leaving the swapped entry unflushed
+    b.hook("flush_tlb_user")
+    tr = load(b.write(tmp_path / "t"))
+    for run in EMPTY:
+        fast, exact = _alone(tr, run, p4), _alone(tr, run, p4, exact=True)
+        _same(fast, exact)
+    found = [v for v in fast.violations if v.check == "mmu.missing"]
+    at_single = next(v for v in found if "flush_tlb_single" in v.detail)
+    at_user = next(v for v in found if "flush_tlb_user" in v.detail)
+    # after the user flush the eight pages of B count; before it, the TLB may hold A's
+    assert int(at_user.detail.split()[0]) - int(at_single.detail.split()[0]) == 8
+
+
+def test_checks_made_while_calls_are_queued_are_judged_at_the_flush(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    # a CR3 load queued in lazy CPU mode: its check waits for the queue's flush, after
+    # the stores made meanwhile
+    b = synth.TraceBuilder(seed=3)
+    synth.boot(b)
+    a, c = synth.spawn(b, pages=2), synth.spawn(b, pages=2)
+    synth.switch_to(b, a)
+    b.hook("set_lazy_mode", 2)
+    b.hook("write_cr3", c.pd << 12)
+    addr = 0x08048000 + (5 << 12)
+    pt = c.tables[addr >> 22]
+    b.hook("set_pte_at", c.mm, addr, b.ptr(pt, 5), (b.alloc_frame() << 12) | 0x67)
+    b.hook("set_lazy_mode", 0)
+    tr = load(b.write(tmp_path / "t"))
+    for run in EMPTY:
+        fast, exact = _alone(tr, run, p4), _alone(tr, run, p4, exact=True)
+        _same(fast, exact)
+
+
+def test_damaged_traces_give_the_simulations_checks(tmp_path: Path, p4: CostTable) -> None:
+    # page-table hooks knocked out of synthetic traces (turned into io_delay): the tables
+    # the guest leaves behind are odd in many ways, the checks still agree
+    rng = np.random.default_rng(5)
+    mmu = [
+        BY_NAME[x].id
+        for x in (
+            "set_pte",
+            "set_pte_at",
+            "set_pmd",
+            "pte_update",
+            "alloc_pt",
+            "alloc_pd_clone",
+            "release_pt",
+            "flush_tlb_user",
+            "flush_tlb_single",
+            "set_lazy_mode",
+        )
+    ]
+    for seed in range(4):
+        b = synth.workload(seed=seed, rounds=2)
+        cand = [i for i, x in enumerate(b.cols["hook"]) if x in mmu]
+        for i in rng.choice(cand, size=int(rng.integers(1, 6)), replace=False).tolist():
+            b.cols["hook"][i] = BY_NAME["io_delay"].id
+            for col in ("arg0", "arg1", "arg2", "arg3", "result"):
+                b.cols[col][i] = 0
+            b.cols["has_result"][i] = False
+        tr = load(b.write(tmp_path / f"t{seed}"))
+        for run in EMPTY:
+            _same(_alone(tr, run, p4), _alone(tr, run, p4, exact=True))
