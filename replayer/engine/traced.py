@@ -75,83 +75,104 @@ class TracedPass(ReplayState):
         tables (CR3 loads, full flushes) or zero them (allocations).
         """
         tr, m, cs = self.trace, self.model, self.cs
-        s = _traced_events(tr)
+        # what the tracer does depends on the trace and its flood threshold alone (not on
+        # the cost table): walked once per trace and threshold
+        key = f"traced walk {m.flood_threshold}"
+        got = tr.cache.get(key)
+        if got is None:
+            s = _traced_events(tr)
+            faults, found = _walk_traced(tr, s, WriteTracer(m.flood_threshold))
+            got = tr.cache[key] = (s.sel[np.asarray(faults, dtype=np.int64)], found)
+        idx, found = got
         wp_t = cs.t(m.wp_fault)
-        faults, found = self._walk_traced(s, WriteTracer(m.flood_threshold))
         # every faulting store costs the same (a pte_update has no call of its own to pay)
-        idx = s.sel[np.asarray(faults, dtype=np.int64)]
         upd = np.isin(tr.hook[idx], [PTE_UPD, PTE_UPD_D])
         cy = np.where(upd, wp_t[0], wp_t[0] + self.table["call_ret"])
         self.dyn_cols.append(
             (idx, cy, *(np.full(len(idx), x, dtype=np.int64) for x in (*wp_t[1:], 0, 0)))
         )
         if found:
-            arr = np.array(found, dtype=np.int64)
+            # a barrier's own cost, and per table it traces anew: a discovery, or (an
+            # allocation zeroing a traced table) a write-protect fault
+            disc_t = cs.t(m.discover)
+            cyc0, mech0, ex0, hc0, tr0 = cs.lists()
+            rows = []
+            for k, hk, new, alloc in found:
+                per = wp_t if alloc else disc_t
+                rows.append(
+                    (
+                        k,
+                        cyc0[hk] + new * per[0],
+                        mech0[hk],
+                        ex0[hk] + new * per[2],
+                        hc0[hk],
+                        tr0[hk] + new * per[4],
+                        0,
+                        0,
+                    )
+                )
+            arr = np.array(rows, dtype=np.int64)
             self.dyn_cols.append((arr[:, 0], *arr[:, 1:].T))
 
-    def _walk_traced(
-        self, s: _Stream, tracer: WriteTracer
-    ) -> tuple[list[int], list[tuple[int, ...]]]:
-        """The tracer over the stream: the stores that fault (positions in ``s.sel``),
-        and cost rows for the barriers that discover or zero traced tables."""
-        tr, m, cs = self.trace, self.model, self.cs
-        guest = GuestMMU(nframes=_frames_needed(tr, _pte_entries(tr)[0]))
-        frames = guest.frames
-        wp_t, disc_t = cs.t(m.wp_fault), cs.t(m.discover)
-        cyc0, mech0, ex0, hc0, tr0 = cs.lists()
-        k_l, h_l, pf_l, d_e, d_v, d_at = s.k_l, s.h_l, s.pf_l, s.d_e, s.d_v, s.d_at
-        a0, a1, a2, a3 = tr.arg0, tr.arg1, tr.arg2, tr.arg3
-        dir_set = set(s.dirs.tolist())
-        if len(s.dirs):
-            frames.grow(int(s.dirs.max()))
-        out: list[tuple[int, ...]] = []
-        faults: list[int] = []
-        mem = frames.mem
-        pd: int | None = None
-        tables: list[int] | None = None  # the loaded directory's, while known
-        start = 0
-        d0 = 0
-        for bi, b in enumerate(s.barriers + [len(k_l)]):
-            d1 = d_at[bi] if bi < len(s.barriers) else len(d_e)
-            if d0 < d1:
-                for e, v in zip(d_e[d0:d1], d_v[d0:d1], strict=True):
-                    mem[e] = v
-                    if e >> 10 == pd:
-                        tables = None
-                d0 = d1
-            if start < b:
-                if start:
-                    faults.extend([start + i for i in tracer.writes(pf_l[start:b])])
-                else:
-                    faults.extend(tracer.writes(pf_l[start:b]))
-            start = b + 1
-            if b == len(k_l):
-                break
-            k, hk = k_l[b], h_l[b]
-            new = 0
-            per = disc_t
-            if hk in _ALLOCS:
-                pfn = int(a0[k])
-                if pfn in dir_set:  # else never read as a directory: contents do not matter
-                    clone = (int(a1[k]), int(a2[k]), int(a3[k])) if hk == _ALLOCS[2] else None
-                    _fill_table(frames, pfn, clone)
-                mem = frames.mem
-                if pfn == pd:
+
+def _walk_traced(
+    tr: Trace, s: _Stream, tracer: WriteTracer
+) -> tuple[list[int], list[tuple[int, int, int, bool]]]:
+    """The tracer over the stream: the stores that fault (positions in ``s.sel``), and
+    the barriers that trace tables anew: (event, hook, how many, whether an allocation
+    zeroing them)."""
+    guest = GuestMMU(nframes=_frames_needed(tr, _pte_entries(tr)[0]))
+    frames = guest.frames
+    k_l, h_l, pf_l, d_e, d_v, d_at = s.k_l, s.h_l, s.pf_l, s.d_e, s.d_v, s.d_at
+    a0, a1, a2, a3 = tr.arg0, tr.arg1, tr.arg2, tr.arg3
+    dir_set = set(s.dirs.tolist())
+    if len(s.dirs):
+        frames.grow(int(s.dirs.max()))
+    out: list[tuple[int, int, int, bool]] = []
+    faults: list[int] = []
+    mem = frames.mem
+    pd: int | None = None
+    tables: list[int] | None = None  # the loaded directory's, while known
+    start = 0
+    d0 = 0
+    for bi, b in enumerate(s.barriers + [len(k_l)]):
+        d1 = d_at[bi] if bi < len(s.barriers) else len(d_e)
+        if d0 < d1:
+            for e, v in zip(d_e[d0:d1], d_v[d0:d1], strict=True):
+                mem[e] = v
+                if e >> 10 == pd:
                     tables = None
-                new = tracer.write(pfn, 1024)
-                per = wp_t
-            elif hk == WCR3:
-                pd = int(a0[k]) >> 12
-                tables = _tables_named(frames, pd)
-                new = tracer.discover([pd, *tables])
+            d0 = d1
+        if start < b:
+            if start:
+                faults.extend([start + i for i in tracer.writes(pf_l[start:b])])
             else:
-                if tables is None:
-                    tables = _tables_named(frames, pd)
-                new = tracer.discover(tables)
-            if new:
-                row = (cyc0[hk] + new * per[0], mech0[hk], ex0[hk] + new * per[2], hc0[hk])
-                out.append((k, *row, tr0[hk] + new * per[4], 0, 0))
-        return faults, out
+                faults.extend(tracer.writes(pf_l[start:b]))
+        start = b + 1
+        if b == len(k_l):
+            break
+        k, hk = k_l[b], h_l[b]
+        new = 0
+        if hk in _ALLOCS:
+            pfn = int(a0[k])
+            if pfn in dir_set:  # else never read as a directory: contents do not matter
+                clone = (int(a1[k]), int(a2[k]), int(a3[k])) if hk == _ALLOCS[2] else None
+                _fill_table(frames, pfn, clone)
+            mem = frames.mem
+            if pfn == pd:
+                tables = None
+            new = tracer.write(pfn, 1024)
+        elif hk == WCR3:
+            pd = int(a0[k]) >> 12
+            tables = _tables_named(frames, pd)
+            new = tracer.discover([pd, *tables])
+        else:
+            if tables is None:
+                tables = _tables_named(frames, pd)
+            new = tracer.discover(tables)
+        if new:
+            out.append((k, hk, new, hk in _ALLOCS))
+    return faults, out
 
 
 def _tables_named(frames: Frames, pd: int | None) -> list[int]:
