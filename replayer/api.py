@@ -56,13 +56,21 @@ def _group(ids: list[int]) -> list[dict[str, Any]]:
 def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
     """Run indices grouped by what their sequential pass depends on, so that one worker
     replays a group in turn and the later runs reuse the first's pass (the runs whose copy
-    stays empty, the pass that judges their checks).  Groups likely to
+    stays empty, the pass that judges their checks; hvm-shadow and bt, their tracer's
+    walk).  Groups likely to
     take longest go first (those that simulate both copies of the page tables, then the
     larger), so that the workers finish together."""
     by_key: dict[str, list[int]] = {}
     for i, run in enumerate(runs):
-        # runs whose copy stays empty share the one pass that judges all their checks
-        key = "empty copy" if engine.copy_stays_empty(run) else engine.sequential_key(run, table)
+        # runs whose copy stays empty share the one pass that judges all their checks, and
+        # write-protecting VMMs with one flood threshold the walk of their tracer
+        m = run.model()
+        if engine.copy_stays_empty(run):
+            key = "empty copy"
+        elif m.mmu == "traced":
+            key = f"traced walk {m.flood_threshold}"
+        else:
+            key = engine.sequential_key(run, table)
         by_key.setdefault(key, []).append(i)
 
     def weight(ids: list[int]) -> tuple[bool, int]:

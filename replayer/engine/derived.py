@@ -182,6 +182,8 @@ def _space_events(trace: Trace, dirs: np.ndarray) -> np.ndarray:
 #: Events a pass over the whole trace takes at a time where it would need per-event
 #: temporaries of the trace's length.
 _SLICE = 1 << 20
+#: Events a loop takes as Python lists at a time.
+_WINDOW = 1 << 16
 
 
 def loaded_spaces(trace: Trace) -> LoadedSpaces:
@@ -199,9 +201,7 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
         return LoadedSpaces(np.zeros((0, 3), dtype=np.int64), {}, {})
     row = {int(d): i for i, d in enumerate(dirs.tolist())}
     mem = np.zeros((len(dirs), 1024), dtype=np.int64)
-    chg = _space_events(trace, dirs)
-    a0, a1, a2, a3 = (x[chg].tolist() for x in (trace.arg0, trace.arg1, trace.arg2, trace.arg3))
-    e_l, v_l, h_l = ent[chg].tolist(), val[chg].tolist(), h[chg].tolist()
+    everything = _space_events(trace, dirs)
     space = _Space()
     at_cr3: dict[int, tuple[int, ...]] = {}
     at_invlpg: dict[int, int] = {}
@@ -212,34 +212,40 @@ def loaded_spaces(trace: Trace) -> LoadedSpaces:
         r = row.get(pd)
         return space.recount(k, None if r is None else (r, rver[r]), mem)
 
-    for i, k in enumerate(chg.tolist()):
-        hk = h_l[i]
-        if hk == WCR3:
-            pd = a0[i] >> 12
-            at_cr3[k] = recount(k)
-        elif hk == INVLPG:
-            r = row.get(pd)
-            at_invlpg[k] = _names(int(mem[r, a0[i] >> 22])) if r is not None else -1
-        elif e_l[i] >= 0:
-            e, v = e_l[i], v_l[i]
-            pfn, idx = e >> 10, e & 1023
-            r = row[pfn]
-            old = int(mem[r, idx])
-            mem[r, idx] = v
-            rver[r] += 1
-            if pfn != pd:
-                continue
-            space.rename(k, old, v)
-        else:
-            pfn = a0[i]
-            r = row[pfn]
-            mem[r] = 0
-            rver[r] += 1
-            if hk == CLONE:
-                lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
-                mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
-            if pfn == pd:
-                recount(k)
+    # the events as Python lists a slice at a time: lists of all of them took gigabytes
+    for at in range(0, len(everything), _WINDOW):
+        chg = everything[at : at + _WINDOW]
+        args = (trace.arg0, trace.arg1, trace.arg2, trace.arg3)
+        a0, a1, a2, a3 = (x[chg].tolist() for x in args)
+        e_l, v_l, h_l = ent[chg].tolist(), val[chg].tolist(), h[chg].tolist()
+        for i, k in enumerate(chg.tolist()):
+            hk = h_l[i]
+            if hk == WCR3:
+                pd = a0[i] >> 12
+                at_cr3[k] = recount(k)
+            elif hk == INVLPG:
+                r = row.get(pd)
+                at_invlpg[k] = _names(int(mem[r, a0[i] >> 22])) if r is not None else -1
+            elif e_l[i] >= 0:
+                e, v = e_l[i], v_l[i]
+                pfn, idx = e >> 10, e & 1023
+                r = row[pfn]
+                old = int(mem[r, idx])
+                mem[r, idx] = v
+                rver[r] += 1
+                if pfn != pd:
+                    continue
+                space.rename(k, old, v)
+            else:
+                pfn = a0[i]
+                r = row[pfn]
+                mem[r] = 0
+                rver[r] += 1
+                if hk == CLONE:
+                    lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
+                    mem[r, lo:hi] = mem[row[a1[i]], lo:hi]
+                if pfn == pd:
+                    recount(k)
     spells = space.spells
     spells.extend((t, j, trace.n) for t, j in space.since.items())
     sp = np.array(sorted(spells), dtype=np.int64).reshape(-1, 3)
@@ -334,27 +340,31 @@ def fill_changes(trace: Trace) -> dict[int, np.ndarray]:
     live: list[dict[int, int]] = [{} for _ in range(len(dirs))]
     store = (ent >= 0) & np.isin(ent >> 10, dirs)
     fill = fills & np.isin(trace.arg0.astype(np.int64), dirs)
-    sel = np.nonzero(store | fill)[0]
-    e_l, v_l, h_l = ent[sel].tolist(), val[sel].tolist(), h[sel].tolist()
-    a0, a1, a2, a3 = (x[sel].tolist() for x in (trace.arg0, trace.arg1, trace.arg2, trace.arg3))
-    for i, k in enumerate(sel.tolist()):
-        e = e_l[i]
-        if e >= 0:
-            v = v_l[i]
-            if v & PRESENT:
-                live[row[e >> 10]][e & 1023] = v & _MEANING
-            else:
-                live[row[e >> 10]].pop(e & 1023, None)
-            continue
-        r = row[a0[i]]
-        old = live[r]
-        new: dict[int, int] = {}
-        if h_l[i] == CLONE and a1[i] != a0[i]:  # a clone of itself copies its zeroes
-            lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
-            new = {j: m for j, m in live[row[a1[i]]].items() if lo <= j < hi}
-        live[r] = new
-        moved = [j for j in old.keys() | new.keys() if old.get(j, 0) != new.get(j, 0)]
-        out[k] = np.array(sorted(moved), dtype=np.int64)
+    everything = np.nonzero(store | fill)[0]
+    # the events as Python lists a slice at a time: lists of all of them took gigabytes
+    for at in range(0, len(everything), _WINDOW):
+        sel = everything[at : at + _WINDOW]
+        e_l, v_l, h_l = ent[sel].tolist(), val[sel].tolist(), h[sel].tolist()
+        args = (trace.arg0, trace.arg1, trace.arg2, trace.arg3)
+        a0, a1, a2, a3 = (x[sel].tolist() for x in args)
+        for i, k in enumerate(sel.tolist()):
+            e = e_l[i]
+            if e >= 0:
+                v = v_l[i]
+                if v & PRESENT:
+                    live[row[e >> 10]][e & 1023] = v & _MEANING
+                else:
+                    live[row[e >> 10]].pop(e & 1023, None)
+                continue
+            r = row[a0[i]]
+            old = live[r]
+            new: dict[int, int] = {}
+            if h_l[i] == CLONE and a1[i] != a0[i]:  # a clone of itself copies its zeroes
+                lo, hi = min(a2[i], 1024), min(a2[i] + a3[i], 1024)
+                new = {j: m for j, m in live[row[a1[i]]].items() if lo <= j < hi}
+            live[r] = new
+            moved = [j for j in old.keys() | new.keys() if old.get(j, 0) != new.get(j, 0)]
+            out[k] = np.array(sorted(moved), dtype=np.int64)
     return out
 
 

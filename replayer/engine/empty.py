@@ -70,6 +70,8 @@ _OPS = np.array([*_ALLOCS, WCR3, FL_USER, FL_KERN, FL_ONE, WCR0, WCR4])
 #: A check's place among the checks of one event: a flush of the queue (before the event's
 #: handler), the event's own, a checkpoint after it.
 _AT_FLUSH, _OWN, _CHECKPOINT = 0, 1, 2
+#: Stops a pass takes as Python lists at a time.
+_WINDOW = 1 << 16
 #: One check's findings: pages missing, the lowest such page and the guest's translation.
 Missing = tuple[int, int, int]
 
@@ -210,21 +212,29 @@ class _GuestTables:
         """table frame -> (its stamp when counted, its present entries)."""
         self.dirs: dict[int, _Directory] = {}
 
-    def judge(self, states: list[int]) -> list[Missing | None]:  # long: one pass, two kinds
+    def judge(self, states: list[int]) -> list[Missing | None]:
         """What a check finds after each of ``states`` (event indices, ascending)."""
-        tr, guest = self.trace, self.guest
-        ops = self.ops
-        want = np.asarray(states, dtype=np.int64)
-        stops = np.union1d(ops, want)
-        upto = np.searchsorted(self.st, stops, side="right").tolist()
-        is_op = np.isin(stops, ops).tolist()
-        at = stops.tolist()
-        hs, a0 = tr.hook[stops].tolist(), tr.arg0[stops].tolist()
-        a1, a2, a3 = (tr.arg1[stops].tolist(), tr.arg2[stops].tolist(), tr.arg3[stops].tolist())
-        st_e, st_v, stamp = self.st_e, self.st_v, self.stamp
+        every = np.union1d(self.ops, np.asarray(states, dtype=np.int64))
         done: dict[int, Missing | None] = {}
         wanted = set(states)
         a = 0
+        # the stops as Python lists a window at a time: lists of all of them took gigabytes
+        for w in range(0, len(every), _WINDOW):
+            a = self._window(every[w : w + _WINDOW], a, wanted, done)
+        return [done[s] for s in states]
+
+    def _window(  # long: the loop over one window of stops, two kinds of stop
+        self, stops: np.ndarray, a: int, wanted: set[int], done: dict[int, Missing | None]
+    ) -> int:
+        """:meth:`judge` over some of its stops (the page-table events other than stores,
+        and the states wanted), from store ``a`` on; return the stores applied so far."""
+        tr = self.trace
+        at = stops.tolist()
+        upto = np.searchsorted(self.st, stops, side="right").tolist()
+        is_op = np.isin(stops, self.ops).tolist()
+        hs, a0 = tr.hook[stops].tolist(), tr.arg0[stops].tolist()
+        a1, a2, a3 = (tr.arg1[stops].tolist(), tr.arg2[stops].tolist(), tr.arg3[stops].tolist())
+        guest, st_e, st_v, stamp = self.guest, self.st_e, self.st_v, self.stamp
         for i, x in enumerate(at):
             b = upto[i]
             if b > a:
@@ -258,7 +268,7 @@ class _GuestTables:
                     self._alloc(h, a0[i], a1[i], a2[i], a3[i])
             if x in wanted:
                 done[x] = self.missing()
-        return [done[s] for s in states]
+        return a
 
     def _alloc(self, h: int, pfn: int, src: int, start: int, count: int) -> None:
         """alloc_*: the guest zeroes the frame, or clones part of a directory into it."""
