@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from replayer.engine import derived
 from replayer.engine.common import _ALLOCS, _H
-from replayer.engine.derived import _directory_frames, fill_changes, pte_entries
+from replayer.engine.derived import _directory_frames, fill_changes, loaded_spaces, pte_entries
 from replayer.trace import Trace, load
 
 
@@ -40,7 +42,11 @@ def _fill_changes_walk(tr: Trace) -> dict[int, list[int]]:
     return out
 
 
-def test_fill_changes_equal_a_walk_over_whole_frames(fork_path: Path, synth_trace: Trace) -> None:
+@pytest.mark.parametrize("window", [derived._WINDOW, 7])
+def test_fill_changes_equal_a_walk_over_whole_frames(
+    window: int, fork_path: Path, synth_trace: Trace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(derived, "_WINDOW", window)  # events taken as lists, so many at a time
     for tr in (load(fork_path), synth_trace):
         got = fill_changes(tr)
         want = _fill_changes_walk(tr)
@@ -49,3 +55,14 @@ def test_fill_changes_equal_a_walk_over_whole_frames(fork_path: Path, synth_trac
         for k, idx in want.items():
             assert got[k].tolist() == idx, k
             assert got[k].dtype == np.int64
+
+
+def test_loaded_spaces_do_not_depend_on_how_many_events_are_taken_at_a_time(
+    fork_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tr = load(fork_path)
+    whole = loaded_spaces(tr)
+    monkeypatch.setattr(derived, "_WINDOW", 5)
+    sliced = loaded_spaces(tr)
+    assert np.array_equal(whole.spells, sliced.spells) and len(whole.spells)
+    assert whole.at_cr3 == sliced.at_cr3 and whole.at_invlpg == sliced.at_invlpg
