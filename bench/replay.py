@@ -183,6 +183,8 @@ def single(
             # each run timed whole, reusing neither a pass nor a proof
             tr.cache.pop("sequential", None)
             tr.cache.pop(LEAN_PROOF, None)
+            for key in [k for k in tr.cache if k.startswith("traced walk")]:
+                tr.cache.pop(key)  # hvm-shadow and bt each walk their tracer, timed whole
             t0 = time.perf_counter()
             r = engine.replay(tr, run, table)
             dt = min(dt, time.perf_counter() - t0)
