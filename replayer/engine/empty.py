@@ -68,8 +68,8 @@ ALLOC_CLONE = _ALLOCS[2]
 #: The hooks that change the guest's tables or TLB, other than entry stores.
 _OPS = np.array([*_ALLOCS, WCR3, FL_USER, FL_KERN, FL_ONE, WCR0, WCR4])
 #: A check's place among the checks of one event: a flush of the queue (before the event's
-#: handler), the event's own, a checkpoint after it.
-_AT_FLUSH, _OWN, _CHECKPOINT = 0, 1, 2
+#: handler), the event's own, a checkpoint after it, the queue's flush after the last event.
+_AT_FLUSH, _OWN, _CHECKPOINT, _AT_END = 0, 1, 2, 3
 #: Stops a pass takes as Python lists at a time.
 _WINDOW = 1 << 16
 #: One check's findings: pages missing, the lowest such page and the guest's translation.
@@ -159,7 +159,7 @@ def schedule(
     for d, waiting in pending.items():
         seq, state = (d, d - 1) if d < n else (n - 1, n - 1)
         reasons_at = ", ".join(waiting) + " (applied at the batch flush)"
-        rows.append((seq, _AT_FLUSH if d < n else _CHECKPOINT + 1, state, reasons_at))
+        rows.append((seq, _AT_FLUSH if d < n else _AT_END, state, reasons_at))
     rows.sort(key=lambda r: (r[0], r[1]))
     for seq, _, state, reason in rows:
         seqs.append(seq)
