@@ -732,6 +732,19 @@ def workload(seed: int = 0, rounds: int = 4, mem_mib: int = 16) -> TraceBuilder:
     return b
 
 
+def knock_out(b: TraceBuilder, rng: np.random.Generator, hooks: tuple[str, ...]) -> None:
+    """Turn one to five of the builder's calls of ``hooks`` (chosen by ``rng``) into
+    ``io_delay`` at the same seq, arguments and result cleared: a trace whose tables the
+    guest and a backend see part ways in odd places."""
+    ids = {BY_NAME[x].id for x in hooks}
+    cand = [i for i, x in enumerate(b.cols["hook"]) if x in ids]
+    for i in rng.choice(cand, size=int(rng.integers(1, 6)), replace=False).tolist():
+        b.cols["hook"][i] = BY_NAME["io_delay"].id
+        for col in ("arg0", "arg1", "arg2", "arg3", "result"):
+            b.cols[col][i] = 0
+        b.cols["has_result"][i] = False
+
+
 def bench_builder(seed: int = 0) -> tuple[TraceBuilder, int]:
     """Boot and one process, then one state-neutral epoch; (builder, epoch start) for
     :func:`tile`.  The epoch: a fork with copy-on-write faults and exit, irqsave
