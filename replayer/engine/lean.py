@@ -55,15 +55,15 @@ def may_be_lean(run: Run) -> bool:
     """Whether the run's sequential pass may go lean (:meth:`_Replay._lean`): a backend fed
     by notifications, told of every PTE update (or trapping them) and told of page-table
     allocations (or, told of updates, discovering tables), or lguest told of PTE updates
-    -- whether it does depends on the trace; and always a backend whose hardware walks
-    the guest's own tables (:func:`mirrors`)."""
+    or trapping them -- whether it does depends on the trace; and always a backend whose
+    hardware walks the guest's own tables (:func:`mirrors`)."""
     pte_mode, alloc_mode, _, _ = _modes(run)
     hooked = alloc_mode == "hook" and pte_mode in ("hook", "trap")
     found = alloc_mode == "trap" and pte_mode == "hook"
     mmu = run.model().mmu
     return (
         (mmu == "notified" and (hooked or found))
-        or (mmu == "demand" and pte_mode == "hook")
+        or (mmu == "demand" and pte_mode in ("hook", "trap"))
         or mirrors(run)
     )
 
@@ -239,7 +239,8 @@ class LeanPass(TracedPass, DeviceChecks):
         proof = _Proof(tr, p.in_loop, p.queued, p.ev[p.qp.flushes], ent)
         if m.mmu == "demand":
             checks = self._check_events(p.in_loop)
-            holds = Shadowed(proof, checks, p.ev, p.qp, m.pgdir_cache).holds()
+            trapped = self.pte_mode == "trap"
+            holds = Shadowed(proof, checks, p.ev, p.qp, m.pgdir_cache, trapped).holds()
         elif self.alloc_mode == "hook":
             holds = proof.notified()
         else:

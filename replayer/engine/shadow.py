@@ -37,12 +37,24 @@ class Shadowed:
     allocated table in the loaded space, or a wrong entry of a loaded table that a
     native TLB could not still hold: one covered by a TLB flush since it went wrong.
     (lguest is correct by the second clause: what it was not told waits for a flush.)
+
+    ``trapped``: lguest without the PTE-update hooks, trapping every store to a table
+    instead (``--without pteupdate --fallback trap``).  It then learns every store at once
+    (none is queued, set_pte drops no shadow) and a store to a frame drops any cached
+    directory of that frame; only the allocations' memsets go unseen.
     """
 
     def __init__(
-        self, proof: _Proof, checks: np.ndarray, ev: np.ndarray, qp: QueuePlan, cache: int
+        self,
+        proof: _Proof,
+        checks: np.ndarray,
+        ev: np.ndarray,
+        qp: QueuePlan,
+        cache: int,
+        trapped: bool = False,
     ) -> None:
         self.p, self.checks, self.ev, self.qp, self.cache = proof, checks, ev, qp, cache
+        self.trapped = trapped
         tr = proof.trace
         self.h, self.n = tr.hook, tr.n
         self.M = tr.n + 1
@@ -52,7 +64,7 @@ class Shadowed:
         self.s_e, self.s_v, self.s_h = ent[s_idx], val[s_idx], self.h[s_idx]
         self.s_t = self.at(4 * s_idx + 2, s_idx)
         self.s_a = self.applied(s_idx)
-        self.learn = np.isin(self.s_h, _LEARNS)
+        self.learn = np.isin(self.s_h, _LEARNS) | trapped
         self.inst = self.learn & (self.s_h == _H["set_pmd"]) & ((self.s_v & 0x81) == 1)
 
     def at(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -93,7 +105,7 @@ class Shadowed:
             b = np.searchsorted(f_key, f * M + hi, side="left")
             return b > a
 
-        upd = np.isin(self.s_h, _UPDATES)
+        upd = np.isin(self.s_h, _UPDATES) & (not self.trapped)
         # each store's previous and next store to the same entry
         o = np.argsort(s_e, kind="stable")
         es, ks, vs = s_e[o], s_idx[o], s_v[o]
@@ -144,7 +156,7 @@ class Shadowed:
         p, h = self.p, self.h
         s_v, s_a, learn, inst = self.s_v, self.s_a, self.learn, self.inst
         fl_k = np.nonzero(p.in_loop & (h == _H["flush_tlb_kernel"]))[0]
-        setpte = self.s_h == _H["set_pte"]
+        setpte = (self.s_h == _H["set_pte"]) & (not self.trapped)  # FLUSH_TLB(1)
         self.g_t = np.sort(np.concatenate([self.applied(fl_k), s_a[setpte]]))
         fu_k = np.nonzero(p.in_loop & (h == _H["flush_tlb_user"]))[0]
         rs_t = np.concatenate([self._cache_misses(), self.applied(fu_k)])
@@ -169,7 +181,8 @@ class Shadowed:
         p, s_f, s_a = self.p, self.p.s_f, self.s_a
         cr3_pd = p.cr3_pd
         cr3_t = self.applied(p.cr3)
-        at_pte = self.s_h == _H["set_pte_at"]
+        # a store lguest learns into a frame: set_pte_at told, or any store trapped
+        at_pte = (self.s_h != _H["set_pmd"]) if self.trapped else (self.s_h == _H["set_pte_at"])
         pops_f = np.concatenate([s_f[at_pte], self.s_v[self.inst] >> 12])
         pops_t = np.concatenate([s_a[at_pte], s_a[self.inst]])
         # a pop matters only as the first of its frame after a load of that frame

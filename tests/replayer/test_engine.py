@@ -326,6 +326,7 @@ LEAN = (
     "xen-pv-without-ptalloc-trap",
     "lguest",
     "lguest-without-irq-none",
+    "lguest-without-pteupdate-trap",
 )
 
 
@@ -445,6 +446,26 @@ def test_the_lean_pass_refuses_a_cached_directory_changed_behind_lguest(
     r = _run(tr, p4, "lguest")
     assert r.sequential == "exact"
     assert {v.check for v in r.violations} == {"mmu.stale"}
+
+
+def test_lguest_trapping_stores_is_not_resynced_by_a_set_pte(tmp_path: Path, p4: CostTable) -> None:
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        a = synth.spawn(b, pages=2)
+        synth.kmap_churn(b, slots=1)
+        synth.switch_to(b, a)
+        pt = a.tables[sorted(a.pages)[0] >> 22]
+        b.hook("alloc_pt", pt)  # the memset lguest never sees, of a table still mapped
+        b.hook("set_pte", b.ptr(b.scratch, 0), (0x100 << 12) | 0x163)
+        synth.switch_to(b, a)  # a cached directory: no re-read, and the CR3 load flushed
+
+    tr = _trace(tmp_path, build)
+    # told of set_pte, lguest drops every shadow (FLUSH_TLB(1)); trapping it, only learns it
+    told = _run(tr, p4, "lguest")
+    assert told.sequential == "lean" and not told.violations
+    trapped = _run(tr, p4, "lguest", "pteupdate", "trap")
+    assert trapped.sequential == "exact"
+    assert {v.check for v in trapped.violations} == {"mmu.stale"}
 
 
 def test_runs_sharing_a_sequential_pass_get_what_each_would_alone(
