@@ -15,11 +15,10 @@ import numpy as np
 
 from pvscope.digest import mapping_digest
 from pvscope.hooks import HOOKS
-from replayer.engine.common import _ALLOCS, _APIC_HOOKS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
-from replayer.engine.derived import _fill_table, _frames_needed, _pte_entries, absorbed_mmio
+from replayer.engine.common import _APIC_HOOKS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
+from replayer.engine.derived import _frames_needed, _pte_entries, absorbed_mmio, tables_at
 from replayer.engine.result import Violation
 from replayer.engine.state import ReplayState
-from replayer.mechanisms import bulk
 from replayer.mechanisms.apic import (
     IOAPIC_BASE,
     LAPIC_BASE,
@@ -30,7 +29,6 @@ from replayer.mechanisms.apic import (
 from replayer.mechanisms.pagetables import (
     CR0_PG,
     PSE,
-    Frames,
     GuestMMU,
     present_mappings,
 )
@@ -119,61 +117,31 @@ def trace_mmu_checks(trace: Trace) -> list[Violation]:
     out: list[Violation] = []
     if cps:
         guest = GuestMMU(nframes=_frames_needed(trace, ent))
-        frames = guest.frames
-        h = trace.hook
-        fill = np.isin(h, _ALLOCS)
-        regs = (h == _H["write_cr3"]) | (h == _H["write_cr0"])
-        is_cp = np.zeros(trace.n, dtype=bool)
-        is_cp[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
-        # the events that need more than an entry write; the writes between them are
-        # applied together
-        other = np.flatnonzero(((ent < 0) & (fill | regs)) | is_cp)
-        st = np.flatnonzero(ent >= 0)
-        se, sv = ent[st], val[st]
-        # the writes before each of them: se[cut[i - 1]:cut[i]] (its own, if any, at cut[i])
-        cut = np.searchsorted(st, other).tolist()
-        if len(se):
-            frames.grow(int(se.max()) >> 10)
-        WCR3, WCR0, CLONE = _H["write_cr3"], _H["write_cr0"], _H["alloc_pd_clone"]
-        args = (trace.arg0, trace.arg1, trace.arg2, trace.arg3)
-        cols = (h[other], ent[other], fill[other], *(a[other] for a in args))
-        lo = 0
+        h, a0 = trace.hook, trace.arg0
+        at = np.fromiter(sorted(cps), dtype=np.int64, count=len(cps))
+        # CR3 and CR0 as each checkpoint finds them: the last load at or before it
+        regs = []
+        for name in ("write_cr3", "write_cr0"):
+            ks = np.flatnonzero((ent < 0) & (h == _H[name]))
+            i = np.searchsorted(ks, at, side="right") - 1
+            regs.append(
+                np.where(i >= 0, a0[ks[np.maximum(i, 0)]], -1).tolist()
+                if len(ks)
+                else [-1] * len(at)
+            )
         digests = _Digests(guest)
-        for k, hi, hk, e, is_fill, a0, a1, a2, a3 in zip(
-            other.tolist(), cut, *(c.tolist() for c in cols), strict=True
-        ):
-            if hi > lo:
-                digests.changed(_write_entries(frames, se[lo:hi], sv[lo:hi]))
-            lo = hi
-            if e >= 0:
-                digests.changed(_write_entries(frames, se[hi : hi + 1], sv[hi : hi + 1]))
-                lo = hi + 1
-            elif hk == WCR3:
-                guest.cr3 = a0
-            elif hk == WCR0:
-                guest.paging = bool(a0 & CR0_PG)
-            elif is_fill:
-                _fill_table(frames, a0, (a1, a2, a3) if hk == CLONE else None)
-                digests.changed([a0])
-            if k in cps:
-                v = _checkpoint_digest(trace, guest, k, cps[k], digests.digest())
-                if v is not None:
-                    out.append(v)
+        tables = tables_at(trace, guest.frames, at)
+        for k, changed, cr3, cr0 in zip(at.tolist(), tables, *regs, strict=True):
+            digests.changed(changed)
+            if cr3 >= 0:
+                guest.cr3 = cr3
+            if cr0 >= 0:
+                guest.paging = bool(cr0 & CR0_PG)
+            v = _checkpoint_digest(trace, guest, k, cps[k], digests.digest())
+            if v is not None:
+                out.append(v)
     trace.cache["trace.mmu"] = tuple(out)
     return out
-
-
-def _write_entries(frames: Frames, es: np.ndarray, vs: np.ndarray) -> list[int]:
-    """Entry writes (flat entries, values, in order, into frames the store holds): the
-    last write to an entry stays.  The frames written."""
-    if len(es) < 8:
-        mem = frames.mem
-        for e, v in zip(es.tolist(), vs.tolist(), strict=True):
-            mem[e] = v
-        return list({e >> 10 for e in es.tolist()})
-    ue, uv = bulk.final(es, vs)
-    frames.np[ue] = uv
-    return bulk.frames_of(ue)
 
 
 class _Digests:

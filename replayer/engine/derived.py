@@ -11,11 +11,13 @@ names (:func:`pte_entries`), the MMIO events an ``apic_*`` hook's native body ma
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from replayer.engine.common import _ALLOCS, _APIC_HOOKS, _H, _cached
+from replayer.mechanisms import bulk
 from replayer.mechanisms.apic import (
     LAPIC_BASE,
 )
@@ -408,3 +410,99 @@ def last_before(
     pos = np.searchsorted(frames * span + starts, f * span + k, side="left") - 1
     at = np.maximum(pos, 0)
     return np.where((pos >= 0) & (frames[at] == f), at, -1)
+
+
+def tables_at(trace: Trace, frames: Frames, at: np.ndarray) -> Iterator[list[int]]:
+    """The guest's tables (``frames``, from the trace's start) brought to each event of
+    ``at`` (ascending) in turn, that event's own store or allocation included; yields
+    the frames changed since the last.
+
+    Stores and allocations between two stops are applied together, in effect: a frame
+    allocated there keeps the stores made after its last allocation, the others every
+    store's last value; an ``alloc_pd_clone`` copies its source as the source was at the
+    clone, stores and allocations of the source in between included.
+    """
+    ent, val = _pte_entries(trace)
+    h = trace.hook
+    st = np.flatnonzero(ent >= 0)
+    se, sv = ent[st], val[st]
+    fl = np.flatnonzero((ent < 0) & np.isin(h, _ALLOCS))
+    f_pfn = trace.arg0[fl].astype(np.int64)
+    s_cut = np.searchsorted(st, at, side="right").tolist()
+    f_cut = np.searchsorted(fl, at, side="right").tolist()
+    s0 = f0 = 0
+    for s1, f1 in zip(s_cut, f_cut, strict=True):
+        if f1 == f0:
+            changed = _store_all(frames, se[s0:s1], sv[s0:s1])
+        else:
+            changed = _apply_between(trace, frames, st[s0:s1], se[s0:s1], sv[s0:s1], fl[f0:f1])
+            changed = sorted(set(changed) | set(f_pfn[f0:f1].tolist()))
+        s0, f0 = s1, f1
+        yield changed
+
+
+def _store_all(frames: Frames, es: np.ndarray, vs: np.ndarray) -> list[int]:
+    """Entry stores, in order (the last to an entry stays); the frames written."""
+    if not len(es):
+        return []
+    ue, uv = bulk.final(es, vs)
+    frames.np[ue] = uv
+    return bulk.frames_of(ue)
+
+
+def _apply_between(  # long: the clones' sources, then every frame's final state
+    trace: Trace, frames: Frames, ks: np.ndarray, es: np.ndarray, vs: np.ndarray, fk: np.ndarray
+) -> list[int]:
+    """:func:`tables_at` over stores ``ks`` (entries ``es``, values ``vs``) and
+    allocations ``fk`` that interleave; the frames stores reached."""
+    span = trace.n + 1
+    clone_h = _H["alloc_pd_clone"]
+    f_pfn = trace.arg0[fk].astype(np.int64)
+    # stores by (frame, event), allocations by (frame, event): who did what to a frame when
+    sf = es >> 10
+    so = np.argsort(sf, kind="stable")
+    s_key = sf[so] * span + ks[so]
+    s_e, s_v = es[so], vs[so]
+    fo = np.argsort(f_pfn, kind="stable")
+    f_frames, f_at = f_pfn[fo], fk[fo]
+    snaps: dict[int, tuple[int, int, np.ndarray]] = {}
+    # each clone, in order: its source as the source's last allocation before it left it
+    # (as the interval found it, if none), then the source's stores since
+    ck = fk[trace.hook[fk] == clone_h]
+    src = trace.arg1[ck].astype(np.int64)
+    start, count = trace.arg2[ck].astype(np.int64), trace.arg3[ck].astype(np.int64)
+    lo_a, hi_a = np.minimum(start, 1024), np.minimum(start + count, 1024)
+    li = last_before(f_frames, f_at, src, ck, span)
+    since = np.where(li >= 0, f_at[np.maximum(li, 0)], -1)
+    j0 = np.searchsorted(s_key, src * span + since, side="right")
+    j1 = np.searchsorted(s_key, src * span + ck, side="left")
+    cols = (ck, src, lo_a, hi_a, li, since, j0, j1)
+    for k, sf_, lo, hi, i, t, a0, a1 in zip(*(c.tolist() for c in cols), strict=True):
+        out = np.zeros(hi - lo, dtype=np.int64)
+        if i < 0:
+            out[:] = frames.page(sf_)[lo:hi]
+        else:
+            got = snaps.get(t)
+            if got is not None:
+                a, b = max(lo, got[0]), min(hi, got[1])
+                if a < b:
+                    out[a - lo : b - lo] = got[2][a - got[0] : b - got[0]]
+        if a1 > a0:
+            ue, uv = bulk.final(s_e[a0:a1], s_v[a0:a1])
+            ix = ue & 1023
+            m = (ix >= lo) & (ix < hi)
+            out[ix[m] - lo] = uv[m]
+        snaps[k] = (lo, hi, out)
+    # each frame allocated here: as its last allocation left it
+    last = np.append(f_frames[1:] != f_frames[:-1], True)
+    for pfn, k in zip(f_frames[last].tolist(), f_at[last].tolist(), strict=True):
+        page = frames.page(pfn)
+        page[:] = 0
+        got = snaps.get(k)
+        if got is not None:
+            page[got[0] : got[1]] = got[2]
+    # then the stores each frame kept: those after its last allocation
+    uf, ut = f_frames[last], f_at[last]
+    pos = np.minimum(np.searchsorted(uf, sf), len(uf) - 1)
+    keep = (uf[pos] != sf) | (ks > ut[pos])
+    return _store_all(frames, es[keep], vs[keep])

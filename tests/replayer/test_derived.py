@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from replayer.engine import derived
+from replayer.engine.checks import trace_mmu_checks
 from replayer.engine.common import _ALLOCS, _H
 from replayer.engine.derived import _directory_frames, fill_changes, loaded_spaces, pte_entries
+from replayer.mechanisms.pagetables import Frames
 from replayer.trace import Trace, load
+from tests.support import synth
 
 
 def _meaning(v: int) -> int:
@@ -66,3 +70,87 @@ def test_loaded_spaces_do_not_depend_on_how_many_events_are_taken_at_a_time(
     sliced = loaded_spaces(tr)
     assert np.array_equal(whole.spells, sliced.spells) and len(whole.spells)
     assert whole.at_cr3 == sliced.at_cr3 and whole.at_invlpg == sliced.at_invlpg
+
+
+def _tables_walk(tr: Trace, at: list[int], nframes: int) -> Iterator[Frames]:
+    """The guest's frames after each event of ``at`` in turn, event by event."""
+    ent, val = pte_entries(tr)
+    frames = Frames(nframes)
+    allocs, clone = set(_ALLOCS), _H["alloc_pd_clone"]
+    stops = set(at)
+    ks = np.union1d(np.flatnonzero((ent >= 0) | np.isin(tr.hook, _ALLOCS)), at)
+    cols = (ent[ks], val[ks], tr.hook[ks], tr.arg0[ks], tr.arg1[ks], tr.arg2[ks], tr.arg3[ks])
+    for k, e, v, h, a0, a1, a2, a3 in zip(ks.tolist(), *(c.tolist() for c in cols), strict=True):
+        if e >= 0:
+            frames.grow(e >> 10)
+            frames.np[e] = v
+        elif h in allocs:
+            derived._fill_table(frames, a0, (a1, a2, a3) if h == clone else None)
+        if k in stops:
+            yield frames
+
+
+def _interleaved(b: synth.TraceBuilder) -> None:
+    """Stores and allocations of the same frames between two checkpoints: a table
+    stored to, zeroed and stored to again; a directory cloned from a source changed just
+    before, then cloned itself and changed after; a directory cloned from itself."""
+    synth.boot(b)
+    a = synth.spawn(b, pages=3)
+    synth.switch_to(b, a)
+    b.checkpoint()
+    addr = sorted(a.pages)[0]
+    pt = a.tables[addr >> 22]
+    b.hook("set_pte_at", a.mm, addr, b.ptr(pt, 5), 0x1234067)
+    b.hook("alloc_pt", pt)
+    b.hook("set_pte_at", a.mm, addr, b.ptr(pt, 6), 0x2345067)
+    extra = b.alloc_frame()
+    b.hook("alloc_pt", extra)
+    b.hook("set_pmd", b.ptr(b.swapper, 0x3F0), (extra << 12) | 0x063)
+    c = synth.spawn(b, pages=1)
+    d = synth.Proc(pd=b.alloc_frame(), mm=0x7000)
+    b.hook("alloc_pd_clone", d.pd, c.pd, 768, 256)
+    b.hook("set_pmd", b.ptr(c.pd, 0x3F1), (extra << 12) | 0x063)
+    b.hook("alloc_pd_clone", c.pd, c.pd, 700, 324)
+    synth.switch_to(b, d)
+    b.checkpoint()
+    synth.switch_to(b, c)
+    b.checkpoint()
+
+
+def test_tables_at_stops_equal_a_walk_event_by_event(
+    tmp_path: Path, fork_path: Path, synth_trace: Trace
+) -> None:
+    rng = np.random.default_rng(3)
+    b = synth.TraceBuilder(seed=1)
+    _interleaved(b)
+    traces = [load(b.write(tmp_path / "interleaved")), load(fork_path), synth_trace]
+    for seed in range(4):
+        w = synth.workload(seed=seed, rounds=2)
+        synth.knock_out(w, rng, ("set_pte", "set_pte_at", "set_pmd", "alloc_pt", "alloc_pd_clone"))
+        traces.append(load(w.write(tmp_path / f"damaged{seed}")))
+    for tr in traces:
+        fills = np.flatnonzero(np.isin(tr.hook, _ALLOCS))
+        near = fills[::3] if len(fills) <= 300 else rng.choice(fills, 60, replace=False)
+        # stops anywhere and on allocations; and at the checkpoints alone (many allocations
+        # between two stops)
+        for at in (
+            np.unique(np.concatenate([rng.choice(tr.n, min(tr.n, 60), replace=False), near])),
+            np.array(sorted(tr.checkpoints), dtype=np.int64),
+        ):
+            frames = Frames(1 << 14)
+            stops = zip(at.tolist(), derived.tables_at(tr, frames, at), strict=True)
+            for (k, _), ref in zip(stops, _tables_walk(tr, at.tolist(), 1 << 14), strict=True):
+                got, want = frames.np, ref.np
+                n = min(len(got), len(want))
+                assert np.array_equal(got[:n], want[:n]), (tr.name, k)
+                assert not got[n:].any() and not want[n:].any()
+
+
+def test_the_tables_rebuilt_meet_every_digest_where_stores_and_allocations_interleave(
+    tmp_path: Path,
+) -> None:
+    b = synth.TraceBuilder(seed=1)
+    _interleaved(b)
+    tr = load(b.write(tmp_path / "interleaved"))
+    assert len(tr.checkpoints) >= 3
+    assert trace_mmu_checks(tr) == []
