@@ -219,6 +219,30 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
 
 
+#: The trace a helper works out the loaded spaces of (:func:`_prepare`), inherited.
+_SPACES_OF: Trace | None = None
+
+
+def _spaces() -> Any:
+    """In a helper: :func:`replayer.engine.loaded_spaces` of the shared trace."""
+    assert _SPACES_OF is not None
+    return engine.loaded_spaces(_SPACES_OF)
+
+
+def _prepare(tr: Trace) -> None:
+    """:func:`replayer.engine.prepare` on two cores: the tables the loaded directory
+    names over the trace (its longest part) worked out in a forked helper meanwhile."""
+    global _SPACES_OF
+    _SPACES_OF = tr
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1, initializer=_die_with_parent) as pool:
+            got = pool.apply_async(_spaces)
+            engine.prepare(tr, spaces=got.get)
+    finally:
+        _SPACES_OF = None
+
+
 def _replay_runs(
     tr: Trace,
     runs: list[backends.Run],
@@ -238,7 +262,7 @@ def _replay_runs(
     done: dict[int, dict[str, Any]] = {}
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         # what every run derives from the trace alike, once, before the workers fork
-        engine.prepare(tr)
+        _prepare(tr)
         root.mkdir(parents=True, exist_ok=True)
         _SHARED = (tr, runs, table, root)
         # the workers must not collect the parent's objects: garbage left by earlier work

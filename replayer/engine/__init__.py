@@ -69,6 +69,7 @@ from replayer.engine.checks import device_pass, trace_mmu_checks
 from replayer.engine.common import _H, _cached
 from replayer.engine.cpu import VirtualCpu
 from replayer.engine.derived import (
+    LoadedSpaces,
     _fill_table,
     absorbed_mmio,
     fill_changes,
@@ -105,6 +106,7 @@ __all__ = [
     "_fill_table",
     "copy_stays_empty",
     "judge_empty_copies",
+    "loaded_spaces",
     "group_codes",
     "loaded_table_stores",
     "may_be_lean",
@@ -117,16 +119,16 @@ __all__ = [
 ]
 
 
-def prepare(trace: Trace) -> None:
+def prepare(trace: Trace, spaces: Callable[[], LoadedSpaces] | None = None) -> None:
     """Derive what every replay of ``trace`` shares (kept in ``trace.cache``), so that
-    processes forked afterwards start with it."""
+    processes forked afterwards start with it.
+
+    ``spaces``: gives :func:`loaded_spaces` worked out elsewhere meanwhile (a helper
+    process: it is the longest part); asked for once the parts that do not need it are
+    done."""
     absorbed = _cached(trace, "absorbed", absorbed_mmio)
     _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
     _cached(trace, "group_codes", group_codes)
-    _cached(trace, "loaded_spaces", loaded_spaces)
-    _cached(trace, "loaded_table_stores", loaded_table_stores)
-    _cached(trace, "xen_pinned_stores", pinned_stores)
-    _cached(trace, "xen_pin_loads", pin_loads)
     _cached(trace, "fill_changes", fill_changes)
     regs = _cached(trace, "control_registers", control_registers)
     _cached(trace, "recorded_interrupts", recorded_interrupts)
@@ -136,6 +138,13 @@ def prepare(trace: Trace) -> None:
     _cached(trace, "guest_instructions", guest_instructions)
     _cached(trace, "lazy_mode", lazy_mode)
     _cached(trace, "hook slots", hook_slots)
+    # then what reads the tables the loaded directory names
+    if spaces is not None and "loaded_spaces" not in trace.cache:
+        trace.cache["loaded_spaces"] = spaces()
+    _cached(trace, "loaded_spaces", loaded_spaces)
+    _cached(trace, "loaded_table_stores", loaded_table_stores)
+    _cached(trace, "xen_pinned_stores", pinned_stores)
+    _cached(trace, "xen_pin_loads", pin_loads)
 
 
 #: Each check's place in :data:`CHECKS` (the violations' order within an event).

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from replayer import api, backends, costs, results
-from replayer.trace import Trace
+from replayer.engine.derived import loaded_spaces
+from replayer.trace import Trace, load
 
 FILES = {
     "events.parquet",
@@ -91,6 +95,27 @@ def test_runs_in_worker_processes_give_the_same_bytes_as_in_turn(
     two = api.replay_trace(synth_trace, runs, costs.load("p4"), b, jobs=2)
     assert one == two
     assert _bytes(a) == _bytes(b)
+
+
+def _spaces_signed() -> Any:
+    """api._spaces, signed with the process that worked them out."""
+    got = api.engine.loaded_spaces(api._SPACES_OF)
+    got.worked_out_in = os.getpid()
+    return got
+
+
+def test_the_loaded_spaces_a_helper_works_out_are_those_worked_out_here(
+    fork_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "_spaces", _spaces_signed)
+    tr = load(fork_path)
+    api._prepare(tr)
+    got, want = tr.cache["loaded_spaces"], loaded_spaces(load(fork_path))
+    assert got.worked_out_in != os.getpid()  # in the helper, sent back
+    assert len(want.spells) and want.at_cr3 and want.at_invlpg
+    assert np.array_equal(got.spells, want.spells)
+    assert got.at_cr3 == want.at_cr3 and got.at_invlpg == want.at_invlpg
+    assert "xen_pin_loads" in tr.cache  # and what reads them, after
 
 
 def test_a_run_copied_to_another_process_is_the_same_model() -> None:
