@@ -99,8 +99,9 @@ def test_runs_in_worker_processes_give_the_same_bytes_as_in_turn(
 
 def _spaces_signed() -> Any:
     """api._spaces, signed with the process that worked them out."""
+    assert api._SPACES_OF is not None
     got = api.engine.loaded_spaces(api._SPACES_OF)
-    got.worked_out_in = os.getpid()
+    setattr(got, "worked_out_in", os.getpid())  # noqa: B010 - not a field of its own
     return got
 
 
