@@ -98,13 +98,18 @@ def _reason(h: int, a0: int) -> str:
     return "flush_tlb_kernel" if h == FL_KERN else "flush_tlb_user"
 
 
+#: Where each check is judged: the event it is reported at, the state it sees, and what
+#: it was made at (:func:`schedule`).
+Schedule = tuple[list[int], list[int], list[str]]
+
+
 def schedule(
     trace: Trace,
     in_loop: np.ndarray,
     ev: np.ndarray,
     qp: QueuePlan,
     checks: np.ndarray,
-) -> tuple[list[int], list[int], list[str]]:
+) -> Schedule:
     """Where each check is judged, in the order the simulation makes them: the event it
     is reported at, the last event whose effect on the tables it sees, and what it was
     made at.
@@ -138,18 +143,20 @@ def schedule(
     reasons: list[str] = []
     pending: dict[int, list[str]] = {}
     rows: list[tuple[int, int, int, str]] = []
-    for k, o, c, hd, d in zip(
+    for k, o, c, hd, d, hk, ak in zip(
         checks.tolist(),
         own.tolist(),
         is_cp.tolist(),
         (held > 0).tolist(),
         at_flush.tolist(),
+        h[checks].tolist(),
+        a0[checks].tolist(),
         strict=True,
     ):
         for made, why in ((o, None), (c, "checkpoint")):
             if not made:
                 continue
-            reason = why if why is not None else _reason(int(h[k]), int(a0[k]))
+            reason = why if why is not None else _reason(hk, ak)
             if hd:
                 waiting = pending.setdefault(d, [])
                 if reason not in waiting:
@@ -410,17 +417,13 @@ def judged(
 
 
 def empty_copy_checks(
-    trace: Trace,
-    in_loop: np.ndarray,
-    ev: np.ndarray,
-    qp: QueuePlan,
-    checks: np.ndarray,
-    more: Callable[[], set[int]],
+    trace: Trace, where: Schedule, more: Callable[[], set[int]]
 ) -> list[tuple[int, int, int, int, str]]:
-    """Every check that finds something against an empty copy: (event, pages, lowest
-    page, the guest's translation of it, what the check was made at).  ``more``: the
-    states other runs' checks are judged in (:func:`judged`)."""
-    seqs, states, reasons = schedule(trace, in_loop, ev, qp, checks)
+    """Every check that finds something against an empty copy, of the checks ``where``
+    says (:func:`schedule`): (event, pages, lowest page, the guest's translation of it,
+    what the check was made at).  ``more``: the states other runs' checks are judged in
+    (:func:`judged`)."""
+    seqs, states, reasons = where
     found = judged(trace, states, more)
     out = []
     for seq, state, reason in zip(seqs, states, reasons, strict=True):

@@ -31,7 +31,13 @@ from replayer.engine.common import (
     _hex,
 )
 from replayer.engine.derived import _pte_entries, loaded_table_stores
-from replayer.engine.empty import copy_stays_empty, empty_copy_checks, judged, schedule
+from replayer.engine.empty import (
+    Schedule,
+    copy_stays_empty,
+    empty_copy_checks,
+    judged,
+    schedule,
+)
 from replayer.engine.proofs import _Proof
 from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
@@ -130,9 +136,7 @@ def _empty_copy_states(trace: Trace, table: CostTable) -> set[int]:
         if copy_stays_empty(run):
             lp = LeanPass(trace, run, table, False)
             lp.cs = _Costs(lp.model, table)
-            p = lp._queue_plan()
-            checks = lp._check_events(p.in_loop)
-            out.update(schedule(trace, p.in_loop, p.ev, p.qp, checks)[1])
+            out.update(lp._schedule(lp._queue_plan())[1])
     return out
 
 
@@ -214,9 +218,8 @@ class LeanPass(TracedPass, DeviceChecks):
             got = tr.cache[LEAN_PROOF] = (key, self._queue_plan(), True, none, none > 0)
         _, p, _, scans, faults = got
         self._lean_costs(p, scans, faults)
-        checks = self._check_events(p.in_loop)
         more = partial(_empty_copy_states, tr, self.table)
-        found = empty_copy_checks(tr, p.in_loop, p.ev, p.qp, checks, more)
+        found = empty_copy_checks(tr, self._schedule(p), more)
         for seq, pages, vpn, exp, reason in found:
             self.violate(
                 seq,
@@ -227,6 +230,16 @@ class LeanPass(TracedPass, DeviceChecks):
                 f"{pages} page(s) wrong at {reason}",
             )
         self._lean_devices()
+
+    def _schedule(self, p: _QueuePlan) -> Schedule:
+        """Where the run's MMU checks are judged (:func:`schedule`), once per structure:
+        the pass that judges the checks of every run whose copy stays empty asks too."""
+        key = "empty copy schedule " + structural_key(self.run_, self.table, self.full_check)
+        checks = self._check_events(p.in_loop)
+        got: Schedule = _cached(
+            self.trace, key, lambda t: schedule(t, p.in_loop, p.ev, p.qp, checks)
+        )
+        return got
 
     def _prove(self) -> tuple[_QueuePlan, bool, np.ndarray, np.ndarray]:
         """The queue plan; whether the proof for the backend's kind of MMU holds; the
