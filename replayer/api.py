@@ -17,6 +17,7 @@ from pvscope import schema
 from pvscope.errors import PvscopeError, UsageError
 from replayer import backends, costs, engine, results
 from replayer.engine import provenance
+from replayer.engine.derived import LoadedSpaces
 from replayer.trace import Trace, load
 
 REPLAY_DIR = "replay"
@@ -223,7 +224,7 @@ def _die_with_parent() -> None:
 _SPACES_OF: Trace | None = None
 
 
-def _spaces() -> Any:
+def _spaces() -> LoadedSpaces:
     """In a helper: :func:`replayer.engine.loaded_spaces` of the shared trace."""
     assert _SPACES_OF is not None
     return engine.loaded_spaces(_SPACES_OF)

@@ -108,21 +108,9 @@ def test_damaged_traces_give_the_simulations_checks(tmp_path: Path, p4: CostTabl
     # page-table hooks knocked out of synthetic traces (turned into io_delay): the tables
     # the guest leaves behind are odd in many ways, the checks still agree
     rng = np.random.default_rng(5)
-    mmu = (
-        "set_pte",
-        "set_pte_at",
-        "set_pmd",
-        "pte_update",
-        "alloc_pt",
-        "alloc_pd_clone",
-        "release_pt",
-        "flush_tlb_user",
-        "flush_tlb_single",
-        "set_lazy_mode",
-    )
     for seed in range(4):
         b = synth.workload(seed=seed, rounds=2)
-        synth.knock_out(b, rng, mmu)
+        synth.knock_out(b, rng, synth.MMU_HOOKS)
         tr = load(b.write(tmp_path / f"t{seed}"))
         for run in EMPTY:
             _same(_alone(tr, run, p4), _alone(tr, run, p4, exact=True))

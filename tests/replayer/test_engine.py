@@ -367,24 +367,11 @@ def test_the_lean_pass_agrees_with_the_simulation_on_damaged_traces(
     # at its seq): the guest's tables and the backend's part ways in many ways; wherever
     # the lean pass accepts a run it must give what simulating both copies gives
     rng = np.random.default_rng(11)
-    mmu = (
-        "set_pte",
-        "set_pte_at",
-        "set_pmd",
-        "pte_update",
-        "alloc_pt",
-        "alloc_pd_clone",
-        "release_pt",
-        "release_pd",
-        "flush_tlb_user",
-        "flush_tlb_single",
-        "set_lazy_mode",
-    )
     runs = [r for r in all_runs() if engine.may_be_lean(r)]
     how: list[str] = []
     for seed in range(8):
         b = synth.workload(seed=seed, rounds=2)
-        synth.knock_out(b, rng, mmu)
+        synth.knock_out(b, rng, synth.MMU_HOOKS)
         tr = load(b.write(tmp_path / f"t{seed}"))
         for run in runs:
             lean, exact = _alone(tr, run, p4), _alone(tr, run, p4, exact=True)

@@ -732,6 +732,22 @@ def workload(seed: int = 0, rounds: int = 4, mem_mib: int = 16) -> TraceBuilder:
     return b
 
 
+#: The page-table and TLB hooks damaged-trace tests knock out (:func:`knock_out`).
+MMU_HOOKS = (
+    "set_pte",
+    "set_pte_at",
+    "set_pmd",
+    "pte_update",
+    "alloc_pt",
+    "alloc_pd_clone",
+    "release_pt",
+    "release_pd",
+    "flush_tlb_user",
+    "flush_tlb_single",
+    "set_lazy_mode",
+)
+
+
 def knock_out(b: TraceBuilder, rng: np.random.Generator, hooks: tuple[str, ...]) -> None:
     """Turn one to five of the builder's calls of ``hooks`` (chosen by ``rng``) into
     ``io_delay`` at the same seq, arguments and result cleared: a trace whose tables the
