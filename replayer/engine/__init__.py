@@ -45,6 +45,9 @@ Where each stage lives (each module's docstring says what it takes and gives):
 ``lean``            pass 2, lean: costs from the queue plan where ``proofs`` say the
                     backend's copy of the tables cannot differ at any check
 ``proofs``          the whole-trace proofs ``lean`` relies on (``shadow``: lguest's)
+``empty``           ... the checks of a copy that stays empty, from the guest's tables
+``untold``          ... the checks of lguest told of no store, its shadow kept beside
+                    them (both walk the page-table events alone: ``walk``)
 ``sequential``      pass 2, simulated: both copies of the tables, event by event
 ``runs``            ... runs of entry stores taken together, the queue's flush
 ``traced``          pass 2 for write-protecting VMMs (shadow paging, BT)

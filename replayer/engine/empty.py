@@ -39,39 +39,28 @@ import numpy as np
 
 from replayer.backends import Run
 from replayer.engine.common import (
-    _ALLOCS,
     FL_KERN,
     FL_ONE,
     FL_USER,
-    WCR0,
     WCR3,
-    WCR4,
     _cached,
 )
-from replayer.engine.derived import _frames_needed, _pte_entries
 from replayer.engine.state import _modes
+from replayer.engine.walk import TableWalk, table_changes
 from replayer.mechanisms import bulk
 from replayer.mechanisms.batch import QueuePlan
 from replayer.mechanisms.coherence import ViewPair
 from replayer.mechanisms.pagetables import (
-    CR0_PG,
-    CR4_PGE,
     MEANING,
     PAGE_MASK,
     PSE,
-    GuestMMU,
     Olds,
 )
-from replayer.trace import K_HOOK, Trace
+from replayer.trace import Trace
 
-ALLOC_CLONE = _ALLOCS[2]
-#: The hooks that change the guest's tables or TLB, other than entry stores.
-_OPS = np.array([*_ALLOCS, WCR3, FL_USER, FL_KERN, FL_ONE, WCR0, WCR4])
 #: A check's place among the checks of one event: a flush of the queue (before the event's
 #: handler), the event's own, a checkpoint after it, the queue's flush after the last event.
 _AT_FLUSH, _OWN, _CHECKPOINT, _AT_END = 0, 1, 2, 3
-#: Stops a pass takes as Python lists at a time.
-_WINDOW = 1 << 16
 #: One check's findings: pages missing, the lowest such page and the guest's translation.
 Missing = tuple[int, int, int]
 
@@ -192,7 +181,7 @@ class _Directory:
     """(lowest page mapped, its translation), as of ``seen``."""
 
 
-class _GuestTables:
+class _GuestTables(TableWalk):
     """The guest's tables and unflushed entries, advanced over the trace's page-table
     events, and what an empty copy's check finds in them.
 
@@ -202,93 +191,49 @@ class _GuestTables:
     """
 
     def __init__(self, trace: Trace) -> None:
-        self.trace = trace
-        ent, val = _pte_entries(trace)
-        self.guest = GuestMMU(nframes=_frames_needed(trace, ent))
+        super().__init__(trace)
         # the simulation's comparison, against a view that stays empty (leeway cases)
         self.pair = ViewPair(self.guest)
-        loop = _cached(trace, "table changes", table_changes)
-        le = ent[loop]
-        self.st = loop[le >= 0]
-        self.st_e, self.st_v = le[le >= 0], val[loop][le >= 0]
-        self.ops = loop[le < 0]
         self.clock = 1
         self.stamp: dict[int, int] = {}
         """frame -> the clock at its last change."""
         self.counted: dict[int, tuple[int, int]] = {}
         """table frame -> (its stamp when counted, its present entries)."""
         self.dirs: dict[int, _Directory] = {}
+        self.wanted: set[int] = set()
+        self.done: dict[int, Missing | None] = {}
 
     def judge(self, states: list[int]) -> list[Missing | None]:
         """What a check finds after each of ``states`` (event indices, ascending)."""
-        every = np.union1d(self.ops, np.asarray(states, dtype=np.int64))
-        done: dict[int, Missing | None] = {}
-        wanted = set(states)
-        a = 0
-        # the stops as Python lists a window at a time: lists of all of them took gigabytes
-        for w in range(0, len(every), _WINDOW):
-            a = self._window(every[w : w + _WINDOW], a, wanted, done)
-        return [done[s] for s in states]
+        self.wanted, self.done = set(states), {}
+        self.walk(np.asarray(states, dtype=np.int64))
+        return [self.done[s] for s in states]
 
-    def _window(  # long: the loop over one window of stops, two kinds of stop
-        self, stops: np.ndarray, a: int, wanted: set[int], done: dict[int, Missing | None]
-    ) -> int:
-        """:meth:`judge` over some of its stops (the page-table events other than stores,
-        and the states wanted), from store ``a`` on; return the stores applied so far."""
-        tr = self.trace
-        at = stops.tolist()
-        upto = np.searchsorted(self.st, stops, side="right").tolist()
-        is_op = np.isin(stops, self.ops).tolist()
-        hs, a0 = tr.hook[stops].tolist(), tr.arg0[stops].tolist()
-        a1, a2, a3 = (tr.arg1[stops].tolist(), tr.arg2[stops].tolist(), tr.arg3[stops].tolist())
-        guest, st_e, st_v, stamp = self.guest, self.st_e, self.st_v, self.stamp
-        for i, x in enumerate(at):
-            b = upto[i]
-            if b > a:
-                self.clock += 1
-                now = self.clock
-                if b - a < bulk.VEC_MIN:
-                    es = st_e[a:b].tolist()
-                    guest.write_many(es, st_v[a:b].tolist())
-                    for e in es:
-                        stamp[e >> 10] = now
-                else:
-                    es_a = st_e[a:b]
-                    guest.write_many(es_a, st_v[a:b])
-                    for p in bulk.frames_of(np.unique(es_a)):
-                        stamp[p] = now
-                a = b
-            if is_op[i]:
-                h = hs[i]
-                if h == WCR3:
-                    guest.cr3 = a0[i]
-                    guest.flush_all(False)
-                elif h == FL_ONE:
-                    guest.flush_addr(a0[i])
-                elif h in (FL_USER, FL_KERN):
-                    guest.flush_all(h == FL_KERN)
-                elif h == WCR0:
-                    guest.paging = bool(a0[i] & CR0_PG)
-                elif h == WCR4:
-                    guest.pge = bool(a0[i] & CR4_PGE)
-                else:
-                    self._alloc(h, a0[i], a1[i], a2[i], a3[i])
-            if x in wanted:
-                done[x] = self.missing()
-        return a
-
-    def _alloc(self, h: int, pfn: int, src: int, start: int, count: int) -> None:
-        """alloc_*: the guest zeroes the frame, or clones part of a directory into it."""
-        guest = self.guest
-        if h == ALLOC_CLONE:
-            lo, hi = min(start, 1024), min(start + count, 1024)
-            vals = guest.frames.page(src)[lo:hi].copy()
-            guest.fill(pfn, 0, 1024, None)
-            guest.fill(pfn, lo, hi, vals)
+    def stores(self, a: int, b: int) -> None:
+        """The stores, and their frames stamped."""
+        self.clock += 1
+        now, stamp = self.clock, self.stamp
+        if b - a < bulk.VEC_MIN:
+            es = self.st_e[a:b].tolist()
+            self.guest.write_many(es, self.st_v[a:b].tolist())
+            for e in es:
+                stamp[e >> 10] = now
         else:
-            guest.fill(pfn, 0, 1024, None)
+            es_a = self.st_e[a:b]
+            self.guest.write_many(es_a, self.st_v[a:b])
+            for p in bulk.frames_of(np.unique(es_a)):
+                stamp[p] = now
+
+    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
+        """The fill, and its frame stamped."""
+        self.guest.fill(pfn, lo, hi, values)
         self.clock += 1
         self.stamp[pfn] = self.clock
+
+    def stop(self, k: int) -> None:
+        """A check's state: what it finds."""
+        if k in self.wanted:
+            self.done[k] = self.missing()
 
     def _count(self, t: int) -> int:
         """Present entries of table frame ``t`` (0 for a frame the store never reached)."""
@@ -378,14 +323,6 @@ class _GuestTables:
         if not total or best is None:
             return None
         return total, best[0], best[1]
-
-
-def table_changes(trace: Trace) -> np.ndarray:
-    """The events that change the guest's tables, CR3, paging state or TLB: entry stores
-    with an observed value and the hooks of :data:`_OPS` (every pass takes them all)."""
-    ent, _ = _pte_entries(trace)
-    hook = (trace.kind == K_HOOK) & ((ent >= 0) | np.isin(trace.hook, _OPS))
-    return np.flatnonzero(hook)
 
 
 #: The trace's cache key of the checks judged so far (:func:`judged`).

@@ -43,6 +43,7 @@ from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
+from replayer.engine.untold import UntoldShadow, untold
 from replayer.mechanisms.batch import (
     LAZY_CPU,
     LAZY_FLUSH,
@@ -176,12 +177,18 @@ class LeanPass(TracedPass, DeviceChecks):
         (:class:`_Proof`) are decided over the whole trace at once, with the queue's
         flushes from :func:`plan`; where they hold, costs come from the queue plan
         column-wise and only device events run one by one.  Where they do not, return
-        False: :meth:`_sequential` simulates both copies.
+        False: :meth:`_sequential` simulates both copies.  Two kinds of run need no proof:
+        a copy that stays empty (:mod:`replayer.engine.empty`) and lguest told of no store
+        (:mod:`replayer.engine.untold`), whose checks are worked out from the page-table
+        events alone.
         """
         if self.exact or self.full_check:
             return False
         if copy_stays_empty(self.run_):
             self._empty_copy()
+            return True
+        if untold(self.run_):
+            self._untold()
             return True
         if not may_be_lean(self.run_):
             return False
@@ -211,13 +218,7 @@ class LeanPass(TracedPass, DeviceChecks):
         costs from the queue plan, as where a proof holds, and every MMU check's row
         worked out from the guest's tables alone."""
         tr = self.trace
-        key = structural_key(self.run_, self.table, self.full_check)
-        got = tr.cache.get(LEAN_PROOF)
-        if got is None or got[0] != key:
-            none = np.zeros(tr.n, dtype=np.int64)
-            got = tr.cache[LEAN_PROOF] = (key, self._queue_plan(), True, none, none > 0)
-        _, p, _, scans, faults = got
-        self._lean_costs(p, scans, faults)
+        p = self._plain_costs()
         more = partial(_empty_copy_states, tr, self.table)
         found = empty_copy_checks(tr, self._schedule(p), more)
         for seq, pages, vpn, exp, reason in found:
@@ -230,6 +231,30 @@ class LeanPass(TracedPass, DeviceChecks):
                 f"{pages} page(s) wrong at {reason}",
             )
         self._lean_devices()
+
+    def _untold(self) -> None:
+        """The pass for lguest told of no store (:mod:`replayer.engine.untold`): costs from
+        the queue plan, as where a proof holds, and every MMU check's rows from a walk of
+        the page-table events with lguest's shadow beside the guest's tables."""
+        p = self._plain_costs()
+        flush_at = p.ev[p.qp.flushes]
+        where = self._schedule(p)
+        cache = self.model.pgdir_cache
+        UntoldShadow(self.trace, where, p.queued, flush_at, cache, self.violate).run()
+        self._lean_devices()
+
+    def _plain_costs(self) -> _QueuePlan:
+        """Costs from the queue plan alone (no table discovered, no allocation faulting), as
+        where a proof holds; return the plan (kept on the trace, as a proof is)."""
+        tr = self.trace
+        key = structural_key(self.run_, self.table, self.full_check)
+        got = tr.cache.get(LEAN_PROOF)
+        if got is None or got[0] != key:
+            none = np.zeros(tr.n, dtype=np.int64)
+            got = tr.cache[LEAN_PROOF] = (key, self._queue_plan(), True, none, none > 0)
+        _, p, _, scans, faults = got
+        self._lean_costs(p, scans, faults)
+        return p
 
     def _schedule(self, p: _QueuePlan) -> Schedule:
         """Where the run's MMU checks are judged (:func:`schedule`).  Not kept on the trace:

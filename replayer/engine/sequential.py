@@ -38,12 +38,12 @@ from replayer.engine.common import (
     WCR0,
     WCR3,
     WCR4,
-    _hex,
 )
 from replayer.engine.derived import _frames_needed, _pte_entries
 from replayer.engine.runs import StoreRuns
 from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
+from replayer.engine.untold import report
 from replayer.mechanisms import bulk
 from replayer.mechanisms.apic import VirtualIoapic, VirtualLapic
 from replayer.mechanisms.batch import (
@@ -552,16 +552,9 @@ class _Simulation(StoreRuns):
                 self.pending_check.append(reason)
             return
         pair = self.pair
-        res = pair.check_full() if self.rp.full_check else pair.check()
-        for f in res.findings:
-            self.rp.violate(
-                seq,
-                f"mmu.{f.kind}",
-                f"va {f.vpn << 12:#010x}",
-                _hex(f.expected),
-                _hex(f.actual),
-                f"{f.pages} page(s) wrong at {reason}",
-            )
+        report(
+            self.rp.violate, seq, pair.check_full() if self.rp.full_check else pair.check(), reason
+        )
 
     def drain(self, seq: int) -> int:
         """Apply what is queued (then any check deferred to it); return how many."""

@@ -10,7 +10,7 @@ import pytest
 from replayer import engine
 from replayer.backends import Run, all_runs
 from replayer.costs import CostTable
-from replayer.engine import empty
+from replayer.engine import walk
 from replayer.engine.empty import JUDGED, copy_stays_empty
 from replayer.trace import Trace, load
 from tests.support import synth
@@ -42,7 +42,7 @@ def test_the_simulated_copy_does_stay_empty_and_the_checks_agree(
     label: str, synth_trace: Trace, fork_path: Path, p4: CostTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = next(r for r in EMPTY if r.label == label)
-    monkeypatch.setattr(empty, "_WINDOW", 11)  # stops taken as lists, so many at a time
+    monkeypatch.setattr(walk, "WINDOW", 11)  # stops taken as lists, so many at a time
     for tr in (synth_trace, load(fork_path)):
         sim = engine._Replay(tr, run, p4, False, exact=True)
         tr.cache.pop("sequential", None)

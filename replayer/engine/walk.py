@@ -1,0 +1,129 @@
+"""The guest's page tables walked over the trace's page-table events alone.
+
+Takes the trace; gives :class:`TableWalk`, the guest's tables, TLB and paging state
+advanced over the events that change them (:func:`table_changes`), runs of entry stores
+taken together, stopping at the events asked for.  A subclass says what a store, a
+fill, a TLB flush or a stop does beside the guest's side: the empty copy's judge
+(:mod:`replayer.engine.empty`) counts what the loaded space maps; lguest told of no store
+(:mod:`replayer.engine.untold`) keeps its shadow beside the guest's tables.
+
+Nothing but these events changes the guest's tables, so a pass that takes only them
+sees, at each stop, the tables a simulation of every event sees there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from replayer.engine.common import (
+    _ALLOCS,
+    FL_KERN,
+    FL_ONE,
+    FL_USER,
+    WCR0,
+    WCR3,
+    WCR4,
+    _cached,
+)
+from replayer.engine.derived import _frames_needed, _pte_entries
+from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU
+from replayer.trace import K_HOOK, Trace
+
+ALLOC_CLONE = _ALLOCS[2]
+#: The hooks that change the guest's tables or TLB, other than entry stores.
+OPS = np.array([*_ALLOCS, WCR3, FL_USER, FL_KERN, FL_ONE, WCR0, WCR4])
+#: Stops a walk takes as Python lists at a time (lists of all of them took gigabytes).
+WINDOW = 1 << 16
+
+
+def table_changes(trace: Trace) -> np.ndarray:
+    """The events that change the guest's tables, CR3, paging state or TLB: entry stores
+    with an observed value and the hooks of :data:`OPS` (every pass takes them all)."""
+    ent, _ = _pte_entries(trace)
+    hook = (trace.kind == K_HOOK) & ((ent >= 0) | np.isin(trace.hook, OPS))
+    return np.flatnonzero(hook)
+
+
+class TableWalk:
+    """The guest's tables and TLB advanced over the trace's page-table events.
+
+    :meth:`walk` applies them in order and calls :meth:`stop` after each stop asked for
+    (and after each event of :data:`OPS`), with the stores up to it applied.  Subclasses
+    say what else a store run (:meth:`stores`), a fill (:meth:`fill`), a TLB flush
+    (:meth:`flushed`) or a stop does.
+    """
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        ent, val = _pte_entries(trace)
+        self.guest = GuestMMU(nframes=_frames_needed(trace, ent))
+        loop = _cached(trace, "table changes", table_changes)
+        le = ent[loop]
+        self.st = loop[le >= 0]
+        self.st_e, self.st_v = le[le >= 0], val[loop][le >= 0]
+        self.ops = loop[le < 0]
+
+    def walk(self, stops: np.ndarray) -> None:
+        """Apply every page-table event, stopping after each of ``stops`` (ascending)."""
+        every = np.union1d(self.ops, stops)
+        a = 0
+        for w in range(0, len(every), WINDOW):
+            a = self._window(every[w : w + WINDOW], a)
+
+    def _window(self, stops: np.ndarray, a: int) -> int:
+        """:meth:`walk` over some of its stops, from store ``a`` on; return the stores
+        applied so far."""
+        tr, guest = self.trace, self.guest
+        at = stops.tolist()
+        upto = np.searchsorted(self.st, stops, side="right").tolist()
+        is_op = np.isin(stops, self.ops).tolist()
+        hs, a0 = tr.hook[stops].tolist(), tr.arg0[stops].tolist()
+        a1, a2, a3 = (tr.arg1[stops].tolist(), tr.arg2[stops].tolist(), tr.arg3[stops].tolist())
+        for i, x in enumerate(at):
+            b = upto[i]
+            if b > a:
+                self.stores(a, b)
+                a = b
+            if is_op[i]:
+                h = hs[i]
+                if h == WCR3:
+                    guest.cr3 = a0[i]
+                    self.flushed(x, h, a0[i], guest.flush_all(False))
+                elif h == FL_ONE:
+                    self.flushed(x, h, a0[i], guest.flush_addr(a0[i]))
+                elif h in (FL_USER, FL_KERN):
+                    self.flushed(x, h, a0[i], guest.flush_all(h == FL_KERN))
+                elif h == WCR0:
+                    guest.paging = bool(a0[i] & CR0_PG)
+                elif h == WCR4:
+                    guest.pge = bool(a0[i] & CR4_PGE)
+                else:
+                    self.alloc(h, a0[i], a1[i], a2[i], a3[i])
+            self.stop(x)
+        return a
+
+    def alloc(self, h: int, pfn: int, src: int, start: int, count: int) -> None:
+        """alloc_*: the guest zeroes the frame, or clones part of a directory into it (the
+        source's entries taken before the frame is zeroed: it may be its own source)."""
+        if h == ALLOC_CLONE:
+            lo, hi = min(start, 1024), min(start + count, 1024)
+            vals = self.guest.frames.page(src)[lo:hi].copy()
+            self.fill(pfn, 0, 1024, None)
+            self.fill(pfn, lo, hi, vals)
+        else:
+            self.fill(pfn, 0, 1024, None)
+
+    def stores(self, a: int, b: int) -> None:
+        """Apply the entry stores ``a`` to ``b`` (positions among the trace's stores)."""
+        self.guest.write_many(self.st_e[a:b], self.st_v[a:b])
+
+    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
+        """The guest zeroes (``values`` None) or copies a range of a frame."""
+        self.guest.fill(pfn, lo, hi, values)
+
+    def flushed(self, k: int, h: int, a0: int, frames: list[int]) -> None:
+        """Event ``k`` (hook ``h``, first argument ``a0``) flushed the guest's TLB; the
+        unflushed entries of ``frames`` changed."""
+
+    def stop(self, k: int) -> None:
+        """After event ``k``: its effects and every store before it are applied."""

@@ -1,0 +1,109 @@
+"""lguest told of no page-table store: its checks from a walk of the page-table events,
+held to the simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replayer import engine
+from replayer.backends import Run, all_runs
+from replayer.costs import CostTable
+from replayer.engine import walk
+from replayer.engine.lean import LEAN_PROOF
+from replayer.engine.untold import untold
+from replayer.trace import Trace, load
+from tests.support import synth
+
+UNTOLD = next(r for r in all_runs() if r.label == "lguest-without-pteupdate-none")
+
+
+def _alone(tr: Trace, run: Run, p4: CostTable, exact: bool = False) -> engine.RunResult:
+    tr.cache.pop("sequential", None)
+    tr.cache.pop(LEAN_PROOF, None)
+    return engine.replay(tr, run, p4, exact=exact)
+
+
+def _same(a: engine.RunResult, b: engine.RunResult) -> None:
+    for col in ("cycles", "mechanism", "exits", "hypercalls", "traps", "batch_flushes", "batched"):
+        assert np.array_equal(getattr(a, col), getattr(b, col)), col
+    assert a.violations == b.violations
+    assert a.summary == b.summary
+
+
+def test_only_lguest_without_pteupdate_and_no_fallback_is_untold() -> None:
+    assert [r.label for r in all_runs() if untold(r)] == [UNTOLD.label]
+
+
+def test_the_walk_finds_what_the_simulation_finds(
+    synth_trace: Trace,
+    fork_path: Path,
+    pvcall_path: Path,
+    p4: CostTable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(walk, "WINDOW", 11)  # stops taken as lists, so many at a time
+    found = []
+    for tr in (synth_trace, load(fork_path), load(pvcall_path)):
+        exact = _alone(tr, UNTOLD, p4, exact=True)
+        fast = _alone(tr, UNTOLD, p4)
+        assert exact.sequential == "exact" and fast.sequential == "lean"
+        _same(fast, exact)
+        found += fast.violations
+    # the shadow does go stale, and checks deferred to the queue's flush find it so
+    assert any(v.check == "mmu.stale" for v in found)
+    assert any("(applied at the batch flush)" in v.detail for v in found)
+
+
+def test_the_walk_agrees_with_the_simulation_on_damaged_traces(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    # page-table hook calls knocked out (each turned into an io_delay at its seq): the
+    # guest's tables and lguest's shadow part ways in more ways than a whole trace shows
+    rng = np.random.default_rng(5)
+    found = 0
+    for seed in range(6):
+        b = synth.workload(seed=seed, rounds=2)
+        synth.knock_out(b, rng, synth.MMU_HOOKS)
+        tr = load(b.write(tmp_path / f"t{seed}"))
+        fast, exact = _alone(tr, UNTOLD, p4), _alone(tr, UNTOLD, p4, exact=True)
+        _same(fast, exact)
+        found += len(fast.violations)
+    assert found
+
+
+def test_a_queued_cr3_load_rereads_at_the_flush_and_a_cached_directory_not_at_all(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    b = synth.TraceBuilder(seed=3)
+    synth.boot(b)
+    a, other = synth.spawn(b, pages=2), synth.spawn(b, pages=2)
+    first, second = sorted(a.pages)[:2]
+
+    def build(b: synth.TraceBuilder) -> None:
+        pt = a.tables[first >> 22]
+        # a's directory is not cached: lguest re-reads the space, but at the queue's flush,
+        # after the store made meanwhile (lguest never sees it; the re-read does)
+        b.hook("set_lazy_mode", 2)
+        b.hook("write_cr3", a.pd << 12)
+        b.hook("set_pte_at", a.mm, first, b.ptr(pt, (first >> 12) & 1023), 0)
+        b.hook("set_lazy_mode", 0)
+        synth.switch_to(b, other)
+        # a's directory is cached now: no re-read, so this store stays unseen
+        b.hook("set_pte_at", a.mm, second, b.ptr(pt, (second >> 12) & 1023), 0)
+        synth.switch_to(b, a)
+        # the trace ends in lazy mode: the last CR3 load waits for the final flush
+        synth.switch_to(b, other)
+        b.hook("set_lazy_mode", 2)
+        b.hook("write_cr3", a.pd << 12)
+
+    build(b)
+    tr = load(b.write(tmp_path / "t"))
+    fast, exact = _alone(tr, UNTOLD, p4), _alone(tr, UNTOLD, p4, exact=True)
+    _same(fast, exact)
+    stale = [v for v in exact.violations if v.check == "mmu.stale"]
+    assert [v.field for v in stale] == [f"va {second:#010x}"] * 2
+    assert all("CR3 load (applied at the batch flush)" in v.detail for v in stale)
+    assert stale[-1].seq == tr.n - 1  # the final flush's check
