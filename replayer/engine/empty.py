@@ -87,9 +87,47 @@ def _reason(h: int, a0: int) -> str:
     return "flush_tlb_kernel" if h == FL_KERN else "flush_tlb_user"
 
 
-#: Where each check is judged: the event it is reported at, the state it sees, and what
-#: it was made at (:func:`schedule`).
-Schedule = tuple[list[int], list[int], list[str]]
+class Schedule:
+    """Where each check is judged, in the order the simulation makes them (:func:`schedule`):
+    ``seqs`` the event each is reported at, ``states`` the last event whose effect on the
+    tables it sees, and :meth:`reason`, what it was made at (worked out only for the
+    checks that find something: most find nothing)."""
+
+    def __init__(
+        self,
+        seqs: np.ndarray,
+        states: np.ndarray,
+        code: np.ndarray,
+        arg: np.ndarray,
+        queued: tuple[list[int], list[int], np.ndarray],
+    ) -> None:
+        self.seqs: list[int] = seqs.tolist()
+        self.states: list[int] = states.tolist()
+        self._code, self._arg = code, arg
+        """Per check: the hook it was made after (-1: a checkpoint; -2: checks applied at
+        a flush of the queue, ``arg`` their group) and its first argument."""
+        self._queued = queued
+        """The checks waiting for a flush: their hooks and arguments, in order, and where
+        each flush's group of them starts."""
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def reason(self, i: int) -> str:
+        """What check ``i`` was made at."""
+        code = int(self._code[i])
+        if code == -1:
+            return "checkpoint"
+        if code >= 0:
+            return _reason(code, int(self._arg[i]))
+        hs, a0s, starts = self._queued
+        g = int(self._arg[i])
+        lo, hi = int(starts[g]), int(starts[g + 1])
+        made = [
+            _reason(hk, a) if hk >= 0 else "checkpoint"
+            for hk, a in zip(hs[lo:hi], a0s[lo:hi], strict=True)
+        ]
+        return ", ".join(dict.fromkeys(made)) + " (applied at the batch flush)"
 
 
 def schedule(
@@ -121,47 +159,42 @@ def schedule(
     fi = np.searchsorted(flushes, q, side="right") - 1
     start = np.zeros(len(checks), dtype=np.int64)
     start[fi >= 0] = flushes[fi[fi >= 0]]
-    held = np.where(q >= 0, pushes[q + 1] - pushes[start], 0)
+    held = np.where(q >= 0, pushes[q + 1] - pushes[start], 0) > 0
     # a check made while calls are queued waits for the next flush (or the end's)
     nxt = fi + 1
     later = nxt < len(flushes)
     at_flush = np.full(len(checks), n, dtype=np.int64)
     at_flush[later] = ev[flushes[nxt[later]]]
-    seqs: list[int] = []
-    states: list[int] = []
-    reasons: list[str] = []
-    pending: dict[int, list[str]] = {}
-    rows: list[tuple[int, int, int, str]] = []
-    for k, o, c, hd, d, hk, ak in zip(
-        checks.tolist(),
-        own.tolist(),
-        is_cp.tolist(),
-        (held > 0).tolist(),
-        at_flush.tolist(),
-        h[checks].tolist(),
-        a0[checks].tolist(),
-        strict=True,
-    ):
-        for made, why in ((o, None), (c, "checkpoint")):
-            if not made:
-                continue
-            reason = why if why is not None else _reason(hk, ak)
-            if hd:
-                waiting = pending.setdefault(d, [])
-                if reason not in waiting:
-                    waiting.append(reason)
-            else:
-                rows.append((k, _OWN if why is None else _CHECKPOINT, k, reason))
-    for d, waiting in pending.items():
-        seq, state = (d, d - 1) if d < n else (n - 1, n - 1)
-        reasons_at = ", ".join(waiting) + " (applied at the batch flush)"
-        rows.append((seq, _AT_FLUSH if d < n else _AT_END, state, reasons_at))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    for seq, _, state, reason in rows:
-        seqs.append(seq)
-        states.append(state)
-        reasons.append(reason)
-    return seqs, states, reasons
+    hook = h[checks].astype(np.int64)
+    arg = a0[checks].astype(np.int64)
+    # the checks made with nothing queued: the event's own, then a checkpoint's, each
+    # after its event; those made with calls queued, by flush, in the order made
+    now_o, now_c = own & ~held, is_cp & ~held
+    w_o, w_c = np.flatnonzero(own & held), np.flatnonzero(is_cp & held)
+    w = np.concatenate([w_o, w_c])
+    w_hook = np.concatenate([hook[w_o], np.full(len(w_c), -1, dtype=np.int64)])
+    o = np.lexsort((np.repeat([0, 1], [len(w_o), len(w_c)]), w))  # by check, own first
+    w, w_hook, w_arg = w[o], w_hook[o], arg[w[o]]
+    w_at = at_flush[w]  # ascending: the checks are
+    starts = np.flatnonzero(np.diff(w_at, prepend=-1)) if len(w_at) else np.zeros(0, np.int64)
+    d = w_at[starts]
+    end = d >= n
+    seq = np.concatenate([checks[now_o], checks[now_c], np.where(end, n - 1, d)])
+    state = np.concatenate([checks[now_o], checks[now_c], np.where(end, n - 1, d - 1)])
+    place = np.concatenate(
+        [
+            np.full(int(now_o.sum()), _OWN),
+            np.full(int(now_c.sum()), _CHECKPOINT),
+            np.where(end, _AT_END, _AT_FLUSH),
+        ]
+    )
+    code = np.concatenate(
+        [hook[now_o], np.full(int(now_c.sum()), -1, dtype=np.int64), np.full(len(d), -2)]
+    )
+    r_arg = np.concatenate([arg[now_o], np.zeros(int(now_c.sum()), np.int64), np.arange(len(d))])
+    o = np.lexsort((place, seq))
+    queued = (w_hook.tolist(), w_arg.tolist(), np.append(starts, len(w)))
+    return Schedule(seq[o], state[o], code[o], r_arg[o], queued)
 
 
 @dataclass
@@ -360,11 +393,10 @@ def empty_copy_checks(
     says (:func:`schedule`): (event, pages, lowest page, the guest's translation of it,
     what the check was made at).  ``more``: the states other runs' checks are judged in
     (:func:`judged`)."""
-    seqs, states, reasons = where
-    found = judged(trace, states, more)
+    found = judged(trace, where.states, more)
     out = []
-    for seq, state, reason in zip(seqs, states, reasons, strict=True):
+    for i, (seq, state) in enumerate(zip(where.seqs, where.states, strict=True)):
         f = found[state]
         if f is not None:
-            out.append((seq, f[0], f[1], f[2], reason))
+            out.append((seq, f[0], f[1], f[2], where.reason(i)))
     return out

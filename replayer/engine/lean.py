@@ -137,7 +137,7 @@ def _empty_copy_states(trace: Trace, table: CostTable) -> set[int]:
         if copy_stays_empty(run):
             lp = LeanPass(trace, run, table, False)
             lp.cs = _Costs(lp.model, table)
-            out.update(lp._schedule(lp._queue_plan())[1])
+            out.update(lp._schedule(lp._queue_plan()).states)
     return out
 
 

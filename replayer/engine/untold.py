@@ -77,7 +77,7 @@ class UntoldShadow(TableWalk):
         super().__init__(trace)
         self.pair = ViewPair(self.guest, demand_fill=True)
         self.lru: OrderedDict[int, None] = OrderedDict()
-        self.seqs, self.states, self.reasons = where
+        self.where, self.seqs, self.states = where, where.seqs, where.states
         self.queued, self.cache, self.violate = queued, cache, violate
         # a flush before event d applies the queue once event d-1 is done; what is left
         # is applied after the last event
@@ -141,6 +141,8 @@ class UntoldShadow(TableWalk):
             self.pending.clear()
         states, r = self.states, self.row
         while r < len(states) and states[r] == k:
-            report(self.violate, self.seqs[r], self.pair.check(), self.reasons[r])
+            res = self.pair.check()
+            if res.findings:
+                report(self.violate, self.seqs[r], res, self.where.reason(r))
             r += 1
         self.row = r
