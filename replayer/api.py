@@ -41,8 +41,9 @@ def default_jobs() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def _group(ids: list[int]) -> list[dict[str, Any]]:
-    """A worker: replay these shared runs of the shared trace, write their results."""
+def _group(ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+    """A worker: replay these shared runs of the shared trace, write their results; return
+    the runs and their summaries."""
     assert _SHARED is not None
     tr, runs, table, root = _SHARED
     out = []
@@ -51,7 +52,7 @@ def _group(ids: list[int]) -> list[dict[str, Any]]:
         provenance.add_estimate_share(r)
         results.write(r, root)
         out.append(r.summary)
-    return out
+    return ids, out
 
 
 def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
@@ -274,9 +275,10 @@ def _replay_runs(
         try:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(jobs, initializer=_die_with_parent) as pool:
-                pending = [(ids, pool.apply_async(_group, (ids,))) for ids in groups]
-                for ids, p in pending:
-                    for i, summary in zip(ids, p.get(), strict=True):
+                # the groups go out in order (the longest first), and each is reported
+                # as it is done, whichever worker finishes first
+                for ids, summaries in pool.imap_unordered(_group, groups):
+                    for i, summary in zip(ids, summaries, strict=True):
                         done[i] = summary
                         if progress is not None:
                             progress(runs[i].label, tr.n)
