@@ -334,6 +334,8 @@ class GuestMMU:
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
         """Overwrite entries [lo, hi) (with zeros if ``values`` is None)."""
         view = self.frames.page(pfn)
+        if values is None and not view[lo:hi].any():
+            return  # zeroing zeros (a table is mostly released empty): nothing changes
         old = view[lo:hi].copy()
         new = np.zeros(hi - lo, dtype=np.uint32) if values is None else values
         view[lo:hi] = new
