@@ -43,7 +43,7 @@ from replayer.engine.derived import _frames_needed, _pte_entries
 from replayer.engine.runs import StoreRuns
 from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
-from replayer.engine.untold import report
+from replayer.engine.untold import lguest_load, report
 from replayer.mechanisms import bulk
 from replayer.mechanisms.apic import VirtualIoapic, VirtualLapic
 from replayer.mechanisms.batch import (
@@ -483,14 +483,7 @@ class _Simulation(StoreRuns):
         """The backend's side of a CR3 load (at once, or at the flush when queued)."""
         self.pair.set_cr3(x)
         if self.is_lguest:
-            lru = self.lru
-            if pd in lru:
-                lru.move_to_end(pd)
-            else:
-                self.pair.resync_space()
-                lru[pd] = None
-                while len(lru) > self.m.pgdir_cache:
-                    lru.popitem(last=False)
+            lguest_load(self.pair, self.lru, pd, self.m.pgdir_cache)
 
     def flush(self, pos: int, k: int, h: int, cost: list[int], push: _Push) -> bool:
         """flush_tlb_single / _user / _kernel, then the MMU check."""

@@ -57,6 +57,18 @@ def report(violate: Violate, seq: int, res: CheckResult, reason: str) -> None:
         )
 
 
+def lguest_load(pair: ViewPair, lru: OrderedDict[int, None], pd: int, cache: int) -> None:
+    """lguest's side of a CR3 load of directory ``pd`` (the switch itself apart): its
+    cached shadow directory, or the space re-read and cached (an LRU of ``cache``)."""
+    if pd in lru:
+        lru.move_to_end(pd)
+    else:
+        pair.resync_space()
+        lru[pd] = None
+        while len(lru) > cache:
+            lru.popitem(last=False)
+
+
 class UntoldShadow(TableWalk):
     """lguest's shadow beside the guest's tables, over the page-table events, and the
     checks where the schedule puts them.
@@ -116,14 +128,7 @@ class UntoldShadow(TableWalk):
         pair = self.pair
         if h == WCR3:
             pair.set_cr3(a0)
-            pd, lru = a0 >> 12, self.lru
-            if pd in lru:
-                lru.move_to_end(pd)
-            else:
-                pair.resync_space()
-                lru[pd] = None
-                while len(lru) > self.cache:
-                    lru.popitem(last=False)
+            lguest_load(pair, self.lru, a0 >> 12, self.cache)
         elif h == FL_ONE:
             pair.resync_addr(a0)
         elif h == FL_KERN:

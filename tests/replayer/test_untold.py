@@ -8,29 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replayer import engine
-from replayer.backends import Run, all_runs
+from replayer.backends import all_runs
 from replayer.costs import CostTable
 from replayer.engine import walk
-from replayer.engine.lean import LEAN_PROOF
 from replayer.engine.untold import untold
 from replayer.trace import Trace, load
+from tests.replayer.test_engine import _alone, _same
 from tests.support import synth
 
 UNTOLD = next(r for r in all_runs() if r.label == "lguest-without-pteupdate-none")
-
-
-def _alone(tr: Trace, run: Run, p4: CostTable, exact: bool = False) -> engine.RunResult:
-    tr.cache.pop("sequential", None)
-    tr.cache.pop(LEAN_PROOF, None)
-    return engine.replay(tr, run, p4, exact=exact)
-
-
-def _same(a: engine.RunResult, b: engine.RunResult) -> None:
-    for col in ("cycles", "mechanism", "exits", "hypercalls", "traps", "batch_flushes", "batched"):
-        assert np.array_equal(getattr(a, col), getattr(b, col)), col
-    assert a.violations == b.violations
-    assert a.summary == b.summary
 
 
 def test_only_lguest_without_pteupdate_and_no_fallback_is_untold() -> None:
