@@ -246,15 +246,13 @@ class _GuestTables(TableWalk):
         """The stores, and their frames stamped."""
         self.clock += 1
         now, stamp = self.clock, self.stamp
-        if b - a < bulk.VEC_MIN:
-            es = self.st_e[a:b].tolist()
-            self.guest.write_many(es, self.st_v[a:b].tolist())
+        es, vs = self.run_of(a, b)
+        self.guest.write_many(es, vs)
+        if isinstance(es, list):
             for e in es:
                 stamp[e >> 10] = now
         else:
-            es_a = self.st_e[a:b]
-            self.guest.write_many(es_a, self.st_v[a:b])
-            for p in bulk.frames_of(np.unique(es_a)):
+            for p in bulk.frames_of(es):
                 stamp[p] = now
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:

@@ -30,7 +30,6 @@ from replayer.engine.common import FL_KERN, FL_ONE, WCR3, _hex
 from replayer.engine.empty import Schedule
 from replayer.engine.state import _modes
 from replayer.engine.walk import TableWalk
-from replayer.mechanisms import bulk
 from replayer.mechanisms.coherence import CheckResult, ViewPair
 from replayer.trace import Trace
 
@@ -105,10 +104,7 @@ class UntoldShadow(TableWalk):
 
     def stores(self, a: int, b: int) -> None:
         """Stores lguest never sees: the guest's tables only."""
-        if b - a < bulk.VEC_MIN:
-            self.pair.guest_write_many(self.st_e[a:b].tolist(), self.st_v[a:b].tolist())
-        else:
-            self.pair.guest_write_many(self.st_e[a:b], self.st_v[a:b])
+        self.pair.guest_write_many(*self.run_of(a, b))
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
         """An allocation's memset or clone: lguest is not told."""

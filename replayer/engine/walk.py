@@ -26,6 +26,8 @@ from replayer.engine.common import (
     _cached,
 )
 from replayer.engine.derived import _frames_needed, _pte_entries
+from replayer.mechanisms import bulk
+from replayer.mechanisms.coherence import Entries
 from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU
 from replayer.trace import K_HOOK, Trace
 
@@ -116,9 +118,16 @@ class TableWalk:
         else:
             self.fill(pfn, 0, 1024, None)
 
+    def run_of(self, a: int, b: int) -> tuple[Entries, Entries]:
+        """The entries and values of stores ``a`` to ``b``: Python lists below
+        :data:`~replayer.mechanisms.bulk.VEC_MIN` (the ``*_many`` methods loop over them
+        one by one there, and numpy scalars are slow to loop over), arrays from it."""
+        es, vs = self.st_e[a:b], self.st_v[a:b]
+        return (es.tolist(), vs.tolist()) if b - a < bulk.VEC_MIN else (es, vs)
+
     def stores(self, a: int, b: int) -> None:
         """Apply the entry stores ``a`` to ``b`` (positions among the trace's stores)."""
-        self.guest.write_many(self.st_e[a:b], self.st_v[a:b])
+        self.guest.write_many(*self.run_of(a, b))
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
         """The guest zeroes (``values`` None) or copies a range of a frame."""
