@@ -48,8 +48,7 @@ def _group(ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
     tr, runs, table, root = _SHARED
     out = []
     for i in ids:
-        r = engine.replay(tr, runs[i], table)
-        provenance.add_estimate_share(r)
+        r = provenance.replay_with_share(tr, runs[i], table)
         results.write(r, root)
         out.append(r.summary)
     return ids, out
@@ -294,8 +293,7 @@ def _replay_runs(
                 def cb(k: int, _label: str = runs[i].label) -> None:
                     progress(_label, k)
 
-            r = engine.replay(tr, runs[i], table, progress=cb)
-            provenance.add_estimate_share(r)
+            r = provenance.replay_with_share(tr, runs[i], table, progress=cb)
             results.write(r, root)
             done[i] = r.summary
     return [done[i] for i in range(len(runs))]

@@ -1,8 +1,9 @@
 """The share of a run's cycles that rests on estimates.
 
-Takes a finished :class:`~replayer.engine.result.RunResult`; replays the same run under
-``table.masked({"estimate"})`` (every primitive and guest parameter whose provenance is
-not ``estimate`` priced at 0) and fills two fields of its summary:
+Takes a run, its trace and table; replays the run under ``table.masked({"estimate"})``
+(every primitive and guest parameter whose provenance is not ``estimate`` priced at 0),
+before the run's own replay (:func:`replay_with_share`), and fills two fields of the
+run's summary:
 
 * ``estimate_share``: the estimate-priced interface cycles over the interface cycles
   (``cycles``);
@@ -32,6 +33,7 @@ theirs, and the masked replays of a group reuse each other's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from replayer import engine
@@ -98,15 +100,41 @@ def shares(full: dict[str, Any], masked: dict[str, Any]) -> tuple[float | None, 
     )
 
 
-def add_estimate_share(r: RunResult) -> None:
+def estimate_sums(trace: Trace, run: Run, table: CostTable) -> dict[str, Any] | None:
+    """What :func:`shares` reads of ``run``'s replay under ``table`` masked to its
+    estimates (None if :func:`computes` says the run gets no share).
+
+    Taken before the run's own replay (:func:`replay_with_share`), so that the masked
+    replay's per-event columns are let go before the run's are made: a run then holds one
+    set of them at a time, not two (on a 10 M-event trace, about 0.4 GiB fewer at its
+    peak)."""
+    if not computes(run):
+        return None
+    m = masked_replay(trace, run, table, ESTIMATE, summary=False)
+    return {"cycles": int(m.cycles.sum()), "whole_run": {"cycles": whole_run(m)["cycles"]}}
+
+
+def add_estimate_share(r: RunResult, kept: dict[str, Any] | None = None) -> None:
     """Fill ``r.summary``'s ``estimate_share`` and ``whole_run.estimate_share`` (if
-    :func:`computes` says this run gets them; otherwise they stay null)."""
+    :func:`computes` says this run gets them; otherwise they stay null), from ``kept``
+    (:func:`estimate_sums`, taken before ``r``) or from a masked replay made now."""
     if not computes(r.run):
         return
-    m = masked_replay(r.trace, r.run, r.costs, ESTIMATE, summary=False)
+    if kept is None:
+        kept = estimate_sums(r.trace, r.run, r.costs)
+        assert kept is not None
     r.trace.cache.pop(LEAN_PROOF, None)  # it served both replays: what it holds is let go
-    # what shares() reads of a summary, and only that
-    kept = {"cycles": int(m.cycles.sum()), "whole_run": {"cycles": whole_run(m)["cycles"]}}
     iface, whole = shares(r.summary, kept)
     r.summary["estimate_share"] = iface
     r.summary["whole_run"]["estimate_share"] = whole
+
+
+def replay_with_share(
+    trace: Trace, run: Run, table: CostTable, progress: Callable[[int], None] | None = None
+) -> RunResult:
+    """``engine.replay`` with the summary's estimate shares filled, the masked replay
+    made first (:func:`estimate_sums`)."""
+    kept = estimate_sums(trace, run, table)
+    r = engine.replay(trace, run, table, progress=progress)
+    add_estimate_share(r, kept)
+    return r
