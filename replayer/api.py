@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import gc
 import multiprocessing
@@ -22,10 +23,11 @@ from replayer.trace import Trace, load
 
 REPLAY_DIR = "replay"
 
-#: What forked workers replay: (trace, runs, table, root), set in the parent before the
-#: pool starts so the children inherit it (the decoded trace, and the runs as they are)
-#: instead of receiving copies; a worker is told only the index of a run.
-_SHARED: tuple[Trace, list[backends.Run], costs.CostTable, Path] | None = None
+#: What forked workers replay: (trace, runs, table, root, the keys of the trace's cache
+#: once prepared), set in the parent before the pool starts so the children inherit it
+#: (the decoded trace, and the runs as they are) instead of receiving copies; a worker is
+#: told only the index of a run.
+_SHARED: tuple[Trace, list[backends.Run], costs.CostTable, Path, frozenset[str]] | None = None
 
 
 def default_out(trace: Path) -> Path:
@@ -45,7 +47,12 @@ def _group(ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
     """A worker: replay these shared runs of the shared trace, write their results; return
     the runs and their summaries."""
     assert _SHARED is not None
-    tr, runs, table, root = _SHARED
+    tr, runs, table, root, prepared = _SHARED
+    # a group starts from the trace as prepared: what an earlier group in this worker left
+    # on it (its sequential pass, proofs, judged checks: hundreds of MiB) is not reused
+    for key in set(tr.cache) - prepared:
+        del tr.cache[key]
+    _give_back_freed_memory()
     out = []
     for i in ids:
         r = provenance.replay_with_share(tr, runs[i], table)
@@ -244,6 +251,13 @@ def _prepare(tr: Trace) -> None:
         _SPACES_OF = None
 
 
+def _give_back_freed_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``), so that
+    the workers forked next do not start with them counted in their resident size."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _replay_runs(
     tr: Trace,
     runs: list[backends.Run],
@@ -265,7 +279,7 @@ def _replay_runs(
         # what every run derives from the trace alike, once, before the workers fork
         _prepare(tr)
         root.mkdir(parents=True, exist_ok=True)
-        _SHARED = (tr, runs, table, root)
+        _SHARED = (tr, runs, table, root, frozenset(tr.cache))
         # the workers must not collect the parent's objects: garbage left by earlier work
         # (an emulator, say) would be finalized in a process it does not belong to, and
         # walking the rest would copy every page of it; so collect, and freeze what stays
@@ -273,6 +287,7 @@ def _replay_runs(
         gc.freeze()
         try:
             ctx = multiprocessing.get_context("fork")
+            _give_back_freed_memory()
             with ctx.Pool(jobs, initializer=_die_with_parent) as pool:
                 # the groups go out in order (the longest first), and each is reported
                 # as it is done, whichever worker finishes first

@@ -114,6 +114,7 @@ __all__ = [
     "loaded_table_stores",
     "may_be_lean",
     "native_cycles",
+    "native_key",
     "prepare",
     "pte_entries",
     "replay",
@@ -150,6 +151,11 @@ def prepare(trace: Trace, spaces: Callable[[], LoadedSpaces] | None = None) -> N
     _cached(trace, "xen_pin_loads", pin_loads)
 
 
+def native_key(table: CostTable) -> str:
+    """The trace's cache key of the native cycles of each event under ``table``."""
+    return f"native_cycles {table.sha256}"
+
+
 #: Each check's place in :data:`CHECKS` (the violations' order within an event).
 _CHECK_ORDER = {name: i for i, name in enumerate(CHECKS)}
 
@@ -165,9 +171,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
         self.cs = cs
         bf = np.zeros(n, dtype=np.int32)
         batched = np.zeros(n, dtype=np.int32)
-        nat = _cached(
-            tr, f"native_cycles {table.sha256}", lambda t: native_cycles(t, table, absorbed)
-        )
+        nat = _cached(tr, native_key(table), lambda t: native_cycles(t, table, absorbed))
         self.vif_b = _cached(  # read only
             tr, f"backend if {self.irq_tracks}", lambda t: backend_if(t.vif, self.irq_tracks)
         )
@@ -177,7 +181,11 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
         # cost in, as cpl's) share it: the last one is kept on the trace
         key = sequential_key(self.run_, table, self.full_check, self.exact)
         shared = tr.cache.get("sequential")
-        if shared is not None and shared[0] == key:
+        if shared is not None and shared[0] != key:
+            # another run's, which this one replaces: let go of it before making this one
+            del tr.cache["sequential"]
+            shared = None
+        if shared is not None:
             _, dyn_cols, found, lost = shared
             self.dyn_cols, self.lost = list(dyn_cols), lost
             self.violations.extend(found)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,16 @@ def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 #: The trace's cache key of the last lean proof (:meth:`LeanPass._prove`).
 LEAN_PROOF = "lean proof"
+
+
+def _kept_proof(trace: Trace, key: str) -> tuple[Any, ...] | None:
+    """The lean proof kept on the trace if it is this structure's (``key``); another's,
+    which the caller replaces, is let go first (two at once took hundreds of MiB more)."""
+    got = trace.cache.get(LEAN_PROOF)
+    if got is not None and got[0] != key:
+        del trace.cache[LEAN_PROOF]
+        return None
+    return got
 
 
 def lazy_mode(trace: Trace) -> np.ndarray:
@@ -203,8 +214,8 @@ class LeanPass(TracedPass, DeviceChecks):
         # the plan and the proofs count calls, never cycles: one per structure, whatever
         # the cost table (the last kept on the trace)
         key = structural_key(self.run_, self.table, self.full_check)
-        got = tr.cache.get(LEAN_PROOF)
-        if got is None or got[0] != key:
+        got = _kept_proof(tr, key)
+        if got is None:
             got = tr.cache[LEAN_PROOF] = (key, *self._prove())
         _, p, holds, scans, faults = got
         if not holds:
@@ -248,8 +259,8 @@ class LeanPass(TracedPass, DeviceChecks):
         where a proof holds; return the plan (kept on the trace, as a proof is)."""
         tr = self.trace
         key = structural_key(self.run_, self.table, self.full_check)
-        got = tr.cache.get(LEAN_PROOF)
-        if got is None or got[0] != key:
+        got = _kept_proof(tr, key)
+        if got is None:
             none = np.zeros(tr.n, dtype=np.int64)
             got = tr.cache[LEAN_PROOF] = (key, self._queue_plan(), True, none, none > 0)
         _, p, _, scans, faults = got

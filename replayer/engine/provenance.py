@@ -78,9 +78,12 @@ def masked_replay(
     mine = cache.pop(_MASKED_SEQUENTIAL, None)
     if mine is not None:
         cache[_SEQUENTIAL] = mine
+    masked = table.masked(kinds)
     try:
-        return engine.replay(trace, run, table.masked(kinds), summary=summary)
+        return engine.replay(trace, run, masked, summary=summary)
     finally:
+        # native cycles under the masked table: no other run prices by it
+        cache.pop(engine.native_key(masked), None)
         mine = cache.pop(_SEQUENTIAL, None)
         if mine is not None:
             cache[_MASKED_SEQUENTIAL] = mine

@@ -476,6 +476,29 @@ def test_runs_sharing_a_sequential_pass_get_what_each_would_alone(
         assert engine.sequential_key(ab, p4) != engine.sequential_key(backends.Run(ab.backend), p4)
 
 
+def test_a_run_lets_go_of_another_runs_pass_and_proof_before_making_its_own(
+    synth_trace: Trace, p4: CostTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another run's sequential pass and lean proof, kept on the trace, are replaced by
+    # this run's: held while this run makes its own, they took hundreds of MiB more
+    from replayer.engine import lean
+
+    held: list[tuple[bool, bool]] = []
+    prove = lean.LeanPass._prove
+
+    def watched(self: lean.LeanPass) -> object:
+        cache = self.trace.cache
+        held.append((lean.LEAN_PROOF in cache, "sequential" in cache))
+        return prove(self)
+
+    monkeypatch.setattr(lean.LeanPass, "_prove", watched)
+    engine.replay(synth_trace, backends.Run(BACKENDS["vmi"]), p4)
+    assert held == [(False, False)]
+    assert lean.LEAN_PROOF in synth_trace.cache and "sequential" in synth_trace.cache
+    engine.replay(synth_trace, backends.Run(BACKENDS["xen-pv"]), p4)
+    assert held == [(False, False), (False, False)]
+
+
 def test_loaded_table_stores_follow_the_guest_tables(fork_path: Path) -> None:
     tr = load(fork_path)
     ent, val = engine.pte_entries(tr)

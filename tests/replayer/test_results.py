@@ -243,3 +243,22 @@ def test_the_index_names_the_trace_and_a_file_tables_path(
     }
     assert index["trace"]["resolved"] == str(synth_trace.path.resolve())
     assert index["trace"]["events_sha256"] == synth_trace.events_sha256
+
+
+def test_a_workers_group_starts_from_the_trace_as_prepared(
+    synth_trace: Trace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what an earlier group left on the trace in the same worker is let go (it took
+    # hundreds of MiB a group on a 10 M-event trace); what prepare derived stays
+    runs = backends.all_runs()
+    table = costs.load("p4")
+    api.engine.prepare(synth_trace)
+    prepared = frozenset(synth_trace.cache)
+    shared = (synth_trace, runs, table, tmp_path, prepared)
+    monkeypatch.setattr(api, "_SHARED", shared)
+    synth_trace.cache["left by an earlier group"] = np.zeros(8)
+    ids, (summary,) = api._group([0])
+    assert ids == [0]
+    assert "left by an earlier group" not in synth_trace.cache
+    assert prepared <= set(synth_trace.cache)
+    assert summary == api.replay_trace(synth_trace, runs[:1], table, tmp_path / "b", jobs=1)[0]
