@@ -54,10 +54,12 @@ def _group(ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
         del tr.cache[key]
     _give_back_freed_memory()
     out = []
-    for i in ids:
+    for j, i in enumerate(ids):
         r = provenance.replay_with_share(tr, runs[i], table)
         results.write(r, root)
         out.append(r.summary)
+        del r
+        engine.release(tr, table, [runs[k] for k in ids[j + 1 :]])
     return ids, out
 
 
@@ -301,7 +303,7 @@ def _replay_runs(
             gc.unfreeze()
         return [done[i] for i in range(len(runs))]
     for ids in groups:
-        for i in ids:
+        for j, i in enumerate(ids):
             cb = None
             if progress is not None:
 
@@ -311,6 +313,8 @@ def _replay_runs(
             r = provenance.replay_with_share(tr, runs[i], table, progress=cb)
             results.write(r, root)
             done[i] = r.summary
+            del r
+            engine.release(tr, table, [runs[k] for k in ids[j + 1 :]])
     return [done[i] for i in range(len(runs))]
 
 

@@ -80,8 +80,9 @@ from replayer.engine.derived import (
     loaded_table_stores,
     pte_entries,
 )
-from replayer.engine.empty import copy_stays_empty
+from replayer.engine.empty import JUDGED, copy_stays_empty
 from replayer.engine.lean import (
+    LEAN_PROOF,
     LeanPass,
     hook_slots,
     judge_empty_copies,
@@ -90,7 +91,7 @@ from replayer.engine.lean import (
 )
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
-from replayer.engine.state import sequential_key
+from replayer.engine.state import sequential_key, structural_key
 from replayer.engine.static import _static, cost_classes, native_cycles
 from replayer.engine.summary import group_codes, summarize
 from replayer.engine.wholerun import guest_instructions
@@ -117,6 +118,7 @@ __all__ = [
     "native_key",
     "prepare",
     "pte_entries",
+    "release",
     "replay",
     "sequential_key",
     "summarize",
@@ -154,6 +156,23 @@ def prepare(trace: Trace, spaces: Callable[[], LoadedSpaces] | None = None) -> N
 def native_key(table: CostTable) -> str:
     """The trace's cache key of the native cycles of each event under ``table``."""
     return f"native_cycles {table.sha256}"
+
+
+def release(trace: Trace, table: CostTable, later: list[Run]) -> None:
+    """Let go of what the last run left on the trace that none of the ``later`` runs
+    (under ``table``) reuses: its sequential pass (:func:`sequential_key`), its lean proof
+    or queue plan (:func:`structural_key`), the empty copies' judged checks.  On a 10 M-
+    event trace these are hundreds of MiB each, held otherwise until a later run
+    replaces them."""
+    cache = trace.cache
+    kept = cache.get("sequential")
+    if kept is not None and all(kept[0] != sequential_key(r, table) for r in later):
+        del cache["sequential"]
+    kept = cache.get(LEAN_PROOF)
+    if kept is not None and all(kept[0] != structural_key(r, table) for r in later):
+        del cache[LEAN_PROOF]
+    if not any(copy_stays_empty(r) for r in later):
+        cache.pop(JUDGED, None)
 
 
 #: Each check's place in :data:`CHECKS` (the violations' order within an event).

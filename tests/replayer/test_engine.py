@@ -499,6 +499,30 @@ def test_a_run_lets_go_of_another_runs_pass_and_proof_before_making_its_own(
     assert held == [(False, False), (False, False)]
 
 
+def test_release_keeps_what_a_later_run_reuses_and_lets_go_of_the_rest(
+    synth_trace: Trace, p4: CostTable
+) -> None:
+    from replayer.engine.empty import JUDGED
+    from replayer.engine.lean import LEAN_PROOF
+
+    cache = synth_trace.cache
+    empty = [backends.Run(BACKENDS[b], "ptalloc", "none") for b in ("vmi", "xen-pv")]
+    engine.replay(synth_trace, empty[0], p4)
+    kept = {k: cache[k] for k in ("sequential", LEAN_PROOF, JUDGED)}
+    engine.release(synth_trace, p4, [empty[1]])  # judged checks reused, the rest not
+    assert JUDGED in cache and "sequential" not in cache and LEAN_PROOF not in cache
+    cache.update(kept)
+    engine.release(synth_trace, p4, [empty[0]])  # all of it reused
+    assert all(cache[k] is v for k, v in kept.items())
+    engine.release(synth_trace, p4, [])
+    assert not {"sequential", LEAN_PROOF, JUDGED} & set(cache)
+    # a run sharing the pass (cpl's ablation) keeps it
+    vmi = backends.Run(BACKENDS["vmi"])
+    engine.replay(synth_trace, vmi, p4)
+    engine.release(synth_trace, p4, [backends.Run(BACKENDS["vmi"], "cpl", "none")])
+    assert "sequential" in cache
+
+
 def test_loaded_table_stores_follow_the_guest_tables(fork_path: Path) -> None:
     tr = load(fork_path)
     ent, val = engine.pte_entries(tr)
