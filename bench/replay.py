@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -89,9 +90,15 @@ def main() -> None:
             t0 = time.perf_counter()
             api.replay_trace(load(path), runs, table, Path(tmp) / "wall", jobs=jobs)
             dt = time.perf_counter() - t0
+            # the workers have been joined: the largest one's peak, as the bar reads
+            # it (a worker's resident size counts the pages it shares with the parent)
+            worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+            mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             print(
                 f"\n{len(runs)} runs, loaded, replayed and written with {jobs} worker "
-                f"process(es): {dt:.1f} s wall",
+                f"process(es): {dt:.1f} s wall; peak RSS of the largest worker {worker:.2f} "
+                f"GiB, of this process {mine:.2f} GiB"
+                + ("" if args.no_single else " (with the single-core timings before)"),
                 flush=True,
             )
             # memory in a second, sampled run: reading smaps costs the kernel enough to
