@@ -109,12 +109,21 @@ class Schedule:
         self._queued = queued
         """The checks waiting for a flush: their hooks and arguments, in order, and where
         each flush's group of them starts."""
+        self._said: dict[tuple[int, int], str] = {}
+        """Reasons said so far, by (code, argument): most repeat."""
 
     def __len__(self) -> int:
         return len(self.seqs)
 
     def reason(self, i: int) -> str:
         """What check ``i`` was made at."""
+        key = (int(self._code[i]), int(self._arg[i]))
+        said = self._said.get(key)
+        if said is None:
+            said = self._said[key] = self._reason(i)
+        return said
+
+    def _reason(self, i: int) -> str:
         code = int(self._code[i])
         if code == -1:
             return "checkpoint"
@@ -367,13 +376,11 @@ class _GuestTables(TableWalk):
 JUDGED = "empty copy checks"
 
 
-def judged(
-    trace: Trace, states: list[int], more: Callable[[], set[int]]
-) -> dict[int, Missing | None]:
+def judged(trace: Trace, states: list[int], more: Callable[[], set[int]]) -> list[Missing | None]:
     """What a check against an empty copy finds after each of ``states`` (event
-    indices), by the last event before it that changed the tables.  Judged in one pass
-    over the trace, together with ``more()`` (the states other runs will ask for), and
-    kept on the trace for them."""
+    indices), in their order, by the last event before it that changed the tables.
+    Judged in one pass over the trace, together with ``more()`` (the states other runs
+    will ask for), and kept on the trace for them."""
     changes = _cached(trace, "table changes", table_changes)
 
     def last(at: list[int]) -> np.ndarray:
@@ -388,7 +395,7 @@ def judged(
         got = dict(zip(todo, _GuestTables(trace).judge(todo), strict=True))
         got[-1] = None
         trace.cache[JUDGED] = got
-    return {s: got[int(c)] for s, c in zip(states, mine.tolist(), strict=True)}
+    return [got[c] for c in mine.tolist()]
 
 
 def empty_copy_checks(
@@ -398,10 +405,9 @@ def empty_copy_checks(
     says (:func:`schedule`): (event, pages, lowest page, the guest's translation of it,
     what the check was made at).  ``more``: the states other runs' checks are judged in
     (:func:`judged`)."""
-    found = judged(trace, where.states, more)
-    out = []
-    for i, (seq, state) in enumerate(zip(where.seqs, where.states, strict=True)):
-        f = found[state]
-        if f is not None:
-            out.append((seq, f[0], f[1], f[2], where.reason(i)))
-    return out
+    seqs, reason = where.seqs, where.reason
+    return [
+        (seqs[i], f[0], f[1], f[2], reason(i))
+        for i, f in enumerate(judged(trace, where.states, more))
+        if f is not None
+    ]

@@ -40,6 +40,7 @@ from replayer.engine.empty import (
     schedule,
 )
 from replayer.engine.proofs import _Proof
+from replayer.engine.result import Violation
 from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _Costs, _stateful
@@ -232,15 +233,18 @@ class LeanPass(TracedPass, DeviceChecks):
         p = self._plain_costs()
         more = partial(_empty_copy_states, tr, self.table)
         found = empty_copy_checks(tr, self._schedule(p), more)
-        for seq, pages, vpn, exp, reason in found:
-            self.violate(
+        none = _hex(0)
+        self.violations.extend(
+            Violation(
                 seq,
                 "mmu.missing",
                 f"va {vpn << 12:#010x}",
                 _hex(exp),
-                _hex(0),
+                none,
                 f"{pages} page(s) wrong at {reason}",
             )
+            for seq, pages, vpn, exp, reason in found
+        )
         self._lean_devices()
 
     def _untold(self) -> None:

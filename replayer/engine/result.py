@@ -55,9 +55,9 @@ FAMILIES = ("interrupt", "mmu", "device", "result", "privilege", "trace")
 NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
 
 
-@dataclass
+@dataclass(slots=True)
 class Violation:
-    """One row of the violations table."""
+    """One row of the violations table (slotted: a run may hold half a million)."""
 
     seq: int
     check: str
