@@ -80,29 +80,39 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, row_group_size=ROW_GROUP, **_OPTS)
 
 
-def _seq(cache: dict[str, Any], n: int) -> pa.Array:
-    """The ``seq`` column 0 .. n-1, once per trace (kept in its cache)."""
-    got = cache.get("seq column")
-    if got is None or len(got) != n:
-        got = cache["seq column"] = pa.array(np.arange(n, dtype=np.uint64))
-    return got
-
-
-def events_table(r: RunResult) -> pa.Table:
-    """Per-event results."""
+def events_table(r: RunResult, start: int = 0, stop: int | None = None) -> pa.Table:
+    """Per-event results (of events ``start`` to ``stop``)."""
+    end = r.trace.n if stop is None else min(stop, r.trace.n)
+    part = slice(start, end)
     return pa.table(
         {
-            "seq": _seq(r.trace.cache, r.trace.n),
-            "cycles": pa.array(r.cycles),
-            "native_cycles": pa.array(r.native_cycles),
-            "mechanism": _dict(r.mechanism, MECHANISMS),
-            "exits": pa.array(r.exits),
-            "hypercalls": pa.array(r.hypercalls),
-            "traps": pa.array(r.traps),
-            "batch_flushes": pa.array(r.batch_flushes),
-            "batched": pa.array(r.batched),
+            "seq": pa.array(np.arange(start, end, dtype=np.uint64)),
+            "cycles": pa.array(r.cycles[part]),
+            "native_cycles": pa.array(r.native_cycles[part]),
+            "mechanism": _dict(r.mechanism[part], MECHANISMS),
+            "exits": pa.array(r.exits[part]),
+            "hypercalls": pa.array(r.hypercalls[part]),
+            "traps": pa.array(r.traps[part]),
+            "batch_flushes": pa.array(r.batch_flushes[part]),
+            "batched": pa.array(r.batched[part]),
         }
     )
+
+
+def _write_events(r: RunResult, path: Path) -> None:
+    """``events.parquet``, a row group at a time: the same file :func:`_write` makes of
+    the whole :func:`events_table`, without Arrow copies of every column at once (and
+    of ``seq``) beside the run's own."""
+    n = r.trace.n
+    if not n:
+        _write(events_table(r), path)
+        return
+    first = events_table(r, 0, ROW_GROUP)
+    with pq.ParquetWriter(path, first.schema.with_metadata(META), **_OPTS) as w:
+        w.write_table(first.replace_schema_metadata(META), row_group_size=ROW_GROUP)
+        for a in range(ROW_GROUP, n, ROW_GROUP):
+            part = events_table(r, a, a + ROW_GROUP).replace_schema_metadata(META)
+            w.write_table(part, row_group_size=ROW_GROUP)
 
 
 def violations_table(r: RunResult) -> pa.Table:
@@ -252,7 +262,7 @@ def write(r: RunResult, root: Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     try:
-        _write(events_table(r), tmp / "events.parquet")
+        _write_events(r, tmp / "events.parquet")
         _write(violations_table(r), tmp / "violations.parquet")
         _write(interrupts_table(r), tmp / "interrupts.parquet")
         _write(groups_table(r), tmp / "groups.parquet")

@@ -262,3 +262,16 @@ def test_a_workers_group_starts_from_the_trace_as_prepared(
     assert "left by an earlier group" not in synth_trace.cache
     assert prepared <= set(synth_trace.cache)
     assert summary == api.replay_trace(synth_trace, runs[:1], table, tmp_path / "b", jobs=1)[0]
+
+
+@pytest.mark.parametrize("rows", [1000, 1353, 1 << 20])  # the synthetic trace: 2706 events
+def test_events_written_a_row_group_at_a_time_are_the_bytes_of_the_whole_table(
+    synth_trace: Trace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    monkeypatch.setattr(results, "ROW_GROUP", rows)
+    r = api.engine.replay(synth_trace, backends.Run(backends.BACKENDS["xen-pv"]), costs.load("p4"))
+    whole, parts = tmp_path / "whole.parquet", tmp_path / "parts.parquet"
+    results._write(results.events_table(r), whole)
+    results._write_events(r, parts)
+    assert pq.ParquetFile(parts).metadata.num_row_groups == -(-synth_trace.n // rows)
+    assert whole.read_bytes() == parts.read_bytes()
