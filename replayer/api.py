@@ -53,14 +53,26 @@ def _group(ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
     for key in set(tr.cache) - prepared:
         del tr.cache[key]
     _give_back_freed_memory()
-    out = []
-    for j, i in enumerate(ids):
-        r = provenance.replay_with_share(tr, runs[i], table)
-        results.write(r, root)
-        out.append(r.summary)
-        del r
-        engine.release(tr, table, [runs[k] for k in ids[j + 1 :]])
-    return ids, out
+    return ids, [_replay_one(tr, runs, ids, j, table, root) for j in range(len(ids))]
+
+
+def _replay_one(
+    tr: Trace,
+    runs: list[backends.Run],
+    ids: list[int],
+    j: int,
+    table: costs.CostTable,
+    root: Path,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Replay run ``ids[j]`` of a group (its estimate share too) and write its results;
+    let go of it, and of what no later run of the group reuses; return its summary."""
+    r = provenance.replay_with_share(tr, runs[ids[j]], table, progress=progress)
+    results.write(r, root)
+    summary = r.summary
+    del r
+    engine.release(tr, table, [runs[k] for k in ids[j + 1 :]])
+    return summary
 
 
 def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
@@ -222,8 +234,6 @@ def _die_with_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform != "linux":
         return
-    import ctypes
-
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
@@ -310,11 +320,7 @@ def _replay_runs(
                 def cb(k: int, _label: str = runs[i].label) -> None:
                     progress(_label, k)
 
-            r = provenance.replay_with_share(tr, runs[i], table, progress=cb)
-            results.write(r, root)
-            done[i] = r.summary
-            del r
-            engine.release(tr, table, [runs[k] for k in ids[j + 1 :]])
+            done[i] = _replay_one(tr, runs, ids, j, table, root, cb)
     return [done[i] for i in range(len(runs))]
 
 

@@ -107,12 +107,10 @@ def _write_events(r: RunResult, path: Path) -> None:
     if not n:
         _write(events_table(r), path)
         return
-    first = events_table(r, 0, ROW_GROUP)
-    with pq.ParquetWriter(path, first.schema.with_metadata(META), **_OPTS) as w:
-        w.write_table(first.replace_schema_metadata(META), row_group_size=ROW_GROUP)
-        for a in range(ROW_GROUP, n, ROW_GROUP):
-            part = events_table(r, a, a + ROW_GROUP).replace_schema_metadata(META)
-            w.write_table(part, row_group_size=ROW_GROUP)
+    schema = events_table(r, 0, 0).schema.with_metadata(META)
+    with pq.ParquetWriter(path, schema, **_OPTS) as w:
+        for a in range(0, n, ROW_GROUP):
+            w.write_table(events_table(r, a, a + ROW_GROUP), row_group_size=ROW_GROUP)
 
 
 def violations_table(r: RunResult) -> pa.Table:

@@ -69,7 +69,7 @@ import numpy as np
 from replayer.backends import Run
 from replayer.costs import CostTable
 from replayer.engine.checks import device_pass, trace_mmu_checks
-from replayer.engine.common import _H, _cached
+from replayer.engine.common import _H, _cached, _kept
 from replayer.engine.cpu import VirtualCpu
 from replayer.engine.derived import (
     LoadedSpaces,
@@ -199,11 +199,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
         # runs that differ in nothing the sequential pass reads (an ablation that swaps no
         # cost in, as cpl's) share it: the last one is kept on the trace
         key = sequential_key(self.run_, table, self.full_check, self.exact)
-        shared = tr.cache.get("sequential")
-        if shared is not None and shared[0] != key:
-            # another run's, which this one replaces: let go of it before making this one
-            del tr.cache["sequential"]
-            shared = None
+        shared = _kept(tr, "sequential", key)
         if shared is not None:
             _, dyn_cols, found, lost = shared
             self.dyn_cols, self.lost = list(dyn_cols), lost

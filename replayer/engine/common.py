@@ -63,5 +63,16 @@ def _cached(trace: Trace, key: str, make: Callable[[Trace], Any]) -> Any:
     return got
 
 
+def _kept(trace: Trace, name: str, key: str) -> Any:
+    """What the last run kept on the trace under ``name`` (a tuple whose first item is
+    the ``key`` it was made for), if this run's ``key`` is the same; another's, which the
+    caller replaces, is let go first (held beside its replacement, hundreds of MiB)."""
+    got = trace.cache.get(name)
+    if got is not None and got[0] != key:
+        del trace.cache[name]
+        return None
+    return got
+
+
 def _hex(v: int | None) -> str:
     return "unknown" if v is None else f"{v:#x}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from replayer.engine.common import (
     LAZY,
     _cached,
     _hex,
+    _kept,
 )
 from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.empty import (
@@ -100,16 +100,6 @@ def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 #: The trace's cache key of the last lean proof (:meth:`LeanPass._prove`).
 LEAN_PROOF = "lean proof"
-
-
-def _kept_proof(trace: Trace, key: str) -> tuple[Any, ...] | None:
-    """The lean proof kept on the trace if it is this structure's (``key``); another's,
-    which the caller replaces, is let go first (two at once took hundreds of MiB more)."""
-    got = trace.cache.get(LEAN_PROOF)
-    if got is not None and got[0] != key:
-        del trace.cache[LEAN_PROOF]
-        return None
-    return got
 
 
 def lazy_mode(trace: Trace) -> np.ndarray:
@@ -215,7 +205,7 @@ class LeanPass(TracedPass, DeviceChecks):
         # the plan and the proofs count calls, never cycles: one per structure, whatever
         # the cost table (the last kept on the trace)
         key = structural_key(self.run_, self.table, self.full_check)
-        got = _kept_proof(tr, key)
+        got = _kept(tr, LEAN_PROOF, key)
         if got is None:
             got = tr.cache[LEAN_PROOF] = (key, *self._prove())
         _, p, holds, scans, faults = got
@@ -263,7 +253,7 @@ class LeanPass(TracedPass, DeviceChecks):
         where a proof holds; return the plan (kept on the trace, as a proof is)."""
         tr = self.trace
         key = structural_key(self.run_, self.table, self.full_check)
-        got = _kept_proof(tr, key)
+        got = _kept(tr, LEAN_PROOF, key)
         if got is None:
             none = np.zeros(tr.n, dtype=np.int64)
             got = tr.cache[LEAN_PROOF] = (key, self._queue_plan(), True, none, none > 0)
