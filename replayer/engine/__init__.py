@@ -92,7 +92,7 @@ from replayer.engine.lean import (
 from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Violation
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key, structural_key
-from replayer.engine.static import _static, cost_classes, native_cycles
+from replayer.engine.static import _Costs, _static, cost_classes, native_cycles
 from replayer.engine.summary import group_codes, summarize
 from replayer.engine.wholerun import guest_instructions
 from replayer.engine.xenpin import apply_pinning, pin_loads, pinned_stores
@@ -186,11 +186,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
         tr, m, table = self.trace, self.model, self.table
         n = tr.n
         absorbed = _cached(tr, "absorbed", absorbed_mmio)
-        cs, cyc, mech, ex, hc, trp = _static(tr, m, table, absorbed)
-        self.cs = cs
-        bf = np.zeros(n, dtype=np.int32)
-        batched = np.zeros(n, dtype=np.int32)
-        nat = _cached(tr, native_key(table), lambda t: native_cycles(t, table, absorbed))
+        self.cs = _Costs(m, table)
         self.vif_b = _cached(  # read only
             tr, f"backend if {self.irq_tracks}", lambda t: backend_if(t.vif, self.irq_tracks)
         )
@@ -214,6 +210,12 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
                 cols = np.array(dyn, dtype=np.int64)[:, 1:]
                 self.dyn_cols.insert(0, (idx, *cols.T))
             tr.cache["sequential"] = (key, tuple(self.dyn_cols), tuple(self.violations), self.lost)
+        # the per-event columns only now, once the pass's whole-trace temporaries (a proof,
+        # the empty copies' judge, a walk) are gone: a run's peak holds one or the other
+        _, cyc, mech, ex, hc, trp = _static(tr, m, table, absorbed, self.cs)
+        bf = np.zeros(n, dtype=np.int32)
+        batched = np.zeros(n, dtype=np.int32)
+        nat = _cached(tr, native_key(table), lambda t: native_cycles(t, table, absorbed))
         for idx, *col in self.dyn_cols:
             # events costed apart (each event at most once): what they cost, column-wise
             for arr, v in zip((cyc, mech, ex, hc, trp, bf, batched), col, strict=True):

@@ -101,9 +101,13 @@ def cost_classes(
     return code, tuple(present), np.flatnonzero(np.bincount(code, minlength=1))
 
 
-def _static(trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray) -> tuple:
-    """Per-event (cycles, mech, exits, hypercalls, traps) from the row alone."""
-    cs = _Costs(model, table)
+def _static(
+    trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray, cs: _Costs | None = None
+) -> tuple:
+    """Per-event (cycles, mech, exits, hypercalls, traps) from the row alone (``cs``: the
+    row's costs under ``table``, if already resolved)."""
+    if cs is None:
+        cs = _Costs(model, table)
     code, present, slots = _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
     extra = [
         cs.t(model.costs[name] if name else c("included")) if there else (0, 0, 0, 0, 0)

@@ -499,6 +499,49 @@ def test_a_run_lets_go_of_another_runs_pass_and_proof_before_making_its_own(
     assert held == [(False, False), (False, False)]
 
 
+@pytest.mark.parametrize(
+    "run",
+    [
+        ("vmi", None),
+        ("lguest", None),
+        ("vmi", "ptalloc"),
+        ("lguest", "pteupdate"),
+        ("native", None),
+    ],
+    ids=lambda r: "-".join(x for x in r if x),
+)
+def test_a_runs_columns_are_made_after_its_pass(
+    synth_trace: Trace, p4: CostTable, run: tuple[str, str | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the per-event columns (hundreds of MiB on a 10 M-event trace) and the pass's
+    # whole-trace temporaries (a proof, the empty copies' judge, lguest's walk) are never
+    # held at once: the columns are made once the pass is done
+    import replayer.engine as eng
+    from replayer.engine import lean
+
+    order: list[str] = []
+    static, pass_ = eng._static, lean.LeanPass._lean
+
+    def columns(*a: object, **k: object) -> object:
+        order.append("columns")
+        return static(*a, **k)  # type: ignore[arg-type]
+
+    def the_pass(self: lean.LeanPass, absorbed: object) -> object:
+        order.append("pass")
+        return pass_(self, absorbed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(eng, "_static", columns)
+    monkeypatch.setattr(lean.LeanPass, "_lean", the_pass)
+    backend, without = run
+    r = (
+        backends.Run(BACKENDS[backend], without, "none")
+        if without
+        else backends.Run(BACKENDS[backend])
+    )
+    engine.replay(synth_trace, r, p4)
+    assert order == ["pass", "columns"]
+
+
 def test_release_keeps_what_a_later_run_reuses_and_lets_go_of_the_rest(
     synth_trace: Trace, p4: CostTable
 ) -> None:
