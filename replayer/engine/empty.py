@@ -111,31 +111,48 @@ class Schedule:
         each flush's group of them starts."""
         self._said: dict[tuple[int, int], str] = {}
         """Reasons said so far, by (code, argument): most repeat."""
+        self._one: dict[tuple[int, int], str] = {}
+        """What one check waiting in the queue was made at, by (hook, argument)."""
 
     def __len__(self) -> int:
         return len(self.seqs)
 
     def reason(self, i: int) -> str:
         """What check ``i`` was made at."""
-        key = (int(self._code[i]), int(self._arg[i]))
+        return self._said_of(int(self._code[i]), int(self._arg[i]))
+
+    def reasons(self, rows: list[int]) -> list[str]:
+        """What each of checks ``rows`` was made at (one lookup per row, no numpy scalar)."""
+        if not rows:
+            return []
+        at = np.asarray(rows, dtype=np.int64)
+        # one key per (code, argument): codes from -2, arguments below 2^33 (a uint32
+        # argument, or a flush group's index)
+        keys, which = np.unique((self._code[at] + 2) << 33 | self._arg[at], return_inverse=True)
+        said = [self._said_of((k >> 33) - 2, k & ((1 << 33) - 1)) for k in keys.tolist()]
+        return [said[k] for k in which.tolist()]
+
+    def _said_of(self, code: int, arg: int) -> str:
+        key = (code, arg)
         said = self._said.get(key)
         if said is None:
-            said = self._said[key] = self._reason(i)
+            said = self._said[key] = self._reason(code, arg)
         return said
 
-    def _reason(self, i: int) -> str:
-        code = int(self._code[i])
+    def _reason(self, code: int, arg: int) -> str:
         if code == -1:
             return "checkpoint"
         if code >= 0:
-            return _reason(code, int(self._arg[i]))
+            return _reason(code, arg)
         hs, a0s, starts = self._queued
-        g = int(self._arg[i])
-        lo, hi = int(starts[g]), int(starts[g + 1])
-        made = [
-            _reason(hk, a) if hk >= 0 else "checkpoint"
-            for hk, a in zip(hs[lo:hi], a0s[lo:hi], strict=True)
-        ]
+        lo, hi = int(starts[arg]), int(starts[arg + 1])
+        one = self._one
+        made = []
+        for key in zip(hs[lo:hi], a0s[lo:hi], strict=True):
+            r = one.get(key)
+            if r is None:
+                r = one[key] = _reason(*key) if key[0] >= 0 else "checkpoint"
+            made.append(r)
         return ", ".join(dict.fromkeys(made)) + " (applied at the batch flush)"
 
 
@@ -405,9 +422,13 @@ def empty_copy_checks(
     says (:func:`schedule`): (event, pages, lowest page, the guest's translation of it,
     what the check was made at).  ``more``: the states other runs' checks are judged in
     (:func:`judged`)."""
-    seqs, reason = where.seqs, where.reason
+    seqs = where.seqs
+    rows, hits = [], []
+    for i, f in enumerate(judged(trace, where.states, more)):
+        if f is not None:
+            rows.append(i)
+            hits.append(f)
     return [
-        (seqs[i], f[0], f[1], f[2], reason(i))
-        for i, f in enumerate(judged(trace, where.states, more))
-        if f is not None
+        (seqs[i], f[0], f[1], f[2], reason)
+        for i, f, reason in zip(rows, hits, where.reasons(rows), strict=True)
     ]

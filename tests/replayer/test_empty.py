@@ -114,3 +114,23 @@ def test_damaged_traces_give_the_simulations_checks(tmp_path: Path, p4: CostTabl
         tr = load(b.write(tmp_path / f"t{seed}"))
         for run in EMPTY:
             _same(_alone(tr, run, p4), _alone(tr, run, p4, exact=True))
+
+
+def test_the_reasons_of_many_checks_are_each_checks_reason(
+    synth_trace: Trace, p4: CostTable
+) -> None:
+    # Schedule.reasons (one lookup per distinct check kind) says what Schedule.reason says
+    # of each row, in the rows' order, including checks applied at a flush of the queue
+    from replayer.engine.lean import LeanPass
+    from replayer.engine.static import _Costs
+
+    seen_queued = False
+    for run in EMPTY:
+        lp = LeanPass(synth_trace, run, p4, False)
+        lp.cs = _Costs(lp.model, p4)
+        where = lp._schedule(lp._queue_plan())
+        rows = list(range(len(where)))[::-3]
+        assert where.reasons(rows) == [where.reason(i) for i in rows]
+        seen_queued |= any("batch flush" in r for r in where.reasons(rows))
+    assert seen_queued
+    assert EMPTY and where.reasons([]) == []
