@@ -127,6 +127,7 @@ def replay_trace(
     The results' index names the trace and the table (``table_path``: the file a table
     not a preset was read from), so that they can be read wherever they are kept.
     """
+    _large_frees_go_back()
     tr = trace if isinstance(trace, Trace) else load(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
     with _exclusive(root):
@@ -186,6 +187,7 @@ def replay_tables(
             f"cost table name {bad[0]!r}: not usable as a directory name (letters, digits, "
             "'.', '_', '+', '-')"
         )
+    _large_frees_go_back()
     tr = trace if isinstance(trace, Trace) else load(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
     done: dict[str, list[dict[str, Any]]] = {}
@@ -261,6 +263,24 @@ def _prepare(tr: Trace) -> None:
             engine.prepare(tr, spaces=got.get)
     finally:
         _SPACES_OF = None
+
+
+#: Blocks from this size up are mappings of their own (glibc's ``M_MMAP_THRESHOLD``).
+MMAP_FROM = 4 << 20
+
+
+def _large_frees_go_back() -> bool:
+    """Fix the size from which glibc gives a block a mapping of its own at
+    :data:`MMAP_FROM`, so that a freed per-event array leaves the process at once; return
+    whether it was set (False where the C library is not glibc).
+
+    Left alone, glibc raises that threshold to the largest block freed so far (up to 32
+    MiB): on a 10 M-event trace the one-byte columns (10 MiB) then come from the heap, whose
+    freed pages stay resident and count in every later peak.  On sched (10.36 M events)
+    ``replay -b all``'s largest process went from 2.00 to 1.92 GiB, in the same time."""
+    with contextlib.suppress(OSError, AttributeError):
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_FROM))  # -3: M_MMAP_THRESHOLD
+    return False
 
 
 def _give_back_freed_memory() -> None:
