@@ -66,12 +66,13 @@ def _replay_one(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Replay run ``ids[j]`` of a group (its estimate share too) and write its results;
-    let go of it, and of what no later run of the group reuses; return its summary."""
-    r = provenance.replay_with_share(tr, runs[ids[j]], table, progress=progress)
+    let go of it, and (once its pass is done) of what no later run of the group reuses;
+    return its summary."""
+    later = [runs[k] for k in ids[j + 1 :]]
+    r = provenance.replay_with_share(tr, runs[ids[j]], table, progress=progress, later=later)
     results.write(r, root)
     summary = r.summary
     del r
-    engine.release(tr, table, [runs[k] for k in ids[j + 1 :]])
     return summary
 
 

@@ -33,7 +33,7 @@ theirs, and the masked replays of a group reuse each other's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from replayer import engine
@@ -133,11 +133,15 @@ def add_estimate_share(r: RunResult, kept: dict[str, Any] | None = None) -> None
 
 
 def replay_with_share(
-    trace: Trace, run: Run, table: CostTable, progress: Callable[[int], None] | None = None
+    trace: Trace,
+    run: Run,
+    table: CostTable,
+    progress: Callable[[int], None] | None = None,
+    later: Sequence[Run] | None = None,
 ) -> RunResult:
     """``engine.replay`` with the summary's estimate shares filled, the masked replay
-    made first (:func:`estimate_sums`)."""
+    made first (:func:`estimate_sums`); ``later`` as for ``engine.replay``."""
     kept = estimate_sums(trace, run, table)
-    r = engine.replay(trace, run, table, progress=progress)
+    r = engine.replay(trace, run, table, progress=progress, later=later)
     add_estimate_share(r, kept)
     return r

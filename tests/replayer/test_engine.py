@@ -566,6 +566,33 @@ def test_release_keeps_what_a_later_run_reuses_and_lets_go_of_the_rest(
     assert "sequential" in cache
 
 
+@pytest.mark.parametrize("later", [[], ["vmi-without-ptalloc-none"]], ids=["last", "judge reused"])
+def test_a_run_told_what_comes_later_lets_go_before_its_columns(
+    synth_trace: Trace, p4: CostTable, later: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with no later run reusing them, the pass, the proof and the empty copies' judged
+    # checks are gone before the per-event columns are made, not after the run
+    import replayer.engine as eng
+    from replayer.engine.empty import JUDGED
+    from replayer.engine.lean import LEAN_PROOF
+
+    held: list[set[str]] = []
+    static = eng._static
+
+    def columns(*a: object, **k: object) -> object:
+        held.append({"sequential", LEAN_PROOF, JUDGED} & set(synth_trace.cache))
+        return static(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(eng, "_static", columns)
+    runs = {r.label: r for r in backends.all_runs()}
+    first = backends.Run(BACKENDS["xen-pv"], "ptalloc", "none")
+    alone = engine.replay(synth_trace, first, p4)
+    synth_trace.cache.clear()
+    told = engine.replay(synth_trace, first, p4, later=[runs[x] for x in later])
+    assert held[-1] == ({JUDGED} if later else set())
+    assert told.summary == alone.summary and told.violations == alone.violations
+
+
 def test_loaded_table_stores_follow_the_guest_tables(fork_path: Path) -> None:
     tr = load(fork_path)
     ent, val = engine.pte_entries(tr)
