@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from replayer.engine.common import _ALLOCS, _H, _RELEASES, _cached
-from replayer.engine.derived import _pte_entries, loaded_spaces
+from replayer.engine.derived import _pte_entries, _wide, loaded_spaces
 from replayer.mechanisms.batch import (
     QueuePlan,
 )
@@ -57,7 +57,7 @@ class _Proof:
         self.trace, self.in_loop, self.queued, self.flush_at = trace, in_loop, queued, flush_at
         h = trace.hook
         self.s_idx = np.nonzero(in_loop & (ent >= 0))[0]
-        self.s_f = ent[self.s_idx] >> 10
+        self.s_f = _wide(ent[self.s_idx]) >> 10
         self.s_q = queued[self.s_idx]
         self.a0 = _Wide(trace.arg0)
         self.is_alloc = in_loop & _cached(trace, "alloc hooks", lambda t: np.isin(t.hook, _ALLOCS))
@@ -213,7 +213,7 @@ class _Proof:
         ent, val = _pte_entries(tr)
         inst = in_loop & (h == _H["set_pmd"]) & (ent >= 0) & ((val & 0x81) == 1)
         ik = np.nonzero(inst)[0]
-        disc_f = np.concatenate([np.asarray(d_f, dtype=np.int64), val[ik] >> 12])
+        disc_f = np.concatenate([np.asarray(d_f, dtype=np.int64), _wide(val[ik]) >> 12])
         disc_k = np.concatenate([np.asarray(d_k, dtype=np.int64), ik])
         fill_k = np.nonzero(self.is_alloc)[0]
         fill_f = self.a0[fill_k]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from replayer.engine.common import _H, PTE_UPD, PTE_UPD_D, SET_PMD, SET_PTE_AT, _cached
-from replayer.engine.derived import _meaning, _pte_entries, fill_changes, loaded_spaces
+from replayer.engine.derived import _meaning, _pte_entries, _wide, fill_changes, loaded_spaces
 from replayer.engine.proofs import _first_after, _tables_at_states, _Unproved
 from replayer.mechanisms.batch import QueuePlan
 
@@ -61,7 +61,7 @@ class Shadowed:
         self.spaces = _cached(tr, "loaded_spaces", loaded_spaces)
         ent, val = _pte_entries(tr)
         s_idx = proof.s_idx
-        self.s_e, self.s_v, self.s_h = ent[s_idx], val[s_idx], self.h[s_idx]
+        self.s_e, self.s_v, self.s_h = _wide(ent[s_idx]), _wide(val[s_idx]), self.h[s_idx]
         self.s_t = self.at(4 * s_idx + 2, s_idx)
         self.s_a = self.applied(s_idx)
         self.learn = np.isin(self.s_h, _LEARNS) | trapped

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from replayer.engine.common import _ALLOCS, FL_KERN, FL_USER, PTE_UPD, PTE_UPD_D, WCR3
-from replayer.engine.derived import _directory_frames, _fill_table, _frames_needed, _pte_entries
+from replayer.engine.derived import (
+    _directory_frames,
+    _fill_table,
+    _frames_needed,
+    _pte_entries,
+    _wide,
+)
 from replayer.engine.state import ReplayState
 from replayer.mechanisms.pagetables import PRESENT, PSE, Frames, GuestMMU
 from replayer.mechanisms.tracer import WriteTracer
@@ -46,7 +52,7 @@ def _traced_events(tr: Trace) -> _Stream:
     other_hooks = np.isin(h, [*_ALLOCS, WCR3, FL_USER, FL_KERN])
     sel = np.nonzero((ent >= 0) | other_hooks)[0]
     dirs = _directory_frames(tr)
-    es = ent[sel]
+    es = _wide(ent[sel])
     keep = (es >= 0) & np.isin(es >> 10, dirs)
     dpos = np.nonzero(keep)[0]
     b_arr = np.nonzero(other_hooks[sel])[0]

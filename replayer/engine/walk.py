@@ -25,7 +25,7 @@ from replayer.engine.common import (
     WCR4,
     _cached,
 )
-from replayer.engine.derived import _frames_needed, _pte_entries
+from replayer.engine.derived import _frames_needed, _pte_entries, _wide
 from replayer.mechanisms import bulk
 from replayer.mechanisms.coherence import Entries
 from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU
@@ -60,9 +60,9 @@ class TableWalk:
         ent, val = _pte_entries(trace)
         self.guest = GuestMMU(nframes=_frames_needed(trace, ent))
         loop = _cached(trace, "table changes", table_changes)
-        le = ent[loop]
+        le = _wide(ent[loop])
         self.st = loop[le >= 0]
-        self.st_e, self.st_v = le[le >= 0], val[loop][le >= 0]
+        self.st_e, self.st_v = le[le >= 0], _wide(val[loop][le >= 0])
         self.ops = loop[le < 0]
 
     def walk(self, stops: np.ndarray) -> None:

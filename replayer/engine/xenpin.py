@@ -23,7 +23,7 @@ import numpy as np
 from replayer.backends import MECH_CODE
 from replayer.costs import CostTable
 from replayer.engine.common import _ALLOCS, _H, _cached
-from replayer.engine.derived import _pte_entries, last_before, loaded_spaces
+from replayer.engine.derived import _pte_entries, _wide, last_before, loaded_spaces
 from replayer.trace import Trace
 
 _WCR3 = _H["write_cr3"]
@@ -40,7 +40,7 @@ def pinned_stores(trace: Trace) -> np.ndarray:
     if not len(sp) or not len(sidx):
         return out
     span = trace.n + 1
-    f = ent[sidx] >> 10
+    f = _wide(ent[sidx]) >> 10
     # the latest spell of the table that began before the store ...
     sat = last_before(sp[:, 0], sp[:, 1], f, sidx, span)
     began = np.where(sat >= 0, sp[np.maximum(sat, 0), 1], -1)

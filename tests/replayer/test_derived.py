@@ -154,3 +154,53 @@ def test_the_tables_rebuilt_meet_every_digest_where_stores_and_allocations_inter
     tr = load(b.write(tmp_path / "interleaved"))
     assert len(tr.checkpoints) >= 3
     assert trace_mmu_checks(tr) == []
+
+
+def _high_frames(path: Path) -> Trace:
+    """A synthetic trace whose tables sit at frames near 900 MiB and which is long enough
+    that a frame times its length (the passes' sort keys) overflows int32."""
+    b = synth.TraceBuilder(seed=3, mem_mib=880)
+    b.free.reverse()  # the highest frames first
+    synth.boot(b)
+    a = synth.spawn(b, pages=6)
+    synth.switch_to(b, a)
+    synth.leave_kernel(b)
+    for _ in range(90):
+        synth.enter_kernel(b)
+        synth.fork_cycle(b, a, faults=2)
+        synth.timer_tick(b)
+        synth.kmap_churn(b)
+        b.checkpoint()
+        synth.leave_kernel(b)
+    return load(b.write(path))
+
+
+def test_narrow_entries_give_what_int64_entries_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pte_entries is kept as int32/uint32 (a 17 M-event trace's 130 MiB in every worker);
+    # every pass must widen before it multiplies a frame by the trace's length
+    from replayer import backends, costs, engine
+
+    tr = _high_frames(tmp_path / "trace")
+    ent, val = pte_entries(tr)
+    assert (ent.dtype, val.dtype) == (np.int32, np.uint32)
+    assert int(ent.max() >> 10) * (tr.n + 1) >= 1 << 31, "no key would overflow"
+    table = costs.load("p4")
+    runs = [r for r in backends.all_runs() if r.fallback != "trap" or r.without == "ptalloc"]
+
+    def everything() -> list[object]:
+        tr.cache.clear()
+        sp = loaded_spaces(tr)
+        got: list[object] = [sp.spells.tolist(), sp.at_cr3, sp.at_invlpg]
+        got += [derived.loaded_table_stores(tr).tolist(), trace_mmu_checks(tr)]
+        for run in runs:
+            r = engine.replay(tr, run, table)
+            got += [r.summary, r.violations, r.cycles.tolist()]
+        return got
+
+    narrow = everything()
+    monkeypatch.setattr(
+        derived, "pte_entries", lambda t: tuple(x.astype(np.int64) for x in (ent, val))
+    )
+    assert narrow == everything()
