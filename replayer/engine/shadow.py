@@ -10,6 +10,7 @@ one), so that the operations one queue flush applies stay in their events' order
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,8 +93,8 @@ class Shadowed:
         """Entries the shadow has wrong, from when: ``w_e`` (entry), ``w_s`` (from),
         ``w_l`` (from, for a native TLB's leeway); and allocations of frames that were
         never a directory (``fill_*``: the whole frame wrong)."""
-        p, M, n = self.p, self.M, self.n
-        s_idx, s_f, s_e, s_v, s_t = p.s_idx, p.s_f, self.s_e, self.s_v, self.s_t
+        p, M = self.p, self.M
+        s_idx, s_f, s_e, s_t = p.s_idx, p.s_f, self.s_e, self.s_t
         fill_k = np.nonzero(p.is_alloc)[0]
         fill_f = p.a0[fill_k]
         fill_t = self.at(4 * fill_k + 2, fill_k)
@@ -106,25 +107,7 @@ class Shadowed:
             return b > a
 
         upd = np.isin(self.s_h, _UPDATES) & (not self.trapped)
-        # each store's previous and next store to the same entry
-        o = np.argsort(s_e, kind="stable")
-        es, ks, vs = s_e[o], s_idx[o], s_v[o]
-        same_prev = np.zeros(len(o), dtype=bool)
-        same_prev[1:] = es[1:] == es[:-1]
-        prev_k = np.full(len(o), -1, dtype=np.int64)
-        prev_k[1:] = ks[:-1]
-        prev_v = np.zeros(len(o), dtype=np.int64)
-        prev_v[1:] = vs[:-1]
-        next_k = np.full(len(o), n, dtype=np.int64)
-        next_k[:-1] = np.where(es[:-1] == es[1:], ks[1:], n)
-        u = np.flatnonzero(upd[o])  # only pte_update's change matters
-        chg = ~same_prev[u] | (_meaning(vs[u]) != _meaning(prev_v[u]))
-        look = ~chg
-        chg[look] = fill_between(es[u][look] >> 10, prev_k[u][look], ks[u][look])
-        changed = np.zeros(len(o), dtype=bool)
-        changed[o[u]] = chg
-        nxt = np.empty(len(o), dtype=np.int64)
-        nxt[o] = next_k
+        changed, nxt = self._next_stores(upd, fill_between)
 
         # an allocation of a frame that is (or was) a directory: only the entries it
         # changes; of any other frame: the whole frame, to its next whole re-read
@@ -147,6 +130,33 @@ class Shadowed:
         self.w_e = np.concatenate([s_e[upd & changed], s_e[stale], fz_e_a])
         self.w_s = np.concatenate([s_t[upd & changed], s_a[stale], fz_t])
         self.w_l = np.concatenate([s_t[upd & changed], s_t[stale], fz_t])
+
+    def _next_stores(
+        self, upd: np.ndarray, fill_between: Callable[..., np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per store: whether it is one of ``upd`` that changes what its entry means (or
+        a fill of its frame came since the entry's last store), and the event of the
+        entry's next store (the trace's length if none).  Apart from :meth:`_wrong`, so
+        that its temporaries go before the rest of the proof is worked out; the previous
+        store's event and value are taken for ``upd``'s stores only (boot has 10 M
+        stores: each array a store long is 80 MiB)."""
+        n, s_e, s_idx, s_v = self.n, self.s_e, self.p.s_idx, self.s_v
+        o = np.argsort(s_e, kind="stable")  # by entry, in time within one
+        es, ks = s_e[o], s_idx[o]
+        same_next = es[:-1] == es[1:]
+        nxt = np.full(len(o), n, dtype=np.int64)
+        nxt[o[:-1]] = np.where(same_next, ks[1:], n)
+        u = np.flatnonzero(upd[o])  # only pte_update's change matters
+        up = np.maximum(u - 1, 0)  # the store before, in the entry's order
+        first = ~np.concatenate(([False], same_next))[u]  # no store to the entry before
+        prev_v = np.where(first, 0, s_v[o[up]])
+        chg = first | (_meaning(s_v[o[u]]) != _meaning(prev_v))
+        look = ~chg
+        prev_k = np.where(first, -1, ks[up])
+        chg[look] = fill_between(es[u][look] >> 10, prev_k[look], ks[u][look])
+        changed = np.zeros(len(o), dtype=bool)
+        changed[o[u]] = chg
+        return changed, nxt
 
     def _rereads(self) -> None:
         """What lguest re-reads, when: everything (``g_t``), whole frames (``fr_*``: the
