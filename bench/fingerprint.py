@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from replayer import backends, costs, engine  # noqa: E402
@@ -35,7 +37,7 @@ def fingerprint(r: engine.RunResult) -> str:
     """sha256 over every per-event column, interrupt column, violation row and summary."""
     h = hashlib.sha256()
     for col in COLUMNS:
-        a = getattr(r, col)
+        a = np.asarray(getattr(r, col))
         h.update(f"{col} {a.dtype} {a.shape}".encode())
         h.update(a.tobytes())
     for k in sorted(r.interrupts):

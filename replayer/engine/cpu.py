@@ -14,6 +14,7 @@ from replayer.backends import (
     c,
 )
 from replayer.engine.common import _UNMASKERS, _cached
+from replayer.engine.result import Sparse
 from replayer.engine.state import ReplayState
 from replayer.mechanisms.vcpu import (
     Interrupts,
@@ -37,7 +38,7 @@ class VirtualCpu(ReplayState):
         ex: np.ndarray,
         hc: np.ndarray,
         trp: np.ndarray,
-        bf: np.ndarray,
+        bf: Sparse,
     ) -> dict[str, np.ndarray]:
         """When the backend delivers each recorded interrupt (its interrupt flag as it
         sees it; lguest's flag is read only when the guest next enters the host), which
@@ -103,7 +104,7 @@ class VirtualCpu(ReplayState):
         }
 
     def _delivered(
-        self, earliest: np.ndarray, host_cols: tuple[np.ndarray, ...], on_entry: bool
+        self, earliest: np.ndarray, host_cols: tuple[np.ndarray | Sparse, ...], on_entry: bool
     ) -> np.ndarray:
         """Where the backend delivers each interrupt (:func:`delivery_points`; a copy the
         caller may change); ``on_entry``: it notices one pending only when the guest next

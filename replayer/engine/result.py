@@ -55,6 +55,111 @@ FAMILIES = ("interrupt", "mmu", "device", "result", "privilege", "trace")
 NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
 
 
+class ByClass:
+    """A per-event column whose value is one per cost class of the event (native cycles:
+    the same for every run under one table).  Kept as the values per class and the trace's
+    classes, and read a slice at a time (``col[a:b]``, or any index), never made whole: on
+    a 17 M-event trace a whole uint64 column is 130 MiB in every run."""
+
+    __slots__ = ("code", "counts", "per")
+
+    def __init__(self, per: np.ndarray, code: np.ndarray) -> None:
+        self.per, self.code = per, code
+        self.counts: np.ndarray | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The values' type."""
+        return self.per.dtype
+
+    @property
+    def shape(self) -> tuple[int]:
+        """One value per event."""
+        return (len(self.code),)
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.per[self.code[key]]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self.per[self.code]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        """The whole column as ``dtype``."""
+        return self.per.astype(dtype)[self.code]
+
+    def sum(self) -> int:
+        """The column's sum, exact (events per class times the class's value)."""
+        if self.counts is None:
+            # a slice at a time: bincount widens its input to int64
+            m, step = len(self.per), 1 << 20
+            self.counts = np.zeros(m, dtype=np.int64)
+            for a in range(0, len(self.code), step):
+                self.counts += np.bincount(self.code[a : a + step], minlength=m)[:m]
+        return int(self.counts @ self.per.astype(np.int64))
+
+
+class Sparse:
+    """A per-event count that is 0 at most events (the lazy-MMU batch columns): kept as
+    the events where it is not and its values there, read a slice at a time
+    (``col[a:b]``), never made whole but where asked for (``np.asarray``, other keys): on
+    a 17 M-event trace a whole uint32 column is 65 MiB."""
+
+    __slots__ = ("idx", "n", "values")
+
+    def __init__(self, n: int, idx: np.ndarray, values: np.ndarray) -> None:
+        order = np.argsort(idx, kind="stable")
+        self.n, self.idx, self.values = n, idx[order], values[order]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The values' type."""
+        return self.values.dtype
+
+    @property
+    def shape(self) -> tuple[int]:
+        """One value per event."""
+        return (self.n,)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: Any) -> Any:
+        if not isinstance(key, slice):
+            return np.asarray(self)[key]
+        a, b, step = key.indices(self.n)
+        if step != 1:
+            return np.asarray(self)[key]
+        out = np.zeros(max(b - a, 0), dtype=self.values.dtype)
+        i, j = np.searchsorted(self.idx, [a, b])
+        out[self.idx[i:j] - a] = self.values[i:j]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[0 : self.n]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __gt__(self, x: int) -> np.ndarray:
+        out = np.zeros(self.n, dtype=bool)
+        out[self.idx] = self.values > x
+        return out
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        """The whole column as ``dtype``."""
+        return np.asarray(self, dtype=dtype)
+
+    def sum(self) -> int:
+        """The column's sum."""
+        return int(self.values.sum())
+
+    def count_nonzero(self) -> int:
+        """Events where the count is not 0."""
+        return int(np.count_nonzero(self.values))
+
+
 @dataclass(slots=True)
 class Violation:
     """One row of the violations table (slotted: a run may hold half a million)."""
@@ -75,13 +180,14 @@ class RunResult:
     costs: CostTable
     trace: Trace
     cycles: np.ndarray
-    native_cycles: np.ndarray
+    native_cycles: ByClass
+    """The trace's, under ``costs``: shared by every run, read a slice at a time."""
     mechanism: np.ndarray
     exits: np.ndarray
     hypercalls: np.ndarray
     traps: np.ndarray
-    batch_flushes: np.ndarray
-    batched: np.ndarray
+    batch_flushes: Sparse
+    batched: Sparse
     violations: list[Violation]
     interrupts: dict[str, np.ndarray]
     summary: dict[str, Any] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from replayer.backends import (
 from replayer.costs import CostTable
 from replayer.engine.common import _H, _NHOOKS, _STATEFUL, _cached
 from replayer.engine.derived import absorbed_mmio
+from replayer.engine.result import ByClass
 from replayer.trace import (
     K_EXCEPTION,
     K_INTERRUPT,
@@ -101,6 +102,24 @@ def cost_classes(
     return code, tuple(present), np.flatnonzero(np.bincount(code, minlength=1))
 
 
+def _per_class(
+    trace: Trace, model: Backend, cs: _Costs, absorbed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The trace's cost class of each event, the classes it uses, and per column (cycles,
+    mech, exits, hypercalls, traps) its value in each class under ``cs``."""
+    code, present, slots = _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
+    extra = [
+        cs.t(model.costs[name] if name else c("included")) if there else (0, 0, 0, 0, 0)
+        for name, there in zip(_KIND_COSTS, present, strict=True)
+    ]
+    cols: tuple[np.ndarray, ...] = (cs.cyc, cs.mech, cs.ex, cs.hc, cs.tr)
+    per = [
+        np.concatenate([col, np.array([t[j] for t in extra], dtype=col.dtype)])
+        for j, col in enumerate(cols)
+    ]
+    return code, slots, per
+
+
 def _static(
     trace: Trace, model: Backend, table: CostTable, absorbed: np.ndarray, cs: _Costs | None = None
 ) -> tuple:
@@ -108,31 +127,27 @@ def _static(
     row's costs under ``table``, if already resolved)."""
     if cs is None:
         cs = _Costs(model, table)
-    code, present, slots = _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
-    extra = [
-        cs.t(model.costs[name] if name else c("included")) if there else (0, 0, 0, 0, 0)
-        for name, there in zip(_KIND_COSTS, present, strict=True)
-    ]
+    code, slots, pers = _per_class(trace, model, cs, absorbed)
     out = []
-    cols: tuple[np.ndarray, ...] = (cs.cyc, cs.mech, cs.ex, cs.hc, cs.tr)
-    for j, col in enumerate(cols):
-        per = np.concatenate([col, np.array([t[j] for t in extra], dtype=col.dtype)])
+    for per in pers:
         # each column a new array: one value everywhere is filled, not gathered
         used = per[slots]
         if len(used) == 0 or (used == 0).all():
-            out.append(np.zeros(trace.n, dtype=col.dtype))
+            out.append(np.zeros(trace.n, dtype=per.dtype))
         elif (used == used[0]).all():
-            out.append(np.full(trace.n, used[0], dtype=col.dtype))
+            out.append(np.full(trace.n, used[0], dtype=per.dtype))
         else:
             out.append(per[code])
     return (cs, *out)
 
 
-def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = None) -> np.ndarray:
-    """What every event costs on bare hardware (the reference for relative cost)."""
+def native_cycles(trace: Trace, table: CostTable, absorbed: np.ndarray | None = None) -> ByClass:
+    """What every event costs on bare hardware (the reference for relative cost), by the
+    event's cost class: a column read a slice at a time, never made whole."""
     if absorbed is None:
         absorbed = absorbed_mmio(trace)
-    return _static(trace, NATIVE, table, absorbed)[1]
+    code, _, pers = _per_class(trace, NATIVE, _Costs(NATIVE, table), absorbed)
+    return ByClass(pers[0].view(np.uint64), code)
 
 
 def _stateful(model: Backend, cs: _Costs) -> set[int]:

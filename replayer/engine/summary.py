@@ -15,7 +15,16 @@ from replayer.backends import (
     MECHANISMS,
 )
 from replayer.engine.common import _cached
-from replayer.engine.result import CHECKS, FAMILIES, FAMILY, NAMES, ReasonSums, RunResult
+from replayer.engine.result import (
+    CHECKS,
+    FAMILIES,
+    FAMILY,
+    NAMES,
+    ByClass,
+    ReasonSums,
+    RunResult,
+    Sparse,
+)
 from replayer.engine.wholerun import whole_run
 from replayer.trace import (
     KINDS,
@@ -130,7 +139,12 @@ def summarize(r: RunResult) -> dict[str, Any]:
 _CHUNK = 1 << 20
 
 
-def _group_sums(codes: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
+def _nonzero(v: np.ndarray | Sparse) -> int:
+    """Events where a column is not 0 (a sparse one's without making it whole)."""
+    return v.count_nonzero() if isinstance(v, Sparse) else int(np.count_nonzero(v))
+
+
+def _group_sums(codes: np.ndarray, values: np.ndarray | ByClass, m: int) -> np.ndarray:
     """Per code in ``range(m)``, the sum of ``values``, exact in int64 (each chunk's
     float64 sums are whole numbers well below 2**53)."""
     out = np.zeros(m, dtype=np.int64)
@@ -171,7 +185,7 @@ def reason_sums(r: RunResult) -> ReasonSums:
 
 
 def sum_by_code(
-    names: np.ndarray, mechanism: np.ndarray, cols: dict[str, np.ndarray]
+    names: np.ndarray, mechanism: np.ndarray, cols: dict[str, np.ndarray | Sparse]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Events and each column's sum per reason code ``mechanism * len(NAMES) + name``, a
     chunk of events at a time (the temporaries stay small; each chunk's float64 sums are
@@ -181,7 +195,7 @@ def sum_by_code(
     size = len(MECHANISMS) * m
     events = np.zeros(size, dtype=np.int64)
     sums = {k: np.zeros(size, dtype=np.int64) for k in cols}
-    sparse = [k for k, v in cols.items() if np.count_nonzero(v) < len(v) // 2]
+    sparse = [k for k, v in cols.items() if _nonzero(v) < len(v) // 2]
     for a in range(0, len(names), _CHUNK):
         code = mechanism[a : a + _CHUNK].astype(np.intp) * m + names[a : a + _CHUNK]
         events += np.bincount(code, minlength=size)

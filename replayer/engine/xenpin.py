@@ -24,6 +24,7 @@ from replayer.backends import MECH_CODE
 from replayer.costs import CostTable
 from replayer.engine.common import _ALLOCS, _H, _cached
 from replayer.engine.derived import _pte_entries, _wide, last_before, loaded_spaces
+from replayer.engine.result import ByClass
 from replayer.trace import Trace
 
 _WCR3 = _H["write_cr3"]
@@ -83,7 +84,7 @@ def pin_loads(trace: Trace) -> dict[int, int]:
 def apply_pinning(
     trace: Trace,
     table: CostTable,
-    native: np.ndarray,
+    native: ByClass,
     cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     """Correct xen-pv's (cycles, mechanism, exits, hypercalls, traps) in place: a store

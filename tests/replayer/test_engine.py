@@ -653,3 +653,48 @@ def test_a_checkpoint_on_a_page_table_hook_changes_nothing_a_tracing_vmm_pays(
         for col in ("cycles", "mechanism", "exits", "traps"):
             assert np.array_equal(getattr(got, col), getattr(want, col)), (exact, col)
         assert got.violations == []
+
+
+def test_native_cycles_by_class_read_as_the_whole_column_would(
+    synth_trace: Trace, p4: CostTable
+) -> None:
+    # a run's native cycles are kept per cost class, never made whole: every way the
+    # results read them (slices, masks, the sum, the whole) gives the gathered column's
+    from replayer.backends import NATIVE
+    from replayer.engine.derived import absorbed_mmio
+    from replayer.engine.static import _static, native_cycles
+
+    nat = native_cycles(synth_trace, p4)
+    whole = _static(synth_trace, NATIVE, p4, absorbed_mmio(synth_trace))[1].view(np.uint64)
+    assert len(np.unique(whole)) > 3, "too few distinct costs to tell classes apart"
+    assert nat.dtype == np.uint64 and nat.shape == whole.shape and len(nat) == len(whole)
+    assert np.array_equal(np.asarray(nat), whole)
+    assert np.array_equal(nat.astype(np.int64), whole.astype(np.int64))
+    assert nat.sum() == int(whole.sum())
+    for part in (slice(0, 7), slice(100, None), slice(len(whole) - 3, len(whole) + 5)):
+        assert np.array_equal(nat[part], whole[part])
+    mask = synth_trace.hook >= 0
+    assert np.array_equal(nat[mask], whole[mask])
+
+
+def test_a_sparse_column_reads_as_the_whole_column_would() -> None:
+    from replayer.engine.result import Sparse
+
+    rng = np.random.default_rng(5)
+    n = 1000
+    at = rng.choice(n, 40, replace=False)
+    vals = rng.integers(0, 4, 40).astype(np.uint32)  # some zeros among them
+    whole = np.zeros(n, dtype=np.uint32)
+    whole[at] = vals
+    col = Sparse(n, at, vals)  # events in any order
+    assert col.dtype == np.uint32 and col.shape == (n,) and len(col) == n
+    assert np.array_equal(np.asarray(col), whole) and np.asarray(col).dtype == np.uint32
+    assert col.sum() == int(whole.sum()) and col.count_nonzero() == np.count_nonzero(whole)
+    assert np.array_equal(col > 0, whole > 0)
+    for part in (slice(0, 0), slice(0, 7), slice(13, 600), slice(990, 1200), slice(None)):
+        assert np.array_equal(col[part], whole[part]) and col[part].dtype == np.uint32
+    k = int(at[3])
+    assert col[k] == whole[k] and np.array_equal(col[at], whole[at])
+    assert np.array_equal(col.astype(np.int64), whole.astype(np.int64))
+    empty = Sparse(n, np.zeros(0, np.int64), np.zeros(0, np.uint32))
+    assert not empty.sum() and not np.asarray(empty).any()
