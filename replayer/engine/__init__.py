@@ -187,12 +187,11 @@ def _costed_apart(
         for arr, v in zip(cols, col[:5], strict=True):
             _put(arr, idx, v)
         at = np.atleast_1d(idx)
-        flushes, queued = (np.broadcast_to(v, at.shape) for v in col[5:])
-        some = (flushes != 0) | (queued != 0)
-        for got, x in zip(batch, (at, flushes, queued), strict=True):
-            got.append(x[some])
-    at, flushes, queued = (np.concatenate([np.zeros(0, np.int64), *x]) for x in batch)
-    bf, batched = (Sparse(n, at, x.astype(np.uint32)) for x in (flushes, queued))
+        batch[0].append(at)
+        for got, v in zip(batch[1:], col[5:], strict=True):
+            got.append(np.broadcast_to(np.asarray(v).astype(np.uint32), at.shape))
+    at = np.concatenate([np.zeros(0, np.int64), *batch[0]])
+    bf, batched = (Sparse(n, at, np.concatenate([np.zeros(0, np.uint32), *x])) for x in batch[1:])
     return bf, batched
 
 

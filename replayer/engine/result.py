@@ -111,8 +111,13 @@ class Sparse:
     __slots__ = ("idx", "n", "values")
 
     def __init__(self, n: int, idx: np.ndarray, values: np.ndarray) -> None:
+        """``values`` at events ``idx`` (in any order; of an event given twice the later
+        value stands, as an assignment's would), 0 elsewhere."""
         order = np.argsort(idx, kind="stable")
-        self.n, self.idx, self.values = n, idx[order], values[order]
+        idx, values = idx[order], values[order]
+        keep = values != 0
+        keep[:-1] &= idx[1:] != idx[:-1]  # the last of an event's values
+        self.n, self.idx, self.values = n, idx[keep], values[keep]
 
     @property
     def dtype(self) -> np.dtype:

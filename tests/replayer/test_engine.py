@@ -698,3 +698,9 @@ def test_a_sparse_column_reads_as_the_whole_column_would() -> None:
     assert np.array_equal(col.astype(np.int64), whole.astype(np.int64))
     empty = Sparse(n, np.zeros(0, np.int64), np.zeros(0, np.uint32))
     assert not empty.sum() and not np.asarray(empty).any()
+    # an event given twice keeps its later value, as an assignment would (a 0 included)
+    twice = Sparse(n, np.array([9, 4, 9, 4, 2]), np.array([5, 1, 0, 3, 0], dtype=np.uint32))
+    want = np.zeros(n, dtype=np.uint32)
+    want[[9, 4, 9, 4, 2]] = [5, 1, 0, 3, 0]
+    assert np.array_equal(np.asarray(twice), want) and twice.sum() == 3
+    assert twice.count_nonzero() == 1
