@@ -55,27 +55,61 @@ FAMILIES = ("interrupt", "mmu", "device", "result", "privilege", "trace")
 NAMES: tuple[str, ...] = tuple(h.name for h in HOOKS) + KINDS + ("unknown",)
 
 
-class ByClass:
-    """A per-event column whose value is one per cost class of the event (native cycles:
-    the same for every run under one table).  Kept as the values per class and the trace's
-    classes, and read a slice at a time (``col[a:b]``, or any index), never made whole: on
-    a 17 M-event trace a whole uint64 column is 130 MiB in every run."""
+class LazyColumn:
+    """A per-event column kept smaller than one value an event (on a 17 M-event trace a
+    whole uint64 column is 130 MiB in every run): read a slice at a time (``col[a:b]``),
+    made whole only where asked for (``np.asarray``, :meth:`astype`)."""
 
-    __slots__ = ("code", "counts", "per")
+    __slots__ = ()
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The values' type."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> Any:
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> tuple[int]:
+        """One value per event."""
+        return (len(self),)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[0 : len(self)]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        """The whole column as ``dtype``."""
+        return np.asarray(self, dtype=dtype)
+
+    def sum(self) -> int:
+        """The column's sum, exact."""
+        raise NotImplementedError
+
+    def count_nonzero(self) -> int:
+        """Events where the column is not 0."""
+        raise NotImplementedError
+
+
+class ByClass(LazyColumn):
+    """A per-event column whose value is one per cost class of the event (native cycles:
+    the same for every run under one table), kept as the values per class and the trace's
+    classes; any index reads ``per[code[key]]``."""
+
+    __slots__ = ("_counts", "code", "per")
 
     def __init__(self, per: np.ndarray, code: np.ndarray) -> None:
         self.per, self.code = per, code
-        self.counts: np.ndarray | None = None
+        self._counts: np.ndarray | None = None
 
     @property
     def dtype(self) -> np.dtype:
         """The values' type."""
         return self.per.dtype
-
-    @property
-    def shape(self) -> tuple[int]:
-        """One value per event."""
-        return (len(self.code),)
 
     def __len__(self) -> int:
         return len(self.code)
@@ -83,30 +117,28 @@ class ByClass:
     def __getitem__(self, key: Any) -> np.ndarray:
         return self.per[self.code[key]]
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self.per[self.code]
-        return whole if dtype is None else whole.astype(dtype)
-
-    def astype(self, dtype: Any) -> np.ndarray:
-        """The whole column as ``dtype``."""
-        return self.per.astype(dtype)[self.code]
-
-    def sum(self) -> int:
-        """The column's sum, exact (events per class times the class's value)."""
-        if self.counts is None:
+    def counts(self) -> np.ndarray:
+        """Events per class (int64), counted once."""
+        if self._counts is None:
             # a slice at a time: bincount widens its input to int64
             m, step = len(self.per), 1 << 20
-            self.counts = np.zeros(m, dtype=np.int64)
+            self._counts = np.zeros(m, dtype=np.int64)
             for a in range(0, len(self.code), step):
-                self.counts += np.bincount(self.code[a : a + step], minlength=m)[:m]
-        return int(self.counts @ self.per.astype(np.int64))
+                self._counts += np.bincount(self.code[a : a + step], minlength=m)[:m]
+        return self._counts
+
+    def sum(self) -> int:
+        """Events per class times the class's value."""
+        return int(self.counts() @ self.per.astype(np.int64))
+
+    def count_nonzero(self) -> int:
+        """Events of the classes whose value is not 0."""
+        return int(self.counts()[self.per != 0].sum())
 
 
-class Sparse:
-    """A per-event count that is 0 at most events (the lazy-MMU batch columns): kept as
-    the events where it is not and its values there, read a slice at a time
-    (``col[a:b]``), never made whole but where asked for (``np.asarray``, other keys): on
-    a 17 M-event trace a whole uint32 column is 65 MiB."""
+class Sparse(LazyColumn):
+    """A per-event count that is 0 at most events (the lazy-MMU batch columns), kept as
+    the events where it is not and its values there."""
 
     __slots__ = ("idx", "n", "values")
 
@@ -124,40 +156,25 @@ class Sparse:
         """The values' type."""
         return self.values.dtype
 
-    @property
-    def shape(self) -> tuple[int]:
-        """One value per event."""
-        return (self.n,)
-
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, key: Any) -> Any:
-        if not isinstance(key, slice):
+        if not isinstance(key, slice) or key.indices(self.n)[2] != 1:
             return np.asarray(self)[key]
-        a, b, step = key.indices(self.n)
-        if step != 1:
-            return np.asarray(self)[key]
+        a, b, _ = key.indices(self.n)
         out = np.zeros(max(b - a, 0), dtype=self.values.dtype)
         i, j = np.searchsorted(self.idx, [a, b])
         out[self.idx[i:j] - a] = self.values[i:j]
         return out
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[0 : self.n]
-        return whole if dtype is None else whole.astype(dtype)
 
     def __gt__(self, x: int) -> np.ndarray:
         out = np.zeros(self.n, dtype=bool)
         out[self.idx] = self.values > x
         return out
 
-    def astype(self, dtype: Any) -> np.ndarray:
-        """The whole column as ``dtype``."""
-        return np.asarray(self, dtype=dtype)
-
     def sum(self) -> int:
-        """The column's sum."""
+        """The values' sum."""
         return int(self.values.sum())
 
     def count_nonzero(self) -> int:

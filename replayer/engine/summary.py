@@ -20,10 +20,9 @@ from replayer.engine.result import (
     FAMILIES,
     FAMILY,
     NAMES,
-    ByClass,
+    LazyColumn,
     ReasonSums,
     RunResult,
-    Sparse,
 )
 from replayer.engine.wholerun import whole_run
 from replayer.trace import (
@@ -139,12 +138,12 @@ def summarize(r: RunResult) -> dict[str, Any]:
 _CHUNK = 1 << 20
 
 
-def _nonzero(v: np.ndarray | Sparse) -> int:
-    """Events where a column is not 0 (a sparse one's without making it whole)."""
-    return v.count_nonzero() if isinstance(v, Sparse) else int(np.count_nonzero(v))
+def _nonzero(v: np.ndarray | LazyColumn) -> int:
+    """Events where a column is not 0 (a lazy one's without making it whole)."""
+    return v.count_nonzero() if isinstance(v, LazyColumn) else int(np.count_nonzero(v))
 
 
-def _group_sums(codes: np.ndarray, values: np.ndarray | ByClass, m: int) -> np.ndarray:
+def _group_sums(codes: np.ndarray, values: np.ndarray | LazyColumn, m: int) -> np.ndarray:
     """Per code in ``range(m)``, the sum of ``values``, exact in int64 (each chunk's
     float64 sums are whole numbers well below 2**53)."""
     out = np.zeros(m, dtype=np.int64)
@@ -185,7 +184,7 @@ def reason_sums(r: RunResult) -> ReasonSums:
 
 
 def sum_by_code(
-    names: np.ndarray, mechanism: np.ndarray, cols: dict[str, np.ndarray | Sparse]
+    names: np.ndarray, mechanism: np.ndarray, cols: dict[str, np.ndarray | LazyColumn]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Events and each column's sum per reason code ``mechanism * len(NAMES) + name``, a
     chunk of events at a time (the temporaries stay small; each chunk's float64 sums are

@@ -671,6 +671,7 @@ def test_native_cycles_by_class_read_as_the_whole_column_would(
     assert np.array_equal(np.asarray(nat), whole)
     assert np.array_equal(nat.astype(np.int64), whole.astype(np.int64))
     assert nat.sum() == int(whole.sum())
+    assert nat.count_nonzero() == np.count_nonzero(whole)
     for part in (slice(0, 7), slice(100, None), slice(len(whole) - 3, len(whole) + 5)):
         assert np.array_equal(nat[part], whole[part])
     mask = synth_trace.hook >= 0
