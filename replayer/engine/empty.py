@@ -256,8 +256,8 @@ class _GuestTables(TableWalk):
         self.clock = 1
         self.stamp: dict[int, int] = {}
         """frame -> the clock at its last change."""
-        self.counted: dict[int, tuple[int, int, int]] = {}
-        """table frame -> (its stamp when counted, its present entries, the lowest)."""
+        self.counted: dict[int, tuple[int, int]] = {}
+        """table frame -> (its stamp when counted, its present entries)."""
         self.dirs: dict[int, _Directory] = {}
         self.wanted: set[int] = set()
         self.done: dict[int, Missing | None] = {}
@@ -293,20 +293,20 @@ class _GuestTables(TableWalk):
             self.done[k] = self.missing()
 
     def _count(self, t: int) -> int:
-        """Present entries of table frame ``t`` (0 for a frame the store never reached)."""
-        return self._counted(t)[1]
-
-    def _counted(self, t: int) -> tuple[int, int, int]:
-        """(stamp, present entries, the lowest present index or -1) of table frame ``t``,
+        """Present entries of table frame ``t`` (0 for a frame the store never reached),
         counted once per change."""
         now = self.stamp.get(t, 0)
         got = self.counted.get(t)
         if got is not None and got[0] == now:
-            return got
+            return got[1]
         gf = self.guest.frames
-        at = np.flatnonzero(gf.page(t) & 1) if t < gf.nframes else np.zeros(0, np.int64)
-        got = self.counted[t] = (now, len(at), int(at[0]) if len(at) else -1)
-        return got
+        c = int(np.count_nonzero(gf.np[t << 10 : (t + 1) << 10] & 1)) if t < gf.nframes else 0
+        self.counted[t] = (now, c)
+        return c
+
+    def _lowest(self, t: int) -> int:
+        """The lowest present index of table frame ``t`` (which has one)."""
+        return int(np.argmax(self.guest.frames.page(t) & 1))
 
     def _directory(self, pd: int) -> _Directory:
         """The directory's present entries, counted afresh."""
@@ -328,7 +328,7 @@ class _GuestTables(TableWalk):
                 if pde & PSE:
                     return i << 10, (pde & 0xFFC00000) | (pde & MEANING)
                 t = pde >> 12
-                k = self._counted(t)[2]
+                k = self._lowest(t)
                 return (i << 10) | k, int(self.guest.frames.mem[(t << 10) | k]) & (
                     PAGE_MASK | (pde & MEANING)
                 )

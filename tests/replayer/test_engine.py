@@ -435,6 +435,29 @@ def test_the_lean_pass_refuses_a_cached_directory_changed_behind_lguest(
     assert {v.check for v in r.violations} == {"mmu.stale"}
 
 
+def test_the_lean_pass_refuses_a_clone_of_a_directory_with_an_update_in_flight(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    # the proof takes only the clone sources' stores and hooks into its last rule; a
+    # clone made while an update of its source waits in VMI's queue must still be refused
+    def build(b: synth.TraceBuilder) -> None:
+        synth.boot(b)
+        pt = b.alloc_frame()
+        b.hook("alloc_pt", pt)
+        b.hook("set_pte", b.ptr(pt, 0), (0x123 << 12) | synth.PAGE_KERNEL)
+        b.hook("set_lazy_mode", 1)
+        b.hook("set_pmd", b.ptr(b.swapper, 0x3F1), (pt << 12) | synth.KERNPG_TABLE)  # queued
+        a = synth.spawn(b, pages=1)  # clones swapper_pg_dir meanwhile
+        b.hook("set_lazy_mode", 0)
+        synth.switch_to(b, a)
+
+    tr = _trace(tmp_path, build)
+    vmi = next(x for x in all_runs() if x.label == "vmi")
+    r = _run(tr, p4, "vmi")
+    assert r.sequential == "exact"
+    _same(r, _alone(tr, vmi, p4, exact=True))
+
+
 def test_lguest_trapping_stores_is_not_resynced_by_a_set_pte(tmp_path: Path, p4: CostTable) -> None:
     def build(b: synth.TraceBuilder) -> None:
         synth.boot(b)
