@@ -248,7 +248,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
                 self.dyn_cols.insert(0, (idx, *cols.T))
             tr.cache["sequential"] = (key, tuple(self.dyn_cols), tuple(self.violations), self.lost)
         if later is not None:
-            release(tr, table, list(later))  # before the columns: the peak holds one or other
+            release(tr, table, list(later))
         # the per-event columns only now, once the pass's whole-trace temporaries (a proof,
         # the empty copies' judge, a walk) are gone: a run's peak holds one or the other
         _, cyc, mech, ex, hc, trp = _static(tr, m, table, absorbed, self.cs)

@@ -68,12 +68,13 @@ class _Proof:
         """Flushes at or before each event."""
         return np.searchsorted(self.flush_at, x, side="right")
 
-    def next_flush(self, x: np.ndarray) -> np.ndarray:
-        """The first flush after each event (the trace's length: the final drain)."""
+    def next_flush(self, x: np.ndarray, upto: np.ndarray | None = None) -> np.ndarray:
+        """The first flush after each event (the trace's length: the final drain);
+        ``upto``: :meth:`flushes_upto` of ``x``, where the caller has it already."""
         fa, n = self.flush_at, self.trace.n
         if not len(fa):
             return np.full(len(x), n, dtype=np.int64)
-        i = self.flushes_upto(x)
+        i = self.flushes_upto(x) if upto is None else upto
         return np.where(i < len(fa), fa[np.minimum(i, len(fa) - 1)], n)
 
     def pd_at(self, st: np.ndarray) -> np.ndarray:
@@ -149,10 +150,11 @@ class _Proof:
         if not ok.all() or not r_alloc[pos].all():
             return False  # a store to a frame never allocated, or released
         r_up = flushes_upto(r_idx)  # once per hook, not once per store
-        late = ~s_q & r_q[pos] & (flushes_upto(s_idx) == r_up[pos])
+        s_up = flushes_upto(s_idx)  # once per store, for both rules
+        late = ~s_q & r_q[pos] & (s_up == r_up[pos])
         nxt = np.minimum(pos + 1, max(len(r_idx) - 1, 0))
         again = (pos + 1 < len(r_idx)) & (r_f[nxt] == s_f)
-        late |= s_q & again & (r_idx[nxt] < next_flush(s_idx))
+        late |= s_q & again & (r_idx[nxt] < next_flush(s_idx, s_up))
         same = r_f[1:] == r_f[:-1]
         overtaken = same & r_q[:-1] & ~r_q[1:]
         overtaken &= r_up[1:] == r_up[:-1]
