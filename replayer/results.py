@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from pvscope import __version__
 from pvscope.errors import TraceError
-from pvscope.schema import REASONS, check_file, sha256_of
+from pvscope.schema import REASONS, REPLAY, check_file, sha256_of
 from replayer import exitstat
 from replayer.backends import MECHANISMS
 from replayer.engine import CHECKS, FAMILIES, RunResult
@@ -67,6 +67,10 @@ _OPTS: dict[str, Any] = {
 }
 ROW_GROUP = 1 << 20
 STATUS = ("ok", "masked", "lost")
+#: ``events.parquet``'s columns as ``pvscope.schema.REPLAY`` declares them: none may be
+#: null, so Parquet stores them as required, without a definition level per value (on
+#: fork's 10.6 M events, writing took 0.49 s instead of 0.75 s, the file the same size).
+EVENTS_SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in REPLAY.columns])
 
 
 def _dict(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
@@ -95,7 +99,8 @@ def events_table(r: RunResult, start: int = 0, stop: int | None = None) -> pa.Ta
             "traps": pa.array(r.traps[part]),
             "batch_flushes": pa.array(r.batch_flushes[part]),
             "batched": pa.array(r.batched[part]),
-        }
+        },
+        schema=EVENTS_SCHEMA,
     )
 
 
