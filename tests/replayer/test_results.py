@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pvscope import schema
 from replayer import api, backends, costs, results
 from replayer.engine.derived import loaded_spaces
 from replayer.trace import Trace, load
@@ -47,6 +48,13 @@ def test_layout_is_hive_partitioned_by_backend(synth_trace: Trace, tmp_path: Pat
     ev = pq.read_table(tmp_path / "res" / "backend=vmi" / "events.parquet")
     assert ev.num_rows == synth_trace.n
     assert ev.column_names[:4] == ["seq", "cycles", "native_cycles", "mechanism"]
+    # the columns as pvscope.schema.REPLAY declares them, required where not nullable
+    declared = schema.REPLAY.columns
+    assert [(f.name, f.type, f.nullable) for f in ev.schema] == [
+        (c.name, c.type, c.nullable) for c in declared
+    ]
+    parquet = pq.ParquetFile(tmp_path / "res" / "backend=vmi" / "events.parquet").schema
+    assert all(parquet.column(i).max_definition_level == 0 for i in range(len(declared)))
     summary = pq.read_table(tmp_path / "res" / "backend=vmi-without-irq-none" / "summary.parquet")
     row = summary.to_pylist()[0]
     assert (row["base"], row["without"], row["fallback"]) == ("vmi", "irq", "none")
