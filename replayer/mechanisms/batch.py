@@ -106,12 +106,17 @@ def plan(queued: np.ndarray, pushes: np.ndarray, drains: np.ndarray, capacity: i
     block's last push; a drain applies what is left.
     """
     n = len(queued)
-    # only pushes, queued events and drains matter: work on their positions
+    # only pushes, queued events and drains matter: work on their positions.  Every
+    # search here is of a few keys or O(n): a search of each push's segment in all the
+    # pushes' took a fifth of this on fork's 4 M pushes, the union of the flushes a third
     dpos = np.flatnonzero(drains)
     ppos = np.flatnonzero(pushes)
     qpos = np.flatnonzero(queued)
-    pseg = np.searchsorted(dpos, ppos)  # segment (drains before) of each push
-    rank = np.arange(len(ppos)) - np.searchsorted(pseg, pseg, side="left")
+    # a push's segment: the drains before it
+    pseg = np.cumsum(drains, dtype=np.int64)[ppos] - drains[ppos]
+    # its rank among its segment's pushes: its position past the segment's first push
+    seg_first = np.flatnonzero(np.diff(pseg, prepend=-1))
+    rank = np.arange(len(ppos)) - np.repeat(seg_first, np.diff(np.append(seg_first, len(ppos))))
     ends = ppos[(rank + 1) % capacity == 0]
     capacity_flush = np.zeros(n, dtype=bool)
     if len(ends) and len(qpos):
@@ -126,5 +131,9 @@ def plan(queued: np.ndarray, pushes: np.ndarray, drains: np.ndarray, capacity: i
     flushed = np.bincount(np.searchsorted(dpos, cf), minlength=nseg) * capacity
     drained = np.zeros(n, dtype=np.int64)
     drained[dpos] = (per_seg - flushed)[: len(dpos)]
-    flushes = np.union1d(cf, dpos[drained[dpos] > 0])
+    # the capacity flushes (queued events) and the drains that apply something (never
+    # queued): apart, so the positions of both are those marked in one mask
+    flushing = capacity_flush.copy()
+    flushing[dpos[drained[dpos] > 0]] = True
+    flushes = np.flatnonzero(flushing)
     return QueuePlan(capacity_flush, drained, flushes, pushes.astype(bool))
