@@ -238,6 +238,8 @@ class _Directory:
     """Per present entry: pages it maps (1024 for a 4 MiB page)."""
     first: tuple[int, int] | None = None
     """(lowest page mapped, its translation), as of ``seen``."""
+    first_j: int = 0
+    """The position in ``pres`` of the entry mapping it (``len(pres)``: none maps a page)."""
 
 
 class _GuestTables(TableWalk):
@@ -258,6 +260,8 @@ class _GuestTables(TableWalk):
         """frame -> the clock at its last change."""
         self.counted: dict[int, tuple[int, int]] = {}
         """table frame -> (its stamp when counted, its present entries)."""
+        self.lowest: dict[int, tuple[int, int]] = {}
+        """table frame -> (its stamp when searched, its lowest present index)."""
         self.dirs: dict[int, _Directory] = {}
         self.wanted: set[int] = set()
         self.done: dict[int, Missing | None] = {}
@@ -305,8 +309,15 @@ class _GuestTables(TableWalk):
         return c
 
     def _lowest(self, t: int) -> int:
-        """The lowest present index of table frame ``t`` (which has one)."""
-        return int(np.argmax(self.guest.frames.page(t) & 1))
+        """The lowest present index of table frame ``t`` (which has one), searched once
+        per change."""
+        now = self.stamp.get(t, 0)
+        got = self.lowest.get(t)
+        if got is not None and got[0] == now:
+            return got[1]
+        k = int(np.argmax(self.guest.frames.page(t) & 1))
+        self.lowest[t] = (now, k)
+        return k
 
     def _directory(self, pd: int) -> _Directory:
         """The directory's present entries, counted afresh."""
@@ -321,9 +332,11 @@ class _GuestTables(TableWalk):
         return _Directory(self.clock, pi, vals, tables, pages)
 
     def _first(self, d: _Directory) -> tuple[int, int] | None:
-        """The lowest page the directory maps, and its translation."""
+        """The lowest page the directory maps, and its translation (its entry's position
+        kept in ``d.first_j``)."""
         for j, c in enumerate(d.pages):
             if c:
+                d.first_j = j
                 i, pde = d.pres[j], d.vals[j]
                 if pde & PSE:
                     return i << 10, (pde & 0xFFC00000) | (pde & MEANING)
@@ -332,6 +345,7 @@ class _GuestTables(TableWalk):
                 return (i << 10) | k, int(self.guest.frames.mem[(t << 10) | k]) & (
                     PAGE_MASK | (pde & MEANING)
                 )
+        d.first_j = len(d.pages)
         return None
 
     def missing(self) -> Missing | None:
@@ -346,12 +360,14 @@ class _GuestTables(TableWalk):
             d = self.dirs[pd] = self._directory(pd)
             d.first = self._first(d)
         else:
-            seen, changed = d.seen, False
+            # the lowest page mapped stays where no table at or before its entry changed
+            seen, lowest = d.seen, -1
             for j, t in d.tables:
                 if stamp.get(t, 0) > seen:
                     d.pages[j] = self._count(t)
-                    changed = True
-            if changed:
+                    if lowest < 0:
+                        lowest = j  # d.tables is in entry order
+            if 0 <= lowest <= d.first_j:
                 d.first = self._first(d)
             d.seen = self.clock
         unf = guest.unflushed
