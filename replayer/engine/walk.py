@@ -67,7 +67,13 @@ class TableWalk:
 
     def walk(self, stops: np.ndarray) -> None:
         """Apply every page-table event, stopping after each of ``stops`` (ascending)."""
-        every = np.union1d(self.ops, stops)
+        # both sorted: marked in one mask rather than sorted together (np.union1d sorted
+        # the 1.3 M of fork's in 0.6 s)
+        mark = np.zeros(self.trace.n, dtype=bool)
+        mark[self.ops] = True
+        mark[stops] = True
+        every = np.flatnonzero(mark)
+        del mark
         a = 0
         for w in range(0, len(every), WINDOW):
             a = self._window(every[w : w + WINDOW], a)
