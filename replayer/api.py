@@ -19,6 +19,7 @@ from pvscope.errors import PvscopeError, UsageError
 from replayer import backends, costs, engine, results
 from replayer.engine import provenance
 from replayer.engine.derived import LoadedSpaces
+from replayer.engine.state import _modes
 from replayer.trace import Trace, load
 
 REPLAY_DIR = "replay"
@@ -96,12 +97,27 @@ def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]
             key = engine.sequential_key(run, table)
         by_key.setdefault(key, []).append(i)
 
-    def weight(ids: list[int]) -> tuple[bool, int]:
+    def weight(ids: list[int]) -> tuple[bool, int, int]:
         run = runs[ids[0]]
         full = run.backend.paravirt and not engine.may_be_lean(run)
-        return full, len(ids)
+        return full, len(ids), _proof_weight(run)
 
     return sorted(by_key.values(), key=weight, reverse=True)
+
+
+def _proof_weight(run: backends.Run) -> int:
+    """How much a run's page-table pass is likely to take, for the order its group goes
+    out in (the longest last leaves one worker idle: on fork, lguest-without-pteupdate-
+    trap's 4 s alone at the end): 2 where its copy is proven against what it discovers
+    or traps (a notified backend not told of allocations, lguest trapping every store),
+    0 where hardware walks the guest's own tables (nothing to prove), else 1."""
+    m = run.model()
+    pte_mode, alloc_mode, _, _ = _modes(run)
+    if m.mmu == "direct":
+        return 0
+    if (m.mmu == "notified" and alloc_mode == "trap") or (m.mmu == "demand" and pte_mode == "trap"):
+        return 2
+    return 1
 
 
 def replay_trace(

@@ -311,3 +311,17 @@ def test_events_written_a_row_group_at_a_time_are_the_bytes_of_the_whole_table(
     results._write_events(r, parts)
     assert pq.ParquetFile(parts).metadata.num_row_groups == -(-synth_trace.n // rows)
     assert whole.read_bytes() == parts.read_bytes()
+
+
+def test_the_groups_likely_longest_go_out_first() -> None:
+    runs = backends.all_runs()
+    order = [[runs[i].label for i in g] for g in api._groups(runs, costs.load("p4"))]
+    singles = [g[0] for g in order if len(g) == 1]
+    # runs that prove their copy against what they discover or trap, before the others;
+    # those whose hardware walks the guest's tables last
+    heavy = {"vmi-without-ptalloc-trap", "xen-pv-without-ptalloc-trap"}
+    heavy.add("lguest-without-pteupdate-trap")
+    first = [s for s in singles if s != "lguest-without-pteupdate-none"][: len(heavy)]
+    assert set(first) == heavy
+    assert singles[-2:] == ["native", "hvm-npt"]
+    assert all(len(a) >= len(b) for a, b in zip(order[2:], order[3:], strict=False))
