@@ -49,6 +49,7 @@ from pvscope.schema import REASONS, REPLAY, check_file, sha256_of
 from replayer import exitstat
 from replayer.backends import MECHANISMS
 from replayer.engine import CHECKS, FAMILIES, RunResult
+from replayer.engine.violations import TEXT
 
 #: Results format version (in every file's schema metadata and the manifest).
 RESULTS_VERSION = 2
@@ -123,12 +124,9 @@ def violations_table(r: RunResult) -> pa.Table:
     v = r.violations
     return pa.table(
         {
-            "seq": pa.array([x.seq for x in v], pa.uint64()),
-            "check": pa.array([x.check for x in v], pa.string()),
-            "field": pa.array([x.field for x in v], pa.string()),
-            "expected": pa.array([x.expected for x in v], pa.string()),
-            "actual": pa.array([x.actual for x in v], pa.string()),
-            "detail": pa.array([x.detail for x in v], pa.string()),
+            "seq": pa.array(v.seqs().astype(np.uint64), pa.uint64()),
+            "check": pa.array(v.checks(), pa.string()),
+            **{c: pa.array(v.column(c), pa.string()) for c in TEXT},
         }
     )
 

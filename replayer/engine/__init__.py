@@ -95,6 +95,7 @@ from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key, structural_key
 from replayer.engine.static import _Costs, _static, cost_classes, native_cycles
 from replayer.engine.summary import group_codes, summarize
+from replayer.engine.violations import Violations
 from replayer.engine.wholerun import guest_instructions
 from replayer.engine.xenpin import apply_pinning, pin_loads, pinned_stores
 from replayer.mechanisms.registers import control_registers, read_mismatches
@@ -223,10 +224,6 @@ def _put(arr: np.ndarray, idx: Any, v: Any) -> None:
     arr[idx[keep]] = v[keep]
 
 
-#: Each check's place in :data:`CHECKS` (the violations' order within an event).
-_CHECK_ORDER = {name: i for i, name in enumerate(CHECKS)}
-
-
 class _Replay(LeanPass, SequentialPass, VirtualCpu):
     """One replay; :meth:`run` does the three passes."""
 
@@ -295,7 +292,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
             traps=trp.view(np.uint32),
             batch_flushes=bf,
             batched=batched,
-            violations=sorted(self.violations, key=lambda v: (v.seq, _CHECK_ORDER[v.check])),
+            violations=Violations(self.violations),
             interrupts=ints,
             sequential=how,
         )

@@ -19,6 +19,7 @@ from replayer.engine.common import _APIC_HOOKS, _H, _NHOOKS, _PRIVILEGED, _cache
 from replayer.engine.derived import _frames_needed, _pte_entries, absorbed_mmio, tables_at
 from replayer.engine.result import Violation
 from replayer.engine.state import ReplayState
+from replayer.engine.violations import Reported, ViolationBlock
 from replayer.mechanisms.apic import (
     IOAPIC_BASE,
     LAPIC_BASE,
@@ -306,12 +307,19 @@ class DeviceChecks(ReplayState):
             cpl_none = self.run_.without == "cpl" and self.run_.fallback == "none"
             bad = _cached(tr, f"cpl 0 {cpl_none}", lambda t: _at_cpl0(t, cpl_none))
             names = [h.name for h in HOOKS] + ["event"]  # a hook id of -1: no hook call
-            detail = {
-                w: f"{w} runs at CPL 0 where {m.name} requires the kernel at CPL 1" for w in names
-            }
-            self.violations.extend(
-                Violation(k, "privilege", names[h], "CPL 1", "CPL 0", detail[names[h]])
-                for k, h in zip(bad.tolist(), tr.hook[bad].tolist(), strict=True)
+            detail = [
+                f"{w} runs at CPL 0 where {m.name} requires the kernel at CPL 1" for w in names
+            ]
+            # one row per event at CPL 0 (every hook call of a -without-cpl-none): column-wise
+            which = tr.hook[bad].astype(np.int64) % len(names)
+            one = np.zeros(len(bad), dtype=np.int64)
+            self.violations.append(
+                ViolationBlock(
+                    "privilege",
+                    np.asarray(bad, dtype=np.int64),
+                    {"field": which, "expected": one, "actual": one, "detail": which},
+                    {"field": names, "expected": ["CPL 1"], "actual": ["CPL 0"], "detail": detail},
+                )
             )
 
 
@@ -359,14 +367,16 @@ class _Devices(DeviceChecks):
         self.apic_seen = apic_seen
         self.lapic, self.ioapic = VirtualLapic(), VirtualIoapic()
         self.lost: dict[int, str] = {}
-        self.violations: list[Violation] = []
+        self.violations: Reported = []
 
 
 def _no_mmu_check(seq: int, reason: str) -> None:
     return None
 
 
-def device_pass(trace: Trace, apic_seen: bool) -> tuple[tuple[Violation, ...], dict[int, str]]:
+def device_pass(
+    trace: Trace, apic_seen: bool
+) -> tuple[tuple[Violation | ViolationBlock, ...], dict[int, str]]:
     """The devices event by event (interrupts, APIC hooks, device MMIO no hook made,
     checkpoints' device registers): their violation rows in event order and the recorded
     interrupts they would not take, with why.  They depend on the trace and on whether the

@@ -40,12 +40,12 @@ from replayer.engine.empty import (
     schedule,
 )
 from replayer.engine.proofs import _Proof
-from replayer.engine.result import Violation
 from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
 from replayer.engine.untold import UntoldShadow, untold
+from replayer.engine.violations import ViolationBlock
 from replayer.mechanisms.batch import (
     LAZY_CPU,
     LAZY_FLUSH,
@@ -223,21 +223,29 @@ class LeanPass(TracedPass, DeviceChecks):
         p = self._plain_costs()
         more = partial(_empty_copy_states, tr, self.table)
         found = empty_copy_checks(tr, self._schedule(p), more)
-        none = _hex(0)
         # most rows repeat a page, its translation and a detail: the strings are made once
-        # and shared by the rows that say them (half a million rows on fork)
-        said: dict[tuple[int, int, int, str], tuple[str, str, str]] = {}
-        out = self.violations
-        for seq, pages, vpn, exp, reason in found:
-            key = (vpn, exp, pages, reason)
-            got = said.get(key)
-            if got is None:
-                got = said[key] = (
-                    f"va {vpn << 12:#010x}",
-                    _hex(exp),
-                    f"{pages} page(s) wrong at {reason}",
-                )
-            out.append(Violation(seq, "mmu.missing", got[0], got[1], none, got[2]))
+        # per (page, translation, pages, reason) and the rows (half a million on fork) kept
+        # column-wise as codes into them
+        said: dict[tuple[int, int, int, str], int] = {}
+        code = np.empty(len(found), dtype=np.int64)
+        seqs = np.empty(len(found), dtype=np.int64)
+        for r, (seq, pages, vpn, exp, reason) in enumerate(found):
+            seqs[r] = seq
+            code[r] = said.setdefault((vpn, exp, pages, reason), len(said))
+        keys = list(said)
+        self.violations.append(
+            ViolationBlock(
+                "mmu.missing",
+                seqs,
+                {"field": code, "expected": code, "actual": np.zeros_like(code), "detail": code},
+                {
+                    "field": [f"va {vpn << 12:#010x}" for vpn, _, _, _ in keys],
+                    "expected": [_hex(exp) for _, exp, _, _ in keys],
+                    "actual": [_hex(0)],
+                    "detail": [f"{pages} page(s) wrong at {why}" for _, _, pages, why in keys],
+                },
+            )
+        )
         self._lean_devices()
 
     def _untold(self) -> None:

@@ -8,7 +8,7 @@ each belongs to (:data:`FAMILY`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from replayer.trace import (
     KINDS,
     Trace,
 )
+
+if TYPE_CHECKING:
+    from replayer.engine.violations import Violations
 
 #: Check names, in the order summaries list them.
 CHECKS = (
@@ -210,7 +213,8 @@ class RunResult:
     traps: np.ndarray
     batch_flushes: Sparse
     batched: Sparse
-    violations: list[Violation]
+    violations: Violations
+    """In the table's order (:class:`replayer.engine.violations.Violations`)."""
     interrupts: dict[str, np.ndarray]
     summary: dict[str, Any] = field(default_factory=dict)
     sequential: str = "exact"

@@ -17,6 +17,7 @@ from replayer.backends import (
 from replayer.costs import CostTable
 from replayer.engine.result import Violation
 from replayer.engine.static import _Costs, _stateful
+from replayer.engine.violations import Reported
 from replayer.mechanisms.apic import (
     VirtualIoapic,
     VirtualLapic,
@@ -72,7 +73,7 @@ class ReplayState:
         self.model = run.model()
         self.table = table
         self.full_check = full_check
-        self.violations: list[Violation] = []
+        self.violations: Reported = []
         m = self.model
         self.mirror = m.mmu in ("direct", "traced")
         self.pte_mode, self.alloc_mode, self.apic_seen, self.irq_tracks = _modes(run)

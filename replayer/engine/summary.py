@@ -16,7 +16,6 @@ from replayer.backends import (
 )
 from replayer.engine.common import _cached
 from replayer.engine.result import (
-    CHECKS,
     FAMILIES,
     FAMILY,
     NAMES,
@@ -60,9 +59,7 @@ def as_expected(expected: tuple[str, ...], families: dict[str, int]) -> bool:
 def summarize(r: RunResult) -> dict[str, Any]:
     """The JSON-able summary of one replay (deterministic)."""
     run = r.run
-    counts = dict.fromkeys(CHECKS, 0)
-    for v in r.violations:
-        counts[v.check] += 1
+    counts = r.violations.counts()
     fam = dict.fromkeys(FAMILIES, 0)
     for name, count in counts.items():
         fam[FAMILY[name]] += count
