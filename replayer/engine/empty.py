@@ -44,8 +44,10 @@ from replayer.engine.common import (
     FL_USER,
     WCR3,
     _cached,
+    _hex,
 )
 from replayer.engine.state import _modes
+from replayer.engine.violations import ViolationBlock
 from replayer.engine.walk import TableWalk, table_changes
 from replayer.mechanisms import bulk
 from replayer.mechanisms.batch import QueuePlan
@@ -125,12 +127,20 @@ class Schedule:
         """What each of checks ``rows`` was made at (one lookup per row, no numpy scalar)."""
         if not rows:
             return []
-        at = np.asarray(rows, dtype=np.int64)
-        # one key per (code, argument): codes from -2, arguments below 2^33 (a uint32
-        # argument, or a flush group's index)
-        keys, which = np.unique((self._code[at] + 2) << 33 | self._arg[at], return_inverse=True)
-        said = [self._said_of((k >> 33) - 2, k & ((1 << 33) - 1)) for k in keys.tolist()]
+        keys, which = np.unique(self.reason_keys(rows), return_inverse=True)
+        said = [self.said(k) for k in keys.tolist()]
         return [said[k] for k in which.tolist()]
+
+    def reason_keys(self, rows: list[int] | np.ndarray) -> np.ndarray:
+        """A key per check of ``rows`` for what it was made at (:meth:`said`): one per
+        (code, argument), codes from -2, arguments below 2^33 (a uint32 argument, or a
+        flush group's index)."""
+        at = np.asarray(rows, dtype=np.int64)
+        return (self._code[at] + 2) << 33 | self._arg[at]
+
+    def said(self, key: int) -> str:
+        """What the checks of :meth:`reason_keys` ``key`` were made at."""
+        return self._said_of((key >> 33) - 2, key & ((1 << 33) - 1))
 
     def _said_of(self, code: int, arg: int) -> str:
         key = (code, arg)
@@ -409,42 +419,88 @@ class _GuestTables(TableWalk):
 JUDGED = "empty copy checks"
 
 
-def judged(trace: Trace, states: list[int], more: Callable[[], set[int]]) -> list[Missing | None]:
+@dataclass
+class Judged:
+    """What checks against an empty copy find, by state (ascending; -1: before the first
+    change of the tables): pages missing (0: nothing found), the lowest and the guest's
+    translation of it."""
+
+    states: np.ndarray
+    pages: np.ndarray
+    vpn: np.ndarray
+    exp: np.ndarray
+
+    @classmethod
+    def of(cls, states: list[int], found: list[Missing | None]) -> Judged:
+        """From the states judged (none of them -1) and what each check found."""
+        cols = np.zeros((len(found) + 1, 3), dtype=np.int64)
+        cols[1:] = [f if f is not None else (0, 0, 0) for f in found]
+        at = np.concatenate(([-1], np.asarray(states, dtype=np.int64)))
+        return cls(at, cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy())
+
+    def holds(self, states: np.ndarray) -> bool:
+        """Whether every one of ``states`` is judged."""
+        i = np.minimum(np.searchsorted(self.states, states), len(self.states) - 1)
+        return bool((self.states[i] == states).all())
+
+
+def judged(
+    trace: Trace, states: list[int] | np.ndarray, more: Callable[[], set[int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What a check against an empty copy finds after each of ``states`` (event
-    indices), in their order, by the last event before it that changed the tables.
-    Judged in one pass over the trace, together with ``more()`` (the states other runs
-    will ask for), and kept on the trace for them."""
+    indices), in their order, by the last event before it that changed the tables: pages
+    missing (0: nothing found), the lowest and the guest's translation of it.  Judged in
+    one pass over the trace, together with ``more()`` (the states other runs will ask
+    for), and kept on the trace for them (:class:`Judged`)."""
     changes = _cached(trace, "table changes", table_changes)
 
-    def last(at: list[int]) -> np.ndarray:
+    def last(at: list[int] | np.ndarray) -> np.ndarray:
         i = np.searchsorted(changes, np.asarray(at, dtype=np.int64), side="right") - 1
         return np.where(i >= 0, changes[np.maximum(i, 0)], -1)
 
     mine = last(states)
-    got: dict[int, Missing | None] = trace.cache.get(JUDGED, {})
-    if not all(s in got for s in set(mine.tolist())):
-        want = sorted(set(mine.tolist()) | set(last(sorted(more())).tolist()) | set(got))
-        todo = [s for s in want if s >= 0]
-        got = dict(zip(todo, _GuestTables(trace).judge(todo), strict=True))
-        got[-1] = None
-        trace.cache[JUDGED] = got
-    return [got[c] for c in mine.tolist()]
+    got: Judged | None = trace.cache.get(JUDGED)
+    if got is None or not got.holds(mine):
+        want = np.union1d(mine, last(sorted(more())))
+        if got is not None:
+            want = np.union1d(want, got.states)
+        todo = want[want >= 0].tolist()
+        got = trace.cache[JUDGED] = Judged.of(todo, _GuestTables(trace).judge(todo))
+    i = np.searchsorted(got.states, mine)
+    return got.pages[i], got.vpn[i], got.exp[i]
 
 
-def empty_copy_checks(
-    trace: Trace, where: Schedule, more: Callable[[], set[int]]
-) -> list[tuple[int, int, int, int, str]]:
-    """Every check that finds something against an empty copy, of the checks ``where``
-    says (:func:`schedule`): (event, pages, lowest page, the guest's translation of it,
-    what the check was made at).  ``more``: the states other runs' checks are judged in
-    (:func:`judged`)."""
-    seqs = where.seqs
-    rows, hits = [], []
-    for i, f in enumerate(judged(trace, where.states, more)):
-        if f is not None:
-            rows.append(i)
-            hits.append(f)
-    return [
-        (seqs[i], f[0], f[1], f[2], reason)
-        for i, f, reason in zip(rows, hits, where.reasons(rows), strict=True)
-    ]
+def empty_copy_rows(trace: Trace, where: Schedule, more: Callable[[], set[int]]) -> ViolationBlock:
+    """The ``mmu.missing`` row of every check that finds something against an empty
+    copy, of the checks ``where`` says (:func:`schedule`), in their order: the lowest page
+    missing, the guest's translation of it, none, and how many pages at what.  ``more``:
+    the states other runs' checks are judged in (:func:`judged`).
+
+    Most rows repeat a page, its translation and a detail: the strings are made once per
+    (page, translation, pages, what the check was made at), and the rows (half a million
+    on fork) are codes into them."""
+    pages, vpn, exp = judged(trace, where.states, more)
+    hit = np.flatnonzero(pages)
+    # each row's (page, translation, pages, reason), numbered as distinct (by a sort of the
+    # four columns: np.unique of the rows took a second a run on fork)
+    key = np.stack([vpn[hit], exp[hit], pages[hit], where.reason_keys(hit)])
+    o = np.lexsort(key[::-1])
+    ordered = key[:, o]
+    new = np.ones(len(hit), dtype=bool)
+    new[1:] = (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)
+    code = np.empty(len(hit), dtype=np.int64)
+    code[o] = np.cumsum(new) - 1
+    s_vpn, s_exp, s_pages, s_why = (c.tolist() for c in ordered[:, new])
+    return ViolationBlock(
+        "mmu.missing",
+        np.asarray(where.seqs, dtype=np.int64)[hit],
+        {"field": code, "expected": code, "actual": np.zeros_like(code), "detail": code},
+        {
+            "field": [f"va {v << 12:#010x}" for v in s_vpn],
+            "expected": [_hex(e) for e in s_exp],
+            "actual": [_hex(0)],
+            "detail": [
+                f"{n} page(s) wrong at {where.said(k)}" for n, k in zip(s_pages, s_why, strict=True)
+            ],
+        },
+    )

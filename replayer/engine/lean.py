@@ -28,14 +28,13 @@ from replayer.engine.common import (
     _RELEASES,
     LAZY,
     _cached,
-    _hex,
     _kept,
 )
 from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.empty import (
     Schedule,
     copy_stays_empty,
-    empty_copy_checks,
+    empty_copy_rows,
     judged,
     schedule,
 )
@@ -45,7 +44,6 @@ from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
 from replayer.engine.untold import UntoldShadow, untold
-from replayer.engine.violations import ViolationBlock
 from replayer.mechanisms.batch import (
     LAZY_CPU,
     LAZY_FLUSH,
@@ -222,30 +220,7 @@ class LeanPass(TracedPass, DeviceChecks):
         tr = self.trace
         p = self._plain_costs()
         more = partial(_empty_copy_states, tr, self.table)
-        found = empty_copy_checks(tr, self._schedule(p), more)
-        # most rows repeat a page, its translation and a detail: the strings are made once
-        # per (page, translation, pages, reason) and the rows (half a million on fork) kept
-        # column-wise as codes into them
-        said: dict[tuple[int, int, int, str], int] = {}
-        code = np.empty(len(found), dtype=np.int64)
-        seqs = np.empty(len(found), dtype=np.int64)
-        for r, (seq, pages, vpn, exp, reason) in enumerate(found):
-            seqs[r] = seq
-            code[r] = said.setdefault((vpn, exp, pages, reason), len(said))
-        keys = list(said)
-        self.violations.append(
-            ViolationBlock(
-                "mmu.missing",
-                seqs,
-                {"field": code, "expected": code, "actual": np.zeros_like(code), "detail": code},
-                {
-                    "field": [f"va {vpn << 12:#010x}" for vpn, _, _, _ in keys],
-                    "expected": [_hex(exp) for _, exp, _, _ in keys],
-                    "actual": [_hex(0)],
-                    "detail": [f"{pages} page(s) wrong at {why}" for _, _, pages, why in keys],
-                },
-            )
-        )
+        self.violations.append(empty_copy_rows(tr, self._schedule(p), more))
         self._lean_devices()
 
     def _untold(self) -> None:
