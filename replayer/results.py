@@ -66,6 +66,15 @@ _OPTS: dict[str, Any] = {
     # file, and a quarter of the time writing takes
     "column_encoding": {"seq": "DELTA_BINARY_PACKED"},
 }
+#: ``events.parquet``'s: a run's cycles take a few dozen values (a cost class's each) and
+#: are dictionary-coded like its mechanism, and LZ4 compresses where zstd took most of the
+#: time.  On fork's 10.6 M events (vmi) a run's events wrote in 0.34 s instead of 0.49 s,
+#: in a file of the same size (10.3 MB), that DuckDB sums 40 % faster.
+_EVENTS_OPTS: dict[str, Any] = {
+    **{k: v for k, v in _OPTS.items() if k != "compression_level"},
+    "compression": "lz4",
+    "use_dictionary": ["mechanism", "cycles", "native_cycles"],
+}
 ROW_GROUP = 1 << 20
 STATUS = ("ok", "masked", "lost")
 #: ``events.parquet``'s columns as ``pvscope.schema.REPLAY`` declares them: none may be
@@ -80,9 +89,9 @@ def _dict(codes: np.ndarray, names: tuple[str, ...]) -> pa.DictionaryArray:
     )
 
 
-def _write(table: pa.Table, path: Path) -> None:
+def _write(table: pa.Table, path: Path, opts: dict[str, Any] = _OPTS) -> None:
     table = table.replace_schema_metadata(META)
-    pq.write_table(table, path, row_group_size=ROW_GROUP, **_OPTS)
+    pq.write_table(table, path, row_group_size=ROW_GROUP, **opts)
 
 
 def events_table(r: RunResult, start: int = 0, stop: int | None = None) -> pa.Table:
@@ -111,10 +120,10 @@ def _write_events(r: RunResult, path: Path) -> None:
     of ``seq``) beside the run's own."""
     n = r.trace.n
     if not n:
-        _write(events_table(r), path)
+        _write(events_table(r), path, _EVENTS_OPTS)
         return
     schema = events_table(r, 0, 0).schema.with_metadata(META)
-    with pq.ParquetWriter(path, schema, **_OPTS) as w:
+    with pq.ParquetWriter(path, schema, **_EVENTS_OPTS) as w:
         for a in range(0, n, ROW_GROUP):
             w.write_table(events_table(r, a, a + ROW_GROUP), row_group_size=ROW_GROUP)
 

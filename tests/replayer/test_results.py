@@ -307,7 +307,7 @@ def test_events_written_a_row_group_at_a_time_are_the_bytes_of_the_whole_table(
     monkeypatch.setattr(results, "ROW_GROUP", rows)
     r = api.engine.replay(synth_trace, backends.Run(backends.BACKENDS["xen-pv"]), costs.load("p4"))
     whole, parts = tmp_path / "whole.parquet", tmp_path / "parts.parquet"
-    results._write(results.events_table(r), whole)
+    results._write(results.events_table(r), whole, results._EVENTS_OPTS)
     results._write_events(r, parts)
     assert pq.ParquetFile(parts).metadata.num_row_groups == -(-synth_trace.n // rows)
     assert whole.read_bytes() == parts.read_bytes()
