@@ -355,8 +355,10 @@ class LeanPass(TracedPass, DeviceChecks):
         put(other[idx], cs.t(m.wp_fault))
         flush_t = cs.t(m.flush_cost)
         entry = table["batch_entry"]
-        at = np.minimum(np.searchsorted(ev, idx), max(len(ev) - 1, 0))
-        d = np.where(drains[idx], qp.drained[at] if len(ev) else 0, 0).astype(np.int64)
+        # what each drain applies (the drains are a few of idx: only they are searched)
+        d = np.zeros(len(idx), dtype=np.int64)
+        di = np.flatnonzero(drains[idx])
+        d[di] = qp.drained[np.searchsorted(ev, idx[di])]
         dm = d > 0
         lz = dm & (h[idx] == LAZY)
         cy[dm & ~lz] += flush_t[0] + d[dm & ~lz] * entry

@@ -55,3 +55,21 @@ def test_no_rows() -> None:
     v = Violations([_block("privilege", [], [])])
     assert len(v) == 0 and v == [] and not v and list(v) == []
     assert v.column("field") == [] and set(v.counts().values()) == {0}
+
+
+def test_a_block_of_strings_codes_each_once() -> None:
+    b = ViolationBlock.of(
+        "irq.lost",
+        np.array([4, 2, 9]),
+        field="vector",
+        expected=["0x20", "0x21", "0x20"],
+        actual="never delivered",
+        detail=["a", "b", "c"],
+    )
+    assert b.strings["expected"] == ["0x20", "0x21"] and b.codes["expected"].tolist() == [0, 1, 0]
+    assert [b.row(i) for i in range(3)] == [
+        Violation(4, "irq.lost", "vector", "0x20", "never delivered", "a"),
+        Violation(2, "irq.lost", "vector", "0x21", "never delivered", "b"),
+        Violation(9, "irq.lost", "vector", "0x20", "never delivered", "c"),
+    ]
+    assert [v.seq for v in Violations([b])] == [2, 4, 9]
