@@ -18,7 +18,6 @@ from pvscope import schema
 from pvscope.errors import PvscopeError, UsageError
 from replayer import backends, costs, engine, results
 from replayer.engine import provenance
-from replayer.engine.derived import LoadedSpaces
 from replayer.engine.state import _modes
 from replayer.trace import Trace, load
 
@@ -262,15 +261,16 @@ def _die_with_parent() -> None:
 _SPACES_OF: Trace | None = None
 
 
-def _spaces() -> LoadedSpaces:
-    """In a helper: :func:`replayer.engine.loaded_spaces` of the shared trace."""
+def _spaces() -> dict[str, Any]:
+    """In a helper: :func:`replayer.engine.spaced` of the shared trace."""
     assert _SPACES_OF is not None
-    return engine.loaded_spaces(_SPACES_OF)
+    return engine.spaced(_SPACES_OF)
 
 
 def _prepare(tr: Trace) -> None:
-    """:func:`replayer.engine.prepare` on two cores: the tables the loaded directory
-    names over the trace (its longest part) worked out in a forked helper meanwhile."""
+    """:func:`replayer.engine.prepare` on two cores: the tables the loaded directory names
+    over the trace and what reads them (its longest part) worked out in a forked helper
+    meanwhile."""
     global _SPACES_OF
     _SPACES_OF = tr
     try:

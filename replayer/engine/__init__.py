@@ -73,7 +73,6 @@ from replayer.engine.checks import device_pass, trace_mmu_checks
 from replayer.engine.common import _H, _cached, _kept
 from replayer.engine.cpu import VirtualCpu
 from replayer.engine.derived import (
-    LoadedSpaces,
     _fill_table,
     absorbed_mmio,
     fill_changes,
@@ -119,6 +118,8 @@ __all__ = [
     "native_cycles",
     "native_key",
     "prepare",
+    "spaced",
+    "SPACED",
     "pte_entries",
     "release",
     "replay",
@@ -127,13 +128,29 @@ __all__ = [
 ]
 
 
-def prepare(trace: Trace, spaces: Callable[[], LoadedSpaces] | None = None) -> None:
+#: What reads the tables the loaded directory names over the trace (:func:`spaced`), by
+#: cache key: the longest part of :func:`prepare`, and what needs nothing else of it.
+SPACED = ("loaded_spaces", "loaded_table_stores", "xen_pinned_stores", "xen_pin_loads")
+
+
+def spaced(trace: Trace) -> dict[str, Any]:
+    """The part of :func:`prepare` that reads the tables the loaded directory names: those
+    tables over the trace (:func:`loaded_spaces`), the stores into them and Xen's pinned
+    stores and pin loads, by cache key (:data:`SPACED`); it needs only the entries each
+    store names, so a helper can work it out while :func:`prepare` does the rest."""
+    _cached(trace, "loaded_spaces", loaded_spaces)
+    _cached(trace, "loaded_table_stores", loaded_table_stores)
+    _cached(trace, "xen_pinned_stores", pinned_stores)
+    _cached(trace, "xen_pin_loads", pin_loads)
+    return {k: trace.cache[k] for k in SPACED}
+
+
+def prepare(trace: Trace, spaces: Callable[[], dict[str, Any]] | None = None) -> None:
     """Derive what every replay of ``trace`` shares (kept in ``trace.cache``), so that
     processes forked afterwards start with it.
 
-    ``spaces``: gives :func:`loaded_spaces` worked out elsewhere meanwhile (a helper
-    process: it is the longest part); asked for once the parts that do not need it are
-    done."""
+    ``spaces``: gives :func:`spaced` worked out elsewhere meanwhile (a helper process: it
+    is the longest part); asked for once the parts that do not need it are done."""
     absorbed = _cached(trace, "absorbed", absorbed_mmio)
     _cached(trace, "cost classes", lambda t: cost_classes(t, absorbed))
     _cached(trace, "group_codes", group_codes)
@@ -147,12 +164,9 @@ def prepare(trace: Trace, spaces: Callable[[], LoadedSpaces] | None = None) -> N
     _cached(trace, "lazy_mode", lazy_mode)
     _cached(trace, "hook slots", hook_slots)
     # then what reads the tables the loaded directory names
-    if spaces is not None and "loaded_spaces" not in trace.cache:
-        trace.cache["loaded_spaces"] = spaces()
-    _cached(trace, "loaded_spaces", loaded_spaces)
-    _cached(trace, "loaded_table_stores", loaded_table_stores)
-    _cached(trace, "xen_pinned_stores", pinned_stores)
-    _cached(trace, "xen_pin_loads", pin_loads)
+    if spaces is not None and any(k not in trace.cache for k in SPACED):
+        trace.cache.update(spaces())
+    spaced(trace)
 
 
 def native_key(table: CostTable) -> str:

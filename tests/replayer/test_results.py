@@ -14,7 +14,6 @@ import pytest
 
 from pvscope import schema
 from replayer import api, backends, costs, results
-from replayer.engine.derived import loaded_spaces
 from replayer.trace import Trace, load
 
 FILES = {
@@ -108,8 +107,8 @@ def test_runs_in_worker_processes_give_the_same_bytes_as_in_turn(
 def _spaces_signed() -> Any:
     """api._spaces, signed with the process that worked them out."""
     assert api._SPACES_OF is not None
-    got = api.engine.loaded_spaces(api._SPACES_OF)
-    setattr(got, "worked_out_in", os.getpid())  # noqa: B010 - not a field of its own
+    got = api.engine.spaced(api._SPACES_OF)
+    got["worked out in"] = os.getpid()
     return got
 
 
@@ -119,12 +118,19 @@ def test_the_loaded_spaces_a_helper_works_out_are_those_worked_out_here(
     monkeypatch.setattr(api, "_spaces", _spaces_signed)
     tr = load(fork_path)
     api._prepare(tr)
-    got, want = tr.cache["loaded_spaces"], loaded_spaces(load(fork_path))
-    assert got.worked_out_in != os.getpid()  # in the helper, sent back
-    assert len(want.spells) and want.at_cr3 and want.at_invlpg
-    assert np.array_equal(got.spells, want.spells)
-    assert got.at_cr3 == want.at_cr3 and got.at_invlpg == want.at_invlpg
-    assert "xen_pin_loads" in tr.cache  # and what reads them, after
+    here = load(fork_path)
+    want = api.engine.spaced(here)
+    assert tr.cache.pop("worked out in") != os.getpid()  # in the helper, sent back
+    got = {k: tr.cache[k] for k in api.engine.SPACED}
+    assert len(want["loaded_spaces"].spells) and want["loaded_spaces"].at_cr3
+    assert np.array_equal(got["loaded_spaces"].spells, want["loaded_spaces"].spells)
+    g, w = got["loaded_spaces"], want["loaded_spaces"]
+    assert g.at_cr3 == w.at_cr3 and g.at_invlpg == w.at_invlpg
+    for k in ("loaded_table_stores", "xen_pinned_stores"):
+        assert np.array_equal(got[k], want[k]) and got[k].any(), k
+    assert got["xen_pin_loads"].keys() == want["xen_pin_loads"].keys()
+    for k, v in want["xen_pin_loads"].items():
+        assert np.array_equal(np.asarray(got["xen_pin_loads"][k]), np.asarray(v))
 
 
 def test_a_run_copied_to_another_process_is_the_same_model() -> None:
