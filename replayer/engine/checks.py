@@ -312,13 +312,14 @@ class DeviceChecks(ReplayState):
             ]
             # one row per event at CPL 0 (every hook call of a -without-cpl-none): column-wise
             which = tr.hook[bad].astype(np.int64) % len(names)
-            one = np.zeros(len(bad), dtype=np.int64)
             self.violations.append(
-                ViolationBlock(
+                ViolationBlock.of(
                     "privilege",
-                    np.asarray(bad, dtype=np.int64),
-                    {"field": which, "expected": one, "actual": one, "detail": which},
-                    {"field": names, "expected": ["CPL 1"], "actual": ["CPL 0"], "detail": detail},
+                    bad,
+                    field=(which, names),
+                    expected="CPL 1",
+                    actual="CPL 0",
+                    detail=(which, detail),
                 )
             )
 

@@ -491,16 +491,12 @@ def empty_copy_rows(trace: Trace, where: Schedule, more: Callable[[], set[int]])
     code = np.empty(len(hit), dtype=np.int64)
     code[o] = np.cumsum(new) - 1
     s_vpn, s_exp, s_pages, s_why = (c.tolist() for c in ordered[:, new])
-    return ViolationBlock(
+    detail = [f"{n} page(s) wrong at {where.said(k)}" for n, k in zip(s_pages, s_why, strict=True)]
+    return ViolationBlock.of(
         "mmu.missing",
         np.asarray(where.seqs, dtype=np.int64)[hit],
-        {"field": code, "expected": code, "actual": np.zeros_like(code), "detail": code},
-        {
-            "field": [f"va {v << 12:#010x}" for v in s_vpn],
-            "expected": [_hex(e) for e in s_exp],
-            "actual": [_hex(0)],
-            "detail": [
-                f"{n} page(s) wrong at {where.said(k)}" for n, k in zip(s_pages, s_why, strict=True)
-            ],
-        },
+        field=(code, [f"va {v << 12:#010x}" for v in s_vpn]),
+        expected=(code, [_hex(e) for e in s_exp]),
+        actual=_hex(0),
+        detail=(code, detail),
     )

@@ -41,19 +41,24 @@ class ViolationBlock:
     strings: dict[str, list[str]]
 
     @classmethod
-    def of(cls, check: str, seq: np.ndarray, **cols: str | list[str]) -> ViolationBlock:
-        """Rows of ``check`` at events ``seq`` from each column of :data:`TEXT` given as
-        one string for every row or a list of one per row (each string coded once)."""
+    def of(
+        cls, check: str, seq: np.ndarray, **cols: str | list[str] | tuple[np.ndarray, list[str]]
+    ) -> ViolationBlock:
+        """Rows of ``check`` at events ``seq``, each column of :data:`TEXT` given as one
+        string for every row, a list of one per row (each string coded once), or codes
+        already made and the strings they index."""
         codes: dict[str, np.ndarray] = {}
         strings: dict[str, list[str]] = {}
         for c in TEXT:
             v = cols[c]
             if isinstance(v, str):
                 codes[c], strings[c] = np.zeros(len(seq), dtype=np.int64), [v]
-                continue
-            said: dict[str, int] = {}
-            codes[c] = np.fromiter((said.setdefault(x, len(said)) for x in v), np.int64, len(v))
-            strings[c] = list(said)
+            elif isinstance(v, tuple):
+                codes[c], strings[c] = np.asarray(v[0], dtype=np.int64), v[1]
+            else:
+                said: dict[str, int] = {}
+                codes[c] = np.fromiter((said.setdefault(x, len(said)) for x in v), np.int64, len(v))
+                strings[c] = list(said)
         return cls(check, np.asarray(seq, dtype=np.int64), codes, strings)
 
     def __len__(self) -> int:
