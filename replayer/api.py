@@ -19,6 +19,7 @@ from pvscope.errors import PvscopeError, UsageError
 from replayer import backends, costs, engine, results
 from replayer.engine import provenance
 from replayer.engine.state import _modes
+from replayer.engine.untold import untold
 from replayer.trace import Trace, load
 
 REPLAY_DIR = "replay"
@@ -88,13 +89,17 @@ def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]
         # runs whose copy stays empty share the one pass that judges all their checks, and
         # write-protecting VMMs with one flood threshold the walk of their tracer
         m = run.model()
-        if engine.copy_stays_empty(run):
+        if engine.copy_stays_empty(run) or untold(run):
+            # lguest told of no store walks the guest's tables for its own checks and,
+            # going first, judges the empty copies' on its way
             key = "empty copy"
         elif m.mmu == "traced":
             key = f"traced walk {m.flood_threshold}"
         else:
             key = engine.sequential_key(run, table)
         by_key.setdefault(key, []).append(i)
+    for ids in by_key.values():
+        ids.sort(key=lambda i: not untold(runs[i]))
 
     def weight(ids: list[int]) -> tuple[bool, int, int]:
         run = runs[ids[0]]

@@ -246,6 +246,7 @@ class _Replay(LeanPass, SequentialPass, VirtualCpu):
     ) -> RunResult:
         tr, m, table = self.trace, self.model, self.table
         n = tr.n
+        self.later = list(later or ())
         absorbed = _cached(tr, "absorbed", absorbed_mmio)
         self.cs = _Costs(m, table)
         self.vif_b = _cached(  # read only

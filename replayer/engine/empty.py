@@ -51,11 +51,12 @@ from replayer.engine.violations import ViolationBlock
 from replayer.engine.walk import TableWalk, table_changes
 from replayer.mechanisms import bulk
 from replayer.mechanisms.batch import QueuePlan
-from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.coherence import Entries, ViewPair
 from replayer.mechanisms.pagetables import (
     MEANING,
     PAGE_MASK,
     PSE,
+    GuestMMU,
     Olds,
 )
 from replayer.trace import Trace
@@ -252,19 +253,24 @@ class _Directory:
     """The position in ``pres`` of the entry mapping it (``len(pres)``: none maps a page)."""
 
 
-class _GuestTables(TableWalk):
-    """The guest's tables and unflushed entries, advanced over the trace's page-table
-    events, and what an empty copy's check finds in them.
+class EmptyJudge:
+    """What a check against an empty copy finds in the guest's tables, as a walk of the
+    page-table events (:class:`~replayer.engine.walk.TableWalk`) keeps them: the walk says
+    which frames each run of stores or fill changed (:meth:`stamp_run`,
+    :meth:`stamp_frame`) and calls :meth:`stop` after each of its stops, the ``wanted``
+    ones among them.  Any walk of those events will do: :class:`_GuestTables`, the guest's
+    tables alone, or lguest's untold shadow's (:mod:`replayer.engine.untold`), which
+    judges the empty copies' checks on its way when they are replayed after it.
 
     A change clock stamps every frame a store or fill changes; a directory's count is
     redone where its directory or one of its tables changed since its last check, and a
     table's present entries are counted once per change.
     """
 
-    def __init__(self, trace: Trace) -> None:
-        super().__init__(trace)
+    def __init__(self, guest: GuestMMU, wanted: list[int]) -> None:
+        self.guest = guest
         # the simulation's comparison, against a view that stays empty (leeway cases)
-        self.pair = ViewPair(self.guest)
+        self.pair = ViewPair(guest)
         self.clock = 1
         self.stamp: dict[int, int] = {}
         """frame -> the clock at its last change."""
@@ -273,21 +279,13 @@ class _GuestTables(TableWalk):
         self.lowest: dict[int, tuple[int, int]] = {}
         """table frame -> (its stamp when searched, its lowest present index)."""
         self.dirs: dict[int, _Directory] = {}
-        self.wanted: set[int] = set()
+        self.wanted = set(wanted)
         self.done: dict[int, Missing | None] = {}
 
-    def judge(self, states: list[int]) -> list[Missing | None]:
-        """What a check finds after each of ``states`` (event indices, ascending)."""
-        self.wanted, self.done = set(states), {}
-        self.walk(np.asarray(states, dtype=np.int64))
-        return [self.done[s] for s in states]
-
-    def stores(self, a: int, b: int) -> None:
-        """The stores, and their frames stamped."""
+    def stamp_run(self, es: Entries) -> None:
+        """A run of stores to entries ``es`` was applied: their frames are stamped."""
         self.clock += 1
         now, stamp = self.clock, self.stamp
-        es, vs = self.run_of(a, b)
-        self.guest.write_many(es, vs)
         if isinstance(es, list):
             for e in es:
                 stamp[e >> 10] = now
@@ -295,16 +293,19 @@ class _GuestTables(TableWalk):
             for p in bulk.frames_of(es):
                 stamp[p] = now
 
-    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
-        """The fill, and its frame stamped."""
-        self.guest.fill(pfn, lo, hi, values)
+    def stamp_frame(self, pfn: int) -> None:
+        """Frame ``pfn`` was filled."""
         self.clock += 1
         self.stamp[pfn] = self.clock
 
     def stop(self, k: int) -> None:
-        """A check's state: what it finds."""
+        """After event ``k``: what a check finds, if ``k`` is wanted."""
         if k in self.wanted:
             self.done[k] = self.missing()
+
+    def found(self, states: list[int]) -> list[Missing | None]:
+        """What a check found after each of ``states`` (all wanted, the walk done)."""
+        return [self.done[s] for s in states]
 
     def _count(self, t: int) -> int:
         """Present entries of table frame ``t`` (0 for a frame the store never reached),
@@ -415,6 +416,34 @@ class _GuestTables(TableWalk):
         return total, best[0], best[1]
 
 
+class _GuestTables(TableWalk):
+    """The guest's tables alone, advanced over the trace's page-table events for an
+    :class:`EmptyJudge`."""
+
+    judging: EmptyJudge
+
+    def judge(self, states: list[int]) -> list[Missing | None]:
+        """What a check finds after each of ``states`` (event indices, ascending)."""
+        self.judging = EmptyJudge(self.guest, states)
+        self.walk(np.asarray(states, dtype=np.int64))
+        return self.judging.found(states)
+
+    def stores(self, a: int, b: int) -> None:
+        """The stores, and their frames stamped."""
+        es, vs = self.run_of(a, b)
+        self.guest.write_many(es, vs)
+        self.judging.stamp_run(es)
+
+    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
+        """The fill, and its frame stamped."""
+        self.guest.fill(pfn, lo, hi, values)
+        self.judging.stamp_frame(pfn)
+
+    def stop(self, k: int) -> None:
+        """A check's state: what it finds."""
+        self.judging.stop(k)
+
+
 #: The trace's cache key of the checks judged so far (:func:`judged`).
 JUDGED = "empty copy checks"
 
@@ -444,6 +473,21 @@ class Judged:
         return bool((self.states[i] == states).all())
 
 
+def _last_changes(trace: Trace, at: list[int] | np.ndarray) -> np.ndarray:
+    """The last event at or before each of ``at`` that changed the guest's tables (-1:
+    none): a check after any event sees what it sees after that one."""
+    changes = _cached(trace, "table changes", table_changes)
+    i = np.searchsorted(changes, np.asarray(at, dtype=np.int64), side="right") - 1
+    return np.where(i >= 0, changes[np.maximum(i, 0)], -1)
+
+
+def to_judge(trace: Trace, states: set[int]) -> list[int]:
+    """The states a walk judges so that checks after each of ``states`` are judged
+    (:func:`judged`): the changes they see, ascending."""
+    want = np.unique(_last_changes(trace, sorted(states)))
+    return want[want >= 0].tolist()
+
+
 def judged(
     trace: Trace, states: list[int] | np.ndarray, more: Callable[[], set[int]]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -451,20 +495,14 @@ def judged(
     indices), in their order, by the last event before it that changed the tables: pages
     missing (0: nothing found), the lowest and the guest's translation of it.  Judged in
     one pass over the trace, together with ``more()`` (the states other runs will ask
-    for), and kept on the trace for them (:class:`Judged`)."""
-    changes = _cached(trace, "table changes", table_changes)
-
-    def last(at: list[int] | np.ndarray) -> np.ndarray:
-        i = np.searchsorted(changes, np.asarray(at, dtype=np.int64), side="right") - 1
-        return np.where(i >= 0, changes[np.maximum(i, 0)], -1)
-
-    mine = last(states)
+    for), and kept on the trace for them (:class:`Judged`), unless a walk before judged
+    them all (lguest's untold shadow's, :mod:`replayer.engine.lean`)."""
+    mine = _last_changes(trace, states)
     got: Judged | None = trace.cache.get(JUDGED)
     if got is None or not got.holds(mine):
-        want = np.union1d(mine, last(sorted(more())))
+        todo = to_judge(trace, {*mine.tolist(), *more()})
         if got is not None:
-            want = np.union1d(want, got.states)
-        todo = want[want >= 0].tolist()
+            todo = sorted({*todo, *got.states[1:].tolist()})
         got = trace.cache[JUDGED] = Judged.of(todo, _GuestTables(trace).judge(todo))
     i = np.searchsorted(got.states, mine)
     return got.pages[i], got.vpn[i], got.exp[i]

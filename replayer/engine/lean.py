@@ -32,11 +32,14 @@ from replayer.engine.common import (
 )
 from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.empty import (
+    JUDGED,
+    Judged,
     Schedule,
     copy_stays_empty,
     empty_copy_rows,
     judged,
     schedule,
+    to_judge,
 )
 from replayer.engine.proofs import _Proof
 from replayer.engine.shadow import Shadowed
@@ -227,11 +230,20 @@ class LeanPass(TracedPass, DeviceChecks):
         """The pass for lguest told of no store (:mod:`replayer.engine.untold`): costs from
         the queue plan, as where a proof holds, and every MMU check's rows from a walk of
         the page-table events with lguest's shadow beside the guest's tables."""
-        p = self._plain_costs()
+        tr, p = self.trace, self._plain_costs()
         flush_at = p.ev[p.qp.flushes]
         where = self._schedule(p)
         cache = self.model.pgdir_cache
-        UntoldShadow(self.trace, where, p.queued, flush_at, cache, self.violate).run()
+        shadow = UntoldShadow(tr, where, p.queued, flush_at, cache, self.violate)
+        judge = None
+        if any(copy_stays_empty(r) for r in self.later):
+            # the empty copies replayed after it find in the same guest's tables: judged
+            # on this walk's way (on fork, their own walk took 13 s)
+            todo = to_judge(tr, _empty_copy_states(tr, self.table))
+            judge = shadow.also_judge(todo)
+        shadow.run()
+        if judge is not None:
+            tr.cache[JUDGED] = Judged.of(todo, judge.found(todo))
         self._lean_devices()
 
     def _plain_costs(self) -> _QueuePlan:

@@ -79,6 +79,9 @@ class ReplayState:
         self.pte_mode, self.alloc_mode, self.apic_seen, self.irq_tracks = _modes(run)
         self.lost: dict[int, str] = {}
         """Recorded interrupts the backend's devices would not take, and why."""
+        self.later: list[Run] = []
+        """The runs to be replayed after this one in the same process (what a pass may
+        work out for them on its way and leave on the trace)."""
 
     # ------------------------------------------------------------------ helpers
 
