@@ -128,14 +128,18 @@ def _write_events(r: RunResult, path: Path) -> None:
             w.write_table(events_table(r, a, a + ROW_GROUP), row_group_size=ROW_GROUP)
 
 
+def _strings(codes: np.ndarray, pool: list[str]) -> pa.Array:
+    """A string column from a code per row into ``pool``."""
+    return pa.array(pool, pa.string()).take(pa.array(codes, pa.int64()))
+
+
 def violations_table(r: RunResult) -> pa.Table:
     """Violation rows."""
     v = r.violations
     return pa.table(
         {
             "seq": pa.array(v.seqs().astype(np.uint64), pa.uint64()),
-            "check": pa.array(v.checks(), pa.string()),
-            **{c: pa.array(v.column(c), pa.string()) for c in TEXT},
+            **{c: _strings(*v.coded(c)) for c in ("check", *TEXT)},
         }
     )
 

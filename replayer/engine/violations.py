@@ -163,14 +163,25 @@ class Violations(Sequence[Violation]):
         """Each row's check, in order."""
         return np.asarray(CHECKS, dtype=object)[self._check].tolist()
 
-    def column(self, name: str) -> list[str]:
-        """Each row's string in column ``name`` of :data:`TEXT`, in order."""
-        out = np.empty(len(self), dtype=object)
+    def coded(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """Column ``name`` (``check`` or one of :data:`TEXT`) as a code per row, in order,
+        into the strings it says: a writer makes the column from them without a string
+        object per row (half a million rows a run are common)."""
+        if name == "check":
+            return self._check, list(CHECKS)
+        codes = np.empty(len(self), dtype=np.int64)
         single = self._chunk < 0
-        at = self._at[single].tolist()
-        out[single] = [getattr(self._singles[a], name) for a in at]
+        said: dict[str, int] = {}
+        row_strings = (getattr(self._singles[a], name) for a in self._at[single].tolist())
+        codes[single] = [said.setdefault(x, len(said)) for x in row_strings]
+        pool = list(said)
         for b, block in enumerate(self._blocks):
             mine = self._chunk == b
-            names = np.asarray(block.strings[name], dtype=object)
-            out[mine] = names[block.codes[name][self._at[mine]]]
-        return out.tolist()
+            codes[mine] = len(pool) + block.codes[name][self._at[mine]]
+            pool.extend(block.strings[name])
+        return codes, pool
+
+    def column(self, name: str) -> list[str]:
+        """Each row's string in column ``name`` of :data:`TEXT`, in order."""
+        codes, pool = self.coded(name)
+        return np.asarray(pool, dtype=object)[codes].tolist() if len(codes) else []

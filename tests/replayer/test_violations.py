@@ -46,6 +46,9 @@ def test_rows_come_by_event_then_check_then_as_reported() -> None:
     for col in TEXT:
         assert v.column(col) == [getattr(x, col) for x in want]
     assert v.checks() == [x.check for x in want]
+    for col in ("check", *TEXT):  # what the table is written from
+        codes, pool = v.coded(col)
+        assert [pool[c] for c in codes.tolist()] == [getattr(x, col) for x in want]
     assert v.seqs().tolist() == [x.seq for x in want]
     with pytest.raises(IndexError):
         v[7]
