@@ -16,7 +16,7 @@ import numpy as np
 from pvscope.digest import mapping_digest
 from pvscope.hooks import HOOKS
 from replayer.engine.common import _APIC_HOOKS, _H, _NHOOKS, _PRIVILEGED, _cached, _hex
-from replayer.engine.derived import _frames_needed, _pte_entries, absorbed_mmio, tables_at
+from replayer.engine.derived import _SLICE, _frames_needed, _pte_entries, absorbed_mmio, tables_at
 from replayer.engine.result import Violation
 from replayer.engine.state import ReplayState
 from replayer.engine.violations import Reported, ViolationBlock
@@ -339,11 +339,15 @@ def _save_fl_rows(trace: Trace, vif_b: np.ndarray) -> tuple[ViolationBlock, ...]
     virtual IF (``vif_b``).  Column-wise (a ``-without-irq-none`` finds one at most
     ``save_fl`` calls: 460,000 on irqstorm, kept on the trace for the runs after it), the
     values read coded by the few distinct flags words."""
-    sf = np.nonzero((trace.hook == _H["save_fl"]) & trace.has_result)[0]
-    if not len(sf):
+    found = []
+    for a in range(0, trace.n, _SLICE):  # a slice at a time: temporaries stay small
+        s = slice(a, a + _SLICE)
+        sf = np.flatnonzero((trace.hook[s] == _H["save_fl"]) & trace.has_result[s])
+        want = ((trace.result[s][sf] >> 9) & 1).astype(bool)
+        found.append(a + sf[want != vif_b[s][sf]])
+    bad = np.concatenate([np.zeros(0, dtype=np.int64), *found])
+    if not len(bad):
         return ()
-    want = ((trace.result[sf] >> 9) & 1).astype(bool)
-    bad = sf[want != vif_b[sf]]
     words, code = np.unique(trace.result[bad], return_inverse=True)
     return (
         ViolationBlock.of(
@@ -358,14 +362,20 @@ def _save_fl_rows(trace: Trace, vif_b: np.ndarray) -> tuple[ViolationBlock, ...]
 
 
 def _at_cpl0(trace: Trace, cpl_none: bool) -> np.ndarray:
-    """Events running at CPL 0 where the kernel should be at CPL 1: privileged hooks and
-    events at CPL 0 (``cpl_none``: a kernel left at CPL 0, every event at CPL 1 too)."""
-    cpl = trace.cpl.astype(np.int16)
-    if cpl_none:
-        cpl = np.where(cpl == 1, 0, cpl)
-    hk = np.where(trace.hook >= 0, trace.hook, _NHOOKS)
-    bad = (cpl == 0) & ((trace.kind == K_HOOK) & _PRIVILEGED[hk] | (trace.cpl == 0))
-    return np.nonzero(bad)[0]
+    """Events running at CPL 0 where the kernel should be at CPL 1: events at CPL 0 and
+    (``cpl_none``: a kernel left at CPL 0) the privileged hook calls it makes at CPL 1.
+    A slice of the trace at a time: its temporaries stay small (made while the run's
+    columns are held, they were the peak of a run on irqstorm's 16 M events)."""
+    out = []
+    for a in range(0, trace.n, _SLICE):
+        cpl = trace.cpl[a : a + _SLICE]
+        bad = cpl == 0
+        if cpl_none:
+            hook = trace.hook[a : a + _SLICE]
+            priv = _PRIVILEGED[np.where(hook >= 0, hook, _NHOOKS)]
+            bad |= (cpl == 1) & (trace.kind[a : a + _SLICE] == K_HOOK) & priv
+        out.append(a + np.flatnonzero(bad))
+    return np.concatenate([np.zeros(0, dtype=np.int64), *out])
 
 
 class _Devices(DeviceChecks):

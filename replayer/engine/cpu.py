@@ -26,7 +26,14 @@ from replayer.mechanisms.vcpu import (
 from replayer.trace import (
     K_EXCEPTION,
     K_INTERRUPT,
+    Trace,
 )
+
+
+def unmaskers(trace: Trace) -> np.ndarray:
+    """Per event: whether it is a call that may unmask interrupts (``irq_enable``,
+    ``restore_fl``); kept on the trace by :func:`replayer.engine.prepare`."""
+    return np.isin(trace.hook, _UNMASKERS)
 
 
 class VirtualCpu(ReplayState):
@@ -66,7 +73,7 @@ class VirtualCpu(ReplayState):
         if irq_trap:
             unmask = c("callout", "bt_callout")
         if unmask is not None and self.irq_tracks and len(ints):
-            is_unmasker = _cached(tr, "unmaskers", lambda t: np.isin(t.hook, _UNMASKERS))
+            is_unmasker = _cached(tr, "unmaskers", unmaskers)
             ev = unmask_events(delivered, earliest, is_unmasker)
             if len(ev):
                 t = self.cs.t(unmask)

@@ -15,6 +15,7 @@ from replayer.backends import (
     MECHANISMS,
 )
 from replayer.engine.common import _cached
+from replayer.engine.derived import _SLICE
 from replayer.engine.result import (
     FAMILIES,
     FAMILY,
@@ -162,8 +163,12 @@ def name_codes(trace: Trace) -> np.ndarray:
     the trace's cache (every run's results need it)."""
 
     def codes(t: Trace) -> np.ndarray:
-        kind = np.where(t.kind >= 0, t.kind, len(KINDS)).astype(np.int16) + len(HOOKS)
-        return np.where(t.hook >= 0, t.hook.astype(np.int16), kind)
+        out = np.empty(t.n, dtype=np.int16)
+        for a in range(0, t.n, _SLICE):  # a slice at a time: temporaries stay small
+            k, h = t.kind[a : a + _SLICE], t.hook[a : a + _SLICE]
+            kind = np.where(k >= 0, k, len(KINDS)).astype(np.int16) + len(HOOKS)
+            out[a : a + _SLICE] = np.where(h >= 0, h, kind)
+        return out
 
     got: np.ndarray = _cached(trace, "exit reason names", codes)
     return got

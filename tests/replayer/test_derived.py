@@ -13,7 +13,7 @@ from replayer.engine.checks import trace_mmu_checks
 from replayer.engine.common import _ALLOCS, _H
 from replayer.engine.derived import _directory_frames, fill_changes, loaded_spaces, pte_entries
 from replayer.mechanisms.pagetables import Frames
-from replayer.trace import Trace, load
+from replayer.trace import HOOK_ID, Trace, load
 from tests.support import synth
 
 
@@ -204,3 +204,39 @@ def test_narrow_entries_give_what_int64_entries_give(
         derived, "pte_entries", lambda t: tuple(x.astype(np.int64) for x in (ent, val))
     )
     assert narrow == everything()
+
+
+def test_whole_trace_masks_taken_a_slice_at_a_time_are_the_whole_ones(
+    synth_trace: Trace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # slices far smaller than the trace (their edges fall everywhere) against the
+    # definitions worked out on the whole trace at once
+    from replayer.engine import checks, summary
+    from replayer.engine.common import _PRIVILEGED
+    from replayer.trace import K_HOOK
+
+    tr = synth_trace
+    hk = np.where(tr.hook >= 0, tr.hook, len(_PRIVILEGED) - 1)
+    priv = (tr.kind == K_HOOK) & _PRIVILEGED[hk]
+    vif = np.random.default_rng(1).random(tr.n) < 0.5
+    for mod in (checks, summary):
+        monkeypatch.setattr(mod, "_SLICE", 7)
+    at0 = tr.cpl.copy()
+    at0[::5] = 0  # some events at CPL 0 too (the synthetic kernel runs at CPL 1), and
+    at0[1::7] = 3  # hook calls at CPL 3 (a kernel left at CPL 0 does not make them CPL 0)
+    monkeypatch.setattr(tr, "cpl", at0)
+    for cpl_none in (False, True):
+        cpl = np.where(tr.cpl == 1, 0, tr.cpl) if cpl_none else tr.cpl
+        want = np.flatnonzero((cpl == 0) & (priv | (tr.cpl == 0)))
+        assert np.array_equal(checks._at_cpl0(tr, cpl_none), want)
+    assert len(checks._at_cpl0(tr, True)) > len(checks._at_cpl0(tr, False)) > 0
+    sf = np.flatnonzero((tr.hook == HOOK_ID["save_fl"]) & tr.has_result)
+    bad = sf[((tr.result[sf] >> 9) & 1).astype(bool) != vif[sf]]
+    (block,) = checks._save_fl_rows(tr, vif)
+    assert np.array_equal(block.seq, bad) and len(bad)
+    assert [block.row(i).expected for i in range(len(bad))] == [hex(int(w)) for w in tr.result[bad]]
+    tr.cache.pop("exit reason names", None)
+    names = summary.name_codes(tr)
+    tr.cache.pop("exit reason names")
+    kind = np.where(tr.kind >= 0, tr.kind, len(summary.KINDS)) + len(summary.HOOKS)
+    assert np.array_equal(names, np.where(tr.hook >= 0, tr.hook, kind))
