@@ -71,7 +71,7 @@ from replayer.backends import Run
 from replayer.costs import CostTable
 from replayer.engine.checks import device_pass, trace_mmu_checks
 from replayer.engine.common import _H, _cached, _kept
-from replayer.engine.cpu import VirtualCpu, unmaskers
+from replayer.engine.cpu import VirtualCpu
 from replayer.engine.derived import (
     _fill_table,
     absorbed_mmio,
@@ -93,7 +93,7 @@ from replayer.engine.result import CHECKS, FAMILIES, FAMILY, RunResult, Sparse, 
 from replayer.engine.sequential import SequentialPass
 from replayer.engine.state import sequential_key, structural_key
 from replayer.engine.static import _Costs, _static, cost_classes, native_cycles
-from replayer.engine.summary import group_codes, name_codes, summarize
+from replayer.engine.summary import group_codes, summarize
 from replayer.engine.violations import Violations
 from replayer.engine.wholerun import guest_instructions
 from replayer.engine.xenpin import apply_pinning, pin_loads, pinned_stores
@@ -163,9 +163,6 @@ def prepare(trace: Trace, spaces: Callable[[], dict[str, Any]] | None = None) ->
     _cached(trace, "guest_instructions", guest_instructions)
     _cached(trace, "lazy_mode", lazy_mode)
     _cached(trace, "hook slots", hook_slots)
-    # what nearly every run's interrupts and summary read: once, not in every worker
-    _cached(trace, "unmaskers", unmaskers)
-    name_codes(trace)
     # then what reads the tables the loaded directory names
     if spaces is not None and any(k not in trace.cache for k in SPACED):
         trace.cache.update(spaces())
