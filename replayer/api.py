@@ -80,9 +80,9 @@ def _replay_one(
 def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
     """Run indices grouped by what their sequential pass depends on, so that one worker
     replays a group in turn and the later runs reuse the first's pass (the runs whose copy
-    stays empty, the pass that judges their checks; hvm-shadow and bt, their tracer's
-    walk).  Groups likely to
-    take longest go first (those that simulate both copies of the page tables, then the
+    stays empty, the checks lguest told of no store judges on its walk of the same tables,
+    which goes first; hvm-shadow and bt, their tracer's walk).  Groups likely to take
+    longest go first (those that simulate both copies of the page tables, then the
     larger), so that the workers finish together."""
     by_key: dict[str, list[int]] = {}
     for i, run in enumerate(runs):
