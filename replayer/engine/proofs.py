@@ -284,14 +284,19 @@ def _first_after(kx: np.ndarray, kt: np.ndarray, x: np.ndarray, t: np.ndarray) -
             got = keys[np.minimum(pos, len(keys) - 1)]
             ok = (pos < len(keys)) & (got // span == x)
             return np.where(ok, got % span + lo, big)
-    times = np.sort(np.concatenate([kt, t]))
-    times = times[np.append(True, times[1:] != times[:-1])]
-    span = len(times) + 1
-    keys = np.sort(kx * span + np.searchsorted(times, kt))
-    pos = np.searchsorted(keys, x * span + np.searchsorted(times, t), side="right")
-    got = keys[np.minimum(pos, len(keys) - 1)]
-    ok = (pos < len(keys)) & (got // span == x)
-    return np.where(ok, times[np.minimum(got % span, len(times) - 1)], big)
+    # (pair, time) does not fit one int64: the keys sorted by pair, then time, and each
+    # query's first key after it found by a binary search within its pair's keys, all
+    # queries at once (ranking every time first took twice as long: lguest's proof on fork)
+    o = np.lexsort((kt, kx))
+    skx, skt = kx[o], kt[o]
+    pos = np.searchsorted(skx, x, side="left")
+    end = np.searchsorted(skx, x, side="right")
+    step = 1 << int((end - pos).max(initial=0)).bit_length()
+    while step:
+        at = pos + step - 1
+        pos = np.where((at < end) & (skt[np.minimum(at, len(skt) - 1)] <= t), at + 1, pos)
+        step >>= 1
+    return np.where(pos < end, skt[np.minimum(pos, len(skt) - 1)], big)
 
 
 class _Unproved(Exception):

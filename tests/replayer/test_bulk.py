@@ -96,3 +96,8 @@ def test_first_after_matches_a_direct_search() -> None:
         got = _first_after(kx, kt, x, t)
         big = np.iinfo(np.int64).max
         assert [None if g == big else int(g) for g in got] == want
+        # pairs and times too wide to pack in one int64 (entries by composite times): the
+        # other search, with the same answers
+        w = 1 << 33
+        got = _first_after(kx * w, kt * w, x * w, t * w)
+        assert [None if g == big else int(g) // w for g in got] == want
