@@ -251,20 +251,17 @@ class Shadowed:
         en_t.append(il_t[ok])
 
     def _ends(self) -> None:
-        """A wrong spell ends at the first re-read after it starts."""
-        g_t = self.g_t
-
-        def next_global(t: np.ndarray) -> np.ndarray:
-            return _first_after(np.zeros(len(g_t), np.int64), g_t, np.zeros(len(t), np.int64), t)
-
-        w_e, w_s = self.w_e, self.w_s
+        """A wrong spell ends at the first re-read after it starts (the wrong entries'
+        spells and the unseen allocations' asked together: one sort of each re-read kind)."""
+        g_t, w_e, w_s = self.g_t, self.w_e, self.w_s
         self.w_f = w_e >> 10
-        w_end = np.minimum(next_global(w_s), _first_after(self.fr_f, self.fr_t, self.w_f, w_s))
-        self.w_end = np.minimum(w_end, _first_after(self.en_e, self.en_t, w_e, w_s))
-        fill_f, fill_t = self.fill_f, self.fill_t
-        self.a_end = np.minimum(
-            next_global(fill_t), _first_after(self.fr_f, self.fr_t, fill_f, fill_t)
-        )
+        f = np.concatenate([self.w_f, self.fill_f])
+        t = np.concatenate([w_s, self.fill_t])
+        every = _first_after(np.zeros(len(g_t), np.int64), g_t, np.zeros(len(t), np.int64), t)
+        ends = np.minimum(every, _first_after(self.fr_f, self.fr_t, f, t))
+        n = len(w_s)
+        self.w_end = np.minimum(ends[:n], _first_after(self.en_e, self.en_t, w_e, w_s))
+        self.a_end = ends[n:]
 
     def _verdict(self) -> bool:
         """The checks, each where it is made, against the wrong spells in the loaded space
