@@ -237,8 +237,8 @@ class LeanPass(TracedPass, DeviceChecks):
         shadow = UntoldShadow(tr, where, p.queued, flush_at, cache, self.violate)
         judge = None
         if any(copy_stays_empty(r) for r in self.later):
-            # the empty copies replayed after it find in the same guest's tables: judged
-            # on this walk's way (on fork, their own walk took 13 s)
+            # what the empty copies replayed after it find is in the same guest's tables:
+            # judged on this walk's way (on fork, their own walk took 13 s)
             todo = to_judge(tr, _empty_copy_states(tr, self.table))
             judge = shadow.also_judge(todo)
         shadow.run()
