@@ -32,7 +32,7 @@ from replayer.trace import (
 
 def unmaskers(trace: Trace) -> np.ndarray:
     """Per event: whether it is a call that may unmask interrupts (``irq_enable``,
-    ``restore_fl``); kept on the trace by :func:`replayer.engine.prepare`."""
+    ``restore_fl``); kept on the trace by the first run that reads it."""
     return np.isin(trace.hook, _UNMASKERS)
 
 

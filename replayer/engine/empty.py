@@ -258,9 +258,10 @@ class EmptyJudge:
     page-table events (:class:`~replayer.engine.walk.TableWalk`) keeps them: the walk says
     which frames each run of stores or fill changed (:meth:`stamp_run`,
     :meth:`stamp_frame`) and calls :meth:`stop` after each of its stops, the ``wanted``
-    ones among them.  Any walk of those events will do: :class:`_GuestTables`, the guest's
-    tables alone, or lguest's untold shadow's (:mod:`replayer.engine.untold`), which
-    judges the empty copies' checks on its way when they are replayed after it.
+    ones among them: a :class:`~replayer.engine.walk.Rider`.  Any walk of those events will
+    do: the guest's tables alone (:func:`judged`), or lguest's untold shadow's
+    (:mod:`replayer.engine.untold`), which judges the empty copies' checks on its way when
+    they are replayed after it.
 
     A change clock stamps every frame a store or fill changes; a directory's count is
     redone where its directory or one of its tables changed since its last check, and a
@@ -416,34 +417,6 @@ class EmptyJudge:
         return total, best[0], best[1]
 
 
-class _GuestTables(TableWalk):
-    """The guest's tables alone, advanced over the trace's page-table events for an
-    :class:`EmptyJudge`."""
-
-    judging: EmptyJudge
-
-    def judge(self, states: list[int]) -> list[Missing | None]:
-        """What a check finds after each of ``states`` (event indices, ascending)."""
-        self.judging = EmptyJudge(self.guest, states)
-        self.walk(np.asarray(states, dtype=np.int64))
-        return self.judging.found(states)
-
-    def stores(self, a: int, b: int) -> None:
-        """The stores, and their frames stamped."""
-        es, vs = self.run_of(a, b)
-        self.guest.write_many(es, vs)
-        self.judging.stamp_run(es)
-
-    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
-        """The fill, and its frame stamped."""
-        self.guest.fill(pfn, lo, hi, values)
-        self.judging.stamp_frame(pfn)
-
-    def stop(self, k: int) -> None:
-        """A check's state: what it finds."""
-        self.judging.stop(k)
-
-
 #: The trace's cache key of the checks judged so far (:func:`judged`).
 JUDGED = "empty copy checks"
 
@@ -503,7 +476,10 @@ def judged(
         todo = to_judge(trace, {*mine.tolist(), *more()})
         if got is not None:
             todo = sorted({*todo, *got.states[1:].tolist()})
-        got = trace.cache[JUDGED] = Judged.of(todo, _GuestTables(trace).judge(todo))
+        walk = TableWalk(trace)
+        walk.rider = judge = EmptyJudge(walk.guest, todo)
+        walk.walk(np.zeros(0, dtype=np.int64))  # the judge's stops alone
+        got = trace.cache[JUDGED] = Judged.of(todo, judge.found(todo))
     i = np.searchsorted(got.states, mine)
     return got.pages[i], got.vpn[i], got.exp[i]
 

@@ -33,6 +33,7 @@ from replayer.engine.common import (
 from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.empty import (
     JUDGED,
+    EmptyJudge,
     Judged,
     Schedule,
     copy_stays_empty,
@@ -240,7 +241,7 @@ class LeanPass(TracedPass, DeviceChecks):
             # what the empty copies replayed after it find is in the same guest's tables:
             # judged on this walk's way (on fork, their own walk took 13 s)
             todo = to_judge(tr, _empty_copy_states(tr, self.table))
-            judge = shadow.also_judge(todo)
+            shadow.rider = judge = EmptyJudge(shadow.guest, todo)
         shadow.run()
         if judge is not None:
             tr.cache[JUDGED] = Judged.of(todo, judge.found(todo))

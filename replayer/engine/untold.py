@@ -27,10 +27,10 @@ import numpy as np
 
 from replayer.backends import Run
 from replayer.engine.common import FL_KERN, FL_ONE, WCR3, _hex
-from replayer.engine.empty import EmptyJudge, Schedule
+from replayer.engine.empty import Schedule
 from replayer.engine.state import _modes
 from replayer.engine.walk import TableWalk
-from replayer.mechanisms.coherence import CheckResult, ViewPair
+from replayer.mechanisms.coherence import CheckResult, Entries, ViewPair
 from replayer.trace import Trace
 
 #: How a row is reported: (event, check, field, expected, actual, detail).
@@ -95,36 +95,20 @@ class UntoldShadow(TableWalk):
         self.drains = set((flush_at[flush_at > 0] - 1).tolist()) | {trace.n - 1}
         self.pending: list[tuple[int, int]] = []
         self.row = 0
-        self.judging: EmptyJudge | None = None
-
-    def also_judge(self, states: list[int]) -> EmptyJudge:
-        """Judge, on the way, the checks of a copy that stays empty after each of
-        ``states`` (:func:`replayer.engine.empty.to_judge`): the same guest's tables, so
-        the empty copies replayed after this run walk them no second time."""
-        self.judging = EmptyJudge(self.guest, states)
-        return self.judging
 
     def run(self) -> None:
         """Every check's rows, in the simulation's order."""
         n = self.trace.n
-        stops = self.drains | set(self.states)
-        if self.judging is not None:
-            stops |= self.judging.wanted
-        at = np.asarray(sorted(stops), dtype=np.int64)
+        at = np.asarray(sorted(self.drains | set(self.states)), dtype=np.int64)
         self.walk(at[(at >= 0) & (at < n)])
 
-    def stores(self, a: int, b: int) -> None:
+    def stores(self, es: Entries, vs: Entries) -> None:
         """Stores lguest never sees: the guest's tables only."""
-        es, vs = self.run_of(a, b)
         self.pair.guest_write_many(es, vs)
-        if self.judging is not None:
-            self.judging.stamp_run(es)
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
         """An allocation's memset or clone: lguest is not told."""
         self.pair.guest_fill(pfn, lo, hi, values)
-        if self.judging is not None:
-            self.judging.stamp_frame(pfn)
 
     def flushed(self, k: int, h: int, a0: int, frames: list[int]) -> None:
         """A CR3 load or TLB flush: lguest's side at once, or queued."""
@@ -163,5 +147,3 @@ class UntoldShadow(TableWalk):
                 report(self.violate, self.seqs[r], res, self.where.reason(r))
             r += 1
         self.row = r
-        if self.judging is not None:
-            self.judging.stop(k)

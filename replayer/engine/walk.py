@@ -13,6 +13,8 @@ sees, at each stop, the tables a simulation of every event sees there.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from replayer.engine.common import (
@@ -46,6 +48,23 @@ def table_changes(trace: Trace) -> np.ndarray:
     return np.flatnonzero(hook)
 
 
+class Rider(Protocol):
+    """What a walk carries beside its own work (the empty copies' judge,
+    :class:`~replayer.engine.empty.EmptyJudge`): told which frames each run of stores and
+    each allocation changed, and called after every stop, its ``wanted`` ones among them."""
+
+    wanted: set[int]
+
+    def stamp_run(self, es: Entries) -> None:
+        """A run of stores to entries ``es`` was applied."""
+
+    def stamp_frame(self, pfn: int) -> None:
+        """An allocation zeroed or copied into frame ``pfn``."""
+
+    def stop(self, k: int) -> None:
+        """After event ``k``, as the walk's own :meth:`TableWalk.stop`."""
+
+
 class TableWalk:
     """The guest's tables and TLB advanced over the trace's page-table events.
 
@@ -64,6 +83,8 @@ class TableWalk:
         self.st = loop[le >= 0]
         self.st_e, self.st_v = le[le >= 0], _wide(val[loop][le >= 0])
         self.ops = loop[le < 0]
+        self.rider: Rider | None = None
+        """Carried along: its stops are taken too (:class:`Rider`)."""
 
     def walk(self, stops: np.ndarray) -> None:
         """Apply every page-table event, stopping after each of ``stops`` (ascending)."""
@@ -72,6 +93,8 @@ class TableWalk:
         mark = np.zeros(self.trace.n, dtype=bool)
         mark[self.ops] = True
         mark[stops] = True
+        if self.rider is not None:
+            mark[np.fromiter(self.rider.wanted, np.int64, len(self.rider.wanted))] = True
         every = np.flatnonzero(mark)
         del mark
         a = 0
@@ -81,7 +104,7 @@ class TableWalk:
     def _window(self, stops: np.ndarray, a: int) -> int:
         """:meth:`walk` over some of its stops, from store ``a`` on; return the stores
         applied so far."""
-        tr, guest = self.trace, self.guest
+        tr, guest, rider = self.trace, self.guest, self.rider
         at = stops.tolist()
         upto = np.searchsorted(self.st, stops, side="right").tolist()
         # which stops are ops: both sorted, so a search (np.isin sorted all the ops again
@@ -93,7 +116,10 @@ class TableWalk:
         for i, x in enumerate(at):
             b = upto[i]
             if b > a:
-                self.stores(a, b)
+                es, vs = self.run_of(a, b)
+                self.stores(es, vs)
+                if rider is not None:
+                    rider.stamp_run(es)
                 a = b
             if is_op[i]:
                 h = hs[i]
@@ -111,6 +137,8 @@ class TableWalk:
                 else:
                     self.alloc(h, a0[i], a1[i], a2[i], a3[i])
             self.stop(x)
+            if rider is not None:
+                rider.stop(x)
         return a
 
     def alloc(self, h: int, pfn: int, src: int, start: int, count: int) -> None:
@@ -123,6 +151,8 @@ class TableWalk:
             self.fill(pfn, lo, hi, vals)
         else:
             self.fill(pfn, 0, 1024, None)
+        if self.rider is not None:
+            self.rider.stamp_frame(pfn)
 
     def run_of(self, a: int, b: int) -> tuple[Entries, Entries]:
         """The entries and values of stores ``a`` to ``b``: Python lists below
@@ -131,9 +161,9 @@ class TableWalk:
         es, vs = self.st_e[a:b], self.st_v[a:b]
         return (es.tolist(), vs.tolist()) if b - a < bulk.VEC_MIN else (es, vs)
 
-    def stores(self, a: int, b: int) -> None:
-        """Apply the entry stores ``a`` to ``b`` (positions among the trace's stores)."""
-        self.guest.write_many(*self.run_of(a, b))
+    def stores(self, es: Entries, vs: Entries) -> None:
+        """Apply a run of entry stores (:meth:`run_of`)."""
+        self.guest.write_many(es, vs)
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
         """The guest zeroes (``values`` None) or copies a range of a frame."""
