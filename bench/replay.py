@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from replayer import api, backends, costs, engine, results  # noqa: E402
+from replayer import api, backends, costs, engine, results, workers  # noqa: E402
 from replayer.engine.lean import LEAN_PROOF  # noqa: E402
 from replayer.trace import Trace, load  # noqa: E402
 from tests.support import synth  # noqa: E402
@@ -89,9 +89,10 @@ def main() -> None:
         if args.wall:
             # as `pvscope replay` does: the trace loaded by the replay alone (this one, kept,
             # would be resident in every worker too: 0.4 GiB more in each on sched)
+            n = tr.n
             del tr
             gc.collect()
-            jobs = args.jobs or api.default_jobs()
+            jobs = args.jobs or workers.usable_cpus()
             t0 = time.perf_counter()
             api.replay_trace(Path(path), runs, table, Path(tmp) / "wall", jobs=jobs)
             dt = time.perf_counter() - t0
@@ -116,6 +117,27 @@ def main() -> None:
                 f"({fp.peak_rss / 2**30:.2f} GiB RSS, counting pages the workers share with "
                 "the parent once per process)"
             )
+            if not held(fp, n, jobs):
+                sys.exit(1)
+
+
+def held(fp: Footprint, events: int, jobs: int) -> bool:
+    """Print the memory model's bounds (``replayer.workers``) beside what the sampled run
+    took; whether both held.  The parent's peak includes the load of the trace (this
+    process held nothing of it before)."""
+    ok = True
+    gib = 2**30
+    rows = [("the parent", fp.peak_self, workers.parent_need(events))]
+    if jobs > 1:
+        rows.append(("the largest worker's own", fp.peak_own, workers.worker_need(events)))
+    for what, got, bound in rows:
+        over = got > bound
+        ok &= not over
+        print(
+            f"{what} memory at its peak: {got / gib:.2f} GiB, the model's bound "
+            f"{bound / gib:.2f} GiB ({got / bound:.0%})" + ("  OVER THE BOUND" if over else "")
+        )
+    return ok
 
 
 class Footprint:
@@ -125,6 +147,10 @@ class Footprint:
 
     def __init__(self) -> None:
         self.peak_pss = self.peak_rss = 0
+        self.peak_self = 0
+        """This process's peak RSS."""
+        self.peak_own = 0
+        """The largest peak of a child's own (private) pages."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -139,9 +165,14 @@ class Footprint:
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             pss = rss = 0
-            for pid in _tree(os.getpid()):
+            me = os.getpid()
+            for pid in _tree(me):
                 got = _rollup(pid)
                 pss, rss = pss + got[0], rss + got[1]
+                if pid == me:
+                    self.peak_self = max(self.peak_self, got[1])
+                else:
+                    self.peak_own = max(self.peak_own, got[2])
             self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
 
 
@@ -159,9 +190,9 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _rollup(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in bytes (0 if it is gone)."""
-    pss = rss = 0
+def _rollup(pid: int) -> tuple[int, int, int]:
+    """(PSS, RSS, private pages) of one process in bytes (0 if it is gone)."""
+    pss = rss = own = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
@@ -169,9 +200,11 @@ def _rollup(pid: int) -> tuple[int, int]:
                     pss = int(line.split()[1]) * 1024
                 elif line.startswith("Rss:"):
                     rss = int(line.split()[1]) * 1024
+                elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    own += int(line.split()[1]) * 1024
     except OSError:
         pass
-    return pss, rss
+    return pss, rss, own
 
 
 def single(

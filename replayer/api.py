@@ -16,7 +16,7 @@ from typing import Any
 
 from pvscope import schema
 from pvscope.errors import PvscopeError, UsageError
-from replayer import backends, costs, engine, results
+from replayer import backends, costs, engine, results, workers
 from replayer.engine import provenance
 from replayer.engine.state import _modes
 from replayer.engine.untold import untold
@@ -34,14 +34,6 @@ _SHARED: tuple[Trace, list[backends.Run], costs.CostTable, Path, frozenset[str]]
 def default_out(trace: Path) -> Path:
     """Where a trace's replay results go by default."""
     return Path(trace) / REPLAY_DIR
-
-
-def default_jobs() -> int:
-    """Worker processes for several runs: the CPUs this process may use."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 def _group(ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
@@ -135,7 +127,8 @@ def replay_trace(
 ) -> list[dict[str, Any]]:
     """Replay every run and write its results; return the summaries in run order.
 
-    Several runs go to ``jobs`` worker processes (default: one per usable CPU), each
+    Several runs go to ``jobs`` worker processes (default: one per usable CPU, fewer
+    where the memory available would not hold them: :func:`job_plan`), each
     run whole in one worker, runs sharing their sequential pass in the same one (in turn,
     the later ones reusing it): a run's results do not depend on where it ran.
     ``progress(label, events_done)`` is called as each run goes (in worker processes,
@@ -312,6 +305,18 @@ def _give_back_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def job_plan(
+    tr: Trace, runs: list[backends.Run], table: costs.CostTable, jobs: int | None = None
+) -> workers.JobPlan:
+    """How many worker processes a replay of ``runs`` starts (:func:`workers.plan`):
+    ``jobs`` as given, else one per usable CPU and no more than its groups of runs and the
+    available memory hold; one inside a pool's worker, which may not start workers."""
+    n_groups = len(_groups(runs, table))
+    if multiprocessing.current_process().daemon:
+        return workers.JobPlan(1, 1, workers.worker_need(tr.n), None)
+    return workers.plan(tr.n, n_groups, jobs, held=workers.resident())
+
+
 def _replay_runs(
     tr: Trace,
     runs: list[backends.Run],
@@ -322,12 +327,8 @@ def _replay_runs(
 ) -> list[dict[str, Any]]:
     """:func:`replay_trace` under the results directory's lock."""
     global _SHARED
-    if jobs is None:
-        jobs = default_jobs()
     groups = _groups(runs, table)
-    jobs = min(jobs, len(groups))
-    if multiprocessing.current_process().daemon:
-        jobs = 1  # a pool's worker may not start workers of its own
+    jobs = job_plan(tr, runs, table, jobs).jobs
     done: dict[int, dict[str, Any]] = {}
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         # what every run derives from the trace alike, once, before the workers fork

@@ -145,6 +145,7 @@ def _replay_tables(
     as_json: bool,
     quiet: bool,
     reasons: int | None,
+    jobs: int,
 ) -> None:
     """``replay --costs A,B…``: every run under each table, into ``costs=NAME``
     directories; each table's rows (and with ``reasons``, its runs' exit reasons) under
@@ -157,7 +158,7 @@ def _replay_tables(
                 done.add((name, label))
             bar.update(len(done), f"{name} {label}: {k:,} of {tr.n:,} events")
 
-        by_table = api.replay_tables(tr, runs, tables, out, progress=progress)
+        by_table = api.replay_tables(tr, runs, tables, out, progress=progress, jobs=jobs)
     every = [s for sums in by_table.values() for s in sums]
     where = out if out is not None else api.default_out(tr.path)
     if as_json:
@@ -232,6 +233,14 @@ def _replay_tables(
     help=f"after the summary, each run's top N exit reasons by cycles (N: {exitstat.TOP}), "
     "perf kvm stat report style; --json always carries every reason",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="worker processes for several runs (default: one per usable CPU, fewer where the "
+    "memory available would not hold them)",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress")
 @click.pass_context
 def replay(
@@ -244,6 +253,7 @@ def replay(
     out: Path | None,
     as_json: bool,
     reasons: int | None,
+    jobs: int | None,
     quiet: bool,
 ) -> None:
     """re-drive backend models from a recorded trace; exit 3 if a run is wrong in a way its
@@ -258,8 +268,12 @@ def replay(
         if not out.absolute().parent.is_dir():
             raise UsageError(f"{out.absolute().parent}: no such directory")
     tr = load(trace)
+    plan = api.job_plan(tr, runs, table, jobs)
+    note = plan.note()
+    if note is not None:
+        click.echo(f"replay: {note}", err=True)
     if len(tables) > 1:
-        _replay_tables(ctx, tr, runs, tables, out, as_json, quiet, reasons)
+        _replay_tables(ctx, tr, runs, tables, out, as_json, quiet, reasons, plan.jobs)
         return
     with Steps("replay", len(runs), "runs", quiet or as_json) as bar:
         done: set[str] = set()
@@ -269,7 +283,9 @@ def replay(
                 done.add(label)
             bar.update(len(done), f"{label}: {k:,} of {tr.n:,} events")
 
-        summaries = api.replay_trace(tr, runs, table, out, progress=progress, table_path=table_path)
+        summaries = api.replay_trace(
+            tr, runs, table, out, progress=progress, jobs=plan.jobs, table_path=table_path
+        )
     where = out if out is not None else api.default_out(tr.path)
     if as_json:
         by_run = _reasons(where, summaries)
