@@ -17,8 +17,9 @@ fails where a bound is exceeded.  What the model bounds is linear in the trace's
 a worker's columns are whole-trace arrays, not slices.
 
 By default a replay starts one worker per usable CPU, or fewer: as many as the memory
-the system says is available (``MemAvailable``) holds once the parent's share is taken
-out, and at least one.  An explicit job count (``--jobs``) is taken as given.
+available (the system's ``MemAvailable``, or less where the process's control group has
+a memory limit, as in a container) holds once the parent's share is taken out, and at
+least one.  An explicit job count (``--jobs``) is taken as given.
 """
 
 from __future__ import annotations
@@ -50,9 +51,26 @@ def parent_need(events: int) -> int:
     return BASE + PARENT_BYTES_PER_EVENT * events
 
 
-def available(meminfo: Path = MEMINFO) -> int | None:
-    """The memory the system says is available for new work (``MemAvailable``, bytes);
-    None where it does not say."""
+#: This process's control groups, and where their hierarchies are mounted.
+CGROUP_OF, CGROUP_FS = Path("/proc/self/cgroup"), Path("/sys/fs/cgroup")
+#: A memory limit at or above this is no limit (cgroup v1 writes 2^63 rounded to pages).
+_UNLIMITED = 1 << 62
+
+
+def available(
+    meminfo: Path = MEMINFO, cgroup_of: Path = CGROUP_OF, cgroup_fs: Path = CGROUP_FS
+) -> int | None:
+    """The memory available for new work, in bytes: what the system says
+    (``MemAvailable``), or less where this process's control group is limited
+    (:func:`cgroup_headroom`: a container's limit, which ``MemAvailable`` does not see);
+    None where neither says."""
+    sys_free = _meminfo_available(meminfo)
+    group = cgroup_headroom(cgroup_of, cgroup_fs)
+    known = [x for x in (sys_free, group) if x is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available(meminfo: Path) -> int | None:
     try:
         text = meminfo.read_text()
     except OSError:
@@ -63,6 +81,65 @@ def available(meminfo: Path = MEMINFO) -> int | None:
             if len(parts) >= 2 and parts[1].isdigit():
                 return int(parts[1]) * 1024
     return None
+
+
+def _number(path: Path) -> int | None:
+    """A file's one integer (None: absent, ``max`` or not a number)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat(path: Path, key: str) -> int:
+    """One key of a ``memory.stat`` file (0 where absent)."""
+    try:
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key and v.strip().isdigit():
+                return int(v)
+    except OSError:
+        pass
+    return 0
+
+
+def cgroup_headroom(cgroup_of: Path = CGROUP_OF, cgroup_fs: Path = CGROUP_FS) -> int | None:
+    """How much more this process's control group may use before its memory limit, in
+    bytes: the tightest limit from its group up to the root, less what each group uses
+    (its page cache not yet active counted as free); None where no group is limited.
+    cgroup v2 (``memory.max``, ``memory.current``) and v1 (``memory.limit_in_bytes``,
+    ``memory.usage_in_bytes``)."""
+    try:
+        lines = cgroup_of.read_text().splitlines()
+    except OSError:
+        return None
+    best: int | None = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # v2: one hierarchy
+            base, limit_f, usage_f = cgroup_fs, "memory.max", "memory.current"
+            cache_key = "inactive_file"
+        elif "memory" in controllers.split(","):
+            base = cgroup_fs / "memory"
+            limit_f, usage_f = "memory.limit_in_bytes", "memory.usage_in_bytes"
+            cache_key = "total_inactive_file"
+        else:
+            continue
+        rel = Path(path.strip().lstrip("/"))
+        # from the group up to the hierarchy's root (a namespaced view mounts the group
+        # itself as the root: what is not there is skipped)
+        for d in [base / rel, *[base / p for p in rel.parents]]:
+            limit = _number(d / limit_f)
+            if limit is None or limit >= _UNLIMITED:
+                continue
+            used = (_number(d / usage_f) or 0) - _stat(d / "memory.stat", cache_key)
+            room = max(limit - max(used, 0), 0)
+            best = room if best is None else min(best, room)
+    return best
 
 
 def resident() -> int:

@@ -78,14 +78,61 @@ def test_unknown_memory_leaves_the_cpus_to_decide(monkeypatch: pytest.MonkeyPatc
 def test_available_memory_is_read_from_meminfo(tmp_path: Path) -> None:
     f = tmp_path / "meminfo"
     f.write_text("MemTotal:       24000000 kB\nMemFree: 100 kB\nMemAvailable:   2048 kB\n")
-    assert workers.available(f) == 2048 * 1024
+    none = tmp_path / "no-cgroup"
+    assert workers.available(f, none) == 2048 * 1024
     f.write_text("MemTotal:       24000000 kB\n")
-    assert workers.available(f) is None
+    assert workers.available(f, none) is None
     f.write_text("MemAvailable: lots\n")
-    assert workers.available(f) is None
-    assert workers.available(tmp_path / "absent") is None
+    assert workers.available(f, none) is None
+    assert workers.available(tmp_path / "absent", none) is None
     assert workers.available() is None or workers.available() > 0
     assert workers.resident() > 0
+
+
+def _v2(root: Path, path: str, limit: str, current: int, inactive: int = 0) -> Path:
+    d = root / path.lstrip("/")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "memory.max").write_text(f"{limit}\n")
+    (d / "memory.current").write_text(f"{current}\n")
+    (d / "memory.stat").write_text(f"anon 5\ninactive_file {inactive}\nactive_file 9\n")
+    return d
+
+
+def test_a_container_limit_caps_what_is_available(tmp_path: Path) -> None:
+    """MemAvailable is the host's; a control group's limit (a container's) is tighter."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemAvailable: {64 * GIB // 1024} kB\n")
+    of, fs = tmp_path / "cgroup", tmp_path / "fs"
+    of.write_text("0::/box/job\n")
+    _v2(fs, "/box", str(4 * GIB), 3 * GIB)  # the parent group: 1 GiB left
+    _v2(fs, "/box/job", "max", 2 * GIB, inactive=GIB // 2)
+    assert workers.cgroup_headroom(of, fs) == GIB
+    assert workers.available(meminfo, of, fs) == GIB
+    # the group's page cache not yet active counts as free
+    _v2(fs, "/box/job", str(3 * GIB), 2 * GIB, inactive=GIB // 2)
+    _v2(fs, "/box", "max", 0)
+    assert workers.cgroup_headroom(of, fs) == GIB + GIB // 2
+    # no limit anywhere: the system's figure
+    _v2(fs, "/box/job", "max", 0)
+    assert workers.cgroup_headroom(of, fs) is None
+    assert workers.available(meminfo, of, fs) == 64 * GIB
+
+
+def test_a_cgroup_v1_memory_limit_is_read_too(tmp_path: Path) -> None:
+    of, fs = tmp_path / "cgroup", tmp_path / "fs"
+    of.write_text("5:cpu,cpuacct:/x\n4:memory:/lxc/c1\n0::/\n")
+    d = fs / "memory" / "lxc" / "c1"
+    d.mkdir(parents=True)
+    (d / "memory.limit_in_bytes").write_text(f"{2 * GIB}\n")
+    (d / "memory.usage_in_bytes").write_text(f"{GIB}\n")
+    (d / "memory.stat").write_text(f"cache 1\ntotal_inactive_file {GIB // 4}\n")
+    (fs / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert workers.cgroup_headroom(of, fs) == GIB + GIB // 4
+    # a limit already passed leaves nothing, not a negative figure
+    (d / "memory.usage_in_bytes").write_text(f"{3 * GIB}\n")
+    (d / "memory.stat").write_text("")
+    assert workers.cgroup_headroom(of, fs) == 0
+    assert workers.cgroup_headroom(tmp_path / "absent", fs) is None
 
 
 def test_the_model_grows_with_the_trace() -> None:
