@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from replayer.engine.common import _ALLOCS, _H, _RELEASES, _cached
-from replayer.engine.derived import _pte_entries, _wide, loaded_spaces
+from replayer.engine.derived import _SLICE, _pte_entries, _wide, loaded_spaces
 from replayer.mechanisms.batch import (
     QueuePlan,
 )
@@ -239,21 +239,18 @@ class _Proof:
         new = ~registered(disc_f, 4 * disc_k + 2)
         np.add.at(scans, disc_k[new], 1)
         faults[fill_k[registered(fill_f, 4 * fill_k + 2)]] = True
-        # wrong from a fill, or a store applied to a frame not kept, to the next discovery
-        s_idx, s_f = self.s_idx, self.s_f
-        applied = np.where(self.s_q, 4 * self.next_flush(s_idx), 4 * s_idx + 2)
-        lost = ~registered(s_f, applied)
-        w_f = np.concatenate([fill_f, s_f[lost]])
-        w_t = np.concatenate([4 * fill_k + 2, applied[lost]])
-        i = np.searchsorted(dk, w_f * span + w_t, side="right")
-        nxt = dk[np.minimum(i, len(dk) - 1)] if len(dk) else np.zeros(len(w_f), np.int64)
-        w_end = np.where((i < len(dk)) & (nxt // span == w_f), nxt % span, span - 1)
-        # one interval per (frame, end): from its first start
-        order = np.lexsort((w_t, w_end, w_f))
-        w_f, w_t, w_end = w_f[order], w_t[order], w_end[order]
-        first = np.ones(len(w_f), dtype=bool)
-        first[1:] = (w_f[1:] != w_f[:-1]) | (w_end[1:] != w_end[:-1])
-        w_f, w_t, w_end = w_f[first], w_t[first], w_end[first]
+        s_idx, s_f, s_q = self.s_idx, self.s_f, self.s_q
+        # wrong from a fill, or a store applied to a frame not kept, to the next discovery;
+        # a slice of stores at a time, each slice's spells merged at once: the temporaries
+        # are 8 bytes a store each, and boot has 10 M stores, most before any discovery
+        parts = [_spells(dk, span, fill_f, 4 * fill_k + 2)]
+        for a in range(0, len(s_idx), _SLICE):
+            at = slice(a, a + _SLICE)
+            # when the stores reach the backend: at once, or at the queue's flush
+            t = np.where(s_q[at], 4 * self.next_flush(s_idx[at]), 4 * s_idx[at] + 2)
+            lost = ~registered(s_f[at], t)
+            parts.append(_spells(dk, span, s_f[at][lost], t[lost]))
+        w_f, w_t, w_end = _first_per(*(np.concatenate(c) for c in zip(*parts, strict=True)))
         if not len(w_f):
             return True
         when = np.sort(self.check_times(checks, ev, qp))
@@ -262,6 +259,25 @@ class _Proof:
         except _Unproved:
             return False
         return not len(wi)
+
+
+def _spells(dk: np.ndarray, span: int, f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Frame ``f`` wrong from ``t`` to its next discovery (``dk``: discoveries as sorted
+    ``frame * span + time``): (frame, start, end), one per (frame, end), from its first
+    start (:func:`_first_per`)."""
+    i = np.searchsorted(dk, f * span + t, side="right")
+    nxt = dk[np.minimum(i, len(dk) - 1)] if len(dk) else np.zeros(len(f), np.int64)
+    return _first_per(f, t, np.where((i < len(dk)) & (nxt // span == f), nxt % span, span - 1))
+
+
+def _first_per(f: np.ndarray, t: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Intervals (frame, start, end) sorted by frame and end, one per (frame, end): the
+    one with the earliest start."""
+    order = np.lexsort((t, end, f))
+    f, t, end = f[order], t[order], end[order]
+    first = np.ones(len(f), dtype=bool)
+    first[1:] = (f[1:] != f[:-1]) | (end[1:] != end[:-1])
+    return f[first], t[first], end[first]
 
 
 def _first_after(kx: np.ndarray, kt: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:

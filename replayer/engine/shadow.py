@@ -142,20 +142,25 @@ class Shadowed:
         stores: each array a store long is 80 MiB)."""
         n, s_e, s_idx, s_v = self.n, self.s_e, self.p.s_idx, self.s_v
         o = np.argsort(s_e, kind="stable")  # by entry, in time within one
-        es, ks = s_e[o], s_idx[o]
-        same_next = es[:-1] == es[1:]
+        same_next = s_e[o[:-1]] == s_e[o[1:]]
+        ks = s_idx[o]
         nxt = np.full(len(o), n, dtype=np.int64)
-        nxt[o[:-1]] = np.where(same_next, ks[1:], n)
+        nxt[o[:-1]] = ks[1:]
+        nxt[o[:-1][~same_next]] = n  # an entry's last store: none after it
         u = np.flatnonzero(upd[o])  # only pte_update's change matters
-        up = np.maximum(u - 1, 0)  # the store before, in the entry's order
         first = ~np.concatenate(([False], same_next))[u]  # no store to the entry before
-        prev_v = np.where(first, 0, s_v[o[up]])
-        chg = first | (_meaning(s_v[o[u]]) != _meaning(prev_v))
-        look = ~chg
-        prev_k = np.where(first, -1, ks[up])
-        chg[look] = fill_between(es[u][look] >> 10, prev_k[look], ks[u][look])
+        del same_next
+        up = np.maximum(u - 1, 0)  # the store before, in the entry's order
+        ou = o[u]
+        chg = _meaning(s_v[ou])
+        chg = first | (chg != _meaning(np.where(first, 0, s_v[o[up]])))
+        # the rest only where the meaning stayed: whether a fill of the frame came between
+        # (each array a store long is 80 MiB on boot: none made for all the stores)
+        lk = np.flatnonzero(~chg)
+        prev_k = np.where(first[lk], -1, ks[up[lk]])
+        chg[lk] = fill_between(s_e[ou[lk]] >> 10, prev_k, ks[u[lk]])
         changed = np.zeros(len(o), dtype=bool)
-        changed[o[u]] = chg
+        changed[ou] = chg
         return changed, nxt
 
     def _rereads(self) -> None:
