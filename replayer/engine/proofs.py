@@ -11,6 +11,8 @@ it must not say yes where one would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from replayer.engine.common import _ALLOCS, _H, _RELEASES, _cached
@@ -186,6 +188,28 @@ class _Proof:
         busy += queued[c_idx] * between(touch, c_idx, next_flush(c_idx))
         return not (busy > 0).any()  # else a clone's source changes while updates fly
 
+    def _discoveries(self, at_cr3: dict[int, tuple[int, ...]]) -> tuple[np.ndarray, ...]:
+        """Frames a backend not told of allocations discovers, and the events it does: the
+        loaded directory and its tables at each CR3 load, and a table a set_pmd installs.
+        (Arrays made from the loads' sets one at a time: lists of every discovery held
+        gigabytes on sched, whose context switches discover 10 M.)"""
+        tr, cr3, h = self.trace, self.cr3, self.trace.hook
+        counts: list[int] = []
+
+        def found() -> Iterator[int]:
+            pds = (tr.arg0[cr3].astype(np.int64) >> 12).tolist()
+            for k, pd in zip(cr3.tolist(), pds, strict=True):
+                got = {pd, *at_cr3.get(k, ())}
+                counts.append(len(got))
+                yield from got
+
+        d_f = np.fromiter(found(), dtype=np.int64)
+        d_k = np.repeat(cr3.astype(np.int64), counts)
+        ent, val = _pte_entries(tr)
+        inst = self.in_loop & (h == _H["set_pmd"]) & (ent >= 0) & ((val & 0x81) == 1)
+        ik = np.nonzero(inst)[0]
+        return np.concatenate([d_f, _wide(val[ik]) >> 12]), np.concatenate([d_k, ik])
+
     def discovered(
         self,
         scans: np.ndarray,
@@ -204,23 +228,9 @@ class _Proof:
         Fills ``scans`` (tables discovered at each event) and ``faults`` (allocations of a
         protected frame) for the costs.
         """
-        tr, in_loop = self.trace, self.in_loop
-        h, n = tr.hook, tr.n
-        span = 4 * n + 8
-        spaces = _cached(tr, "loaded_spaces", loaded_spaces)
-        # discoveries: (frame, time, event)
-        cr3 = self.cr3
-        d_f: list[int] = []
-        d_k: list[int] = []
-        for k in cr3.tolist():
-            found = {int(tr.arg0[k]) >> 12, *spaces.at_cr3.get(k, ())}
-            d_f.extend(found)
-            d_k.extend([k] * len(found))
-        ent, val = _pte_entries(tr)
-        inst = in_loop & (h == _H["set_pmd"]) & (ent >= 0) & ((val & 0x81) == 1)
-        ik = np.nonzero(inst)[0]
-        disc_f = np.concatenate([np.asarray(d_f, dtype=np.int64), _wide(val[ik]) >> 12])
-        disc_k = np.concatenate([np.asarray(d_k, dtype=np.int64), ik])
+        tr = self.trace
+        span = 4 * tr.n + 8
+        disc_f, disc_k = self._discoveries(_cached(tr, "loaded_spaces", loaded_spaces).at_cr3)
         fill_k = np.nonzero(self.is_alloc)[0]
         fill_f = self.a0[fill_k]
         # registered at a time: the frame's last discovery before it follows its last fill
@@ -236,8 +246,17 @@ class _Proof:
             d = last_before(dk, f, t)
             return (d >= 0) & (d > last_before(fk, f, t))
 
-        new = ~registered(disc_f, 4 * disc_k + 2)
+        # a discovery of a frame discovered since its last fill changes nothing: no
+        # registered() answer, and no wrong spell ends there (one that starts after the
+        # fill ends at the first discovery after it); only new ones are kept, and they are
+        # found a slice at a time
+        new = np.zeros(len(disc_f), dtype=bool)
+        for a in range(0, len(disc_f), _SLICE):
+            at = slice(a, a + _SLICE)
+            new[at] = ~registered(disc_f[at], 4 * disc_k[at] + 2)
         np.add.at(scans, disc_k[new], 1)
+        dk = np.sort(disc_f[new] * span + 4 * disc_k[new] + 2)
+        del disc_f, disc_k
         faults[fill_k[registered(fill_f, 4 * fill_k + 2)]] = True
         s_idx, s_f, s_q = self.s_idx, self.s_f, self.s_q
         # wrong from a fill, or a store applied to a frame not kept, to the next discovery;
