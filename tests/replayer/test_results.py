@@ -319,6 +319,26 @@ def test_events_written_a_row_group_at_a_time_are_the_bytes_of_the_whole_table(
     assert whole.read_bytes() == parts.read_bytes()
 
 
+def test_violations_written_a_row_group_at_a_time_are_the_bytes_of_the_whole_table(
+    synth_trace: Trace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # single rows (the devices' checks) and a block (save_fl's results)
+    run = backends.resolve("vmi", "apic", "none")[0]
+    r = api.engine.replay(synth_trace, run, costs.load("p4"))
+    n = len(r.violations)
+    assert n > 20 and len(r.violations._blocks) and (r.violations._chunk < 0).any()
+    whole = tmp_path / "whole.parquet"
+    results._write(results.violations_table(r), whole)
+    for rows in (7, n // 2, n, n + 1):
+        monkeypatch.setattr(results, "ROW_GROUP", rows)
+        parts = tmp_path / f"parts{rows}.parquet"
+        results._write_violations(r, parts)
+        assert pq.ParquetFile(parts).metadata.num_row_groups == -(-n // rows)
+        assert pq.read_table(parts).equals(pq.read_table(whole))
+        if rows >= n:
+            assert parts.read_bytes() == whole.read_bytes()
+
+
 def test_the_groups_likely_longest_go_out_first() -> None:
     runs = backends.all_runs()
     order = [[runs[i].label for i in g] for g in api._groups(runs, costs.load("p4"))]
