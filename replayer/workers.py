@@ -11,7 +11,7 @@ A replay of several runs (``--backend all``) holds, by design:
   at most :data:`WORKER_BYTES_PER_EVENT` per event and :data:`BASE` more.
 
 Both bounds are measured, not derived: the largest figure seen on the seven built-in
-guests at their default scale (2.7-17.1 M events), with a margin of 6-7 %.  ``bench/replay.py
+guests at their default scale (2.7-17.1 M events), with a margin of 7-10 %.  ``bench/replay.py
 --wall`` measures both again on a trace (sampling each process's private memory) and
 fails where a bound is exceeded.  What the model bounds is linear in the trace's events:
 a worker's columns are whole-trace arrays, not slices.
@@ -28,9 +28,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-#: A worker's own memory at its peak, per trace event: at most 128 bytes measured (boot,
-#: 10.46 M events, 1.20-1.25 GiB of private pages), with about 6 % margin.
-WORKER_BYTES_PER_EVENT = 136
+#: A worker's own memory at its peak, per trace event: at most 102 bytes measured (boot,
+#: 10.46 M events, 0.98-0.99 GiB of private pages), with about 10 % margin.
+WORKER_BYTES_PER_EVENT = 112
 #: The parent's memory at its peak (the loaded trace, then ``engine.prepare``), per
 #: trace event: at most 108 bytes measured (irqstorm, 17.09 M events, 1.66-1.72 GiB),
 #: with about 7 % margin.
