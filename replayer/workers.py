@@ -11,7 +11,7 @@ A replay of several runs (``--backend all``) holds, by design:
   at most :data:`WORKER_BYTES_PER_EVENT` per event and :data:`BASE` more.
 
 Both bounds are measured, not derived: the largest figure seen on the seven built-in
-guests at their default scale (2.7-17.1 M events), with a margin of 7-10 %.  ``bench/replay.py
+guests at their default scale (2.7-17.1 M events), with a margin of 6-10 %.  ``bench/replay.py
 --wall`` measures both again on a trace (sampling each process's private memory) and
 fails where a bound is exceeded.  What the model bounds is linear in the trace's events:
 a worker's columns are whole-trace arrays, not slices.
@@ -32,8 +32,8 @@ from pathlib import Path
 #: 10.46 M events, 0.98-0.99 GiB of private pages), with about 10 % margin.
 WORKER_BYTES_PER_EVENT = 112
 #: The parent's memory at its peak (the loaded trace, then ``engine.prepare``), per
-#: trace event: at most 108 bytes measured (irqstorm, 17.09 M events, 1.66-1.72 GiB),
-#: with about 7 % margin.
+#: trace event: at most 109 bytes measured (irqstorm, 17.09 M events, 1.66-1.73 GiB),
+#: with about 6 % margin.
 PARENT_BYTES_PER_EVENT = 116
 #: What a process holds whatever the trace (the interpreter, numpy, pyarrow, duckdb).
 BASE = 128 << 20
