@@ -41,12 +41,17 @@ def _group(ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
     the runs and their summaries."""
     assert _SHARED is not None
     tr, runs, table, root, prepared = _SHARED
-    # a group starts from the trace as prepared: what an earlier group in this worker left
-    # on it (its sequential pass, proofs, judged checks: hundreds of MiB) is not reused
+    _as_prepared(tr, prepared)
+    return ids, [_replay_one(tr, runs, ids, j, table, root) for j in range(len(ids))]
+
+
+def _as_prepared(tr: Trace, prepared: frozenset[str]) -> None:
+    """Start a group from the trace as prepared: what an earlier group in this process left
+    on it (its sequential pass, proofs, judged checks: hundreds of MiB) no later group
+    reuses."""
     for key in set(tr.cache) - prepared:
         del tr.cache[key]
     _give_back_freed_memory()
-    return ids, [_replay_one(tr, runs, ids, j, table, root) for j in range(len(ids))]
 
 
 def _replay_one(
@@ -355,7 +360,16 @@ def _replay_runs(
             _SHARED = None
             gc.unfreeze()
         return [done[i] for i in range(len(runs))]
+    # several groups in this process, as one worker takes them: what every run derives
+    # alike made first, and each group started from the trace as prepared (on fork's 31
+    # runs the process's peak 2.09 -> 1.94 GiB)
+    prepared = None
+    if len(groups) > 1:
+        engine.prepare(tr)
+        prepared = frozenset(tr.cache)
     for ids in groups:
+        if prepared is not None:
+            _as_prepared(tr, prepared)
         for j, i in enumerate(ids):
             cb = None
             if progress is not None:

@@ -278,6 +278,30 @@ def test_a_workers_group_starts_from_the_trace_as_prepared(
     assert summary == api.replay_trace(synth_trace, runs[:1], table, tmp_path / "b", jobs=1)[0]
 
 
+def test_groups_replayed_in_this_process_each_start_from_the_trace_as_prepared(
+    synth_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as a worker takes its groups (the replay capped to one process by memory, or -j 1)
+    tr = api.load(synth_path)
+    runs = backends.resolve("vmi,xen-pv,lguest")
+    table = costs.load("p4")
+    seen: list[set[str]] = []
+    replay_one = api._replay_one
+
+    def spy(*a: Any, **k: Any) -> dict[str, Any]:
+        if a[3] == 0:  # a group's first run
+            seen.append(set(tr.cache))
+            tr.cache["left by an earlier group"] = np.zeros(8)
+        return replay_one(*a, **k)
+
+    monkeypatch.setattr(api, "_replay_one", spy)
+    got = api.replay_trace(tr, runs, table, tmp_path / "a", jobs=1)
+    assert len(seen) == len(api._groups(runs, table)) == 3
+    assert seen[0] == seen[1] == seen[2] and "left by an earlier group" not in seen[2]
+    monkeypatch.setattr(api, "_replay_one", replay_one)
+    assert got == api.replay_trace(synth_path, runs, table, tmp_path / "b", jobs=2)
+
+
 def test_a_replay_fixes_the_mmap_threshold_before_it_loads_the_trace(
     synth_trace: Trace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
