@@ -126,12 +126,17 @@ def main() -> None:
 def held(fp: Footprint, events: int, jobs: int) -> bool:
     """Print the memory model's bounds (``replayer.workers``) beside what the sampled run
     took; whether both held.  The parent's peak includes the load of the trace (this
-    process held nothing of it before)."""
+    process held nothing of it before); with one job it replays the runs itself, so it
+    holds a worker's own share too."""
     ok = True
     gib = 2**30
-    rows = [("the parent", fp.peak_self, workers.parent_need(events))]
+    parent = workers.parent_need(events)
     if jobs > 1:
+        rows = [("the parent", fp.peak_self, parent)]
         rows.append(("the largest worker's own", fp.peak_own, workers.worker_need(events)))
+    else:
+        one = parent + workers.worker_need(events) - workers.BASE  # one interpreter
+        rows = [("this process's", fp.peak_self, one)]
     for what, got, bound in rows:
         over = got > bound
         ok &= not over

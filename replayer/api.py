@@ -316,10 +316,13 @@ def job_plan(
     """How many worker processes a replay of ``runs`` starts (:func:`workers.plan`):
     ``jobs`` as given, else one per usable CPU and no more than its groups of runs and the
     available memory hold; one inside a pool's worker, which may not start workers."""
-    n_groups = len(_groups(runs, table))
+    return _job_plan(tr.n, len(_groups(runs, table)), jobs)
+
+
+def _job_plan(events: int, groups: int, jobs: int | None) -> workers.JobPlan:
     if multiprocessing.current_process().daemon:
-        return workers.JobPlan(1, 1, workers.worker_need(tr.n), None)
-    return workers.plan(tr.n, n_groups, jobs, held=workers.resident())
+        return workers.JobPlan(1, 1, workers.worker_need(events), None)
+    return workers.plan(events, groups, jobs, held=workers.resident())
 
 
 def _replay_runs(
@@ -333,7 +336,7 @@ def _replay_runs(
     """:func:`replay_trace` under the results directory's lock."""
     global _SHARED
     groups = _groups(runs, table)
-    jobs = job_plan(tr, runs, table, jobs).jobs
+    jobs = _job_plan(tr.n, len(groups), jobs).jobs
     done: dict[int, dict[str, Any]] = {}
     if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
         # what every run derives from the trace alike, once, before the workers fork
