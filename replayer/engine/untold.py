@@ -106,9 +106,9 @@ class UntoldShadow(TableWalk):
         """Stores lguest never sees: the guest's tables only."""
         self.pair.guest_write_many(es, vs)
 
-    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
+    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:
         """An allocation's memset or clone: lguest is not told."""
-        self.pair.guest_fill(pfn, lo, hi, values)
+        return self.pair.guest_fill(pfn, lo, hi, values)
 
     def flushed(self, k: int, h: int, a0: int, frames: list[int]) -> None:
         """A CR3 load or TLB flush: lguest's side at once, or queued."""

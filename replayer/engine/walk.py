@@ -59,7 +59,7 @@ class Rider(Protocol):
         """A run of stores to entries ``es`` was applied."""
 
     def stamp_frame(self, pfn: int) -> None:
-        """An allocation zeroed or copied into frame ``pfn``."""
+        """An allocation zeroed or copied into frame ``pfn`` (and may have changed it)."""
 
     def stop(self, k: int) -> None:
         """After event ``k``, as the walk's own :meth:`TableWalk.stop`."""
@@ -147,11 +147,11 @@ class TableWalk:
         if h == ALLOC_CLONE:
             lo, hi = min(start, 1024), min(start + count, 1024)
             vals = self.guest.frames.page(src)[lo:hi].copy()
-            self.fill(pfn, 0, 1024, None)
-            self.fill(pfn, lo, hi, vals)
+            changed = self.fill(pfn, 0, 1024, None)
+            changed = self.fill(pfn, lo, hi, vals) or changed
         else:
-            self.fill(pfn, 0, 1024, None)
-        if self.rider is not None:
+            changed = self.fill(pfn, 0, 1024, None)
+        if changed and self.rider is not None:
             self.rider.stamp_frame(pfn)
 
     def run_of(self, a: int, b: int) -> tuple[Entries, Entries]:
@@ -165,9 +165,10 @@ class TableWalk:
         """Apply a run of entry stores (:meth:`run_of`)."""
         self.guest.write_many(es, vs)
 
-    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
-        """The guest zeroes (``values`` None) or copies a range of a frame."""
-        self.guest.fill(pfn, lo, hi, values)
+    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:
+        """The guest zeroes (``values`` None) or copies a range of a frame; False where
+        that surely changed nothing."""
+        return self.guest.fill(pfn, lo, hi, values)
 
     def flushed(self, k: int, h: int, a0: int, frames: list[int]) -> None:
         """Event ``k`` (hook ``h``, first argument ``a0``) flushed the guest's TLB; the

@@ -245,6 +245,9 @@ class GuestMMU:
         """frame -> index -> older present values a native TLB may still hold."""
         self._settled: set[int] = set()
         """Frames of ``unflushed`` that hold only global values (a user flush keeps them)."""
+        self._global: set[int] = set()
+        """Frames of ``unflushed`` held as a dictionary that may hold a global value (a
+        superset): a user flush drops the others whole, without looking at each entry."""
 
     @property
     def cr3(self) -> int | None:
@@ -294,6 +297,8 @@ class GuestMMU:
                     # what _note does, inline
                     pfn, idx = e >> 10, e & 1023
                     settled.discard(pfn)
+                    if old & GLOBAL:
+                        self._global.add(pfn)
                     u = unflushed.get(pfn)
                     if u is None:
                         unflushed[pfn] = {idx: (old,)}
@@ -321,6 +326,8 @@ class GuestMMU:
         if not old & PRESENT:
             return
         self._settled.discard(pfn)
+        if old & GLOBAL:
+            self._global.add(pfn)
         u = self.unflushed.get(pfn)
         if u is None:
             self.unflushed[pfn] = {idx: (old,)}
@@ -331,34 +338,38 @@ class GuestMMU:
         elif old not in t:
             u[idx] = t + (old,)
 
-    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> None:
-        """Overwrite entries [lo, hi) (with zeros if ``values`` is None)."""
+    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:
+        """Overwrite entries [lo, hi) (with zeros if ``values`` is None); False where
+        that surely changed nothing (zeroing zeros)."""
         view = self.frames.page(pfn)
         if values is None and not view[lo:hi].any():
-            return  # zeroing zeros (a table is mostly released empty): nothing changes
+            return False  # zeroing zeros (a table is mostly released empty)
         old = view[lo:hi].copy()
         new = np.zeros(hi - lo, dtype=np.uint32) if values is None else values
         view[lo:hi] = new
         # what _note does for each changed entry that was present, in one pass
         ch = np.nonzero((old != new) & ((old & PRESENT) != 0))[0]
         if not len(ch):
-            return
+            return True
         self._settled.discard(pfn)
         u = self.unflushed.get(pfn)
         if u is None:
             first = np.zeros(1024, dtype=np.uint32)
             first[ch + lo] = old[ch]
             self.unflushed[pfn] = FrameOlds(first)
-            return
+            return True
         if isinstance(u, FrameOlds):
             u.add_many(ch + lo, old[ch])
-            return
+            return True
+        if (old[ch] & GLOBAL).any():
+            self._global.add(pfn)
         for idx, o in zip((ch + lo).tolist(), old[ch].tolist(), strict=True):
             t = u.get(idx)
             if t is None:
                 u[idx] = (o,)
             elif o not in t:
                 u[idx] = t + (o,)
+        return True
 
     def flush_all(self, include_global: bool) -> list[int]:
         """A TLB flush of everything (``include_global``) or of non-global entries.
@@ -369,12 +380,16 @@ class GuestMMU:
         if include_global or not self.pge:
             self.unflushed.clear()
             self._settled.clear()
+            self._global.clear()
             return touched
-        settled = self._settled
+        settled, glob = self._settled, self._global
         for pfn in touched:
             if pfn in settled:
                 continue  # only global values: all kept
             u = self.unflushed[pfn]
+            if not isinstance(u, FrameOlds) and pfn not in glob:
+                del self.unflushed[pfn]  # no global value: none kept
+                continue
             if isinstance(u, FrameOlds):
                 u.keep_global()
                 if not u:

@@ -142,15 +142,37 @@ def test_incremental_check_equals_full_comparison(seed: int, demand: bool) -> No
             )
         elif r < 0.13 and demand:
             p.resync_space()
+        elif r < 0.16:
+            # an allocation's memset, often of a table already clear
+            p.guest_fill(int(rng.choice(tables)), 0, 1024)
         if step % 7 == 0:
             inc, full = p.check(), p.check_full()
             assert inc.key() == full.key(), step
+            d = p._dirs.get(g.cr3 >> 12)
+            if d is not None and d.refs is not None:
+                assert _as_sets(d.refs) == _references_afresh(p, g.cr3 >> 12), step
             ref = _reference(p)
             assert {f.kind: f.pages for f in full.findings} == {
                 k: v for k, v in ref.items() if v
             }, step
             checks += 1
     assert checks > 40
+
+
+def _as_sets(refs: dict[int, list[int]]) -> dict[int, set[int]]:
+    assert all(len(set(v)) == len(v) for v in refs.values())  # no index twice
+    return {t: set(v) for t, v in refs.items()}
+
+
+def _references_afresh(p: ViewPair, pd: int) -> dict[int, set[int]]:
+    """Table frame -> directory indices naming it on either side, from both copies."""
+    out: dict[int, set[int]] = {}
+    for frames in (p.guest.frames, p.view):
+        for i in range(1024):
+            pde = frames.get(pd, i)
+            if pde & PRESENT and not pde & 0x80:
+                out.setdefault(pde >> 12, set()).add(i)
+    return out
 
 
 def _state(p: ViewPair) -> tuple:

@@ -11,7 +11,9 @@ from replayer import engine
 from replayer.backends import Run, all_runs
 from replayer.costs import CostTable
 from replayer.engine import walk
-from replayer.engine.empty import JUDGED, copy_stays_empty
+from replayer.engine.empty import JUDGED, EmptyJudge, copy_stays_empty
+from replayer.mechanisms.coherence import ViewPair
+from replayer.mechanisms.pagetables import GLOBAL, PSE, GuestMMU
 from replayer.trace import Trace, load
 from tests.support import synth
 
@@ -134,3 +136,65 @@ def test_the_reasons_of_many_checks_are_each_checks_reason(
         seen_queued |= any("batch flush" in r for r in where.reasons(rows))
     assert seen_queued
     assert EMPTY and where.reasons([]) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_judge_kept_up_to_date_finds_what_a_full_comparison_finds(seed: int) -> None:
+    """The judge keeps each directory's entries, their pages and the lowest page from
+    one check to the next; after any mix of stores, fills, clones, CR3 loads and flushes
+    it finds what the simulation's comparison against an empty copy finds, from
+    scratch."""
+    rng = np.random.default_rng(seed)
+    g = GuestMMU(64)
+    g.pge = seed % 2 == 0
+    pds, tables = [2, 3, 4], list(range(10, 18))
+    judge = EmptyJudge(g, [])
+    g.cr3 = pds[0] << 12
+    found = 0
+    for step in range(400):
+        op = rng.random()
+        if op < 0.7:  # a run of stores
+            es, vs = [], []
+            for _ in range(int(rng.integers(1, 5))):
+                if rng.random() < 0.7:
+                    pfn, idx = int(rng.choice(tables)), int(rng.integers(0, 12))
+                    v = 0 if rng.random() < 0.25 else (int(rng.integers(0x100, 0x140)) << 12) | 7
+                else:
+                    pfn, idx = int(rng.choice(pds)), int(rng.integers(0, 8))
+                    if rng.random() < 0.1:
+                        v = (int(rng.integers(0, 64)) << 22) | PSE | 7
+                    else:
+                        v = 0 if rng.random() < 0.2 else (int(rng.choice(tables)) << 12) | 7
+                if rng.random() < 0.1:
+                    v |= GLOBAL
+                es.append((pfn << 10) | idx)
+                vs.append(v)
+            batch = np.asarray(es, np.int64) if rng.random() < 0.3 else es
+            g.write_many(batch, np.asarray(vs, np.int64) if isinstance(batch, np.ndarray) else vs)
+            judge.stamp_run(batch)
+        elif op < 0.78:  # alloc_pt: often a table already clear
+            t = int(rng.choice(tables))
+            if g.fill(t, 0, 1024, None):
+                judge.stamp_frame(t)
+        elif op < 0.82:  # alloc_pd_clone: part of another directory
+            pd, src = (int(x) for x in rng.choice(pds, 2, replace=False))
+            vals = g.frames.page(src)[4:8].copy()
+            changed = g.fill(pd, 0, 1024, None)
+            if g.fill(pd, 4, 8, vals) or changed:
+                judge.stamp_frame(pd)
+        elif op < 0.9:
+            g.cr3 = int(rng.choice(pds)) << 12
+            g.flush_all(False)
+        elif op < 0.95:
+            g.flush_addr(int(rng.integers(0, 8)) << 22 | int(rng.integers(0, 12)) << 12)
+        else:
+            g.flush_all(rng.random() < 0.5)
+        pd = g.cr3 >> 12
+        full = ViewPair(g)  # a copy that stays empty, compared page by page
+        full.set_cr3(pd << 12)
+        want = [(f.pages, f.vpn, f.expected) for f in full.check_full().findings]
+        assert all(f.kind == "missing" for f in full.check_full().findings)
+        got = judge.missing()
+        assert ([got] if got is not None else []) == want, step
+        found += got is not None
+    assert found > 100

@@ -113,3 +113,34 @@ def test_a_user_flush_keeps_what_it_kept_before() -> None:
     assert g.unflushed == {3: {0: (0x1000 | GLOBAL | 1,)}}
     g.flush_all(include_global=True)
     assert g.unflushed == {}
+
+
+def test_zeroing_a_clear_frame_says_it_changed_nothing() -> None:
+    g = GuestMMU(16)
+    assert g.fill(3, 0, 1024, None) is False
+    g.write(3, 5, 0x7001)
+    assert g.fill(3, 0, 1024, None) is True
+    assert g.old_values(3, 5) == (0x7001,)
+    assert g.fill(3, 0, 1024, None) is False
+    assert g.fill(4, 0, 2, np.array([0x1001, 0], dtype=np.uint32)) is True
+
+
+def test_a_user_flush_drops_a_frame_of_non_global_values_whole_and_keeps_global_ones() -> None:
+    from replayer.mechanisms.pagetables import GLOBAL
+
+    g = GuestMMU(16)
+    g.pge = True
+    g.write(3, 0, 0x1001)
+    g.write(3, 0, 0x2001)  # non-global
+    g.write(4, 0, 0x1001 | GLOBAL)
+    g.write(4, 0, 0x2001)  # global
+    g.write(4, 1, 0x3001)
+    g.write(4, 1, 0)  # non-global, beside it
+    assert sorted(g.flush_all(include_global=False)) == [3, 4]
+    assert g.unflushed == {4: {0: (0x1001 | GLOBAL,)}}
+    g.flush_all(include_global=True)
+    # a frame that held a global value before the full flush holds none now
+    g.write(4, 2, 0x5001)
+    g.write(4, 2, 0x6001)
+    g.flush_all(include_global=False)
+    assert g.unflushed == {}
