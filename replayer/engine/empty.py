@@ -347,13 +347,13 @@ class EmptyJudge:
     def _entries(self, d: _Directory, page: np.ndarray) -> int:
         """Take the directory's entries that changed since ``d.page``; return the lowest
         index changed (1024: none)."""
-        changed = np.flatnonzero(page != d.page)
-        if not len(changed):
+        changed = np.flatnonzero(page != d.page).tolist()
+        if not changed:
             return 1024
         vals, tabs, pages, order = d.vals, d.tabs, d.pages, d.order
-        new = page[changed]
-        d.page[changed] = new
-        for i, v in zip(changed.tolist(), new.tolist(), strict=True):
+        for i in changed:  # an entry or two: numpy's indexing costs more than it saves
+            v = int(page[i])
+            d.page[i] = v
             old = vals.pop(i, None)
             if old is not None:
                 d.total -= pages.pop(i)
@@ -374,7 +374,7 @@ class EmptyJudge:
                     tabs.setdefault(v >> 12, []).append(i)
                     pages[i] = self._count(v >> 12)
                 d.total += pages[i]
-        return int(changed[0])
+        return changed[0]
 
     def _first(self, d: _Directory, skip: set[int] | frozenset[int] = frozenset()) -> None:
         """The lowest page the directory maps (past entries ``skip``), and its translation,

@@ -36,6 +36,8 @@ CR0_PG = 0x80000000
 CR4_PGE = 0x80
 
 _J = np.arange(1024, dtype=np.uint32)
+#: A clear frame's bytes (comparing bytes is five times quicker than numpy's ``any`` here).
+_ZEROS = bytes(4096)
 _ONE = np.uint32(1)
 
 
@@ -342,13 +344,20 @@ class GuestMMU:
         """Overwrite entries [lo, hi) (with zeros if ``values`` is None); False where
         that surely changed nothing (zeroing zeros)."""
         view = self.frames.page(pfn)
-        if values is None and not view[lo:hi].any():
+        at = pfn << 10
+        if (
+            values is None
+            and self.frames.mem[at + lo : at + hi].tobytes() == _ZEROS[: 4 * (hi - lo)]
+        ):
             return False  # zeroing zeros (a table is mostly released empty)
         old = view[lo:hi].copy()
-        new = np.zeros(hi - lo, dtype=np.uint32) if values is None else values
-        view[lo:hi] = new
         # what _note does for each changed entry that was present, in one pass
-        ch = np.nonzero((old != new) & ((old & PRESENT) != 0))[0]
+        if values is None:
+            view[lo:hi] = 0
+            ch = np.flatnonzero(old & PRESENT)  # a present value is not zero
+        else:
+            view[lo:hi] = values
+            ch = np.flatnonzero((old != values) & ((old & PRESENT) != 0))
         if not len(ch):
             return True
         self._settled.discard(pfn)
@@ -418,6 +427,20 @@ class GuestMMU:
         if pd is None or not self.unflushed:
             return []
         i, j = addr >> 22, (addr >> 12) & 1023
+        unflushed = self.unflushed
+        if pd not in unflushed:
+            # the directory's entry holds nothing older: only the entry of the table it
+            # names now can be fresh again (most of fork's 372,000 flushes)
+            v = self.frames.get(pd, i)
+            if not v & PRESENT or v & PSE:
+                return []
+            u = unflushed.get(v >> 12)
+            if u is None or j not in u:
+                return []
+            del u[j]
+            if not u:
+                del unflushed[v >> 12]
+            return [v >> 12]
         touched = []
         for pfn, idx in ((pd, i),) + tuple((t, j) for t in self._tables_at(pd, i)):
             u = self.unflushed.get(pfn)
