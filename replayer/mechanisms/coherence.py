@@ -664,13 +664,13 @@ class ViewPair:
             d.found = {}
         else:
             # the directory's entries did not change: only those naming (now or at their
-            # last verdict) a table that changed since can get another verdict
+            # last verdict) a table that changed since can get another verdict.  The
+            # entries a page could be wrong under change only with a table named that
+            # changed, so they are worked out again from what differs (mostly a frame or
+            # two) rather than by asking each table named whether it changed.
             vget = ver.get
-            moved = [t for t in refs if vget(t, 0) > since]
             stale = [f for f in d.deps if vget(f, 0) > since]
-            if not moved and not stale:
-                return d.result
-            groups = self._groups(pd, refs) if moved else d.groups
+            groups = self._groups(pd, refs)
             todo = set()
             for f in stale:
                 todo |= d.deps[f]
@@ -679,7 +679,7 @@ class ViewPair:
             gone = d.groups - groups
             if not todo and not gone:
                 # no verdict to redo, none to drop: the findings stand (most of
-                # pagefault's checks, where a table changed that no entry differs under)
+                # pagefault's checks)
                 d.groups = groups
                 return d.result
             for i in gone:
