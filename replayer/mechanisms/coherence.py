@@ -265,29 +265,38 @@ class ViewPair:
         """:meth:`guest_write` of each (flat entry, value) in turn."""
         if not len(entries):
             return
-        self.guest.write_many(entries, values)
         if len(entries) >= bulk.VEC_MIN:
+            self.guest.write_many(entries, values)
             self._bump_many(entries)
             self._retouch_many(entries)
             return
-        # a short run (a list): what _bump_many and _retouch_many do, in one loop
+        # a short run (lists): what GuestMMU.write_many, _bump_many and _retouch_many do,
+        # in one loop (an entry stored twice is judged last at its last value)
         self.clock += 1
         now, ver, diff = self.clock, self.ver, self.diff
-        g, v = self.guest.frames, self.view
+        guest, v = self.guest, self.view
+        g = guest.frames
         top = max(entries) >> 10
+        if top >= g.nframes:
+            g.grow(top)
         if top >= v.nframes:
             v.grow(top)
-        gm, vm = g.mem, v.mem
-        gpd = self.guest.pd
+        gm, vm, note = g.mem, v.mem, guest._note
+        gpd = guest.pd
         vpd = None if self.view_cr3 is None else self.view_cr3 >> 12
         dirs = False
-        for e in entries:
+        for e, val in zip(entries, values, strict=True):
             pfn, idx = e >> 10, e & 1023
+            old = gm[e]
+            if old != val:
+                gm[e] = val
+                if old & PRESENT:
+                    note(pfn, idx, old)  # a native TLB may still hold it
             ver[pfn] = now
             if pfn in (gpd, vpd):
                 dirs = True
             s = diff.get(pfn)
-            if gm[e] != vm[e]:
+            if val != vm[e]:
                 if s is None:
                     diff[pfn] = {idx}
                 else:
@@ -560,11 +569,16 @@ class ViewPair:
             return
         i, j = addr >> 22, (addr >> 12) & 1023
         old = self.view.get(pd, i)
-        self.resync_entry(pd, i)
-        pde = self.guest.frames.get(pd, i)
+        diff, gf = self.diff, self.guest.frames
+        s = diff.get(pd)
+        if s is not None and i in s:  # resync_entry, inline
+            self.learn_write(pd, i, gf.get(pd, i))
+        pde = gf.get(pd, i)
         for p in {pde, old}:
             if p & PRESENT and not p & PSE:
-                self.resync_entry(p >> 12, j)
+                s = diff.get(p >> 12)
+                if s is not None and j in s:
+                    self.learn_write(p >> 12, j, gf.get(p >> 12, j))
 
     def resync_space(self) -> None:
         """Every entry of the loaded address space is re-read (directory and its tables)."""
@@ -572,8 +586,10 @@ class ViewPair:
         if pd is None:
             return
         self.resync_page(pd)
+        diff = self.diff
         for t in self.guest_tables(pd):
-            self.resync_page(t)
+            if t in diff:  # (resync_page has nothing to do elsewhere)
+                self.resync_page(t)
 
     def resync_all(self) -> None:
         """Every frame the backend holds is re-read (all shadows dropped)."""
