@@ -352,6 +352,15 @@ class GuestMMU:
             return False  # zeroing zeros (a table is mostly released empty)
         old = view[lo:hi].copy()
         # what _note does for each changed entry that was present, in one pass
+        if values is None and hi - lo == 1024 and pfn not in self.unflushed:
+            # a table released with entries in it, zeroed whole (most real fills): its
+            # present values are what a native TLB may still hold, as they lie
+            view[:] = 0
+            old *= old & _ONE
+            if old.any():
+                self._settled.discard(pfn)
+                self.unflushed[pfn] = FrameOlds(old)
+            return True
         if values is None:
             view[lo:hi] = 0
             ch = np.flatnonzero(old & PRESENT)  # a present value is not zero
