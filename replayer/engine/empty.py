@@ -239,17 +239,28 @@ class _Directory:
     """What the quick count keeps of one directory between its checks: its present
     entries, what each maps and their sum, kept up to date by the entries that changed
     (a directory changes an entry or two at a time: rebuilt whole, 107,000 of fork's
-    checks took 18 us each)."""
+    checks took 18 µs each)."""
 
-    __slots__ = ("seen", "page", "vals", "order", "tabs", "pages", "total", "first", "first_i")
+    __slots__ = (
+        "seen",
+        "page",
+        "mem",
+        "order",
+        "tabs",
+        "pages",
+        "total",
+        "first",
+        "first_i",
+        "found",
+    )
 
     def __init__(self) -> None:
         self.seen = 0
         """The change clock at its last check."""
         self.page = np.zeros(1024, dtype=np.uint32)
         """The directory as of ``seen`` (what its changes are found against)."""
-        self.vals: dict[int, int] = {}
-        """index -> value, of its present entries."""
+        self.mem = memoryview(self.page)  # type: ignore[arg-type]
+        """The same, an entry at a time (quicker than numpy for that)."""
         self.order: list[int] = []
         """The present entries' indices, ascending."""
         self.tabs: dict[int, list[int]] = {}
@@ -262,6 +273,8 @@ class _Directory:
         """(lowest page mapped, its translation), as of ``seen``."""
         self.first_i = 1024
         """The index of the entry mapping it (1024: none maps a page)."""
+        self.found: Missing | None = None
+        """What a check found as of ``seen``, no native TLB's leeway asked."""
 
 
 class EmptyJudge:
@@ -291,8 +304,6 @@ class EmptyJudge:
         self.lowest: dict[int, tuple[int, int]] = {}
         """table frame -> (its stamp when searched, its lowest present index)."""
         self.dirs: dict[int, _Directory] = {}
-        self.found_at: dict[int, Missing | None] = {}
-        """directory frame -> what a check found at its last, no native TLB's leeway asked."""
         self.wanted = set(wanted)
         self.done: dict[int, Missing | None] = {}
 
@@ -350,12 +361,11 @@ class EmptyJudge:
         changed = np.flatnonzero(page != d.page).tolist()
         if not changed:
             return 1024
-        vals, tabs, pages, order = d.vals, d.tabs, d.pages, d.order
+        mem, tabs, pages, order = d.mem, d.tabs, d.pages, d.order
         for i in changed:  # an entry or two: numpy's indexing costs more than it saves
-            v = int(page[i])
-            d.page[i] = v
-            old = vals.pop(i, None)
-            if old is not None:
+            old, v = mem[i], int(page[i])
+            mem[i] = v
+            if old & 1:
                 d.total -= pages.pop(i)
                 if not old & PSE:
                     named = tabs[old >> 12]
@@ -367,7 +377,6 @@ class EmptyJudge:
             elif v & 1:
                 insort(order, i)
             if v & 1:
-                vals[i] = v
                 if v & PSE:
                     pages[i] = 1024
                 else:
@@ -376,25 +385,22 @@ class EmptyJudge:
                 d.total += pages[i]
         return changed[0]
 
-    def _first(self, d: _Directory, skip: set[int] | frozenset[int] = frozenset()) -> None:
-        """The lowest page the directory maps (past entries ``skip``), and its translation,
-        into ``d.first`` (its entry's index into ``d.first_i``)."""
-        pages, vals = d.pages, d.vals
+    def _first(
+        self, d: _Directory, skip: set[int] | frozenset[int] = frozenset()
+    ) -> tuple[tuple[int, int] | None, int]:
+        """The lowest page the directory maps (past entries ``skip``) and its translation,
+        and the index of the entry mapping it (None and 1024: none maps a page)."""
+        pages, mem = d.pages, d.mem
         for i in d.order:
             if pages[i] and i not in skip:
-                d.first_i = i
-                pde = vals[i]
+                pde = mem[i]
                 if pde & PSE:
-                    d.first = i << 10, (pde & 0xFFC00000) | (pde & MEANING)
-                    return
+                    return (i << 10, (pde & 0xFFC00000) | (pde & MEANING)), i
                 t = pde >> 12
                 k = self._lowest(t)
-                d.first = (
-                    (i << 10) | k,
-                    int(self.guest.frames.mem[(t << 10) | k]) & (PAGE_MASK | (pde & MEANING)),
-                )
-                return
-        d.first, d.first_i = None, 1024
+                tr = int(self.guest.frames.mem[(t << 10) | k]) & (PAGE_MASK | (pde & MEANING))
+                return ((i << 10) | k, tr), i
+        return None, 1024
 
     def missing(self) -> Missing | None:
         """What a check of the loaded space against an empty copy finds now."""
@@ -407,7 +413,7 @@ class EmptyJudge:
         if d is not None and d.seen == self.clock and not guest.unflushed:
             # nothing changed since this directory's last check (on sched, whose context
             # switches make most checks, 466,000 of them between 17,830 stores)
-            return self.found_at[pd]
+            return d.found
         if d is None:
             d = self.dirs[pd] = _Directory()
         seen = d.seen
@@ -426,21 +432,21 @@ class EmptyJudge:
                         lowest = i
         # the lowest page mapped stays where no entry at or before its entry changed
         if lowest <= d.first_i:
-            self._first(d)
+            d.first, d.first_i = self._first(d)
         d.seen = self.clock
-        found = self.found_at[pd] = None if d.first is None else (d.total, *d.first)
+        d.found = None if d.first is None else (d.total, *d.first)
         unf = guest.unflushed
         if unf:
             u_pd = unf.get(pd)
-            vals, tabs = d.vals, d.tabs
-            lee = {i for i in u_pd if i in vals} if u_pd else set()
+            mem, tabs = d.mem, d.tabs
+            lee = {i for i in u_pd if mem[i] & 1} if u_pd else set()
             for f, u in unf.items():
                 under = tabs.get(f)
                 if under and u:
                     lee.update(under)
             if lee:
                 return self._with_leeway(d, sorted(lee), u_pd)
-        return found
+        return d.found
 
     def _with_leeway(self, d: _Directory, lee: list[int], u_pd: Olds | None) -> Missing | None:
         """:meth:`missing` where a native TLB may hold something older under the present
@@ -450,17 +456,13 @@ class EmptyJudge:
         for i in lee:
             total -= d.pages[i]
             olds = u_pd.get(i, ()) if u_pd else ()
-            for f in self.pair._compare(i, d.vals[i], 0, olds):
+            for f in self.pair._compare(i, d.mem[i], 0, olds):
                 total += f[1]
                 if best is None or f[2] < best[0]:
                     best = (f[2], f[3])
         first = d.first
-        if d.first_i in lee:
-            # the lowest page of the other entries; the directory's own kept for next time
-            kept = d.first, d.first_i
-            self._first(d, set(lee))
-            first = d.first
-            d.first, d.first_i = kept
+        if d.first_i in lee:  # the lowest page of the other entries
+            first, _ = self._first(d, set(lee))
         if first is not None and (best is None or first[0] < best[0]):
             best = first
         if not total or best is None:

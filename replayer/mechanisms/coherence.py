@@ -111,10 +111,12 @@ class _Directory:
 
     seen: int = 0
     """The clock at its last check."""
-    refs: dict[int, list[int]] | None = None
+    refs: dict[int, list[int]] = field(default_factory=dict)
     refs_ver: int = -1
     """Table frame -> indices naming it on either side, as of the directory's version."""
-    refs_of: tuple[np.ndarray, np.ndarray] | None = None
+    refs_of: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(1024, np.uint32), np.zeros(1024, np.uint32))
+    )
     """Both sides' copies of the directory that ``refs`` was worked out from (only the
     entries that changed since are taken again)."""
     verdicts: dict[int, tuple[tuple, tuple[tuple[str, int, int, int, int], ...]]] = field(
@@ -569,16 +571,11 @@ class ViewPair:
             return
         i, j = addr >> 22, (addr >> 12) & 1023
         old = self.view.get(pd, i)
-        diff, gf = self.diff, self.guest.frames
-        s = diff.get(pd)
-        if s is not None and i in s:  # resync_entry, inline
-            self.learn_write(pd, i, gf.get(pd, i))
-        pde = gf.get(pd, i)
+        self.resync_entry(pd, i)
+        pde = self.guest.frames.get(pd, i)
         for p in {pde, old}:
             if p & PRESENT and not p & PSE:
-                s = diff.get(p >> 12)
-                if s is not None and j in s:
-                    self.learn_write(p >> 12, j, gf.get(p >> 12, j))
+                self.resync_entry(p >> 12, j)
 
     def resync_space(self) -> None:
         """Every entry of the loaded address space is re-read (directory and its tables)."""
@@ -586,10 +583,8 @@ class ViewPair:
         if pd is None:
             return
         self.resync_page(pd)
-        diff = self.diff
         for t in self.guest_tables(pd):
-            if t in diff:  # (resync_page has nothing to do elsewhere)
-                self.resync_page(t)
+            self.resync_page(t)
 
     def resync_all(self) -> None:
         """Every frame the backend holds is re-read (all shadows dropped)."""
@@ -616,11 +611,9 @@ class ViewPair:
         """Table frame -> directory indices naming it, in either side's copy of ``pd``
         (worked out again only for the entries that changed since)."""
         v = self.ver.get(pd, 0)
-        if d.refs is not None and d.refs_ver == v:
+        if d.refs_ver == v:
             return d.refs
         g, b = self.guest.frames.page(pd), self.view.page(pd)
-        if d.refs is None or d.refs_of is None:
-            d.refs, d.refs_of = {}, (np.zeros(1024, np.uint32), np.zeros(1024, np.uint32))
         og, ob = d.refs_of
         at = np.flatnonzero((g != og) | (b != ob))
         if len(at):

@@ -290,7 +290,7 @@ class GuestMMU:
         if top >> 10 >= f.nframes:
             f.grow(top >> 10)
         mem = f.mem
-        unflushed, settled = self.unflushed, self._settled
+        unflushed, settled, glob = self.unflushed, self._settled, self._global
         for e, v in zip(entries, values, strict=True):
             old = mem[e]
             if old != v:
@@ -300,7 +300,7 @@ class GuestMMU:
                     pfn, idx = e >> 10, e & 1023
                     settled.discard(pfn)
                     if old & GLOBAL:
-                        self._global.add(pfn)
+                        glob.add(pfn)
                     u = unflushed.get(pfn)
                     if u is None:
                         unflushed[pfn] = {idx: (old,)}
@@ -351,31 +351,21 @@ class GuestMMU:
         ):
             return False  # zeroing zeros (a table is mostly released empty)
         old = view[lo:hi].copy()
-        # what _note does for each changed entry that was present, in one pass
-        if values is None and hi - lo == 1024 and pfn not in self.unflushed:
-            # a table released with entries in it, zeroed whole (most real fills): its
-            # present values are what a native TLB may still hold, as they lie
-            view[:] = 0
-            old *= old & _ONE
-            if old.any():
-                self._settled.discard(pfn)
-                self.unflushed[pfn] = FrameOlds(old)
-            return True
-        if values is None:
-            view[lo:hi] = 0
-            ch = np.flatnonzero(old & PRESENT)  # a present value is not zero
-        else:
-            view[lo:hi] = values
-            ch = np.flatnonzero((old != values) & ((old & PRESENT) != 0))
-        if not len(ch):
+        view[lo:hi] = 0 if values is None else values
+        # the present values overwritten, 0 elsewhere: what _note does for each, at once
+        old *= (old & _ONE) if values is None else (old & _ONE) * (old != values)
+        if not old.any():
             return True
         self._settled.discard(pfn)
         u = self.unflushed.get(pfn)
         if u is None:
-            first = np.zeros(1024, dtype=np.uint32)
-            first[ch + lo] = old[ch]
+            first = old  # a table zeroed whole: most fills that change something
+            if hi - lo < 1024:
+                first = np.zeros(1024, dtype=np.uint32)
+                first[lo:hi] = old
             self.unflushed[pfn] = FrameOlds(first)
             return True
+        ch = np.flatnonzero(old)
         if isinstance(u, FrameOlds):
             u.add_many(ch + lo, old[ch])
             return True
@@ -428,45 +418,36 @@ class GuestMMU:
         return touched
 
     def flush_addr(self, addr: int) -> list[int]:
-        """invlpg: the entries on the path to ``addr`` in the loaded space are fresh again.
+        """invlpg: the entries on the path to ``addr`` in the loaded space are fresh again:
+        the directory's entry, and the entry of each table it names now or named since
+        last flushed.
 
         Returns the frames whose unflushed entries changed.
         """
-        pd = self.pd
-        if pd is None or not self.unflushed:
+        pd, unflushed = self.pd, self.unflushed
+        if pd is None or not unflushed:
             return []
         i, j = addr >> 22, (addr >> 12) & 1023
-        unflushed = self.unflushed
-        if pd not in unflushed:
-            # the directory's entry holds nothing older: only the entry of the table it
-            # names now can be fresh again (most of fork's 372,000 flushes)
-            v = self.frames.get(pd, i)
-            if not v & PRESENT or v & PSE:
-                return []
-            u = unflushed.get(v >> 12)
-            if u is None or j not in u:
-                return []
-            del u[j]
-            if not u:
-                del unflushed[v >> 12]
-            return [v >> 12]
+        u = unflushed.get(pd)
+        olds = () if u is None else u.get(i, ())
         touched = []
-        for pfn, idx in ((pd, i),) + tuple((t, j) for t in self._tables_at(pd, i)):
-            u = self.unflushed.get(pfn)
-            if u is not None and idx in u:
-                del u[idx]
-                touched.append(pfn)
-                if not u:
-                    del self.unflushed[pfn]
+        if u is not None and olds:
+            del u[i]
+            touched.append(pd)
+            if not u:
+                del unflushed[pd]
+        named: list[int] = []
+        for v in (self.frames.get(pd, i), *olds):
+            t = v >> 12
+            if v & PRESENT and not v & PSE and t not in named:
+                named.append(t)
+                u = unflushed.get(t)
+                if u is not None and j in u:
+                    del u[j]
+                    touched.append(t)
+                    if not u:
+                        del unflushed[t]
         return touched
-
-    def _tables_at(self, pd: int, i: int) -> tuple[int, ...]:
-        """Tables the directory entry names now, and those it named since last flushed."""
-        out = []
-        for v in (self.frames.get(pd, i), *self.old_values(pd, i)):
-            if v & PRESENT and not v & PSE and v >> 12 not in out:
-                out.append(v >> 12)
-        return tuple(out)
 
     def old_values(self, pfn: int, idx: int) -> tuple[int, ...]:
         """Older present values a native TLB may still hold for an entry."""
