@@ -67,6 +67,11 @@ from replayer.trace import Trace
 _AT_FLUSH, _OWN, _CHECKPOINT, _AT_END = 0, 1, 2, 3
 #: One check's findings: pages missing, the lowest such page and the guest's translation.
 Missing = tuple[int, int, int]
+#: A check's code when it alone waited for a flush of the queue: this plus the hook it was
+#: made after (-1: a checkpoint).  Hooks number fewer.
+_QUEUED_ONE = 1 << 12
+#: What every check applied at a flush of the queue was made at, after what it was made at.
+_AT_BATCH = " (applied at the batch flush)"
 
 
 def copy_stays_empty(run: Run) -> bool:
@@ -109,7 +114,9 @@ class Schedule:
         self.states: list[int] = states.tolist()
         self._code, self._arg = code, arg
         """Per check: the hook it was made after (-1: a checkpoint; -2: checks applied at
-        a flush of the queue, ``arg`` their group) and its first argument."""
+        a flush of the queue, ``arg`` their group; :data:`_QUEUED_ONE` and up: the one
+        check applied at a flush, as its hook or checkpoint) and its first argument (of
+        a checkpoint, 0)."""
         self._queued = queued
         """The checks waiting for a flush: their hooks and arguments, in order, and where
         each flush's group of them starts."""
@@ -154,18 +161,22 @@ class Schedule:
     def _reason(self, code: int, arg: int) -> str:
         if code == -1:
             return "checkpoint"
+        if code >= _QUEUED_ONE - 1:
+            return self._made_at(code - _QUEUED_ONE, arg) + _AT_BATCH
         if code >= 0:
             return _reason(code, arg)
         hs, a0s, starts = self._queued
         lo, hi = int(starts[arg]), int(starts[arg + 1])
-        one = self._one
-        made = []
-        for key in zip(hs[lo:hi], a0s[lo:hi], strict=True):
-            r = one.get(key)
-            if r is None:
-                r = one[key] = _reason(*key) if key[0] >= 0 else "checkpoint"
-            made.append(r)
-        return ", ".join(dict.fromkeys(made)) + " (applied at the batch flush)"
+        made = [self._made_at(*key) for key in zip(hs[lo:hi], a0s[lo:hi], strict=True)]
+        return ", ".join(dict.fromkeys(made)) + _AT_BATCH
+
+    def _made_at(self, hook: int, a0: int) -> str:
+        """What one check waiting in the queue was made at (hook -1: a checkpoint)."""
+        key = (hook, a0)
+        r = self._one.get(key)
+        if r is None:
+            r = self._one[key] = _reason(hook, a0) if hook >= 0 else "checkpoint"
+        return r
 
 
 def schedule(
@@ -226,10 +237,24 @@ def schedule(
             np.where(end, _AT_END, _AT_FLUSH),
         ]
     )
+    # a flush's checks by group, or (most groups) the one check's hook and argument: alike
+    # for all such checks after the same hook, so made into words once for them all
+    alone = np.diff(np.append(starts, len(w))) == 1
+    first_h, first_a = w_hook[starts], np.where(w_hook[starts] >= 0, w_arg[starts], 0)
     code = np.concatenate(
-        [hook[now_o], np.full(int(now_c.sum()), -1, dtype=np.int64), np.full(len(d), -2)]
+        [
+            hook[now_o],
+            np.full(int(now_c.sum()), -1, dtype=np.int64),
+            np.where(alone, _QUEUED_ONE + first_h, -2),
+        ]
     )
-    r_arg = np.concatenate([arg[now_o], np.zeros(int(now_c.sum()), np.int64), np.arange(len(d))])
+    r_arg = np.concatenate(
+        [
+            arg[now_o],
+            np.zeros(int(now_c.sum()), np.int64),
+            np.where(alone, first_a, np.arange(len(d))),
+        ]
+    )
     o = np.lexsort((place, seq))
     queued = (w_hook.tolist(), w_arg.tolist(), np.append(starts, len(w)))
     return Schedule(seq[o], state[o], code[o], r_arg[o], queued)
@@ -293,6 +318,7 @@ class EmptyJudge:
     """
 
     def __init__(self, guest: GuestMMU, wanted: list[int]) -> None:
+        """``wanted``: the events after which a check is judged, ascending."""
         self.guest = guest
         # the simulation's comparison, against a view that stays empty (leeway cases)
         self.pair = ViewPair(guest)
@@ -305,7 +331,11 @@ class EmptyJudge:
         """table frame -> (its stamp when searched, its lowest present index)."""
         self.dirs: dict[int, _Directory] = {}
         self.wanted = set(wanted)
-        self.done: dict[int, Missing | None] = {}
+        self._todo = wanted
+        self._next = wanted[0] if wanted else -1
+        """The next event wanted (the walk stops in order)."""
+        self._found: tuple[list[int], list[int], list[int]] = ([], [], [])
+        """Per event wanted so far: pages missing (0: none), the lowest and its translation."""
 
     def stamp_run(self, es: Entries) -> None:
         """A run of stores to entries ``es`` was applied: their frames are stamped."""
@@ -325,12 +355,21 @@ class EmptyJudge:
 
     def stop(self, k: int) -> None:
         """After event ``k``: what a check finds, if ``k`` is wanted."""
-        if k in self.wanted:
-            self.done[k] = self.missing()
+        if k == self._next:
+            pages, vpn, exp = self._found
+            n, low, tr = self.missing() or (0, 0, 0)
+            pages.append(n)
+            vpn.append(low)
+            exp.append(tr)
+            done = len(pages)
+            self._next = self._todo[done] if done < len(self._todo) else -1
 
-    def found(self, states: list[int]) -> list[Missing | None]:
-        """What a check found after each of ``states`` (all wanted, the walk done)."""
-        return [self.done[s] for s in states]
+    def judged(self) -> Judged:
+        """What a check found after each event wanted (the walk done)."""
+        assert len(self._found[0]) == len(self._todo), "the walk stopped short"
+        at = np.asarray([-1, *self._todo], dtype=np.int64)
+        pages, vpn, exp = (np.asarray([0, *c], dtype=np.int64) for c in self._found)
+        return Judged(at, pages, vpn, exp)
 
     def _count(self, t: int) -> int:
         """Present entries of table frame ``t`` (0 for a frame the store never reached),
@@ -485,14 +524,6 @@ class Judged:
     vpn: np.ndarray
     exp: np.ndarray
 
-    @classmethod
-    def of(cls, states: list[int], found: list[Missing | None]) -> Judged:
-        """From the states judged (none of them -1) and what each check found."""
-        cols = np.zeros((len(found) + 1, 3), dtype=np.int64)
-        cols[1:] = [f if f is not None else (0, 0, 0) for f in found]
-        at = np.concatenate(([-1], np.asarray(states, dtype=np.int64)))
-        return cls(at, cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy())
-
     def holds(self, states: np.ndarray) -> bool:
         """Whether every one of ``states`` is judged."""
         i = np.minimum(np.searchsorted(self.states, states), len(self.states) - 1)
@@ -510,7 +541,7 @@ def _last_changes(trace: Trace, at: list[int] | np.ndarray) -> np.ndarray:
 def to_judge(trace: Trace, states: set[int]) -> list[int]:
     """The states a walk judges so that checks after each of ``states`` are judged
     (:func:`judged`): the changes they see, ascending."""
-    want = np.unique(_last_changes(trace, sorted(states)))
+    want = np.unique(_last_changes(trace, np.fromiter(states, np.int64, len(states))))
     return want[want >= 0].tolist()
 
 
@@ -532,7 +563,7 @@ def judged(
         walk = TableWalk(trace)
         walk.rider = judge = EmptyJudge(walk.guest, todo)
         walk.walk(np.zeros(0, dtype=np.int64))  # the judge's stops alone
-        got = trace.cache[JUDGED] = Judged.of(todo, judge.found(todo))
+        got = trace.cache[JUDGED] = judge.judged()
     i = np.searchsorted(got.states, mine)
     return got.pages[i], got.vpn[i], got.exp[i]
 

@@ -35,7 +35,6 @@ from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.empty import (
     JUDGED,
     EmptyJudge,
-    Judged,
     Schedule,
     copy_stays_empty,
     empty_copy_rows,
@@ -250,7 +249,7 @@ class LeanPass(TracedPass, DeviceChecks):
             shadow.rider = judge = EmptyJudge(shadow.guest, todo)
         shadow.run()
         if judge is not None:
-            tr.cache[JUDGED] = Judged.of(todo, judge.found(todo))
+            tr.cache[JUDGED] = judge.judged()
         self._lean_devices()
 
     def _plain_costs(self) -> _QueuePlan:

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pvscope.hooks import HOOKS
 from replayer import engine
 from replayer.backends import Run, all_runs
 from replayer.costs import CostTable
 from replayer.engine import walk
-from replayer.engine.empty import JUDGED, EmptyJudge, copy_stays_empty
+from replayer.engine.empty import _QUEUED_ONE, JUDGED, EmptyJudge, copy_stays_empty
 from replayer.mechanisms.coherence import ViewPair
 from replayer.mechanisms.pagetables import GLOBAL, PSE, GuestMMU
 from replayer.trace import Trace, load
@@ -198,3 +199,9 @@ def test_the_judge_kept_up_to_date_finds_what_a_full_comparison_finds(seed: int)
         assert ([got] if got is not None else []) == want, step
         found += got is not None
     assert found > 100
+
+
+def test_a_check_alone_at_a_flush_has_a_code_above_every_hook() -> None:
+    """A check that alone waited for the queue's flush is coded as its hook plus
+    ``_QUEUED_ONE`` (a checkpoint's as ``_QUEUED_ONE - 1``): no hook may reach that."""
+    assert max(h.id for h in HOOKS) < _QUEUED_ONE - 1
