@@ -26,6 +26,7 @@ from replayer.mechanisms.pagetables import (
     PRESENT,
     PSE,
     Frames,
+    cloned,
 )
 from replayer.trace import (
     K_MMIO_READ,
@@ -37,15 +38,7 @@ from replayer.trace import (
 def _fill_table(frames: Frames, pfn: int, clone: tuple[int, int, int] | None) -> None:
     """A table as ``alloc_*`` leaves it: zeroed, or for ``alloc_pd_clone`` (source frame,
     first entry, count) with those entries copied from the source."""
-    page = frames.page(pfn)
-    if clone is None:
-        page[:] = 0
-        return
-    src, st, count = clone
-    lo, hi = min(st, 1024), min(st + count, 1024)
-    vals = frames.page(src)[lo:hi].copy()
-    page[:] = 0
-    page[lo:hi] = vals
+    frames.page(pfn)[:] = 0 if clone is None else cloned(frames, *clone)
 
 
 def absorbed_mmio(trace: Trace) -> np.ndarray:

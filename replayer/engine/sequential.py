@@ -58,6 +58,7 @@ from replayer.mechanisms.pagetables import (
     CR0_PG,
     CR4_PGE,
     GuestMMU,
+    cloned,
 )
 from replayer.mechanisms.tracer import WriteTracer
 from replayer.trace import (
@@ -408,15 +409,11 @@ class _Simulation(StoreRuns):
         if h == ALLOC_CLONE:
             i = pos - self.off
             src, start, count = self.a1_l[i], self.a2_l[i], self.a3_l[i]
-            lo, hi = min(start, 1024), min(start + count, 1024)
-            vals = guest.frames.page(src)[lo:hi].copy()
+            vals = cloned(guest.frames, src, start, count)
             if mirror:
-                page = guest.frames.page(pfn)
-                page[:] = 0
-                page[lo:hi] = vals
+                guest.frames.page(pfn)[:] = vals
             else:
-                pair.guest_fill(pfn, 0, 1024)
-                pair.guest_fill(pfn, lo, hi, vals)
+                pair.guest_fill(pfn, 0, 1024, vals)
             op = partial(pair.learn_clone, pfn, src, start, count)
         elif nwrites:
             if mirror:

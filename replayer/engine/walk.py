@@ -30,7 +30,7 @@ from replayer.engine.common import (
 from replayer.engine.derived import _frames_needed, _pte_entries, _wide
 from replayer.mechanisms import bulk
 from replayer.mechanisms.coherence import Entries
-from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU
+from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU, cloned
 from replayer.trace import K_HOOK, Trace
 
 ALLOC_CLONE = _ALLOCS[2]
@@ -142,13 +142,10 @@ class TableWalk:
         return a
 
     def alloc(self, h: int, pfn: int, src: int, start: int, count: int) -> None:
-        """alloc_*: the guest zeroes the frame, or clones part of a directory into it (the
-        source's entries taken before the frame is zeroed: it may be its own source)."""
+        """alloc_*: the guest zeroes the frame, or clones part of a directory into it
+        (:func:`~replayer.mechanisms.pagetables.cloned`)."""
         if h == ALLOC_CLONE:
-            lo, hi = min(start, 1024), min(start + count, 1024)
-            vals = self.guest.frames.page(src)[lo:hi].copy()
-            changed = self.fill(pfn, 0, 1024, None)
-            changed = self.fill(pfn, lo, hi, vals) or changed
+            changed = self.fill(pfn, 0, 1024, cloned(self.guest.frames, src, start, count))
         else:
             changed = self.fill(pfn, 0, 1024, None)
         if changed and self.rider is not None:

@@ -83,6 +83,17 @@ class Frames:
         self.version[pfn] = self.version.get(pfn, 0) + 1
 
 
+def cloned(frames: Frames, src: int, start: int, count: int) -> np.ndarray:
+    """The 1024 entries ``alloc_pd_clone`` leaves in a frame: ``count`` entries from
+    ``start`` copied from frame ``src``, zeros elsewhere (taken before the frame is
+    written: it may be its own source).  Written as one fill, an entry zeroed and given
+    its value back is not an entry that changed: a native TLB holds nothing older there."""
+    lo, hi = min(start, 1024), min(start + count, 1024)
+    out = np.zeros(1024, dtype=np.uint32)
+    out[lo:hi] = frames.page(src)[lo:hi]
+    return out
+
+
 def translations(pde: int, table: np.ndarray | None) -> np.ndarray:
     """The 1024 translations under one directory entry (0 where nothing is mapped)."""
     if not pde & PRESENT:

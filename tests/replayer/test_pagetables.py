@@ -9,6 +9,7 @@ from replayer.mechanisms.pagetables import (
     GLOBAL,
     Frames,
     GuestMMU,
+    cloned,
     present_mappings,
     translations,
 )
@@ -144,3 +145,38 @@ def test_a_user_flush_drops_a_frame_of_non_global_values_whole_and_keeps_global_
     g.write(4, 2, 0x6001)
     g.flush_all(include_global=False)
     assert g.unflushed == {}
+
+
+def test_a_clone_zeroes_the_rest_of_the_frame_and_leaves_an_entry_given_back_unchanged() -> None:
+    """``alloc_pd_clone`` as one fill: the entries outside the range copied are zeroed
+    (their present values left for the native TLB), an entry copied in with the value it
+    held is no change, and a frame may be its own source."""
+    g = GuestMMU(16)
+    g.write(2, 768, 0x5063)  # the source: a kernel entry
+    g.write(2, 1, 0x9067)  # and a user one, not copied
+    g.write(3, 0, 0x7067)  # the frame cloned into: a stale user entry
+    g.write(3, 768, 0x5063)  # and the kernel entry it already holds
+    vals = cloned(g.frames, 2, 768, 256)
+    assert vals[768] == 0x5063 and vals[1] == 0 and np.count_nonzero(vals) == 1
+    assert g.fill(3, 0, 1024, vals) is True
+    assert g.frames.get(3, 0) == 0 and g.frames.get(3, 768) == 0x5063
+    assert g.old_values(3, 0) == (0x7067,)
+    assert g.old_values(3, 768) == ()
+    own = cloned(g.frames, 2, 0, 4)  # its own source, taken before it is written
+    assert g.fill(2, 0, 1024, own) is True
+    assert g.frames.get(2, 1) == 0x9067 and g.frames.get(2, 768) == 0
+    assert g.old_values(2, 768) == (0x5063,)
+
+
+def test_the_walk_clones_as_one_fill() -> None:
+    """The walk's ``alloc_pd_clone`` leaves the frame as :func:`cloned` says, with the
+    values it zeroed left for the native TLB."""
+    from replayer.engine.walk import ALLOC_CLONE, TableWalk
+
+    w = TableWalk.__new__(TableWalk)  # its alloc needs the guest alone
+    w.guest, w.rider = GuestMMU(16), None
+    w.guest.write(2, 768, 0x5063)
+    w.guest.write(3, 0, 0x7067)
+    w.alloc(ALLOC_CLONE, 3, 2, 768, 256)
+    assert w.guest.frames.page(3).tolist() == cloned(w.guest.frames, 2, 768, 256).tolist()
+    assert w.guest.frames.get(3, 0) == 0 and w.guest.old_values(3, 0) == (0x7067,)
