@@ -35,14 +35,13 @@ from replayer.engine.derived import _pte_entries, loaded_table_stores
 from replayer.engine.empty import (
     JUDGED,
     EmptyJudge,
-    Schedule,
     copy_stays_empty,
     empty_copy_rows,
     judged,
-    schedule,
     to_judge,
 )
 from replayer.engine.proofs import _Proof
+from replayer.engine.schedule import Schedule, schedule
 from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _Costs, _stateful
@@ -137,7 +136,7 @@ def _empty_copy_states(
     trace: Trace, table: CostTable, runs: Sequence[Run] | None = None
 ) -> set[int]:
     """The states in which the checks of the runs whose copy stays empty among ``runs``
-    (default: every such run) are judged (:func:`replayer.engine.empty.schedule`), so that
+    (default: every such run) are judged (:func:`replayer.engine.schedule.schedule`), so that
     one pass judges them all."""
     out: set[int] = set()
     for run in all_runs() if runs is None else runs:

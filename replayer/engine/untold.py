@@ -1,6 +1,6 @@
 """The MMU checks of lguest told of no page-table store.
 
-Takes the trace, where each check falls (:func:`replayer.engine.empty.schedule`) and the
+Takes the trace, where each check falls (:func:`replayer.engine.schedule.schedule`) and the
 queue's plan; gives every MMU row the simulation's checks give, from a walk of the
 page-table events alone (:class:`~replayer.engine.walk.TableWalk`) with lguest's shadow
 kept beside the guest's tables.
@@ -27,7 +27,7 @@ import numpy as np
 
 from replayer.backends import Run
 from replayer.engine.common import FL_KERN, FL_ONE, WCR3, _hex
-from replayer.engine.empty import Schedule
+from replayer.engine.schedule import Schedule
 from replayer.engine.state import _modes
 from replayer.engine.walk import TableWalk
 from replayer.mechanisms.coherence import CheckResult, Entries, ViewPair
@@ -103,7 +103,8 @@ class UntoldShadow(TableWalk):
         self.walk(at[(at >= 0) & (at < n)])
 
     def stores(self, es: Entries, vs: Entries) -> None:
-        """Stores lguest never sees: the guest's tables only."""
+        """Stores lguest never sees: the guest's tables only (how many set or cleared a
+        present bit not known: the shadow's loop does not count them)."""
         self.pair.guest_write_many(es, vs)
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:

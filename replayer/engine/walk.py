@@ -55,8 +55,9 @@ class Rider(Protocol):
 
     wanted: set[int]
 
-    def stamp_run(self, es: Entries) -> None:
-        """A run of stores to entries ``es`` was applied."""
+    def stamp_run(self, es: Entries, moved: tuple[int, int] | None) -> None:
+        """A run of stores to entries ``es`` was applied, ``moved`` of them setting and
+        clearing a present bit (None: not known)."""
 
     def stamp_frame(self, pfn: int) -> None:
         """An allocation zeroed or copied into frame ``pfn`` (and may have changed it)."""
@@ -117,9 +118,9 @@ class TableWalk:
             b = upto[i]
             if b > a:
                 es, vs = self.run_of(a, b)
-                self.stores(es, vs)
+                moved = self.stores(es, vs)
                 if rider is not None:
-                    rider.stamp_run(es)
+                    rider.stamp_run(es, moved)
                 a = b
             if is_op[i]:
                 h = hs[i]
@@ -158,9 +159,10 @@ class TableWalk:
         es, vs = self.st_e[a:b], self.st_v[a:b]
         return (es.tolist(), vs.tolist()) if b - a < bulk.VEC_MIN else (es, vs)
 
-    def stores(self, es: Entries, vs: Entries) -> None:
-        """Apply a run of entry stores (:meth:`run_of`)."""
-        self.guest.write_many(es, vs)
+    def stores(self, es: Entries, vs: Entries) -> tuple[int, int] | None:
+        """Apply a run of entry stores (:meth:`run_of`); how many set a present bit and
+        how many cleared one (None: not known)."""
+        return self.guest.write_many(es, vs)
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:
         """The guest zeroes (``values`` None) or copies a range of a frame; False where

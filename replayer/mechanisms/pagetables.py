@@ -289,24 +289,29 @@ class GuestMMU:
             self._note(pfn, idx, old)
         return old
 
-    def write_many(self, entries: list[int] | np.ndarray, values: list[int] | np.ndarray) -> None:
-        """:meth:`write` of each (flat entry ``pfn * 1024 + idx``, value) in turn."""
+    def write_many(
+        self, entries: list[int] | np.ndarray, values: list[int] | np.ndarray
+    ) -> tuple[int, int]:
+        """:meth:`write` of each (flat entry ``pfn * 1024 + idx``, value) in turn; how many
+        stores set a present bit and how many cleared one."""
         if len(entries) >= bulk.VEC_MIN:
-            self._write_array(bulk.entries(entries), bulk.entries(values))
-            return
+            return self._write_array(bulk.entries(entries), bulk.entries(values))
         if not len(entries):
-            return
+            return 0, 0
         f = self.frames
         top = max(entries)
         if top >> 10 >= f.nframes:
             f.grow(top >> 10)
         mem = f.mem
         unflushed, settled, glob = self.unflushed, self._settled, self._global
+        up = down = 0
         for e, v in zip(entries, values, strict=True):
             old = mem[e]
             if old != v:
                 mem[e] = v
                 if old & PRESENT:
+                    if not v & PRESENT:
+                        down += 1
                     # what _note does, inline
                     pfn, idx = e >> 10, e & 1023
                     settled.discard(pfn)
@@ -321,18 +326,22 @@ class GuestMMU:
                         u[idx] = (old,)
                     elif old not in t:
                         u[idx] = t + (old,)
+                elif v & PRESENT:
+                    up += 1
+        return up, down
 
-    def _write_array(self, es: np.ndarray, vs: np.ndarray) -> None:
+    def _write_array(self, es: np.ndarray, vs: np.ndarray) -> tuple[int, int]:
         """:meth:`write_many` of a long run, with numpy (the same result)."""
         f = self.frames
         f.grow(int(es.max()) >> 10)
         se, sv, olds, last = bulk.in_sequence(f.np, es, vs)
         f.np[se[last]] = sv[last]
-        ch = np.flatnonzero((olds != sv) & ((olds & PRESENT) != 0))
-        if not len(ch):
-            return
+        was, now = (olds & PRESENT) != 0, (sv & PRESENT) != 0
+        moved = int(np.count_nonzero(now & ~was)), int(np.count_nonzero(was & ~now))
+        ch = np.flatnonzero((olds != sv) & was)
         for e, old in zip(se[ch].tolist(), olds[ch].tolist(), strict=True):
             self._note(e >> 10, e & 1023, old)
+        return moved
 
     def _note(self, pfn: int, idx: int, old: int) -> None:
         """A present value overwritten: a native TLB may still hold it."""

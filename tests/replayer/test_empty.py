@@ -12,7 +12,8 @@ from replayer import engine
 from replayer.backends import Run, all_runs
 from replayer.costs import CostTable
 from replayer.engine import walk
-from replayer.engine.empty import _QUEUED_ONE, JUDGED, EmptyJudge, copy_stays_empty
+from replayer.engine.empty import JUDGED, EmptyJudge, copy_stays_empty
+from replayer.engine.schedule import _QUEUED_ONE
 from replayer.mechanisms.coherence import ViewPair
 from replayer.mechanisms.pagetables import GLOBAL, PSE, GuestMMU
 from replayer.trace import Trace, load
@@ -171,8 +172,10 @@ def test_the_judge_kept_up_to_date_finds_what_a_full_comparison_finds(seed: int)
                 es.append((pfn << 10) | idx)
                 vs.append(v)
             batch = np.asarray(es, np.int64) if rng.random() < 0.3 else es
-            g.write_many(batch, np.asarray(vs, np.int64) if isinstance(batch, np.ndarray) else vs)
-            judge.stamp_run(batch)
+            moved = g.write_many(
+                batch, np.asarray(vs, np.int64) if isinstance(batch, np.ndarray) else vs
+            )
+            judge.stamp_run(batch, moved if rng.random() < 0.8 else None)
         elif op < 0.78:  # alloc_pt: often a table already clear
             t = int(rng.choice(tables))
             if g.fill(t, 0, 1024, None):
