@@ -138,8 +138,8 @@ class EmptyJudge:
         """frame -> the clock at its last change of a present bit."""
         self.counted: dict[int, tuple[int, int]] = {}
         """table frame -> (its ``pstamp`` when counted, its present entries): a run of
-        stores to one table moves the count by what it set and cleared (fork: 600,000
-        counts of 1,024 entries were 200,000)."""
+        stores to one table moves the count by what it set and cleared (fork: 600,485
+        counts of 1,024 entries became 257,330)."""
         self.lowest: dict[int, tuple[int, int]] = {}
         """table frame -> (its ``pstamp`` when searched, its lowest present index)."""
         self.dirs: dict[int, _Directory] = {}
