@@ -98,6 +98,43 @@ def test_a_queued_cr3_load_rereads_at_the_flush_and_a_cached_directory_not_at_al
     assert stale[-1].seq == tr.n - 1  # the final flush's check
 
 
+def test_the_least_recently_loaded_directory_leaves_the_cache_and_a_kernel_flush_rereads_all(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    """lguest keeps ``pgdir_cache`` (4) shadow directories and drops the one loaded least
+    recently; ``flush_tlb_kernel`` re-reads every frame it holds, loaded or not."""
+    assert UNTOLD.model().pgdir_cache == 4
+    b = synth.TraceBuilder(seed=4)
+    synth.boot(b)
+    procs = [synth.spawn(b, pages=1) for _ in range(5)]
+
+    def unseen_store(p: synth.Proc, value: int) -> int:
+        addr = next(iter(p.pages))
+        pt = p.tables[addr >> 22]
+        b.hook("set_pte_at", p.mm, addr, b.ptr(pt, (addr >> 12) & 1023), value)
+        return addr
+
+    stale = []  # (the event a stale page is found at, the page)
+    for p in procs[:4]:
+        synth.switch_to(b, p)  # cached: 0 1 2 3
+    va = unseen_store(procs[0], 0)
+    synth.switch_to(b, procs[0])  # cached (with three, it would not be): 1 2 3 0
+    stale.append((b.n - 1, f"va {va:#010x}"))  # at the lazy section's flush
+    synth.switch_to(b, procs[4])  # 2 3 0 4: 1 leaves (first in, it would be 0)
+    unseen_store(procs[0], (0x777 << 12) | 7)
+    synth.switch_to(b, procs[0])  # cached, not re-read: 2 3 4 0
+    stale.append((b.n - 1, f"va {va:#010x}"))
+    unseen_store(procs[1], 0)
+    synth.switch_to(b, procs[1])  # not cached (with five, it would be): re-read
+    unseen_store(procs[3], 0)
+    b.hook("flush_tlb_kernel")  # every shadow re-read, 3's as well as the loaded 1's
+    synth.switch_to(b, procs[3])  # cached, and fresh from the flush
+    tr = load(b.write(tmp_path / "t"))
+    fast, exact = _alone(tr, UNTOLD, p4), _alone(tr, UNTOLD, p4, exact=True)
+    _same(fast, exact)
+    assert [(v.seq, v.field) for v in exact.violations if v.check == "mmu.stale"] == stale
+
+
 def _judged_on_the_way(tr: Trace, p4: CostTable) -> int:
     """Hold the empty copies replayed after lguest told of no store (whose walk judged
     their checks) to each replayed alone (its own walk judging them); the pages found."""
