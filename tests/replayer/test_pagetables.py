@@ -96,6 +96,26 @@ def test_invlpg_flushes_the_walk_to_one_address() -> None:
     assert g.old_values(7, 6) == (0x9001,)
 
 
+def test_invlpg_flushes_the_address_under_the_tables_its_directory_entry_named_before() -> None:
+    """A native TLB may hold an address's translation from a table its directory entry
+    named before it was changed; ``invlpg`` of the address drops that too (and the entry's
+    older value), and nothing else."""
+    g = GuestMMU(64)
+    g.cr3 = 2 << 12
+    g.write(2, 1, (7 << 12) | 1)  # va 0x00400000 -> table 7
+    g.write(7, 5, 0x9001)
+    g.write(7, 5, 0xA001)  # 7[5]'s older value: 0x9001
+    g.write(7, 4, 0x9001)
+    g.write(7, 4, 0xB001)
+    g.write(2, 1, (8 << 12) | 1)  # now table 8: 7 is named by the older value only
+    g.write(8, 5, 0x9001)
+    g.write(8, 5, 0xC001)
+    g.flush_addr(0x00405000)
+    assert g.old_values(2, 1) == ()
+    assert g.old_values(7, 5) == () and g.old_values(8, 5) == ()
+    assert g.old_values(7, 4) == (0x9001,)
+
+
 def test_a_user_flush_keeps_what_it_kept_before() -> None:
     # frames left with global values only are skipped by later user flushes; new values
     # written there must still be dropped by the next one
