@@ -143,8 +143,7 @@ class EmptyJudge:
         self.lowest: dict[int, tuple[int, int]] = {}
         """table frame -> (its ``pstamp`` when searched, its lowest present index)."""
         self.dirs: dict[int, _Directory] = {}
-        self.wanted = set(wanted)
-        self._todo = wanted
+        self.wanted = wanted
         self._next = wanted[0] if wanted else -1
         """The next event wanted (the walk stops in order)."""
         self._found: tuple[list[int], list[int], list[int]] = ([], [], [])
@@ -184,12 +183,12 @@ class EmptyJudge:
             vpn.append(low)
             exp.append(tr)
             done = len(pages)
-            self._next = self._todo[done] if done < len(self._todo) else -1
+            self._next = self.wanted[done] if done < len(self.wanted) else -1
 
     def judged(self) -> Judged:
         """What a check found after each event wanted (the walk done)."""
-        assert len(self._found[0]) == len(self._todo), "the walk stopped short"
-        at = np.asarray([-1, *self._todo], dtype=np.int64)
+        assert len(self._found[0]) == len(self.wanted), "the walk stopped short"
+        at = np.asarray([-1, *self.wanted], dtype=np.int64)
         pages, vpn, exp = (np.asarray([0, *c], dtype=np.int64) for c in self._found)
         return Judged(at, pages, vpn, exp)
 

@@ -53,7 +53,8 @@ class Rider(Protocol):
     :class:`~replayer.engine.empty.EmptyJudge`): told which frames each run of stores and
     each allocation changed, and called after every stop, its ``wanted`` ones among them."""
 
-    wanted: set[int]
+    wanted: list[int]
+    """The events it must be stopped after, ascending (the walk stops after each)."""
 
     def stamp_run(self, es: Entries, moved: tuple[int, int] | None) -> None:
         """A run of stores to entries ``es`` was applied, ``moved`` of them setting and
@@ -95,7 +96,7 @@ class TableWalk:
         mark[self.ops] = True
         mark[stops] = True
         if self.rider is not None:
-            mark[np.fromiter(self.rider.wanted, np.int64, len(self.rider.wanted))] = True
+            mark[np.asarray(self.rider.wanted, dtype=np.int64)] = True
         every = np.flatnonzero(mark)
         del mark
         a = 0
