@@ -227,3 +227,33 @@ def test_a_run_of_stores_says_how_many_set_and_cleared_a_present_bit() -> None:
     assert moved == (up, down)
     assert long.write_many(es, vs) == (up, down)
     assert long.frames.page(5).tolist() == short.frames.page(5).tolist()
+
+
+def test_a_fill_leaves_the_older_values_its_entries_stored_one_at_a_time_would() -> None:
+    """A fill over a frame whose stores left older values keeps those first and the
+    values it overwrote after, as the same values stored one at a time do, before and
+    after a user flush (zeroing, cloning, a fill of part of a frame, and a second fill
+    over the first)."""
+    rng = np.random.default_rng(11)
+    for case in range(40):
+        fill, stores = GuestMMU(16), GuestMMU(16)
+        fill.pge = stores.pge = bool(case & 1)
+        # the same stores before on both: older values in a dictionary
+        e = ((3 << 10) + rng.integers(0, 64, 48)).tolist()
+        v = (rng.integers(1, 9, 48) << 12) | 1 | np.where(rng.random(48) < 0.3, GLOBAL, 0)
+        for g in (fill, stores):
+            g.write_many(e, v.tolist())
+        for k in range(2):
+            lo, hi = (0, 1024) if k == 0 or case % 3 else (8, 40)
+            if (case + k) % 2:
+                want = np.zeros(hi - lo, dtype=np.uint32)
+            else:  # a clone's values: some entries given back as they are, some not
+                want = cloned(fill.frames, 3, 0, 64)[lo:hi]
+                want ^= np.where(rng.random(hi - lo) < 0.5, 0x1000, 0).astype(np.uint32)
+            fill.fill(3, lo, hi, None if (case + k) % 2 else want)
+            stores.write_many(list(range((3 << 10) + lo, (3 << 10) + hi)), want.tolist())
+            olds = [fill.old_values(3, i) for i in range(1024)]
+            assert olds == [stores.old_values(3, i) for i in range(1024)], case
+            assert any(len(o) > 1 for o in olds), case  # a dictionary's entry met a fill
+        assert sorted(fill.flush_all(False)) == sorted(stores.flush_all(False))
+        assert dict(fill.unflushed.get(3, {})) == dict(stores.unflushed.get(3, {})), case
