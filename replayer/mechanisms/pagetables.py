@@ -273,8 +273,8 @@ class GuestMMU:
         self._settled: set[int] = set()
         """Frames of ``unflushed`` that hold only global values (a user flush keeps them)."""
         self._global: set[int] = set()
-        """Frames of ``unflushed`` held as a dictionary that may hold a global value (a
-        superset): a user flush drops the others whole, without looking at each entry."""
+        """Frames of ``unflushed`` that may hold a global value (a superset): a user flush
+        drops the others whole, without looking at each entry."""
 
     @property
     def cr3(self) -> int | None:
@@ -393,6 +393,8 @@ class GuestMMU:
         if not old.any():
             return True
         self._settled.discard(pfn)
+        if (old & GLOBAL).any():
+            self._global.add(pfn)
         u = self.unflushed.get(pfn)
         if isinstance(u, FrameOlds):
             ch = np.flatnonzero(old)
@@ -407,7 +409,6 @@ class GuestMMU:
             # the frame's few stored entries' older values come before the fill's (noted
             # one at a time, the fill's 16-31 present entries took 16 us a fill on mixed)
             fill.note_before(u)
-            self._global.discard(pfn)
         return True
 
     def flush_all(self, include_global: bool) -> list[int]:
@@ -425,10 +426,10 @@ class GuestMMU:
         for pfn in touched:
             if pfn in settled:
                 continue  # only global values: all kept
-            u = self.unflushed[pfn]
-            if not isinstance(u, FrameOlds) and pfn not in glob:
+            if pfn not in glob:
                 del self.unflushed[pfn]  # no global value: none kept
                 continue
+            u = self.unflushed[pfn]
             if isinstance(u, FrameOlds):
                 u.keep_global()
                 if not u:
