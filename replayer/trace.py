@@ -9,6 +9,7 @@ from ``state.parquet`` are grouped by the index of the event they follow.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,17 @@ def _pylist(col: pa.ChunkedArray) -> list:
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     return col.to_pylist()
+
+
+def hooks_in(hook: np.ndarray, ids: Iterable[int]) -> np.ndarray:
+    """Per event of ``hook`` (a trace's hook column or part of it: int16, -1 for an event
+    that is no hook call): whether its hook is one of ``ids``.  ``np.isin``'s answer, by a
+    table lookup (``np.isin`` took 90 ms on 10.5 M events, the lookup 15 ms)."""
+    if hook.dtype != np.int16:
+        return np.isin(hook, list(ids))
+    table = np.zeros(1 << 16, dtype=bool)
+    table[np.asarray(list(ids), dtype=np.int64) & 0xFFFF] = True
+    return table[hook.view(np.uint16)]
 
 
 def hook_ids(*names: str) -> list[int]:

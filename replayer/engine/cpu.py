@@ -27,13 +27,14 @@ from replayer.trace import (
     K_EXCEPTION,
     K_INTERRUPT,
     Trace,
+    hooks_in,
 )
 
 
 def unmaskers(trace: Trace) -> np.ndarray:
     """Per event: whether it is a call that may unmask interrupts (``irq_enable``,
     ``restore_fl``); kept on the trace by the first run that reads it."""
-    return np.isin(trace.hook, _UNMASKERS)
+    return hooks_in(trace.hook, _UNMASKERS)
 
 
 class VirtualCpu(ReplayState):

@@ -32,6 +32,7 @@ from replayer.trace import (
     K_MMIO_READ,
     K_MMIO_WRITE,
     Trace,
+    hooks_in,
 )
 
 
@@ -45,7 +46,7 @@ def absorbed_mmio(trace: Trace) -> np.ndarray:
     """MMIO events that are the LAPIC access an apic_* hook's native body just made."""
     n = trace.n
     out = np.zeros(n, dtype=bool)
-    at = np.flatnonzero(np.isin(trace.hook, _APIC_HOOKS))
+    at = np.flatnonzero(hooks_in(trace.hook, _APIC_HOOKS))
     nxt = at[at + 1 < n] + 1
     kind = trace.kind[nxt]
     mmio = (kind == K_MMIO_READ) | (kind == K_MMIO_WRITE)
@@ -74,11 +75,11 @@ def pte_entries(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     cr0_pg = (trace.arg0[cr0_at] & 0x80000000) != 0
     two_ids, at_id = (_H["set_pte"], _H["set_pmd"]), _H["set_pte_at"]
     upd_ids = (_H["pte_update"], _H["pte_update_defer"])
-    stores = np.flatnonzero(np.isin(h, [*two_ids, at_id, *upd_ids]))
+    stores = np.flatnonzero(hooks_in(h, [*two_ids, at_id, *upd_ids]))
     for a in range(0, len(stores), _SLICE):
         k = stores[a : a + _SLICE]
         hk = h[k]
-        two, at = np.isin(hk, two_ids), hk == at_id
+        two, at = hooks_in(hk, two_ids), hk == at_id
         # paging is on if the last write_cr0 before the store set PG
         j = np.searchsorted(cr0_at, k) - 1
         pg = (j >= 0) & cr0_pg[np.maximum(j, 0)] if len(cr0_at) else np.zeros(len(k), bool)
@@ -109,7 +110,7 @@ def _frames_needed(trace: Trace, ent: np.ndarray) -> int:
     frames = max(mem_mib, 4) * 256
     if len(ent):
         frames = max(frames, int(ent.max() >> 10) + 1)
-    fills = np.isin(trace.hook, _ALLOCS)
+    fills = hooks_in(trace.hook, _ALLOCS)
     if fills.any():
         frames = max(frames, int(trace.arg0[fills].max()) + 1, int(trace.arg1[fills].max()) + 1)
     return frames
@@ -152,7 +153,7 @@ def _space_events(trace: Trace, dirs: np.ndarray) -> np.ndarray:
     is next zeroed (frames pass between directory and table use)."""
     ent, _ = _pte_entries(trace)
     h = trace.hook
-    fill_at = np.flatnonzero(np.isin(h, _ALLOCS))
+    fill_at = np.flatnonzero(hooks_in(h, _ALLOCS))
     cr3_at = np.flatnonzero(h == _H["write_cr3"])
     clone_at = np.flatnonzero(h == _H["alloc_pd_clone"])
     span = trace.n + 1
@@ -334,7 +335,7 @@ def fill_changes(trace: Trace) -> dict[int, np.ndarray]:
     ent, val = _pte_entries(trace)
     h = trace.hook
     CLONE = _H["alloc_pd_clone"]
-    fills = np.isin(h, _ALLOCS)
+    fills = hooks_in(h, _ALLOCS)
     dirs = _directory_frames(trace)
     out: dict[int, np.ndarray] = {}
     if not len(dirs):
@@ -429,7 +430,7 @@ def tables_at(trace: Trace, frames: Frames, at: np.ndarray) -> Iterator[list[int
     h = trace.hook
     st = np.flatnonzero(ent >= 0)
     se, sv = _wide(ent[st]), _wide(val[st])
-    fl = np.flatnonzero((ent < 0) & np.isin(h, _ALLOCS))
+    fl = np.flatnonzero((ent < 0) & hooks_in(h, _ALLOCS))
     f_pfn = trace.arg0[fl].astype(np.int64)
     s_cut = np.searchsorted(st, at, side="right").tolist()
     f_cut = np.searchsorted(fl, at, side="right").tolist()

@@ -58,6 +58,7 @@ from replayer.mechanisms.batch import (
 from replayer.trace import (
     K_HOOK,
     Trace,
+    hooks_in,
 )
 
 
@@ -161,7 +162,7 @@ class LeanPass(TracedPass, DeviceChecks):
         """Events after which the MMU is checked: CR3 loads, TLB flushes, checkpoints."""
         h = self.trace.hook
         names = ("write_cr3", "flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")
-        at = in_loop & np.isin(h, [_H[x] for x in names])
+        at = in_loop & hooks_in(h, [_H[x] for x in names])
         cps = self.trace.checkpoints
         if cps:
             at[np.fromiter(cps, dtype=np.int64, count=len(cps))] = True
@@ -347,7 +348,7 @@ class LeanPass(TracedPass, DeviceChecks):
         timer = np.zeros(n, dtype=bool)
         timer_t = cs.t(m.timer_write) if m.timer_write else None
         if timer_t is not None:
-            timer = p.in_loop & np.isin(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
+            timer = p.in_loop & hooks_in(h, _APIC_HOOKS[:2]) & (a0 == 0x380) & ~queued
         # the events that drain the queue, apart (a few): what they drain, and the rest 0
         drains = np.zeros(n, dtype=bool)
         drains[ev[qp.drained > 0]] = True

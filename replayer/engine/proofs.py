@@ -22,6 +22,7 @@ from replayer.mechanisms.batch import (
 )
 from replayer.trace import (
     Trace,
+    hooks_in,
 )
 
 
@@ -62,7 +63,7 @@ class _Proof:
         self.s_f = _wide(ent[self.s_idx]) >> 10
         self.s_q = queued[self.s_idx]
         self.a0 = _Wide(trace.arg0)
-        self.is_alloc = in_loop & _cached(trace, "alloc hooks", lambda t: np.isin(t.hook, _ALLOCS))
+        self.is_alloc = in_loop & _cached(trace, "alloc hooks", lambda t: hooks_in(t.hook, _ALLOCS))
         self.cr3 = np.nonzero(in_loop & (h == _H["write_cr3"]))[0]
         self.cr3_pd = self.a0[self.cr3] >> 12
 
@@ -138,12 +139,12 @@ class _Proof:
         span = n + 1
         flushes_upto, next_flush = self.flushes_upto, self.next_flush
         s_idx, s_f, s_q = self.s_idx, self.s_f, self.s_q
-        tables = _cached(tr, "table hooks", lambda t: np.isin(t.hook, _ALLOCS + _RELEASES))
+        tables = _cached(tr, "table hooks", lambda t: hooks_in(t.hook, _ALLOCS + _RELEASES))
         r_idx = np.nonzero(in_loop & tables)[0]
         r_f = self.a0[r_idx]
         order = np.lexsort((r_idx, r_f))
         r_idx, r_f = r_idx[order], r_f[order]
-        r_alloc = np.isin(h[r_idx], _ALLOCS)
+        r_alloc = hooks_in(h[r_idx], _ALLOCS)
         r_q = queued[r_idx]
         r_key = r_f * span + r_idx
         pos = np.searchsorted(r_key, s_f * span + s_idx) - 1

@@ -18,7 +18,7 @@ import numpy as np
 
 from replayer.engine.common import FL_KERN, FL_ONE, FL_USER, WCR3
 from replayer.mechanisms.batch import QueuePlan
-from replayer.trace import Trace
+from replayer.trace import Trace, hooks_in
 
 #: A check's place among the checks of one event: a flush of the queue (before the event's
 #: handler), the event's own, a checkpoint after it, the queue's flush after the last event.
@@ -139,7 +139,7 @@ def schedule(
     """
     n, h, a0 = trace.n, trace.hook, trace.arg0
     cps = trace.checkpoints
-    own = in_loop[checks] & np.isin(h[checks], (WCR3, FL_USER, FL_KERN, FL_ONE))
+    own = in_loop[checks] & hooks_in(h[checks], (WCR3, FL_USER, FL_KERN, FL_ONE))
     is_cp = np.zeros(len(checks), dtype=bool)
     if cps:
         is_cp = np.isin(checks, np.fromiter(cps, dtype=np.int64, count=len(cps)))

@@ -19,6 +19,7 @@ from replayer.engine.common import _H, PTE_UPD, PTE_UPD_D, SET_PMD, SET_PTE_AT, 
 from replayer.engine.derived import _meaning, _pte_entries, _wide, fill_changes, loaded_spaces
 from replayer.engine.proofs import _first_after, _tables_at_states, _Unproved
 from replayer.mechanisms.batch import QueuePlan
+from replayer.trace import hooks_in
 
 if TYPE_CHECKING:
     from replayer.engine.proofs import _Proof
@@ -65,7 +66,7 @@ class Shadowed:
         self.s_e, self.s_v, self.s_h = _wide(ent[s_idx]), _wide(val[s_idx]), self.h[s_idx]
         self.s_t = self.at(4 * s_idx + 2, s_idx)
         self.s_a = self.applied(s_idx)
-        self.learn = np.isin(self.s_h, _LEARNS) | trapped
+        self.learn = hooks_in(self.s_h, _LEARNS) | trapped
         self.inst = self.learn & (self.s_h == _H["set_pmd"]) & ((self.s_v & 0x81) == 1)
 
     def at(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -106,7 +107,7 @@ class Shadowed:
             b = np.searchsorted(f_key, f * M + hi, side="left")
             return b > a
 
-        upd = np.isin(self.s_h, _UPDATES) & (not self.trapped)
+        upd = hooks_in(self.s_h, _UPDATES) & (not self.trapped)
         changed, nxt = self._next_stores(upd, fill_between)
 
         # an allocation of a frame that is (or was) a directory: only the entries it

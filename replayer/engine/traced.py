@@ -22,7 +22,7 @@ from replayer.engine.derived import (
 from replayer.engine.state import ReplayState
 from replayer.mechanisms.pagetables import PRESENT, PSE, Frames, GuestMMU
 from replayer.mechanisms.tracer import WriteTracer
-from replayer.trace import Trace
+from replayer.trace import Trace, hooks_in
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _traced_events(tr: Trace) -> _Stream:
     as a directory (loaded, or cloned from) are kept: only they need contents."""
     ent, val = _pte_entries(tr)
     h = tr.hook
-    other_hooks = np.isin(h, [*_ALLOCS, WCR3, FL_USER, FL_KERN])
+    other_hooks = hooks_in(h, [*_ALLOCS, WCR3, FL_USER, FL_KERN])
     sel = np.nonzero((ent >= 0) | other_hooks)[0]
     dirs = _directory_frames(tr)
     es = _wide(ent[sel])
@@ -94,7 +94,7 @@ class TracedPass(ReplayState):
         idx, found = got
         wp_t = cs.t(m.wp_fault)
         # every faulting store costs the same (a pte_update has no call of its own to pay)
-        upd = np.isin(tr.hook[idx], [PTE_UPD, PTE_UPD_D])
+        upd = hooks_in(tr.hook[idx], [PTE_UPD, PTE_UPD_D])
         cy = np.where(upd, wp_t[0], wp_t[0] + self.table["call_ret"])
         self.dyn_cols.append(
             (idx, cy, *(np.full(len(idx), x, dtype=np.int64) for x in (*wp_t[1:], 0, 0)))

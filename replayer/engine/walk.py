@@ -31,7 +31,7 @@ from replayer.engine.derived import _frames_needed, _pte_entries, _wide
 from replayer.mechanisms import bulk
 from replayer.mechanisms.coherence import Entries
 from replayer.mechanisms.pagetables import CR0_PG, CR4_PGE, GuestMMU, cloned
-from replayer.trace import K_HOOK, Trace
+from replayer.trace import K_HOOK, Trace, hooks_in
 
 ALLOC_CLONE = _ALLOCS[2]
 #: The hooks that change the guest's tables or TLB, other than entry stores.
@@ -44,7 +44,7 @@ def table_changes(trace: Trace) -> np.ndarray:
     """The events that change the guest's tables, CR3, paging state or TLB: entry stores
     with an observed value and the hooks of :data:`OPS` (every pass takes them all)."""
     ent, _ = _pte_entries(trace)
-    hook = (trace.kind == K_HOOK) & ((ent >= 0) | np.isin(trace.hook, OPS))
+    hook = (trace.kind == K_HOOK) & ((ent >= 0) | hooks_in(trace.hook, OPS))
     return np.flatnonzero(hook)
 
 

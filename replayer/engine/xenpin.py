@@ -25,7 +25,7 @@ from replayer.costs import CostTable
 from replayer.engine.common import _ALLOCS, _H, _cached
 from replayer.engine.derived import _pte_entries, _wide, last_before, loaded_spaces
 from replayer.engine.result import ByClass
-from replayer.trace import Trace
+from replayer.trace import Trace, hooks_in
 
 _WCR3 = _H["write_cr3"]
 _SET_PTE_AT = _H["set_pte_at"]
@@ -46,7 +46,7 @@ def pinned_stores(trace: Trace) -> np.ndarray:
     sat = last_before(sp[:, 0], sp[:, 1], f, sidx, span)
     began = np.where(sat >= 0, sp[np.maximum(sat, 0), 1], -1)
     # ... and no allocation of the table between that and the store
-    ak = np.nonzero(np.isin(trace.hook, _ALLOCS))[0]
+    ak = np.nonzero(hooks_in(trace.hook, _ALLOCS))[0]
     af = trace.arg0[ak].astype(np.int64)
     order = np.lexsort((ak, af))
     ak, af = ak[order], af[order]
