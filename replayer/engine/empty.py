@@ -219,13 +219,20 @@ class EmptyJudge:
 
     def _count(self, t: int) -> int:
         """Present entries of table frame ``t`` (0 for a frame the store never reached),
-        counted once per change of a present bit not counted in passing."""
+        counted once per change of a present bit not counted in passing (and its lowest
+        present entry found with them)."""
         now = self.pstamp.get(t, 0)
         got = self.counted.get(t)
         if got is not None and got[0] == now:
             return got[1]
         gf = self.guest.frames
-        c = int(np.count_nonzero(gf.np[t << 10 : (t + 1) << 10] & 1)) if t < gf.nframes else 0
+        c = 0
+        if t < gf.nframes:
+            present = gf.np[t << 10 : (t + 1) << 10] & 1
+            c = int(np.count_nonzero(present))
+            if c:  # the lowest present entry while at it (mixed: asked after 73,083 of
+                # 105,342 counts, each a search of its own)
+                self.lowest[t] = (now, int(present.argmax()))
         self.counted[t] = (now, c)
         return c
 
