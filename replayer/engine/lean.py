@@ -87,17 +87,21 @@ def mirrors(run: Run) -> bool:
     return m.mmu in ("direct", "traced") and m.batching is None and m.timer_write is None
 
 
-def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per event: its hook id, or ``_NHOOKS`` for events that are no hook call (int16);
-    whether it is a hook call with an observed value (no ``pte_update`` without one); and
-    whether it leaves lazy mode or flushes it (``set_lazy_mode`` to none or flush)."""
+def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """Per event: whether it is a hook call with an observed value (no ``pte_update``
+    without one); and whether it leaves lazy mode or flushes it (``set_lazy_mode`` to
+    none or flush).
+
+    A table per hook of ``_NHOOKS + 1`` rows is indexed by the trace's hook column as it
+    is: -1 (no hook call) takes the last row, ``_NHOOKS``, as numpy indexes from the end
+    (a copy of the column with ``_NHOOKS`` in its place held 34 MiB on irqstorm in every
+    process)."""
     h = trace.hook
     ent, _ = _pte_entries(trace)
     lazy_arg = trace.arg0[h == LAZY]
     leaves = np.zeros(trace.n, dtype=bool)
     leaves[h == LAZY] = (lazy_arg == LAZY_NONE) | (lazy_arg == LAZY_FLUSH)
-    slots = np.where(h >= 0, h, _NHOOKS).astype(np.int16)
-    return slots, (trace.kind == K_HOOK) & (ent != -2), leaves
+    return (trace.kind == K_HOOK) & (ent != -2), leaves
 
 
 #: The trace's cache key of the last lean proof (:meth:`LeanPass._prove`).
@@ -128,7 +132,8 @@ class _QueuePlan:
     """Queued calls and the calls that drain the queue, in order: positions of ``qp``."""
     qp: QueuePlan
     hk: np.ndarray
-    """Per event: its hook id, or ``_NHOOKS`` for events that are no hook call (int16)."""
+    """Per event: its hook id, -1 for events that are no hook call (the trace's column,
+    indexing tables of ``_NHOOKS + 1`` rows: :func:`hook_slots`)."""
     a0: np.ndarray
     """Per event: its first argument (the trace's uint32 column)."""
 
@@ -295,7 +300,8 @@ class LeanPass(TracedPass, DeviceChecks):
         the queue, and the queue's flushes (:func:`plan`)."""
         tr, m, cs = self.trace, self.model, self.cs
         n, h = tr.n, tr.hook
-        hk, calls, leaves = _cached(tr, "hook slots", hook_slots)
+        hk = h  # indexes tables of _NHOOKS + 1 rows (hook_slots)
+        calls, leaves = _cached(tr, "hook slots", hook_slots)
         ent, _ = _pte_entries(tr)
         a0 = tr.arg0
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
@@ -357,7 +363,7 @@ class LeanPass(TracedPass, DeviceChecks):
         async_flush = np.zeros(n, dtype=bool)
         if m.name == "lguest":
             # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
-            async_flush = p.in_loop & _cached(tr, "hook slots", hook_slots)[2] & ~drains
+            async_flush = p.in_loop & _cached(tr, "hook slots", hook_slots)[1] & ~drains
         idx = np.nonzero(queued | drains | other | timer | (scans > 0) | faults | async_flush)[0]
         hx = hk[idx]
         # as narrow as the run's own columns: idx can hold most of a trace's events
