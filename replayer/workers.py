@@ -32,9 +32,10 @@ from pathlib import Path
 #: 10.46 M events, 0.98-0.99 GiB of private pages), with about 10 % margin.
 WORKER_BYTES_PER_EVENT = 112
 #: The parent's memory at its peak (the loaded trace, then ``engine.prepare``), per
-#: trace event: at most 109 bytes measured (irqstorm, 17.09 M events, 1.66-1.73 GiB),
-#: with about 6 % margin.
-PARENT_BYTES_PER_EVENT = 116
+#: trace event: at most 102 bytes measured (irqstorm, 17.09 M events, 1.59-1.62 GiB,
+#: with the hook results kept sparse; 109 bytes, 1.66-1.73 GiB, before), with about 6 %
+#: margin.
+PARENT_BYTES_PER_EVENT = 108
 #: What a process holds whatever the trace (the interpreter, numpy, pyarrow, duckdb).
 BASE = 128 << 20
 #: Where the system says how much memory is available.
