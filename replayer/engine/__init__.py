@@ -84,7 +84,7 @@ from replayer.engine.empty import JUDGED, copy_stays_empty
 from replayer.engine.lean import (
     LEAN_PROOF,
     LeanPass,
-    hook_slots,
+    call_marks,
     judge_empty_copies,
     lazy_mode,
     may_be_lean,
@@ -162,7 +162,7 @@ def prepare(trace: Trace, spaces: Callable[[], dict[str, Any]] | None = None) ->
     device_pass(trace, apic_seen=True)  # every run's but vmi-without-apic-none's
     _cached(trace, "guest_instructions", guest_instructions)
     _cached(trace, "lazy_mode", lazy_mode)
-    _cached(trace, "hook slots", hook_slots)
+    _cached(trace, "call marks", call_marks)
     # then what reads the tables the loaded directory names
     if spaces is not None and any(k not in trace.cache for k in SPACED):
         trace.cache.update(spaces())

@@ -87,15 +87,15 @@ def mirrors(run: Run) -> bool:
     return m.mmu in ("direct", "traced") and m.batching is None and m.timer_write is None
 
 
-def hook_slots(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+def call_marks(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     """Per event: whether it is a hook call with an observed value (no ``pte_update``
     without one); and whether it leaves lazy mode or flushes it (``set_lazy_mode`` to
     none or flush).
 
-    A table per hook of ``_NHOOKS + 1`` rows is indexed by the trace's hook column as it
-    is: -1 (no hook call) takes the last row, ``_NHOOKS``, as numpy indexes from the end
-    (a copy of the column with ``_NHOOKS`` in its place held 34 MiB on irqstorm in every
-    process)."""
+    The lean pass indexes its tables per hook, of ``_NHOOKS + 1`` rows, by the trace's hook
+    column as it is: -1 (no hook call) takes the last row, ``_NHOOKS``, as numpy indexes
+    from the end (a copy of the column with ``_NHOOKS`` in its place held 34 MiB on
+    irqstorm in every process)."""
     h = trace.hook
     ent, _ = _pte_entries(trace)
     lazy_arg = trace.arg0[h == LAZY]
@@ -131,9 +131,6 @@ class _QueuePlan:
     ev: np.ndarray
     """Queued calls and the calls that drain the queue, in order: positions of ``qp``."""
     qp: QueuePlan
-    hk: np.ndarray
-    """Per event: its hook id, -1 for events that are no hook call (the trace's column,
-    indexing tables of ``_NHOOKS + 1`` rows: :func:`hook_slots`)."""
     a0: np.ndarray
     """Per event: its first argument (the trace's uint32 column)."""
 
@@ -300,13 +297,12 @@ class LeanPass(TracedPass, DeviceChecks):
         the queue, and the queue's flushes (:func:`plan`)."""
         tr, m, cs = self.trace, self.model, self.cs
         n, h = tr.n, tr.hook
-        hk = h  # indexes tables of _NHOOKS + 1 rows (hook_slots)
-        calls, leaves = _cached(tr, "hook slots", hook_slots)
+        calls, leaves = _cached(tr, "call marks", call_marks)
         ent, _ = _pte_entries(tr)
         a0 = tr.arg0
         hook_mask = np.zeros(_NHOOKS + 1, dtype=bool)
         hook_mask[list(_stateful(m, cs))] = True
-        in_loop = hook_mask[hk] & calls
+        in_loop = hook_mask[h] & calls
 
         mode = _cached(tr, "lazy_mode", lazy_mode)
         can = np.zeros((_NHOOKS + 1, 4), dtype=bool)
@@ -327,7 +323,7 @@ class LeanPass(TracedPass, DeviceChecks):
             adds[[_H[x] for x in ("flush_tlb_user", "flush_tlb_kernel", "flush_tlb_single")]] = True
         # the events the pass takes, alone (a few of the trace's)
         il = np.flatnonzero(in_loop)
-        hk_il, other_il = hk[il], other[il]
+        hk_il, other_il = h[il], other[il]
         queued_il = np.zeros(len(il), dtype=bool)
         drains_il = np.zeros(len(il), dtype=bool)
         if queue:
@@ -341,14 +337,14 @@ class LeanPass(TracedPass, DeviceChecks):
         ev = il[sel]
         q_ev = queued_il[sel]
         qp = plan(q_ev, q_ev & adds[hk_il[sel]], drains_il[sel], max(m.batch_capacity, 1))
-        return _QueuePlan(in_loop, queued, other, ev, qp, hk, a0)
+        return _QueuePlan(in_loop, queued, other, ev, qp, a0)
 
     def _lean_costs(self, p: _QueuePlan, scans: np.ndarray, faults: np.ndarray) -> None:
         """Costs of the events the queue plan changes, column-wise: queued calls, the
         flushes (at a drain or when the queue is full), trapped stores, timer writes,
         tables discovered and allocations faulting on a protected frame."""
         tr, m, cs, table = self.trace, self.model, self.cs, self.table
-        n, h, a0, hk = tr.n, tr.hook, p.a0, p.hk
+        n, h, a0 = tr.n, tr.hook, p.a0
         queued, other, ev, qp = p.queued, p.other, p.ev, p.qp
         cap = max(m.batch_capacity, 1)
         timer = np.zeros(n, dtype=bool)
@@ -363,9 +359,9 @@ class LeanPass(TracedPass, DeviceChecks):
         async_flush = np.zeros(n, dtype=bool)
         if m.name == "lguest":
             # LHCALL_FLUSH_ASYNC on leaving lazy mode or flushing, even with nothing queued
-            async_flush = p.in_loop & _cached(tr, "hook slots", hook_slots)[1] & ~drains
+            async_flush = p.in_loop & _cached(tr, "call marks", call_marks)[1] & ~drains
         idx = np.nonzero(queued | drains | other | timer | (scans > 0) | faults | async_flush)[0]
-        hx = hk[idx]
+        hx = h[idx]
         # as narrow as the run's own columns: idx can hold most of a trace's events
         cy, me = cs.cyc[hx], cs.mech[hx]
         ex_, hc_, tp_ = (a[hx] for a in (cs.ex, cs.hc, cs.tr))
