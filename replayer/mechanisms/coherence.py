@@ -51,6 +51,7 @@ from replayer.mechanisms.pagetables import (
 
 KINDS = ("missing", "stale", "perm")
 _EMPTY: tuple[tuple[str, int, int, int, int], ...] = ()
+_TABLE_BITS = np.uint32(PRESENT | PSE)
 _ONE, _FOUR, _LOW = np.uint32(1), np.uint32(4), np.uint32(~PAGE_MASK & 0xFFFFFFFF)
 # a wrong page's kind (index into KINDS; 3: none) by its code in ``_compare``: present
 # on the guest's side only: missing; on the backend's only, or on both with frames that
@@ -583,7 +584,10 @@ class ViewPair:
         if pd is None:
             return
         self.resync_page(pd)
-        for t in self.guest_tables(pd):
+        diff = self.diff
+        # only the tables that differ are re-read (mixed's lguest: 3.4 M tables named at
+        # 151,000 reloads, nearly all equal on both sides)
+        for t in [t for t in self.guest_tables(pd) if t in diff]:
             self.resync_page(t)
 
     def resync_all(self) -> None:
@@ -600,8 +604,8 @@ class ViewPair:
         if seen is not None and seen[0] == v >= 0:
             return seen[1]
         pdes = self.guest.frames.page(pd)
-        sel = (pdes & PRESENT).astype(bool) & ~(pdes & PSE).astype(bool)
-        out = sorted(set((pdes[sel] >> 12).tolist()))
+        # present and not a 4 MiB page, in one mask
+        out = sorted(set((pdes[(pdes & _TABLE_BITS) == PRESENT] >> 12).tolist()))
         self._tables[pd] = (v, out)
         return out
 
@@ -719,10 +723,13 @@ class ViewPair:
         gmem, vmem, base = gf.mem, vf.mem, pd << 10
         g_in, v_in = pd < gf.nframes, pd < vf.nframes
         unflushed = guest.unflushed.get(pd)
+        demand = self.demand_fill
         for i in todo:
             gpde = gmem[base | i] if g_in else 0
             vpde = vmem[base | i] if v_in else 0
-            if not (gpde | vpde) & PRESENT:
+            if not (gpde | vpde) & PRESENT or demand and not vpde & PRESENT:
+                # nothing mapped, or a demand-filled view's entry to fill on first use:
+                # nothing can be wrong (:meth:`_compare`), whatever the tables hold
                 found.pop(i, None)
                 continue
             olds = unflushed.get(i, ()) if unflushed is not None else ()
@@ -767,6 +774,11 @@ class ViewPair:
         self, i: int, gpde: int, vpde: int, olds: tuple[int, ...]
     ) -> tuple[tuple[str, int, int, int, int], ...]:
         """Per kind: (kind, pages, lowest vpn, expected, actual) under directory entry i."""
+        if self.demand_fill and not vpde & PRESENT:
+            # the view fills the whole entry from the guest's on first use: it can show
+            # nothing other than what the guest maps (fork's lguest told of no store:
+            # 187,000 of 191,000 full comparisons)
+            return _EMPTY
         if gpde & PRESENT and not gpde & PSE:
             if gpde == vpde:
                 few = self._compare_few(i, gpde, olds)
