@@ -63,3 +63,64 @@ def test_each_flush_drops_what_the_hardware_drops(tmp_path: Path) -> None:
     assert seen[load_cr3] == {kt: {7: (old7,)}}  # global, kept (0x401 was not)
     assert seen[single] == {}
     assert seen[no_pge] == {}  # 8's old value was global, but PGE is off
+
+
+def _idle_by_hand(tr: Trace) -> list[int]:
+    """The zeroings of a frame all zeros whose fill before was not a clone, found by
+    applying the trace's page-table events one by one to a memory of dictionaries."""
+    from replayer.engine.common import _ALLOCS
+    from replayer.engine.derived import _pte_entries
+    from replayer.engine.walk import ALLOC_CLONE, table_changes
+
+    ent, val = _pte_entries(tr)
+    mem: dict[int, dict[int, int]] = {}
+    cloned: set[int] = set()
+    out = []
+    for k in table_changes(tr).tolist():
+        e, h = int(ent[k]), int(tr.hook[k])
+        if e >= 0:
+            mem.setdefault(e >> 10, {})[e & 1023] = int(val[k])
+        elif h in _ALLOCS:
+            pfn = int(tr.arg0[k])
+            page = mem.get(pfn, {})
+            if h == ALLOC_CLONE:
+                src, lo = mem.get(int(tr.arg1[k]), {}), int(tr.arg2[k])
+                hi = lo + int(tr.arg3[k])
+                mem[pfn] = {j: v for j, v in src.items() if lo <= j < hi}
+                cloned.add(pfn)
+                continue
+            if not any(page.values()) and pfn not in cloned:
+                out.append(k)
+            mem[pfn] = {}
+            cloned.discard(pfn)
+    return out
+
+
+def test_the_idle_zeroings_are_those_of_a_frame_all_zeros(tmp_path: Path) -> None:
+    """A zeroing the walk skips (:func:`~replayer.engine.walk.idle_fills`) is one of a
+    frame whose stores since its last zeroing left it all zeros: stores of zeros, a
+    value stored and cleared again, a frame never written; not one a clone filled last,
+    nor one with an entry left set."""
+    from replayer.engine.walk import idle_fills
+
+    b = synth.workload(seed=3, rounds=6)
+    t = b.alloc_frame()
+    b.hook("alloc_pt", t)  # never written: idle
+    b.hook("set_pte", b.ptr(t, 4), 0)
+    b.hook("alloc_pt", t)  # a zero stored: idle
+    b.hook("set_pte", b.ptr(t, 4), (0x300 << 12) | PAGE_KERNEL)
+    b.hook("set_pte", b.ptr(t, 9), (0x301 << 12) | PAGE_KERNEL)
+    b.hook("set_pte", b.ptr(t, 4), 0)
+    kept = b.hook("alloc_pt", t)  # entry 9 left set: not idle
+    b.hook("set_pte", b.ptr(t, 9), (0x302 << 12) | PAGE_KERNEL)
+    b.hook("set_pte", b.ptr(t, 9), 0)
+    b.hook("alloc_pt", t)  # set and cleared again: idle
+    b.hook("alloc_pd_clone", t, b.swapper, 1000, 4)  # the swapper's 1000-1003: zeros
+    after_clone = b.hook("alloc_pt", t)  # not known: not idle
+    b.hook("alloc_pt", t)  # zeros again after a zeroing: idle
+    tr = load(b.write(tmp_path / "t"))
+    idle = idle_fills(tr).tolist()
+    want = _idle_by_hand(tr)
+    assert idle == want
+    assert kept not in idle and after_clone not in idle
+    assert len(idle) >= 4 + 1  # the four above, and the workload's own
