@@ -47,7 +47,7 @@ from replayer import api, backends, costs, engine, results, workers  # noqa: E40
 from replayer.engine.empty import JUDGED  # noqa: E402
 from replayer.engine.lean import LEAN_PROOF  # noqa: E402
 from replayer.engine.untold import untold  # noqa: E402
-from replayer.engine.walk import IDLE, TableWalk  # noqa: E402
+from replayer.engine.walk import TableWalk  # noqa: E402
 from replayer.trace import Trace, load  # noqa: E402
 from tests.support import synth  # noqa: E402
 
@@ -226,7 +226,6 @@ def walked(tr: Trace) -> None:
     """Time the walk of the guest's tables alone (every page-table event applied, nothing
     checked): the least each run that walks them (the empty copies, lguest told of no
     store) pays beside its costs, against what 2 M events/s allows the whole run."""
-    tr.cache.pop(IDLE, None)  # found by the walk, as each run's walk finds them
     t0 = time.perf_counter()
     TableWalk(tr).walk(np.zeros(0, dtype=np.int64))
     dt = time.perf_counter() - t0
@@ -258,7 +257,6 @@ def single(
             tr.cache.pop("sequential", None)
             tr.cache.pop(LEAN_PROOF, None)
             tr.cache.pop(JUDGED, None)  # an empty copy judges its own checks, whole
-            tr.cache.pop(IDLE, None)  # and every walk finds the idle zeroings itself
             for key in [k for k in tr.cache if k.startswith("traced walk")]:
                 tr.cache.pop(key)  # hvm-shadow and bt each walk their tracer, timed whole
             t0 = time.perf_counter()

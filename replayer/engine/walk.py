@@ -36,8 +36,6 @@ from replayer.trace import K_HOOK, Trace, hooks_in
 ALLOC_CLONE = _ALLOCS[2]
 #: The hooks that change the guest's tables or TLB, other than entry stores.
 OPS = np.array([*_ALLOCS, WCR3, FL_USER, FL_KERN, FL_ONE, WCR0, WCR4])
-#: The trace's cache key of :func:`idle_fills`.
-IDLE = "idle fills"
 #: Stops a walk takes as Python lists at a time (lists of all of them took gigabytes).
 WINDOW = 1 << 16
 
@@ -48,61 +46,6 @@ def table_changes(trace: Trace) -> np.ndarray:
     ent, _ = _pte_entries(trace)
     hook = (trace.kind == K_HOOK) & ((ent >= 0) | hooks_in(trace.hook, OPS))
     return np.flatnonzero(hook)
-
-
-def idle_fills(trace: Trace) -> np.ndarray:
-    """The allocations that zero a frame already all zeros (``alloc_pt`` or ``alloc_pd``
-    of a table released empty, or never written): they change nothing, so a walk need not
-    stop at them (fork: 209,164 of its 214,430 zeroings).
-
-    Worked out over the whole trace at once: a frame is all zeros before a zeroing when
-    it was zeros after its fill before (a zeroing, or none: the walk starts from zeros)
-    and the stores since left as many entries nonzero as they found.  A frame a clone
-    filled is not known to be zeros, so its next zeroing is not counted idle."""
-    loop = _cached(trace, "table changes", table_changes)
-    ent, val = _pte_entries(trace)
-    le = ent[loop]
-    stored = le >= 0
-    e, k, nz = le[stored], loop[stored], val[loop][stored] != 0
-    ops = loop[~stored]
-    del le, stored
-    h = trace.hook[ops]
-    fill = hooks_in(h, _ALLOCS)
-    # the fills by frame, then in order (ops are in order: a stable sort keeps it)
-    fk, fp = ops[fill], trace.arg0[ops[fill]].astype(np.int64)
-    o = np.argsort(fp, kind="stable")
-    fk, fp, clone = fk[o], fp[o], h[fill][o] == ALLOC_CLONE
-    key = (fp << 40) | fk
-    # each store's next fill of its frame (its index in key, if of the frame): the
-    # stores between two fills of a frame have the same; then the stores by entry, in
-    # order within one
-    nxt = np.searchsorted(key, ((e.astype(np.int64) >> 10) << 40) | k).astype(np.int32)
-    del k
-    so = _by_entry(e)
-    e, nxt, nz = e[so], nxt[so], nz[so]
-    del so
-    # what each store found in its entry: the one before it, since the same fill
-    starts = np.ones(len(e), dtype=bool)
-    starts[1:] = (e[1:] != e[:-1]) | (nxt[1:] != nxt[:-1])
-    found = np.zeros(len(e), dtype=bool)
-    found[1:] = nz[:-1]
-    found[starts] = False
-    del starts
-    nf = len(key)
-    mine = nxt < nf
-    mine[mine] = fp[nxt[mine]] == e[mine] >> 10
-    delta = nz.astype(np.int8) - found.view(np.int8)
-    left = np.bincount(nxt[mine], weights=delta[mine], minlength=nf)
-    after_zeros = np.ones(nf, dtype=bool)  # the fill before was a zeroing, or none
-    after_zeros[1:] = (fp[1:] != fp[:-1]) | ~clone[:-1]
-    return np.sort(fk[~clone & after_zeros & (left == 0)])
-
-
-def _by_entry(e: np.ndarray) -> np.ndarray:
-    """The order of flat entries ``e`` (below 2**32) by entry, in order within one: two
-    stable sorts of 16 bits (numpy's radix sort; one of the whole took twice as long)."""
-    o = np.argsort(e.astype(np.uint16), kind="stable")
-    return o[np.argsort((e >> 16).astype(np.uint16)[o], kind="stable")]
 
 
 class Rider(Protocol):
@@ -141,11 +84,7 @@ class TableWalk:
         le = _wide(ent[loop])
         self.st = loop[le >= 0]
         self.st_e, self.st_v = le[le >= 0], _wide(val[loop][le >= 0])
-        ops = loop[le < 0]
-        # a zeroing of zeros changes nothing: no stop (a walk's stops are a Python loop)
-        keep = np.ones(len(ops), dtype=bool)
-        keep[np.searchsorted(ops, _cached(trace, IDLE, idle_fills))] = False
-        self.ops = ops[keep]
+        self.ops = loop[le < 0]
         self.rider: Rider | None = None
         """Carried along: its stops are taken too (:class:`Rider`)."""
 
