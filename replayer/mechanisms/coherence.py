@@ -16,11 +16,12 @@ native-TLB leeway) have not changed reuses its verdict.  Verdicts are kept per
 directory, with the clock at that directory's last check: every change stamps
 its frame with the clock, so a check finds what changed since the last check
 of the *same* address space (switching spaces keeps both spaces' verdicts)
-and re-judges only the entries naming those frames.  Two common verdicts take
+and re-judges only the entries naming those frames.  Three common verdicts take
 no full comparison: both sides' entry names one table (only the entries in
-``diff`` can differ), or the backend's maps nothing (every page the guest's
-table maps is missing).  :meth:`ViewPair.check_full` compares all 2^20 pages
-from scratch and must agree (``tests/replayer/test_coherence.py``).
+``diff`` can differ), the backend's maps nothing (every page the guest's table
+maps is missing), or maps nothing in a demand-filled view (nothing is wrong).
+:meth:`ViewPair.check_full` compares all 2^20 pages from scratch and must agree
+(``tests/replayer/test_coherence.py``).
 
 A mismatch is *missing* (the guest maps the page, the backend does not),
 *stale* (the backend maps another frame, or a page the guest unmapped) or
