@@ -32,14 +32,7 @@ from replayer.engine.common import (
     _kept,
 )
 from replayer.engine.derived import _pte_entries, loaded_table_stores
-from replayer.engine.empty import (
-    JUDGED,
-    EmptyJudge,
-    copy_stays_empty,
-    empty_copy_rows,
-    judged,
-    to_judge,
-)
+from replayer.engine.empty import copy_stays_empty, empty_copy_rows, judged
 from replayer.engine.proofs import _Proof
 from replayer.engine.schedule import Schedule, schedule
 from replayer.engine.shadow import Shadowed
@@ -242,16 +235,7 @@ class LeanPass(TracedPass, DeviceChecks):
         flush_at = p.ev[p.qp.flushes]
         where = self._schedule(p)
         cache = self.model.pgdir_cache
-        shadow = UntoldShadow(tr, where, p.queued, flush_at, cache, self.violate)
-        judge = None
-        if any(copy_stays_empty(r) for r in self.later):
-            # what the empty copies replayed after it find is in the same guest's tables:
-            # judged on this walk's way (on fork, their own walk took 13 s)
-            todo = to_judge(tr, _empty_copy_states(tr, self.table, self.later))
-            shadow.rider = judge = EmptyJudge(shadow.guest, todo)
-        shadow.run()
-        if judge is not None:
-            tr.cache[JUDGED] = judge.judged()
+        UntoldShadow(tr, where, p.queued, flush_at, cache, self.violate).run()
         self._lean_devices()
 
     def _plain_costs(self) -> _QueuePlan:

@@ -103,8 +103,7 @@ class UntoldShadow(TableWalk):
         self.walk(at[(at >= 0) & (at < n)])
 
     def stores(self, es: Entries, vs: Entries) -> None:
-        """Stores lguest never sees: the guest's tables only (how many set or cleared a
-        present bit not known: the shadow's loop does not count them)."""
+        """Stores lguest never sees: the guest's tables only."""
         self.pair.guest_write_many(es, vs)
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:

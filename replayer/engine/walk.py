@@ -3,17 +3,16 @@
 Takes the trace; gives :class:`TableWalk`, the guest's tables, TLB and paging state
 advanced over the events that change them (:func:`table_changes`), runs of entry stores
 taken together, stopping at the events asked for.  A subclass says what a store, a
-fill, a TLB flush or a stop does beside the guest's side: the empty copy's judge
-(:mod:`replayer.engine.empty`) counts what the loaded space maps; lguest told of no store
-(:mod:`replayer.engine.untold`) keeps its shadow beside the guest's tables.
+fill, a TLB flush or a stop does beside the guest's side: lguest told of no store
+(:mod:`replayer.engine.untold`) keeps its shadow beside the guest's tables.  (The empty
+copies' checks need only the guest's side: :mod:`replayer.engine.emptywalk` walks it
+compiled.)
 
 Nothing but these events changes the guest's tables, so a pass that takes only them
 sees, at each stop, the tables a simulation of every event sees there.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 
@@ -48,25 +47,6 @@ def table_changes(trace: Trace) -> np.ndarray:
     return np.flatnonzero(hook)
 
 
-class Rider(Protocol):
-    """What a walk carries beside its own work (the empty copies' judge,
-    :class:`~replayer.engine.empty.EmptyJudge`): told which frames each run of stores and
-    each allocation changed, and called after every stop, its ``wanted`` ones among them."""
-
-    wanted: list[int]
-    """The events it must be stopped after, ascending (the walk stops after each)."""
-
-    def stamp_run(self, es: Entries, moved: tuple[int, int] | None) -> None:
-        """A run of stores to entries ``es`` was applied, ``moved`` of them setting and
-        clearing a present bit (None: not known)."""
-
-    def stamp_frame(self, pfn: int) -> None:
-        """An allocation zeroed or copied into frame ``pfn`` (and may have changed it)."""
-
-    def stop(self, k: int) -> None:
-        """After event ``k``, as the walk's own :meth:`TableWalk.stop`."""
-
-
 class TableWalk:
     """The guest's tables and TLB advanced over the trace's page-table events.
 
@@ -85,8 +65,6 @@ class TableWalk:
         self.st = loop[le >= 0]
         self.st_e, self.st_v = le[le >= 0], _wide(val[loop][le >= 0])
         self.ops = loop[le < 0]
-        self.rider: Rider | None = None
-        """Carried along: its stops are taken too (:class:`Rider`)."""
 
     def walk(self, stops: np.ndarray) -> None:
         """Apply every page-table event, stopping after each of ``stops`` (ascending)."""
@@ -95,8 +73,6 @@ class TableWalk:
         mark = np.zeros(self.trace.n, dtype=bool)
         mark[self.ops] = True
         mark[stops] = True
-        if self.rider is not None:
-            mark[np.asarray(self.rider.wanted, dtype=np.int64)] = True
         every = np.flatnonzero(mark)
         del mark
         a = 0
@@ -106,7 +82,7 @@ class TableWalk:
     def _window(self, stops: np.ndarray, a: int) -> int:
         """:meth:`walk` over some of its stops, from store ``a`` on; return the stores
         applied so far."""
-        tr, guest, rider = self.trace, self.guest, self.rider
+        tr, guest = self.trace, self.guest
         at = stops.tolist()
         upto = np.searchsorted(self.st, stops, side="right").tolist()
         # which stops are ops: both sorted, so a search (np.isin sorted all the ops again
@@ -118,10 +94,7 @@ class TableWalk:
         for i, x in enumerate(at):
             b = upto[i]
             if b > a:
-                es, vs = self.run_of(a, b)
-                moved = self.stores(es, vs)
-                if rider is not None:
-                    rider.stamp_run(es, moved)
+                self.stores(*self.run_of(a, b))
                 a = b
             if is_op[i]:
                 h = hs[i]
@@ -139,19 +112,15 @@ class TableWalk:
                 else:
                     self.alloc(h, a0[i], a1[i], a2[i], a3[i])
             self.stop(x)
-            if rider is not None:
-                rider.stop(x)
         return a
 
     def alloc(self, h: int, pfn: int, src: int, start: int, count: int) -> None:
         """alloc_*: the guest zeroes the frame, or clones part of a directory into it
         (:func:`~replayer.mechanisms.pagetables.cloned`)."""
         if h == ALLOC_CLONE:
-            changed = self.fill(pfn, 0, 1024, cloned(self.guest.frames, src, start, count))
+            self.fill(pfn, 0, 1024, cloned(self.guest.frames, src, start, count))
         else:
-            changed = self.fill(pfn, 0, 1024, None)
-        if changed and self.rider is not None:
-            self.rider.stamp_frame(pfn)
+            self.fill(pfn, 0, 1024, None)
 
     def run_of(self, a: int, b: int) -> tuple[Entries, Entries]:
         """The entries and values of stores ``a`` to ``b``: Python lists below
@@ -160,10 +129,9 @@ class TableWalk:
         es, vs = self.st_e[a:b], self.st_v[a:b]
         return (es.tolist(), vs.tolist()) if b - a < bulk.VEC_MIN else (es, vs)
 
-    def stores(self, es: Entries, vs: Entries) -> tuple[int, int] | None:
-        """Apply a run of entry stores (:meth:`run_of`); how many set a present bit and
-        how many cleared one (None: not known)."""
-        return self.guest.write_many(es, vs)
+    def stores(self, es: Entries, vs: Entries) -> None:
+        """Apply a run of entry stores (:meth:`run_of`)."""
+        self.guest.write_many(es, vs)
 
     def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:
         """The guest zeroes (``values`` None) or copies a range of a frame; False where

@@ -11,11 +11,12 @@ from pvscope.hooks import HOOKS
 from replayer import engine
 from replayer.backends import Run, all_runs
 from replayer.costs import CostTable
+from replayer.engine import emptywalk as ew
 from replayer.engine import walk
-from replayer.engine.empty import JUDGED, EmptyJudge, copy_stays_empty
+from replayer.engine.empty import JUDGED, copy_stays_empty
 from replayer.engine.schedule import _QUEUED_ONE
 from replayer.mechanisms.coherence import ViewPair
-from replayer.mechanisms.pagetables import GLOBAL, PSE, GuestMMU
+from replayer.mechanisms.pagetables import GLOBAL, PSE, GuestMMU, cloned
 from replayer.trace import Trace, load
 from tests.support import synth
 
@@ -108,11 +109,31 @@ def test_checks_made_while_calls_are_queued_are_judged_at_the_flush(
         _same(fast, exact)
 
 
+def test_a_table_zeroed_by_its_allocation_alone_gives_the_simulations_checks(
+    tmp_path: Path, p4: CostTable
+) -> None:
+    # a table the loaded directory names, zeroed by an allocation alone (no store to it
+    # after): only the allocation says its pages went
+    b = synth.TraceBuilder(seed=4)
+    synth.boot(b)
+    proc = synth.spawn(b, pages=4)
+    synth.switch_to(b, proc)
+    b.hook("flush_tlb_user")
+    b.hook("alloc_pt", proc.tables[0x08048000 >> 22])
+    b.hook("flush_tlb_kernel")
+    tr = load(b.write(tmp_path / "zeroed"))
+    for run in EMPTY:
+        fast = _alone(tr, run, p4)
+        _same(fast, _alone(tr, run, p4, exact=True))
+    missing = [v for v in fast.violations if v.check == "mmu.missing"]
+    assert int(missing[-2].detail.split()[0]) - int(missing[-1].detail.split()[0]) == 4
+
+
 def test_damaged_traces_give_the_simulations_checks(tmp_path: Path, p4: CostTable) -> None:
     # page-table hooks knocked out of synthetic traces (turned into io_delay): the tables
     # the guest leaves behind are odd in many ways, the checks still agree
     rng = np.random.default_rng(5)
-    for seed in range(4):
+    for seed in range(6):
         b = synth.workload(seed=seed, rounds=2)
         synth.knock_out(b, rng, synth.MMU_HOOKS)
         tr = load(b.write(tmp_path / f"t{seed}"))
@@ -140,68 +161,124 @@ def test_the_reasons_of_many_checks_are_each_checks_reason(
     assert EMPTY and where.reasons([]) == []
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_the_judge_kept_up_to_date_finds_what_a_full_comparison_finds(seed: int) -> None:
-    """The judge keeps each directory's entries, their pages and the lowest page from
-    one check to the next; after any mix of stores, fills, clones, CR3 loads and flushes
-    it finds what the simulation's comparison against an empty copy finds, from
-    scratch."""
-    rng = np.random.default_rng(seed)
+#: A step of :func:`_walked`: stores ``((pfn, idx, value), ...)``, then an op of the
+#: compiled walk's with its four arguments.
+Step = tuple[list[tuple[int, int, int]], tuple[int, int, int, int, int]]
+
+
+def _walked(steps: list[Step]) -> tuple[list[tuple[int, ...]], list[tuple[int, int, int]]]:
+    """Each step applied to :class:`GuestMMU` and checked by the simulation's comparison
+    against a view that stays empty, page by page; and the same steps through the compiled
+    walk, a check after each: (the walk's findings, the comparison's)."""
     g = GuestMMU(64)
-    g.pge = seed % 2 == 0
+    st_e: list[int] = []
+    st_v: list[int] = []
+    upto, ops, want = [], [], []
+    for stores, op in steps:
+        for pfn, idx, v in stores:
+            g.write(pfn, idx, v)
+            st_e.append((pfn << 10) | idx)
+            st_v.append(v)
+        code, a0, a1, a2, a3 = op
+        if code == ew.OP_ZERO:
+            g.fill(a0, 0, 1024, None)
+        elif code == ew.OP_CLONE:
+            g.fill(a0, 0, 1024, cloned(g.frames, a1, a2, a3))
+        elif code == ew.OP_CR3:
+            g.cr3 = a0
+            g.flush_all(False)
+        elif code == ew.OP_CR4:
+            g.pge = bool(a0 & 0x80)
+        elif code == ew.OP_FLUSH_ONE:
+            g.flush_addr(a0)
+        elif code in (ew.OP_FLUSH_USER, ew.OP_FLUSH_ALL):
+            g.flush_all(code == ew.OP_FLUSH_ALL)
+        found: list[tuple[int, int, int]] = []
+        if g.cr3 is not None:
+            full = ViewPair(g)
+            full.set_cr3(g.cr3)
+            findings = full.check_full().findings
+            assert all(f.kind == "missing" for f in findings)
+            found = [(f.pages, f.vpn, f.expected) for f in findings]
+        want.append(found[0] if found else (0, 0, 0))
+        upto.append(len(st_e))
+        ops.append(op)
+    cols = [np.asarray(c, dtype=np.int64) for c in zip(*ops, strict=True)]
+    got = ew._walk(
+        64,
+        np.asarray(st_e, dtype=np.int64),
+        np.asarray(st_v, dtype=np.int64),
+        np.asarray(upto, dtype=np.int64),
+        cols[0].astype(np.int8),
+        *cols[1:],
+        np.ones(len(ops), dtype=bool),
+    )
+    return [tuple(x) for x in got.tolist()], want
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_walk_finds_what_a_full_comparison_finds(seed: int) -> None:
+    """After any mix of stores, zeroings, clones, CR3 loads, CR4.PGE and flushes, the
+    compiled walk's check finds what the simulation's comparison against an empty copy
+    finds, from the guest's tables as :class:`GuestMMU` keeps them."""
+    rng = np.random.default_rng(seed)
     pds, tables = [2, 3, 4], list(range(10, 18))
-    judge = EmptyJudge(g, [])
-    g.cr3 = pds[0] << 12
-    found = 0
-    for step in range(400):
-        op = rng.random()
-        if op < 0.7:  # a run of stores
-            es, vs = [], []
+    steps: list[Step] = [([], (ew.OP_CR3, pds[0] << 12, 0, 0, 0))]
+    if seed % 2 == 0:
+        steps.append(([], (ew.OP_CR4, 0x80, 0, 0, 0)))
+    for _ in range(400):
+        r = rng.random()
+        stores: list[tuple[int, int, int]] = []
+        op = (ew.OP_NONE, 0, 0, 0, 0)
+        if r < 0.7:  # a run of stores
             for _ in range(int(rng.integers(1, 5))):
                 if rng.random() < 0.7:
                     pfn, idx = int(rng.choice(tables)), int(rng.integers(0, 12))
                     v = 0 if rng.random() < 0.25 else (int(rng.integers(0x100, 0x140)) << 12) | 7
                 else:
-                    pfn, idx = int(rng.choice(pds)), int(rng.integers(0, 8))
+                    pfn, idx = int(rng.choice(pds)), int(rng.integers(0, 12))
+                    # now and then a directory names a directory (a self-map)
+                    named = int(rng.choice(tables + pds if rng.random() < 0.2 else tables))
+                    v = 0 if rng.random() < 0.2 else (named << 12) | 7
                     if rng.random() < 0.1:
                         v = (int(rng.integers(0, 64)) << 22) | PSE | 7
-                    else:
-                        v = 0 if rng.random() < 0.2 else (int(rng.choice(tables)) << 12) | 7
                 if rng.random() < 0.1:
                     v |= GLOBAL
-                es.append((pfn << 10) | idx)
-                vs.append(v)
-            batch = np.asarray(es, np.int64) if rng.random() < 0.3 else es
-            moved = g.write_many(
-                batch, np.asarray(vs, np.int64) if isinstance(batch, np.ndarray) else vs
-            )
-            judge.stamp_run(batch, moved if rng.random() < 0.8 else None)
-        elif op < 0.78:  # alloc_pt: often a table already clear
-            t = int(rng.choice(tables))
-            if g.fill(t, 0, 1024, None):
-                judge.stamp_frame(t)
-        elif op < 0.82:  # alloc_pd_clone: part of another directory
-            pd, src = (int(x) for x in rng.choice(pds, 2, replace=False))
-            vals = g.frames.page(src)[4:8].copy()
-            changed = g.fill(pd, 0, 1024, None)
-            if g.fill(pd, 4, 8, vals) or changed:
-                judge.stamp_frame(pd)
-        elif op < 0.9:
-            g.cr3 = int(rng.choice(pds)) << 12
-            g.flush_all(False)
-        elif op < 0.95:
-            g.flush_addr(int(rng.integers(0, 8)) << 22 | int(rng.integers(0, 12)) << 12)
+                stores.append((pfn, idx, v))
+        elif r < 0.78:  # alloc_pt: often a table already clear
+            op = (ew.OP_ZERO, int(rng.choice(tables)), 0, 0, 0)
+        elif r < 0.82:  # alloc_pd_clone: part of another directory (or itself)
+            pd, src = (int(x) for x in rng.choice(pds, 2))
+            op = (ew.OP_CLONE, pd, src, 4, 4)
+        elif r < 0.9:
+            op = (ew.OP_CR3, int(rng.choice(pds)) << 12, 0, 0, 0)
+        elif r < 0.95:
+            addr = int(rng.integers(0, 12)) << 22 | int(rng.integers(0, 12)) << 12
+            op = (ew.OP_FLUSH_ONE, addr, 0, 0, 0)
         else:
-            g.flush_all(rng.random() < 0.5)
-        pd = g.cr3 >> 12
-        full = ViewPair(g)  # a copy that stays empty, compared page by page
-        full.set_cr3(pd << 12)
-        want = [(f.pages, f.vpn, f.expected) for f in full.check_full().findings]
-        assert all(f.kind == "missing" for f in full.check_full().findings)
-        got = judge.missing()
-        assert ([got] if got is not None else []) == want, step
-        found += got is not None
-    assert found > 100
+            op = (ew.OP_FLUSH_ALL if rng.random() < 0.5 else ew.OP_FLUSH_USER, 0, 0, 0, 0)
+        steps.append((stores, op))
+    got, want = _walked(steps)
+    assert got == want
+    assert sum(w[0] > 0 for w in want) > 100
+
+
+def test_an_invlpg_through_a_self_map_freshens_the_directory_entry_it_reaches() -> None:
+    """A directory entry naming the directory itself: an invlpg through it freshens the
+    directory's own entry it reaches as a table's, and the pages an older table of that
+    entry did not map are missing again."""
+    pd, old, new = 2, 10, 11
+    steps: list[Step] = [
+        ([(old, 0, 0x100067)], (ew.OP_CR3, pd << 12, 0, 0, 0)),
+        ([(new, k, (0x200 + k) << 12 | 0x67) for k in range(4)], (ew.OP_NONE, 0, 0, 0, 0)),
+        ([(pd, 0, pd << 12 | 0x67), (pd, 1, old << 12 | 0x67)], (ew.OP_FLUSH_USER, 0, 0, 0, 0)),
+        ([(pd, 1, new << 12 | 0x67)], (ew.OP_NONE, 0, 0, 0, 0)),  # the TLB may hold `old`
+        ([], (ew.OP_FLUSH_ONE, (0 << 22) | (1 << 12), 0, 0, 0)),  # through entry 0: (pd, 1)
+    ]
+    got, want = _walked(steps)
+    assert got == want
+    # the pages table `new` maps beyond what `old` did: excused, then missing after invlpg
+    assert got[3][0] + 3 == got[4][0]
 
 
 def test_a_check_alone_at_a_flush_has_a_code_above_every_hook() -> None:

@@ -194,39 +194,12 @@ def test_the_walk_clones_as_one_fill() -> None:
     from replayer.engine.walk import ALLOC_CLONE, TableWalk
 
     w = TableWalk.__new__(TableWalk)  # its alloc needs the guest alone
-    w.guest, w.rider = GuestMMU(16), None
+    w.guest = GuestMMU(16)
     w.guest.write(2, 768, 0x5063)
     w.guest.write(3, 0, 0x7067)
     w.alloc(ALLOC_CLONE, 3, 2, 768, 256)
     assert w.guest.frames.page(3).tolist() == cloned(w.guest.frames, 2, 768, 256).tolist()
     assert w.guest.frames.get(3, 0) == 0 and w.guest.old_values(3, 0) == (0x7067,)
-
-
-def test_a_run_of_stores_says_how_many_set_and_cleared_a_present_bit() -> None:
-    """``write_many`` counts the present bits its stores set and cleared, one store after
-    another (an entry stored twice counts twice), alike for a short run and a long one."""
-    from replayer.mechanisms import bulk
-
-    rng = np.random.default_rng(7)
-    n = 3 * bulk.VEC_MIN
-    es = (5 << 10) + rng.integers(0, 40, n)
-    vs = np.where(rng.random(n) < 0.5, 0, (rng.integers(1, 50, n) << 12) | 1)
-    vs = np.where(rng.random(n) < 0.2, vs & ~1, vs)  # not present, but not zero
-    short, long = GuestMMU(16), GuestMMU(16)
-    up = down = 0
-    seen: dict[int, int] = {}
-    for e, v in zip(es.tolist(), vs.tolist(), strict=True):
-        was = seen.get(e, 0) & 1
-        up, down = up + (not was and v & 1), down + (was and not v & 1)
-        seen[e] = v
-    assert up and down
-    moved = (0, 0)
-    for i in range(0, n, 4):  # short runs (lists), a few stores at a time
-        got = short.write_many(es[i : i + 4].tolist(), vs[i : i + 4].tolist())
-        moved = (moved[0] + got[0], moved[1] + got[1])
-    assert moved == (up, down)
-    assert long.write_many(es, vs) == (up, down)
-    assert long.frames.page(5).tolist() == short.frames.page(5).tolist()
 
 
 def test_a_fill_leaves_the_older_values_its_entries_stored_one_at_a_time_would() -> None:

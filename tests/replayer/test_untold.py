@@ -8,18 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replayer import engine
 from replayer.backends import all_runs
 from replayer.costs import CostTable
 from replayer.engine import walk
-from replayer.engine.empty import JUDGED, copy_stays_empty
 from replayer.engine.untold import untold
 from replayer.trace import Trace, load
 from tests.replayer.test_engine import _alone, _same
 from tests.support import synth
 
 UNTOLD = next(r for r in all_runs() if r.label == "lguest-without-pteupdate-none")
-EMPTIES = [r for r in all_runs() if copy_stays_empty(r)]
 
 
 def test_only_lguest_without_pteupdate_and_no_fallback_is_untold() -> None:
@@ -133,52 +130,3 @@ def test_the_least_recently_loaded_directory_leaves_the_cache_and_a_kernel_flush
     fast, exact = _alone(tr, UNTOLD, p4), _alone(tr, UNTOLD, p4, exact=True)
     _same(fast, exact)
     assert [(v.seq, v.field) for v in exact.violations if v.check == "mmu.stale"] == stale
-
-
-def _judged_on_the_way(tr: Trace, p4: CostTable) -> int:
-    """Hold the empty copies replayed after lguest told of no store (whose walk judged
-    their checks) to each replayed alone (its own walk judging them); the pages found."""
-    empties = EMPTIES
-    untold_alone = _alone(tr, UNTOLD, p4)
-    alone = {r.label: _alone(tr, r, p4) for r in empties}
-    by_judge = tr.cache.pop(JUDGED)
-    tr.cache.pop("sequential", None)
-    _same(engine.replay(tr, UNTOLD, p4, later=empties), untold_alone)
-    by_walk = tr.cache[JUDGED]
-    for col in ("states", "pages", "vpn", "exp"):
-        assert np.array_equal(getattr(by_walk, col), getattr(by_judge, col)), col
-    for r in empties:
-        tr.cache.pop("sequential", None)
-        _same(engine.replay(tr, r, p4), alone[r.label])
-        assert tr.cache[JUDGED] is by_walk  # no walk of its own
-    return int(by_walk.pages.sum())
-
-
-def test_replayed_before_the_empty_copies_it_judges_their_checks_as_their_own_walk_does(
-    synth_trace: Trace,
-    fork_path: Path,
-    tmp_path: Path,
-    p4: CostTable,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(walk, "WINDOW", 11)
-    assert _judged_on_the_way(synth_trace, p4) and _judged_on_the_way(load(fork_path), p4)
-    # a table the loaded directory names, zeroed by an allocation alone (no store to it
-    # after): only the allocation says its pages went
-    b = synth.TraceBuilder(seed=4)
-    synth.boot(b)
-    proc = synth.spawn(b, pages=4)
-    synth.switch_to(b, proc)
-    b.hook("flush_tlb_user")
-    b.hook("alloc_pt", proc.tables[0x08048000 >> 22])
-    b.hook("flush_tlb_kernel")
-    tr = load(b.write(tmp_path / "zeroed"))
-    _judged_on_the_way(tr, p4)
-    missing = [v for v in _alone(tr, EMPTIES[0], p4).violations if v.check == "mmu.missing"]
-    assert int(missing[-2].detail.split()[0]) - int(missing[-1].detail.split()[0]) == 4
-    # with page-table calls knocked out, tables change by their allocations alone more often
-    rng = np.random.default_rng(5)
-    for seed in range(6):
-        b = synth.workload(seed=seed, rounds=2)
-        synth.knock_out(b, rng, synth.MMU_HOOKS)
-        _judged_on_the_way(load(b.write(tmp_path / f"t{seed}")), p4)
