@@ -34,7 +34,6 @@ import numpy as np
 
 from replayer.backends import Run
 from replayer.engine.common import _cached, _hex
-from replayer.engine.emptywalk import walk_and_judge
 from replayer.engine.schedule import Schedule
 from replayer.engine.state import _modes
 from replayer.engine.violations import ViolationBlock
@@ -105,6 +104,9 @@ def judged(
         todo = to_judge(trace, {*mine.tolist(), *more()})
         if got is not None:
             todo = sorted({*todo, *got.states[1:].tolist()})
+        # numba (about 100 MiB a process) only in a process that judges such checks
+        from replayer.engine.emptywalk import walk_and_judge
+
         found = walk_and_judge(trace, todo)
         at = np.asarray([-1, *todo], dtype=np.int64)
         pages, vpn, exp = (np.concatenate([[0], found[:, c]]) for c in range(3))
