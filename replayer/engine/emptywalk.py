@@ -187,16 +187,16 @@ def _check(mem, count, olds, pd, nf):
         pde = np.int64(mem[(pd << 10) | i])
         if not pde & 1:
             continue
-        t = pde >> 12
+        e, t = (pd << 10) | i, pde >> 12
         tb = t << 10
         if not pde & PSE and (t >= nf or not count[t]):
             continue
-        if not head[(pd << 10) | i] and pde & PSE:
+        if not head[e] and pde & PSE:
             total += 1024
             if best < 0:
                 best, exp = i << 10, (pde & _BIG) | (pde & MEANING)
             continue
-        if not head[(pd << 10) | i]:
+        if not head[e]:
             total += count[t]
             if best < 0:
                 k = 0
@@ -208,7 +208,7 @@ def _check(mem, count, olds, pd, nf):
         for k in range(1024):
             if not pde & PSE and not mem[tb + k] & 1:
                 continue
-            n, mapped = head[(pd << 10) | i], True
+            n, mapped = head[e], True
             while n and mapped:
                 ov = np.int64(pval[n])
                 n = pnext[n]
@@ -253,7 +253,7 @@ def _walk(nf, st_e, st_v, upto, op, a0, a1, a2, a3, want):
             olds = (h, ls, _grown(pv, cap), _grown(pn, cap), _grown(dt, cap))
         for b in range(a, upto[s]):
             npool, ndirty = _store(mem, count, nz, olds, st_e[b], st_v[b], npool, ndirty)
-        a = max(a, upto[s])
+        a = upto[s]
         o = op[s]
         if o in (OP_CR3, OP_FLUSH_USER, OP_FLUSH_ALL):
             if o == OP_CR3:

@@ -36,6 +36,16 @@ def _same(a: engine.RunResult, b: engine.RunResult) -> None:
     assert a.summary == b.summary
 
 
+def _agree(tr: Trace, p4: CostTable) -> list[engine.RunResult]:
+    """Every empty copy replayed alone, held to the simulation; their results."""
+    out = []
+    for run in EMPTY:
+        fast = _alone(tr, run, p4)
+        _same(fast, _alone(tr, run, p4, exact=True))
+        out.append(fast)
+    return out
+
+
 def test_the_runs_whose_copy_stays_empty_are_the_four_none_ablations() -> None:
     assert sorted(r.label for r in EMPTY) == sorted(
         f"{b}-without-{req}-none" for b in ("vmi", "xen-pv") for req in ("ptalloc", "pteupdate")
@@ -78,9 +88,7 @@ def test_a_table_swapped_under_a_directory_entry_without_a_flush_gets_the_tlb_le
     b.hook("flush_tlb_single", 0xC0001000)  # a check, leaving the swapped entry unflushed
     b.hook("flush_tlb_user")
     tr = load(b.write(tmp_path / "t"))
-    for run in EMPTY:
-        fast, exact = _alone(tr, run, p4), _alone(tr, run, p4, exact=True)
-        _same(fast, exact)
+    fast = _agree(tr, p4)[-1]
     found = [v for v in fast.violations if v.check == "mmu.missing"]
     at_single = next(v for v in found if "flush_tlb_single" in v.detail)
     at_user = next(v for v in found if "flush_tlb_user" in v.detail)
@@ -104,9 +112,7 @@ def test_checks_made_while_calls_are_queued_are_judged_at_the_flush(
     b.hook("set_pte_at", c.mm, addr, b.ptr(pt, 5), (b.alloc_frame() << 12) | 0x67)
     b.hook("set_lazy_mode", 0)
     tr = load(b.write(tmp_path / "t"))
-    for run in EMPTY:
-        fast, exact = _alone(tr, run, p4), _alone(tr, run, p4, exact=True)
-        _same(fast, exact)
+    _agree(tr, p4)
 
 
 def test_a_table_zeroed_by_its_allocation_alone_gives_the_simulations_checks(
@@ -122,9 +128,7 @@ def test_a_table_zeroed_by_its_allocation_alone_gives_the_simulations_checks(
     b.hook("alloc_pt", proc.tables[0x08048000 >> 22])
     b.hook("flush_tlb_kernel")
     tr = load(b.write(tmp_path / "zeroed"))
-    for run in EMPTY:
-        fast = _alone(tr, run, p4)
-        _same(fast, _alone(tr, run, p4, exact=True))
+    fast = _agree(tr, p4)[-1]
     missing = [v for v in fast.violations if v.check == "mmu.missing"]
     assert int(missing[-2].detail.split()[0]) - int(missing[-1].detail.split()[0]) == 4
 
@@ -137,8 +141,7 @@ def test_damaged_traces_give_the_simulations_checks(tmp_path: Path, p4: CostTabl
         b = synth.workload(seed=seed, rounds=2)
         synth.knock_out(b, rng, synth.MMU_HOOKS)
         tr = load(b.write(tmp_path / f"t{seed}"))
-        for run in EMPTY:
-            _same(_alone(tr, run, p4), _alone(tr, run, p4, exact=True))
+        _agree(tr, p4)
 
 
 def test_the_reasons_of_many_checks_are_each_checks_reason(
