@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replayer.backends import Run
-from replayer.engine.common import _cached, _hex
+from replayer.engine.common import _cached
 from replayer.engine.schedule import Schedule
 from replayer.engine.state import _modes
 from replayer.engine.violations import ViolationBlock
@@ -119,29 +119,8 @@ def empty_copy_rows(trace: Trace, where: Schedule, more: Callable[[], set[int]])
     """The ``mmu.missing`` row of every check that finds something against an empty
     copy, of the checks ``where`` says (:func:`schedule`), in their order: the lowest page
     missing, the guest's translation of it, none, and how many pages at what.  ``more``:
-    the states other runs' checks are judged in (:func:`judged`).
-
-    Most rows repeat a page, its translation and a detail: the strings are made once per
-    (page, translation, pages, what the check was made at), and the rows (half a million
-    on fork) are codes into them."""
+    the states other runs' checks are judged in (:func:`judged`)."""
     pages, vpn, exp = judged(trace, where.states, more)
     hit = np.flatnonzero(pages)
-    # each row's (page, translation, pages, reason), numbered as distinct (by a sort of the
-    # four columns: np.unique of the rows took a second a run on fork)
-    key = np.stack([vpn[hit], exp[hit], pages[hit], where.reason_keys(hit)])
-    o = np.lexsort(key[::-1])
-    ordered = key[:, o]
-    new = np.ones(len(hit), dtype=bool)
-    new[1:] = (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)
-    code = np.empty(len(hit), dtype=np.int64)
-    code[o] = np.cumsum(new) - 1
-    s_vpn, s_exp, s_pages, s_why = (c.tolist() for c in ordered[:, new])
-    detail = [f"{n} page(s) wrong at {where.said(k)}" for n, k in zip(s_pages, s_why, strict=True)]
-    return ViolationBlock.of(
-        "mmu.missing",
-        np.asarray(where.seqs, dtype=np.int64)[hit],
-        field=(code, [f"va {v << 12:#010x}" for v in s_vpn]),
-        expected=(code, [_hex(e) for e in s_exp]),
-        actual=_hex(0),
-        detail=(code, detail),
-    )
+    none = np.zeros(len(hit), dtype=np.int64)
+    return where.block("mmu.missing", hit, vpn[hit], exp[hit], none, pages[hit])

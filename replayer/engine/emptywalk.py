@@ -25,6 +25,8 @@ the comparison page by page.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
@@ -228,64 +230,109 @@ def _check(mem, count, olds, pd, nf):
 
 
 @njit(cache=True, nogil=True)
-def _walk(nf, st_e, st_v, upto, op, a0, a1, a2, a3, want):
-    """:func:`walk_and_judge` over its arrays: stop ``s`` applies stores up to
-    ``upto[s]``, then its op, then a check if ``want[s]``."""
-    mem = np.zeros(nf << 10, dtype=np.uint32)
-    count, nz = np.zeros(nf, dtype=np.int32), np.zeros(nf, dtype=np.int32)
-    cap = _FIRST_POOL
+def _room(olds, cap, npool, ndirty, more):
+    """The olds' pool and noted entries grown (doubled) to take ``more`` stores and a
+    fill beside a user flush's copies; return them and their capacity.  Called between
+    stops only: growth inside the store loop made numba's code ten times slower."""
+    need = 2 * max(npool, ndirty) + more + 1024
+    if need >= cap:
+        while need >= cap:
+            cap *= 2
+        h, ls, pv, pn, dt = olds
+        olds = (h, ls, _grown(pv, cap), _grown(pn, cap), _grown(dt, cap))
+    return olds, cap
+
+
+@njit(cache=True, nogil=True)
+def _guest_op(mem, count, nz, olds, new, o, x0, x1, x2, x3, pd, pge, npool, ndirty, nf):
+    """The guest's side of a stop's op ``o`` (arguments ``x0``-``x3``); return the loaded
+    directory, CR4.PGE and the pool's and noted entries' lengths."""
+    if o in (OP_CR3, OP_FLUSH_USER, OP_FLUSH_ALL):
+        if o == OP_CR3:
+            pd = x0 >> 12
+        if o == OP_FLUSH_ALL or not pge:
+            _drop_all(olds, ndirty)
+            npool, ndirty = 1, 0
+        else:
+            npool, ndirty = _keep_global(olds, npool, ndirty)
+    elif o == OP_FLUSH_ONE and 0 <= pd < nf:
+        _drop_entry(olds, mem, (pd << 10) | (x0 >> 22), (x0 >> 12) & 1023, nf)
+    elif o == OP_CR4:
+        pge = x0 & _CR4_PGE != 0
+    elif o == OP_ZERO and nz[x0]:
+        new[:] = 0
+        npool, ndirty = _fill(mem, count, nz, olds, x0, new, npool, ndirty)
+    elif o == OP_CLONE:
+        lo, hi = min(x2, 1024), min(x2 + x3, 1024)
+        new[:] = 0
+        if lo < hi:
+            new[lo:hi] = mem[(x1 << 10) + lo : (x1 << 10) + hi]
+        npool, ndirty = _fill(mem, count, nz, olds, x0, new, npool, ndirty)
+    return pd, pge, npool, ndirty
+
+
+@njit(cache=True, nogil=True)
+def guest_state(nf):
+    """The guest's side of a walk before any event: its tables (``mem``), present and
+    nonzero entries per frame, the olds (head, listed, pool values, pool links, noted
+    entries) and the pool's capacity."""
     olds = (
         np.zeros(nf << 10, dtype=np.int32),  # head: an entry's first old in the pool
         np.zeros(nf << 10, dtype=np.uint8),  # listed: in the noted entries
-        np.zeros(cap, dtype=np.uint32),  # the pool: values,
-        np.zeros(cap, dtype=np.int32),  # and the next of each entry's
-        np.zeros(cap, dtype=np.int64),  # the noted entries (some since dropped)
+        np.zeros(_FIRST_POOL, dtype=np.uint32),  # the pool: values,
+        np.zeros(_FIRST_POOL, dtype=np.int32),  # and the next of each entry's
+        np.zeros(_FIRST_POOL, dtype=np.int64),  # the noted entries (some since dropped)
     )
+    count, nz = np.zeros(nf, dtype=np.int32), np.zeros(nf, dtype=np.int32)
+    return np.zeros(nf << 10, dtype=np.uint32), count, nz, olds, _FIRST_POOL
+
+
+@njit(cache=True, nogil=True)
+def _walk(nf, st_e, st_v, upto, op, a0, a1, a2, a3, want):
+    """:func:`walk_and_judge` over its arrays: stop ``s`` applies stores up to
+    ``upto[s]``, then its op, then a check if ``want[s]``."""
+    mem, count, nz, olds, cap = guest_state(nf)
     npool, ndirty, pd, pge, a, w = 1, 0, -1, False, 0, 0
     found = np.zeros((int(want.sum()), 3), dtype=np.int64)
     new = np.zeros(1024, dtype=np.uint32)
     for s in range(len(op)):
-        need = 2 * max(npool, ndirty) + (upto[s] - a) + 1024
-        if need >= cap:
-            while need >= cap:
-                cap *= 2
-            h, ls, pv, pn, dt = olds
-            olds = (h, ls, _grown(pv, cap), _grown(pn, cap), _grown(dt, cap))
+        olds, cap = _room(olds, cap, npool, ndirty, upto[s] - a)
         for b in range(a, upto[s]):
             npool, ndirty = _store(mem, count, nz, olds, st_e[b], st_v[b], npool, ndirty)
         a = upto[s]
-        o = op[s]
-        if o in (OP_CR3, OP_FLUSH_USER, OP_FLUSH_ALL):
-            if o == OP_CR3:
-                pd = a0[s] >> 12
-            if o == OP_FLUSH_ALL or not pge:
-                _drop_all(olds, ndirty)
-                npool, ndirty = 1, 0
-            else:
-                npool, ndirty = _keep_global(olds, npool, ndirty)
-        elif o == OP_FLUSH_ONE and 0 <= pd < nf:
-            _drop_entry(olds, mem, (pd << 10) | (a0[s] >> 22), (a0[s] >> 12) & 1023, nf)
-        elif o == OP_CR4:
-            pge = a0[s] & _CR4_PGE != 0
-        elif o == OP_ZERO and nz[a0[s]]:
-            new[:] = 0
-            npool, ndirty = _fill(mem, count, nz, olds, a0[s], new, npool, ndirty)
-        elif o == OP_CLONE:
-            lo, hi = min(a2[s], 1024), min(a2[s] + a3[s], 1024)
-            new[:] = 0
-            if lo < hi:
-                new[lo:hi] = mem[(a1[s] << 10) + lo : (a1[s] << 10) + hi]
-            npool, ndirty = _fill(mem, count, nz, olds, a0[s], new, npool, ndirty)
+        pd, pge, npool, ndirty = _guest_op(
+            mem, count, nz, olds, new, op[s], a0[s], a1[s], a2[s], a3[s], pd, pge, npool, ndirty, nf
+        )
         if want[s]:
             found[w, 0], found[w, 1], found[w, 2] = _check(mem, count, olds, pd, nf)
             w += 1
     return found
 
 
-def walk_and_judge(trace: Trace, wanted: list[int]) -> np.ndarray:
-    """What a check against an empty copy finds after each of ``wanted`` (events that
-    change the tables, ascending): (pages missing, lowest, its translation) per row,
-    zeros for nothing."""
+@dataclass
+class Stops:
+    """The page-table events as a compiled walk takes them: ``nf`` frames; the entry
+    stores (``st_e``, ``st_v``); the stops -- every event that is not a store, and the
+    events asked for -- with the stores each applies up to (``upto``), its op (the walk's
+    code, ``OP_NONE`` for an event only asked for) and its first four arguments, and
+    whether it was asked for (``want``)."""
+
+    nf: int
+    st_e: np.ndarray
+    st_v: np.ndarray
+    at: np.ndarray
+    upto: np.ndarray
+    op: np.ndarray
+    a0: np.ndarray
+    a1: np.ndarray
+    a2: np.ndarray
+    a3: np.ndarray
+    want: np.ndarray
+
+
+def stops_of(trace: Trace, wanted: np.ndarray) -> Stops:
+    """The trace's page-table events as a compiled walk takes them, stopping also after
+    each of ``wanted`` (event indices, ascending)."""
     ent, val = _pte_entries(trace)
     nf = _frames_needed(trace, ent)
     if nf > MAX_FRAMES:
@@ -308,10 +355,11 @@ def walk_and_judge(trace: Trace, wanted: list[int]) -> np.ndarray:
     a0, a1, a2, a3 = (
         col[stops].astype(np.int64) for col in (trace.arg0, trace.arg1, trace.arg2, trace.arg3)
     )
-    return _walk(
+    return Stops(
         nf,
         le[stored].astype(np.int64),
         _wide(val[loop][stored]).astype(np.int64),
+        stops,
         np.searchsorted(st, stops, side="right"),
         code,
         a0,
@@ -320,3 +368,11 @@ def walk_and_judge(trace: Trace, wanted: list[int]) -> np.ndarray:
         a3,
         kind & 2 != 0,
     )
+
+
+def walk_and_judge(trace: Trace, wanted: list[int]) -> np.ndarray:
+    """What a check against an empty copy finds after each of ``wanted`` (events that
+    change the tables, ascending): (pages missing, lowest, its translation) per row,
+    zeros for nothing."""
+    s = stops_of(trace, np.asarray(wanted, dtype=np.int64))
+    return _walk(s.nf, s.st_e, s.st_v, s.upto, s.op, s.a0, s.a1, s.a2, s.a3, s.want)

@@ -39,7 +39,7 @@ from replayer.engine.shadow import Shadowed
 from replayer.engine.state import _modes, structural_key
 from replayer.engine.static import _Costs, _stateful
 from replayer.engine.traced import TracedPass
-from replayer.engine.untold import UntoldShadow, untold
+from replayer.engine.untold import untold, untold_rows
 from replayer.mechanisms.batch import (
     LAZY_CPU,
     LAZY_FLUSH,
@@ -235,7 +235,7 @@ class LeanPass(TracedPass, DeviceChecks):
         flush_at = p.ev[p.qp.flushes]
         where = self._schedule(p)
         cache = self.model.pgdir_cache
-        UntoldShadow(tr, where, p.queued, flush_at, cache, self.violate).run()
+        self.violations.extend(untold_rows(tr, where, p.queued, flush_at, cache))
         self._lean_devices()
 
     def _plain_costs(self) -> _QueuePlan:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from replayer.engine.common import FL_KERN, FL_ONE, FL_USER, WCR3
+from replayer.engine.common import FL_KERN, FL_ONE, FL_USER, WCR3, _hex
+from replayer.engine.violations import ViolationBlock
 from replayer.mechanisms.batch import QueuePlan
 from replayer.trace import Trace, hooks_in
 
@@ -93,6 +94,42 @@ class Schedule:
     def said(self, key: int) -> str:
         """What the checks of :meth:`reason_keys` ``key`` were made at."""
         return self._said_of((key >> 33) - 2, key & ((1 << 33) - 1))
+
+    def block(
+        self,
+        check: str,
+        hit: np.ndarray,
+        vpn: np.ndarray,
+        exp: np.ndarray,
+        act: np.ndarray,
+        pages: np.ndarray,
+    ) -> ViolationBlock:
+        """The rows of ``check`` at checks ``hit`` (ascending), one each: the lowest page
+        wrong (``vpn``), the guest's translation of it and the backend's, and how many
+        pages at what.
+
+        Most rows repeat a page, its translations and a detail: the strings are made once
+        per (page, translations, pages, what the check was made at), and the rows (half a
+        million on fork) are codes into them."""
+        # numbered as distinct by a sort of the five columns (np.unique of the rows took a
+        # second a run on fork)
+        key = np.stack([vpn, exp, act, pages, self.reason_keys(hit)])
+        o = np.lexsort(key[::-1])
+        ordered = key[:, o]
+        new = np.ones(len(hit), dtype=bool)
+        new[1:] = (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)
+        code = np.empty(len(hit), dtype=np.int64)
+        code[o] = np.cumsum(new) - 1
+        s_vpn, s_exp, s_act, s_pages, s_why = (c.tolist() for c in ordered[:, new])
+        why = [f"{n} page(s) wrong at {self.said(k)}" for n, k in zip(s_pages, s_why, strict=True)]
+        return ViolationBlock.of(
+            check,
+            np.asarray(self.seqs, dtype=np.int64)[hit],
+            field=(code, [f"va {v << 12:#010x}" for v in s_vpn]),
+            expected=(code, [_hex(e) for e in s_exp]),
+            actual=(code, [_hex(a) for a in s_act]),
+            detail=(code, why),
+        )
 
     def _said_of(self, code: int, arg: int) -> str:
         key = (code, arg)

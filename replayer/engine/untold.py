@@ -26,11 +26,12 @@ from collections.abc import Callable
 import numpy as np
 
 from replayer.backends import Run
-from replayer.engine.common import FL_KERN, FL_ONE, WCR3, _hex
+from replayer.engine.common import _hex
+from replayer.engine.emptywalk import stops_of
 from replayer.engine.schedule import Schedule
 from replayer.engine.state import _modes
-from replayer.engine.walk import TableWalk
-from replayer.mechanisms.coherence import CheckResult, Entries, ViewPair
+from replayer.engine.violations import ViolationBlock
+from replayer.mechanisms.coherence import KINDS, CheckResult, ViewPair
 from replayer.trace import Trace
 
 #: How a row is reported: (event, check, field, expected, actual, detail).
@@ -68,82 +69,40 @@ def lguest_load(pair: ViewPair, lru: OrderedDict[int, None], pd: int, cache: int
             lru.popitem(last=False)
 
 
-class UntoldShadow(TableWalk):
-    """lguest's shadow beside the guest's tables, over the page-table events, and the
-    checks where the schedule puts them.
+def untold_rows(
+    trace: Trace, where: Schedule, queued: np.ndarray, flush_at: np.ndarray, cache: int
+) -> list[ViolationBlock]:
+    """The rows of every check ``where`` says, a block per kind of wrong page (in the
+    simulation's order once merged by event and check), from one compiled walk of the
+    page-table events with lguest's shadow beside the guest's tables
+    (:func:`~replayer.engine.untoldwalk.shadow_walk`).
 
     ``queued``: per event, whether lguest queues the call; ``flush_at``: events that apply
     the queue (before their own effect); ``cache``: shadow directories kept.
     """
+    # numba (about 100 MiB a process) only in a process that walks lguest's shadow
+    from replayer.engine.untoldwalk import shadow_walk
 
-    def __init__(
-        self,
-        trace: Trace,
-        where: Schedule,
-        queued: np.ndarray,
-        flush_at: np.ndarray,
-        cache: int,
-        violate: Violate,
-    ) -> None:
-        super().__init__(trace)
-        self.pair = ViewPair(self.guest, demand_fill=True)
-        self.lru: OrderedDict[int, None] = OrderedDict()
-        self.where, self.seqs, self.states = where, where.seqs, where.states
-        self.queued, self.cache, self.violate = queued, cache, violate
-        # a flush before event d applies the queue once event d-1 is done; what is left
-        # is applied after the last event
-        self.drains = set((flush_at[flush_at > 0] - 1).tolist()) | {trace.n - 1}
-        self.pending: list[tuple[int, int]] = []
-        self.row = 0
-
-    def run(self) -> None:
-        """Every check's rows, in the simulation's order."""
-        n = self.trace.n
-        at = np.asarray(sorted(self.drains | set(self.states)), dtype=np.int64)
-        self.walk(at[(at >= 0) & (at < n)])
-
-    def stores(self, es: Entries, vs: Entries) -> None:
-        """Stores lguest never sees: the guest's tables only."""
-        self.pair.guest_write_many(es, vs)
-
-    def fill(self, pfn: int, lo: int, hi: int, values: np.ndarray | None) -> bool:
-        """An allocation's memset or clone: lguest is not told."""
-        return self.pair.guest_fill(pfn, lo, hi, values)
-
-    def flushed(self, k: int, h: int, a0: int, frames: list[int]) -> None:
-        """A CR3 load or TLB flush: lguest's side at once, or queued."""
-        self.pair.guest_flushed(frames)
-        if self.queued[k]:
-            self.pending.append((h, a0))
-        else:
-            self.apply(h, a0)
-
-    def apply(self, h: int, a0: int) -> None:
-        """lguest takes a CR3 load (its cached shadow directory, or the space re-read) or a
-        flush (the shadows it drops are re-read on demand)."""
-        pair = self.pair
-        if h == WCR3:
-            pair.set_cr3(a0)
-            lguest_load(pair, self.lru, a0 >> 12, self.cache)
-        elif h == FL_ONE:
-            pair.resync_addr(a0)
-        elif h == FL_KERN:
-            pair.resync_all()
-        else:
-            pair.resync_space()
-
-    def stop(self, k: int) -> None:
-        """After event ``k``: the queue's flush before event k+1 (or the end's), then the
-        checks that see the tables as they are now.  (A check made after event k itself
-        is made only with nothing queued, when that flush has nothing to apply.)"""
-        if k in self.drains and self.pending:
-            for h, a0 in self.pending:
-                self.apply(h, a0)
-            self.pending.clear()
-        states, r = self.states, self.row
-        while r < len(states) and states[r] == k:
-            res = self.pair.check()
-            if res.findings:
-                report(self.violate, self.seqs[r], res, self.where.reason(r))
-            r += 1
-        self.row = r
+    n = trace.n
+    states = np.asarray(where.states, dtype=np.int64)
+    if np.any(states[1:] < states[:-1]):
+        raise AssertionError("the checks are not in the order of the events they see")
+    # a flush before event d applies the queue once event d-1 is done; what is left is
+    # applied after the last event
+    drains = np.unique(np.append(flush_at[flush_at > 0] - 1, n - 1))
+    s = stops_of(trace, np.union1d(drains, states[states >= 0]))
+    lo = np.searchsorted(states, s.at, side="left")
+    checks = np.searchsorted(states, s.at, side="right") - lo
+    drain = np.zeros(len(s.at), dtype=bool)
+    drain[np.searchsorted(s.at, drains)] = True
+    lg = (queued[s.at], drain, checks, cache)
+    found = shadow_walk(s.nf, s.st_e, s.st_v, s.upto, s.op, s.a0, s.a1, s.a2, s.a3, *lg)
+    # checks before any event see no loaded directory: they find nothing
+    row = found[:, 0] + int(np.count_nonzero(states < 0))
+    blocks = []
+    for k, kind in enumerate(KINDS):
+        mine = found[:, 1] == k
+        if mine.any():
+            hit, f = row[mine], found[mine]
+            blocks.append(where.block(f"mmu.{kind}", hit, f[:, 3], f[:, 4], f[:, 5], f[:, 2]))
+    return blocks
