@@ -9,13 +9,11 @@
     python bench/replay.py --wall                   # also: every run, results written,
                                                     # in worker processes, wall time
 
-Prints the work every run of a trace shares (done once per trace, before the runs), the
-walk of the guest's tables alone in Python (the floor of lguest told of no store, which
-keeps its shadow beside it), and the compiled pass that judges the checks of the four runs
-whose copy stays empty in one go (what ``--backend all`` pays once a worker; the first in
-a process also loads the compiled code, or compiles it where numba's cache has none);
-then, per run on one
-core (each whole: no run reuses another's sequential pass, proof or judged checks):
+Prints the work every run of a trace shares (done once per trace, before the runs) and
+the compiled pass that judges the checks of the four runs whose copy stays empty in one
+go (what ``--backend all`` pays once a worker; the first in a process also loads the
+compiled code, or compiles it where numba's cache has none); then, per run on one core
+(each whole: no run reuses another's sequential pass, proof or judged checks):
 replay seconds, events per second, cycles relative to native and violations found; then,
 for every trap fallback, its cycles over its parent's.  Ratios are measured in the same
 run, on the same trace.  ``--wall`` then times what ``pvscope replay TRACE --backend all``
@@ -40,15 +38,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from replayer import api, backends, costs, engine, results, workers  # noqa: E402
 from replayer.engine.empty import JUDGED  # noqa: E402
 from replayer.engine.lean import LEAN_PROOF  # noqa: E402
-from replayer.engine.untold import untold  # noqa: E402
-from replayer.engine.walk import TableWalk  # noqa: E402
 from replayer.trace import Trace, load  # noqa: E402
 from tests.support import synth  # noqa: E402
 
@@ -87,8 +81,6 @@ def main() -> None:
             t0 = time.perf_counter()
             engine.prepare(tr)
             print(f"shared by every run (once per trace): {time.perf_counter() - t0:.2f} s")
-            if any(untold(r) for r in runs):
-                walked(tr)
             if any(engine.copy_stays_empty(r) for r in runs):
                 t0 = time.perf_counter()
                 engine.judge_empty_copies(tr, table)
@@ -221,19 +213,6 @@ def _rollup(pid: int) -> tuple[int, int, int]:
     except OSError:
         pass
     return pss, rss, own
-
-
-def walked(tr: Trace) -> None:
-    """Time the walk of the guest's tables alone (every page-table event applied, nothing
-    checked): the least lguest told of no store pays beside its costs, against what 2 M
-    events/s allows the whole run."""
-    t0 = time.perf_counter()
-    TableWalk(tr).walk(np.zeros(0, dtype=np.int64))
-    dt = time.perf_counter() - t0
-    print(
-        f"the guest's tables walked alone, nothing checked: {dt:.2f} s (a run that walks "
-        f"them has {tr.n / 2e6:.2f} s in all at 2 M events/s)"
-    )
 
 
 def single(

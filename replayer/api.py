@@ -77,8 +77,8 @@ def _replay_one(
 def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]:
     """Run indices grouped by what their sequential pass depends on, so that one worker
     replays a group in turn and the later runs reuse the first's pass (the runs whose copy
-    stays empty, the checks lguest told of no store judges on its walk of the same tables,
-    which goes first; hvm-shadow and bt, their tracer's walk).  Groups likely to take
+    stays empty, the checks judged in one compiled pass; hvm-shadow and bt, their tracer's
+    walk).  Groups likely to take
     longest go first (those that simulate both copies of the page tables, then the
     larger), so that the workers finish together."""
     by_key: dict[str, list[int]] = {}
@@ -87,16 +87,14 @@ def _groups(runs: list[backends.Run], table: costs.CostTable) -> list[list[int]]
         # write-protecting VMMs with one flood threshold the walk of their tracer
         m = run.model()
         if engine.copy_stays_empty(run) or untold(run):
-            # lguest told of no store walks the guest's tables for its own checks and,
-            # going first, judges the empty copies' on its way
+            # lguest told of no store has its checks from a compiled walk too: numba's
+            # import (about 100 MiB) paid by one worker
             key = "empty copy"
         elif m.mmu == "traced":
             key = f"traced walk {m.flood_threshold}"
         else:
             key = engine.sequential_key(run, table)
         by_key.setdefault(key, []).append(i)
-    for ids in by_key.values():
-        ids.sort(key=lambda i: not untold(runs[i]))
 
     def weight(ids: list[int]) -> tuple[bool, int, int]:
         run = runs[ids[0]]

@@ -12,7 +12,6 @@ from replayer import engine
 from replayer.backends import Run, all_runs
 from replayer.costs import CostTable
 from replayer.engine import emptywalk as ew
-from replayer.engine import walk
 from replayer.engine.empty import JUDGED, copy_stays_empty
 from replayer.engine.schedule import _QUEUED_ONE
 from replayer.mechanisms.coherence import ViewPair
@@ -54,10 +53,9 @@ def test_the_runs_whose_copy_stays_empty_are_the_four_none_ablations() -> None:
 
 @pytest.mark.parametrize("label", [r.label for r in EMPTY])
 def test_the_simulated_copy_does_stay_empty_and_the_checks_agree(
-    label: str, synth_trace: Trace, fork_path: Path, p4: CostTable, monkeypatch: pytest.MonkeyPatch
+    label: str, synth_trace: Trace, fork_path: Path, p4: CostTable
 ) -> None:
     run = next(r for r in EMPTY if r.label == label)
-    monkeypatch.setattr(walk, "WINDOW", 11)  # stops taken as lists, so many at a time
     for tr in (synth_trace, load(fork_path)):
         sim = engine._Replay(tr, run, p4, False, exact=True)
         tr.cache.pop("sequential", None)
@@ -219,17 +217,16 @@ def _walked(steps: list[Step]) -> tuple[list[tuple[int, ...]], list[tuple[int, i
     return [tuple(x) for x in got.tolist()], want
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_the_compiled_walk_finds_what_a_full_comparison_finds(seed: int) -> None:
-    """After any mix of stores, zeroings, clones, CR3 loads, CR4.PGE and flushes, the
-    compiled walk's check finds what the simulation's comparison against an empty copy
-    finds, from the guest's tables as :class:`GuestMMU` keeps them."""
+def random_steps(seed: int, n: int = 400) -> list[Step]:
+    """A random mix of stores (now and then global, a big page, or a directory naming a
+    directory), zeroings, clones, CR3 loads, CR4.PGE and the three flushes over three
+    directories and eight tables, after a first CR3 load (and CR4.PGE for even seeds)."""
     rng = np.random.default_rng(seed)
     pds, tables = [2, 3, 4], list(range(10, 18))
     steps: list[Step] = [([], (ew.OP_CR3, pds[0] << 12, 0, 0, 0))]
     if seed % 2 == 0:
         steps.append(([], (ew.OP_CR4, 0x80, 0, 0, 0)))
-    for _ in range(400):
+    for _ in range(n):
         r = rng.random()
         stores: list[tuple[int, int, int]] = []
         op = (ew.OP_NONE, 0, 0, 0, 0)
@@ -247,6 +244,8 @@ def test_the_compiled_walk_finds_what_a_full_comparison_finds(seed: int) -> None
                         v = (int(rng.integers(0, 64)) << 22) | PSE | 7
                 if rng.random() < 0.1:
                     v |= GLOBAL
+                if rng.random() < 0.1:
+                    v &= ~2  # read-only: the same frame, other permissions
                 stores.append((pfn, idx, v))
         elif r < 0.78:  # alloc_pt: often a table already clear
             op = (ew.OP_ZERO, int(rng.choice(tables)), 0, 0, 0)
@@ -261,7 +260,15 @@ def test_the_compiled_walk_finds_what_a_full_comparison_finds(seed: int) -> None
         else:
             op = (ew.OP_FLUSH_ALL if rng.random() < 0.5 else ew.OP_FLUSH_USER, 0, 0, 0, 0)
         steps.append((stores, op))
-    got, want = _walked(steps)
+    return steps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_walk_finds_what_a_full_comparison_finds(seed: int) -> None:
+    """After any mix of stores, zeroings, clones, CR3 loads, CR4.PGE and flushes, the
+    compiled walk's check finds what the simulation's comparison against an empty copy
+    finds, from the guest's tables as :class:`GuestMMU` keeps them."""
+    got, want = _walked(random_steps(seed))
     assert got == want
     assert sum(w[0] > 0 for w in want) > 100
 

@@ -188,18 +188,15 @@ def test_a_clone_zeroes_the_rest_of_the_frame_and_leaves_an_entry_given_back_unc
     assert g.old_values(2, 768) == (0x5063,)
 
 
-def test_the_walk_clones_as_one_fill() -> None:
-    """The walk's ``alloc_pd_clone`` leaves the frame as :func:`cloned` says, with the
-    values it zeroed left for the native TLB."""
-    from replayer.engine.walk import ALLOC_CLONE, TableWalk
-
-    w = TableWalk.__new__(TableWalk)  # its alloc needs the guest alone
-    w.guest = GuestMMU(16)
-    w.guest.write(2, 768, 0x5063)
-    w.guest.write(3, 0, 0x7067)
-    w.alloc(ALLOC_CLONE, 3, 2, 768, 256)
-    assert w.guest.frames.page(3).tolist() == cloned(w.guest.frames, 2, 768, 256).tolist()
-    assert w.guest.frames.get(3, 0) == 0 and w.guest.old_values(3, 0) == (0x7067,)
+def test_a_clone_is_one_fill() -> None:
+    """``alloc_pd_clone`` as the walks apply it, one fill of what :func:`cloned` says:
+    the frame as cloned, with the values it zeroed left for the native TLB."""
+    g = GuestMMU(16)
+    g.write(2, 768, 0x5063)
+    g.write(3, 0, 0x7067)
+    assert g.fill(3, 0, 1024, cloned(g.frames, 2, 768, 256)) is True
+    assert g.frames.page(3)[768] == 0x5063 and g.frames.page(3)[:768].sum() == 0
+    assert g.frames.get(3, 0) == 0 and g.old_values(3, 0) == (0x7067,)
 
 
 def test_a_fill_leaves_the_older_values_its_entries_stored_one_at_a_time_would() -> None:

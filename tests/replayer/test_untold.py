@@ -3,16 +3,20 @@ held to the simulation."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from replayer.backends import all_runs
 from replayer.costs import CostTable
-from replayer.engine import walk
-from replayer.engine.untold import untold
+from replayer.engine import emptywalk as ew
+from replayer.engine import untoldwalk as uw
+from replayer.engine.untold import lguest_load, untold
+from replayer.mechanisms.coherence import KINDS, ViewPair
+from replayer.mechanisms.pagetables import GuestMMU, cloned
 from replayer.trace import Trace, load
+from tests.replayer.test_empty import Step, random_steps
 from tests.replayer.test_engine import _alone, _same
 from tests.support import synth
 
@@ -28,9 +32,7 @@ def test_the_walk_finds_what_the_simulation_finds(
     fork_path: Path,
     pvcall_path: Path,
     p4: CostTable,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(walk, "WINDOW", 11)  # stops taken as lists, so many at a time
     found = []
     for tr in (synth_trace, load(fork_path), load(pvcall_path)):
         exact = _alone(tr, UNTOLD, p4, exact=True)
@@ -130,3 +132,108 @@ def test_the_least_recently_loaded_directory_leaves_the_cache_and_a_kernel_flush
     fast, exact = _alone(tr, UNTOLD, p4), _alone(tr, UNTOLD, p4, exact=True)
     _same(fast, exact)
     assert [(v.seq, v.field) for v in exact.violations if v.check == "mmu.stale"] == stale
+
+
+#: A step of :func:`_shadowed`: a step of the empty copies' walk, whether lguest queues
+#: its op, and whether the queue is applied after it.
+LgStep = tuple[Step, bool, bool]
+
+
+def _shadowed(steps: list[LgStep], cache: int) -> tuple[list[tuple[int, ...]], list[tuple]]:
+    """Each step applied to :class:`GuestMMU` and lguest's side to a demand-filled
+    :class:`ViewPair` told of nothing (as the simulation does it), checked page by page
+    after each; and the same steps through the compiled walk: (its rows, the
+    comparison's), each (check, kind, pages, lowest, expected, actual)."""
+    g = GuestMMU(64)
+    pair = ViewPair(g, demand_fill=True)
+    lru: OrderedDict[int, None] = OrderedDict()
+    pending: list[tuple[int, int]] = []
+
+    def apply(code: int, a0: int) -> None:
+        if code == ew.OP_CR3:
+            pair.set_cr3(a0)
+            lguest_load(pair, lru, a0 >> 12, cache)
+        elif code == ew.OP_FLUSH_ONE:
+            pair.resync_addr(a0)
+        elif code == ew.OP_FLUSH_ALL:
+            pair.resync_all()
+        else:
+            pair.resync_space()
+
+    st_e: list[int] = []
+    st_v: list[int] = []
+    upto, ops, flags = [], [], []
+    want: list[tuple] = []
+    for r, ((stores, op), queued, drain) in enumerate(steps):
+        for pfn, idx, v in stores:
+            pair.guest_write(pfn, idx, v)
+            st_e.append((pfn << 10) | idx)
+            st_v.append(v)
+        code, a0, a1, a2, a3 = op
+        if code == ew.OP_ZERO:
+            pair.guest_fill(a0, 0, 1024, None)
+        elif code == ew.OP_CLONE:
+            pair.guest_fill(a0, 0, 1024, cloned(g.frames, a1, a2, a3))
+        elif code == ew.OP_CR4:
+            g.pge = bool(a0 & 0x80)
+        elif code in (ew.OP_CR3, ew.OP_FLUSH_ONE, ew.OP_FLUSH_USER, ew.OP_FLUSH_ALL):
+            if code == ew.OP_CR3:
+                g.cr3 = a0
+                pair.guest_flushed(g.flush_all(False))
+            elif code == ew.OP_FLUSH_ONE:
+                pair.guest_flushed(g.flush_addr(a0))
+            else:
+                pair.guest_flushed(g.flush_all(code == ew.OP_FLUSH_ALL))
+            if queued:
+                pending.append((code, a0))
+            else:
+                apply(code, a0)
+        if drain:
+            for c, x in pending:
+                apply(c, x)
+            pending.clear()
+        found = {f.kind: f for f in pair.check_full().findings}
+        assert pair.check().key() == pair.check_full().key()
+        for k, kind in enumerate(KINDS):
+            f = found.get(kind)
+            if f is not None:
+                want.append((r, k, f.pages, f.vpn, f.expected, f.actual))
+        upto.append(len(st_e))
+        ops.append(op)
+        flags.append((queued, drain))
+    cols = [np.asarray(c, dtype=np.int64) for c in zip(*ops, strict=True)]
+    queued_a, drain_a = (np.asarray(c, dtype=bool) for c in zip(*flags, strict=True))
+    got = uw.shadow_walk(
+        64,
+        np.asarray(st_e, dtype=np.int64),
+        np.asarray(st_v, dtype=np.int64),
+        np.asarray(upto, dtype=np.int64),
+        cols[0].astype(np.int8),
+        *cols[1:],
+        queued_a,
+        drain_a,
+        np.ones(len(ops), dtype=np.int64),
+        cache,
+    )
+    return [tuple(x) for x in got.tolist()], want
+
+
+def test_the_compiled_shadow_finds_what_the_simulations_copy_finds() -> None:
+    """After any mix of stores, zeroings, clones, CR3 loads, CR4.PGE and flushes, some
+    queued to a later flush of lguest's queue, the compiled walk's rows are what the
+    simulation's demand-filled copy, re-read as lguest re-reads it, finds page by page."""
+    kinds: set[int] = set()
+    for seed in range(6):
+        rng = np.random.default_rng(100 + seed)
+        steps: list[LgStep] = []
+        lazy = False
+        for step in random_steps(seed, 500):
+            if rng.random() < 0.05:
+                lazy = not lazy  # in and out of lazy mode: flushes and loads wait
+            steps.append((step, lazy, not lazy or rng.random() < 0.1))
+        steps.append((([], (ew.OP_NONE, 0, 0, 0, 0)), False, True))
+        got, want = _shadowed(steps, cache=2)
+        assert got == want
+        assert len({row[0] for row in want}) > 50
+        kinds |= {row[1] for row in want}
+    assert kinds == {1, 2}  # stale and perm (a demand-filled copy misses nothing)
