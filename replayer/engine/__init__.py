@@ -47,7 +47,8 @@ Where each stage lives (each module's docstring says what it takes and gives):
 ``proofs``          the whole-trace proofs ``lean`` relies on (``shadow``: lguest's)
 ``empty``           ... the checks of a copy that stays empty, from the guest's tables
 ``untold``          ... the checks of lguest told of no store, its shadow kept beside
-                    them (both walk the page-table events alone: ``walk``)
+                    them (both walk the page-table events alone, compiled:
+                    ``emptywalk``, ``untoldwalk``; the events they take: ``walk``)
 ``sequential``      pass 2, simulated: both copies of the tables, event by event
 ``runs``            ... runs of entry stores taken together, the queue's flush
 ``traced``          pass 2 for write-protecting VMMs (shadow paging, BT)

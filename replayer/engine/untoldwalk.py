@@ -46,6 +46,11 @@ from replayer.engine.emptywalk import (
 )
 from replayer.mechanisms.pagetables import MEANING, PAGE_MASK, PSE
 
+#: The start of the sha256 of ``emptywalk.py``, whose compiled functions this module's
+#: call.  numba keys a function's cached machine code to its own file's contents alone,
+#: so a change there must change this file too, or the cache would keep the old code
+#: (``tests/replayer/test_untold.py`` holds it to the file).
+GUEST_SIDE = "7dfc59144a4697b5"
 _BIG = 0xFFC00000
 _LOW = 0xFFF
 #: Where a walk's scalars live in its ``sc`` array: frames that differ, frames listed as

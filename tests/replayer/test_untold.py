@@ -3,10 +3,12 @@ held to the simulation."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from replayer.backends import all_runs
 from replayer.costs import CostTable
@@ -19,6 +21,7 @@ from replayer.trace import Trace, load
 from tests.replayer.test_empty import Step, random_steps
 from tests.replayer.test_engine import _alone, _same
 from tests.support import synth
+from tests.support.synth import PAGE_KERNEL, G
 
 UNTOLD = next(r for r in all_runs() if r.label == "lguest-without-pteupdate-none")
 
@@ -237,3 +240,36 @@ def test_the_compiled_shadow_finds_what_the_simulations_copy_finds() -> None:
         assert len({row[0] for row in want}) > 50
         kinds |= {row[1] for row in want}
     assert kinds == {1, 2}  # stale and perm (a demand-filled copy misses nothing)
+
+
+@pytest.mark.parametrize("pge", [True, False])
+def test_a_cr3_load_leaves_a_global_translation_to_the_tlb_only_under_pge(
+    tmp_path: Path, p4: CostTable, pge: bool
+) -> None:
+    """A kernel page's global entry changed with no flush, then a CR3 load of a directory
+    lguest has cached (nothing re-read): its shadow still shows the old translation, which
+    a native TLB keeps across the load only with CR4.PGE set (as the hardware does)."""
+    b = synth.TraceBuilder(seed=5)
+    synth.boot(b)  # CR4.PGE, the kernel's linear map global
+    if not pge:
+        b.hook("write_cr4", b.cr4 & ~0x80)
+    a, c = synth.spawn(b, pages=1), synth.spawn(b, pages=1)
+    synth.switch_to(b, a)
+    synth.switch_to(b, c)  # both directories cached, the kernel's tables read
+    kt = b.entry(b.swapper, 768) >> 12
+    assert b.entry(kt, 5) & G
+    b.hook("set_pte", b.ptr(kt, 5), (0x401 << 12) | PAGE_KERNEL | G)
+    synth.switch_to(b, a)  # cached: the check at this load sees the old translation
+    tr = load(b.write(tmp_path / "t"))
+    fast, exact = _alone(tr, UNTOLD, p4), _alone(tr, UNTOLD, p4, exact=True)
+    _same(fast, exact)
+    stale = [v for v in exact.violations if v.check == "mmu.stale"]
+    assert [v.field for v in stale] == ([] if pge else ["va 0xc0005000"])
+
+
+def test_the_compiled_shadow_names_the_guest_side_it_is_built_from() -> None:
+    """numba's cache of the shadow's walk is keyed to ``untoldwalk.py`` alone: a change
+    to the guest's side it calls (``emptywalk.py``) must change ``untoldwalk.py`` too, or
+    a cached walk would run the old guest side."""
+    got = hashlib.sha256(Path(ew.__file__).read_bytes()).hexdigest()[:16]
+    assert got == uw.GUEST_SIDE, f"emptywalk.py changed: set untoldwalk.GUEST_SIDE = {got!r}"
