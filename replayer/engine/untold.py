@@ -27,7 +27,6 @@ import numpy as np
 
 from replayer.backends import Run
 from replayer.engine.common import _hex
-from replayer.engine.emptywalk import stops_of
 from replayer.engine.schedule import Schedule
 from replayer.engine.state import _modes
 from replayer.engine.violations import ViolationBlock
@@ -81,6 +80,7 @@ def untold_rows(
     the queue (before their own effect); ``cache``: shadow directories kept.
     """
     # numba (about 100 MiB a process) only in a process that walks lguest's shadow
+    from replayer.engine.emptywalk import stops_of
     from replayer.engine.untoldwalk import shadow_walk
 
     n = trace.n

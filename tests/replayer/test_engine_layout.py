@@ -4,6 +4,8 @@ no module over 600 lines and no function over 80 without a reason written at its
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,14 @@ def test_the_length_check_can_fail(tmp_path: Path) -> None:
     f.write_text('"""Takes nothing; gives nothing."""\n\n\ndef f() -> None:\n' + body + "\n")
     with pytest.raises(AssertionError, match="no '# long:' reason"):
         test_no_module_or_function_is_too_long(f)
+
+
+def test_numba_is_imported_only_by_a_process_that_walks_compiled() -> None:
+    """The compiled walks import numba (about 100 MiB and 0.3 s a process): the command
+    line, the engine and the replay API import them only where a run needs one, so that
+    ``pvscope record`` or a replay of other runs does not pay for it."""
+    code = (
+        "import sys, pvscope.cli, replayer.api, replayer.engine, replayer.engine.lean; "
+        "assert 'numba' not in sys.modules, sorted(m for m in sys.modules if 'walk' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ENGINE.parents[1])
