@@ -1,9 +1,12 @@
 """The guest's tables walked over the page-table events, compiled, with what a check
 against an empty copy finds after each event asked for.
 
-Takes the trace's page-table events as arrays (:func:`walk_and_judge`); gives, per event
-asked for, the pages a check of the loaded space against an empty copy finds missing,
-the lowest and the guest's translation of it (0, 0, 0: nothing found).
+Takes the trace's page-table events as arrays (:func:`stops_of`, :class:`Stops`); gives,
+per event asked for, the pages a check of the loaded space against an empty copy finds
+missing, the lowest and the guest's translation of it (0, 0, 0: nothing found)
+(:func:`walk_and_judge`), and the guest's side of any compiled walk (:func:`guest_state`,
+:func:`guest_store`, :func:`guest_op`, :func:`make_room`), which lguest's shadow told of
+no store walks beside (:mod:`replayer.engine.untoldwalk`).
 
 The walk is the guest's side of :class:`~replayer.mechanisms.pagetables.GuestMMU` over
 flat arrays, compiled with numba (the same walk in Python took 3.5-4.3 s of fork's 10.6 M
@@ -142,7 +145,7 @@ def _drop_entry(olds, mem, e, j, nf):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _store(mem, count, nz, olds, e, v, npool, ndirty):
+def guest_store(mem, count, nz, olds, e, v, npool, ndirty):
     """The guest stores ``v`` into entry ``e``; return the pool's and noted entries'
     lengths."""
     old = np.int64(mem[e])
@@ -230,7 +233,7 @@ def _check(mem, count, olds, pd, nf):
 
 
 @njit(cache=True, nogil=True)
-def _room(olds, cap, npool, ndirty, more):
+def make_room(olds, cap, npool, ndirty, more):
     """The olds' pool and noted entries grown (doubled) to take ``more`` stores and a
     fill beside a user flush's copies; return them and their capacity.  Called between
     stops only: growth inside the store loop made numba's code ten times slower."""
@@ -244,7 +247,7 @@ def _room(olds, cap, npool, ndirty, more):
 
 
 @njit(cache=True, nogil=True)
-def _guest_op(mem, count, nz, olds, new, o, x0, x1, x2, x3, pd, pge, npool, ndirty, nf):
+def guest_op(mem, count, nz, olds, new, o, x0, x1, x2, x3, pd, pge, npool, ndirty, nf):
     """The guest's side of a stop's op ``o`` (arguments ``x0``-``x3``); return the loaded
     directory, CR4.PGE and the pool's and noted entries' lengths."""
     if o in (OP_CR3, OP_FLUSH_USER, OP_FLUSH_ALL):
@@ -296,11 +299,11 @@ def _walk(nf, st_e, st_v, upto, op, a0, a1, a2, a3, want):
     found = np.zeros((int(want.sum()), 3), dtype=np.int64)
     new = np.zeros(1024, dtype=np.uint32)
     for s in range(len(op)):
-        olds, cap = _room(olds, cap, npool, ndirty, upto[s] - a)
+        olds, cap = make_room(olds, cap, npool, ndirty, upto[s] - a)
         for b in range(a, upto[s]):
-            npool, ndirty = _store(mem, count, nz, olds, st_e[b], st_v[b], npool, ndirty)
+            npool, ndirty = guest_store(mem, count, nz, olds, st_e[b], st_v[b], npool, ndirty)
         a = upto[s]
-        pd, pge, npool, ndirty = _guest_op(
+        pd, pge, npool, ndirty = guest_op(
             mem, count, nz, olds, new, op[s], a0[s], a1[s], a2[s], a3[s], pd, pge, npool, ndirty, nf
         )
         if want[s]:

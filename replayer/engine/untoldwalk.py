@@ -39,10 +39,10 @@ from replayer.engine.emptywalk import (
     OP_FLUSH_ONE,
     OP_FLUSH_USER,
     OP_ZERO,
-    _guest_op,
-    _room,
-    _store,
+    guest_op,
     guest_state,
+    guest_store,
+    make_room,
 )
 from replayer.mechanisms.pagetables import MEANING, PAGE_MASK, PSE
 
@@ -50,7 +50,7 @@ from replayer.mechanisms.pagetables import MEANING, PAGE_MASK, PSE
 #: call.  numba keys a function's cached machine code to its own file's contents alone,
 #: so a change there must change this file too, or the cache would keep the old code
 #: (``tests/replayer/test_untold.py`` holds it to the file).
-GUEST_SIDE = "7dfc59144a4697b5"
+GUEST_SIDE = "0b2df57c45c3bd0b"
 _BIG = 0xFFC00000
 _LOW = 0xFFF
 #: Where a walk's scalars live in its ``sc`` array: frames that differ, frames listed as
@@ -311,7 +311,7 @@ def shadow_walk(nf, st_e, st_v, upto, op, a0, a1, a2, a3, queued, drain, checks,
     view = shadow[0]
     npool, ndirty, pd, vpd, pge, a, r, nout, npend = 1, 0, -1, -1, False, 0, 0, 0, 0
     for s in range(len(op)):
-        olds, cap = _room(olds, cap, npool, ndirty, upto[s] - a)
+        olds, cap = make_room(olds, cap, npool, ndirty, upto[s] - a)
         if nout + 3 * checks[s] >= len(out):
             grown = np.zeros((2 * (nout + 3 * checks[s]), 6), dtype=np.int64)
             grown[:nout] = out[:nout]
@@ -320,13 +320,13 @@ def shadow_walk(nf, st_e, st_v, upto, op, a0, a1, a2, a3, queued, drain, checks,
             e, v = st_e[b], st_v[b]
             old = np.int64(mem[e])
             if old != v:
-                npool, ndirty = _store(mem, count, nz, olds, e, v, npool, ndirty)
+                npool, ndirty = guest_store(mem, count, nz, olds, e, v, npool, ndirty)
                 was = np.int64(view[e])
                 _retouch(shadow, sc, e >> 10, old != was, v != was)
         a = upto[s]
         o, x0 = op[s], a0[s]
         filled = o == OP_CLONE or (o == OP_ZERO and nz[x0] != 0)
-        pd, pge, npool, ndirty = _guest_op(
+        pd, pge, npool, ndirty = guest_op(
             mem, count, nz, olds, new, o, x0, a1[s], a2[s], a3[s], pd, pge, npool, ndirty, nf
         )
         if filled:
