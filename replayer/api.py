@@ -145,12 +145,21 @@ def replay_trace(
     not a preset was read from), so that they can be read wherever they are kept.
     """
     _large_frees_go_back()
-    tr = trace if isinstance(trace, Trace) else load(Path(trace))
+    tr = trace if isinstance(trace, Trace) else load_trace(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
     with _exclusive(root):
         about = {"trace": trace_about(tr), "cost_table": table_about(table, table_path)}
         results.plan(root, [r.label for r in runs], tr.events_sha256, table.sha256, about)
         return _replay_runs(tr, runs, table, root, progress, jobs)
+
+
+def load_trace(path: Path) -> Trace:
+    """A trace loaded for replay: glibc's mmap threshold fixed first
+    (:func:`_large_frees_go_back`), so that what the load frees leaves the process before
+    the workers fork and start with it resident (``pvscope replay`` on irqstorm, loading
+    before the fix: every worker 0.12 GiB more, the largest at 1.94 GiB)."""
+    _large_frees_go_back()
+    return load(path)
 
 
 def trace_about(tr: Trace) -> dict[str, Any]:
@@ -205,7 +214,7 @@ def replay_tables(
             "'.', '_', '+', '-')"
         )
     _large_frees_go_back()
-    tr = trace if isinstance(trace, Trace) else load(Path(trace))
+    tr = trace if isinstance(trace, Trace) else load_trace(Path(trace))
     root = Path(out) if out is not None else default_out(tr.path)
     done: dict[str, list[dict[str, Any]]] = {}
     with _exclusive(root):

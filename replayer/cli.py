@@ -19,7 +19,7 @@ from pvscope import display
 from pvscope.errors import UsageError
 from pvscope.progress import Steps
 from replayer import api, backends, costs, exitstat
-from replayer.trace import Trace, load
+from replayer.trace import Trace
 
 EXIT_VIOLATIONS = 3
 
@@ -267,7 +267,7 @@ def replay(
             raise UsageError(f"{out}: exists and is not a directory")
         if not out.absolute().parent.is_dir():
             raise UsageError(f"{out.absolute().parent}: no such directory")
-    tr = load(trace)
+    tr = api.load_trace(trace)
     plan = api.job_plan(tr, runs, table, jobs)
     note = plan.note()
     if note is not None:

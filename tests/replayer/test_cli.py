@@ -303,3 +303,28 @@ def test_the_summary_fits_the_terminal_and_keeps_numbers_whole(
         assert f"{s['interface_ratio']:.2f}×" in row.split() or width < 100
     if width == 80:
         assert "left out to fit 80 columns" in out
+
+
+def test_the_command_fixes_the_mmap_threshold_before_it_loads_the_trace(
+    synth_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as api.replay_trace does (test_results.py): the command loads the trace itself, and
+    # what that load frees must leave the process before the workers fork
+    from replayer import api
+
+    order: list[str] = []
+    fix, load_ = api._large_frees_go_back, api.load
+
+    def fixed() -> bool:
+        order.append("threshold")
+        return fix()
+
+    def loaded(path: Path) -> object:
+        order.append("load")
+        return load_(path)
+
+    monkeypatch.setattr(api, "_large_frees_go_back", fixed)
+    monkeypatch.setattr(api, "load", loaded)
+    code, _, exc = _invoke([str(synth_path), "-b", "native", "-o", str(tmp_path / "r"), "-q"])
+    assert code == 0 and exc is None
+    assert order[:2] == ["threshold", "load"] and order.count("load") == 1
