@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from replayer import api, backends, costs, engine, results, workers  # noqa: E402
 from replayer.engine.empty import JUDGED  # noqa: E402
 from replayer.engine.lean import LEAN_PROOF  # noqa: E402
-from replayer.trace import Trace, load  # noqa: E402
+from replayer.trace import Trace  # noqa: E402
 from tests.support import synth  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def main() -> None:
         else:
             path = args.trace
         t0 = time.perf_counter()
-        tr = load(path)
+        tr = api.load_trace(path)  # as `pvscope replay` loads it
         print(f"{tr.name}: {tr.n:,} events, loaded in {time.perf_counter() - t0:.2f} s")
         table = costs.load(args.costs)
         runs = backends.all_runs()
