@@ -144,8 +144,7 @@ def replay_trace(
     The results' index names the trace and the table (``table_path``: the file a table
     not a preset was read from), so that they can be read wherever they are kept.
     """
-    _large_frees_go_back()
-    tr = trace if isinstance(trace, Trace) else load_trace(Path(trace))
+    tr = _as_trace(trace)
     root = Path(out) if out is not None else default_out(tr.path)
     with _exclusive(root):
         about = {"trace": trace_about(tr), "cost_table": table_about(table, table_path)}
@@ -160,6 +159,15 @@ def load_trace(path: Path) -> Trace:
     before the fix: every worker 0.12 GiB more, the largest at 1.94 GiB)."""
     _large_frees_go_back()
     return load(path)
+
+
+def _as_trace(trace: Trace | Path) -> Trace:
+    """The trace to replay: loaded (:func:`load_trace`), or as given with the threshold
+    fixed for what the replay frees."""
+    if isinstance(trace, Trace):
+        _large_frees_go_back()
+        return trace
+    return load_trace(Path(trace))
 
 
 def trace_about(tr: Trace) -> dict[str, Any]:
@@ -213,8 +221,7 @@ def replay_tables(
             f"cost table name {bad[0]!r}: not usable as a directory name (letters, digits, "
             "'.', '_', '+', '-')"
         )
-    _large_frees_go_back()
-    tr = trace if isinstance(trace, Trace) else load_trace(Path(trace))
+    tr = _as_trace(trace)
     root = Path(out) if out is not None else default_out(tr.path)
     done: dict[str, list[dict[str, Any]]] = {}
     with _exclusive(root):
