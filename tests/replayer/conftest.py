@@ -29,6 +29,28 @@ def synth_trace(synth_path: Path) -> Trace:
     return load(synth_path)
 
 
+@pytest.fixture
+def load_order(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What a replay does, in order, of fixing glibc's mmap threshold ("threshold") and
+    loading the trace ("load"), as it does them."""
+    from replayer import api
+
+    order: list[str] = []
+    fix, load_ = api._large_frees_go_back, api.load
+
+    def fixed() -> bool:
+        order.append("threshold")
+        return fix()
+
+    def loaded(path: Path) -> Trace:
+        order.append("load")
+        return load_(path)
+
+    monkeypatch.setattr(api, "_large_frees_go_back", fixed)
+    monkeypatch.setattr(api, "load", loaded)
+    return order
+
+
 def _record(tmp_path_factory: pytest.TempPathFactory, guest: str, scale: int) -> Path:
     from recorder.record import record
 

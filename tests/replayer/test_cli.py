@@ -306,25 +306,10 @@ def test_the_summary_fits_the_terminal_and_keeps_numbers_whole(
 
 
 def test_the_command_fixes_the_mmap_threshold_before_it_loads_the_trace(
-    synth_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synth_path: Path, tmp_path: Path, load_order: list[str]
 ) -> None:
     # as api.replay_trace does (test_results.py): the command loads the trace itself, and
     # what that load frees must leave the process before the workers fork
-    from replayer import api
-
-    order: list[str] = []
-    fix, load_ = api._large_frees_go_back, api.load
-
-    def fixed() -> bool:
-        order.append("threshold")
-        return fix()
-
-    def loaded(path: Path) -> object:
-        order.append("load")
-        return load_(path)
-
-    monkeypatch.setattr(api, "_large_frees_go_back", fixed)
-    monkeypatch.setattr(api, "load", loaded)
     code, _, exc = _invoke([str(synth_path), "-b", "native", "-o", str(tmp_path / "r"), "-q"])
     assert code == 0 and exc is None
-    assert order[:2] == ["threshold", "load"] and order.count("load") == 1
+    assert load_order[:2] == ["threshold", "load"] and load_order.count("load") == 1

@@ -167,53 +167,54 @@ def test_the_reasons_of_many_checks_are_each_checks_reason(
 Step = tuple[list[tuple[int, int, int]], tuple[int, int, int, int, int]]
 
 
+def step_on(pair: ViewPair, step: Step) -> None:
+    """A step's stores and op on the guest's side of ``pair`` (its copy learns nothing:
+    what a backend learns is the caller's)."""
+    stores, (code, a0, a1, a2, a3) = step
+    g = pair.guest
+    for pfn, idx, v in stores:
+        pair.guest_write(pfn, idx, v)
+    if code == ew.OP_ZERO:
+        pair.guest_fill(a0, 0, 1024, None)
+    elif code == ew.OP_CLONE:
+        pair.guest_fill(a0, 0, 1024, cloned(g.frames, a1, a2, a3))
+    elif code == ew.OP_CR4:
+        g.pge = bool(a0 & 0x80)
+    elif code == ew.OP_CR3:
+        g.cr3 = a0
+        pair.guest_flushed(g.flush_all(False))
+    elif code == ew.OP_FLUSH_ONE:
+        pair.guest_flushed(g.flush_addr(a0))
+    elif code in (ew.OP_FLUSH_USER, ew.OP_FLUSH_ALL):
+        pair.guest_flushed(g.flush_all(code == ew.OP_FLUSH_ALL))
+
+
+def walk_columns(steps: list[Step]) -> tuple[np.ndarray, ...]:
+    """The steps as a compiled walk takes them: stores' entries and values, the stores
+    each step applies up to, its op and the op's four arguments."""
+    st_e = np.asarray([pfn << 10 | idx for st, _ in steps for pfn, idx, _ in st], np.int64)
+    st_v = np.asarray([v for st, _ in steps for _, _, v in st], dtype=np.int64)
+    upto = np.cumsum([len(st) for st, _ in steps], dtype=np.int64)
+    cols = [np.asarray(c, dtype=np.int64) for c in zip(*(op for _, op in steps), strict=True)]
+    return st_e, st_v, upto, cols[0].astype(np.int8), *cols[1:]
+
+
 def _walked(steps: list[Step]) -> tuple[list[tuple[int, ...]], list[tuple[int, int, int]]]:
     """Each step applied to :class:`GuestMMU` and checked by the simulation's comparison
     against a view that stays empty, page by page; and the same steps through the compiled
     walk, a check after each: (the walk's findings, the comparison's)."""
-    g = GuestMMU(64)
-    st_e: list[int] = []
-    st_v: list[int] = []
-    upto, ops, want = [], [], []
-    for stores, op in steps:
-        for pfn, idx, v in stores:
-            g.write(pfn, idx, v)
-            st_e.append((pfn << 10) | idx)
-            st_v.append(v)
-        code, a0, a1, a2, a3 = op
-        if code == ew.OP_ZERO:
-            g.fill(a0, 0, 1024, None)
-        elif code == ew.OP_CLONE:
-            g.fill(a0, 0, 1024, cloned(g.frames, a1, a2, a3))
-        elif code == ew.OP_CR3:
-            g.cr3 = a0
-            g.flush_all(False)
-        elif code == ew.OP_CR4:
-            g.pge = bool(a0 & 0x80)
-        elif code == ew.OP_FLUSH_ONE:
-            g.flush_addr(a0)
-        elif code in (ew.OP_FLUSH_USER, ew.OP_FLUSH_ALL):
-            g.flush_all(code == ew.OP_FLUSH_ALL)
+    pair = ViewPair(GuestMMU(64))
+    want = []
+    for step in steps:
+        step_on(pair, step)
         found: list[tuple[int, int, int]] = []
-        if g.cr3 is not None:
-            full = ViewPair(g)
-            full.set_cr3(g.cr3)
-            findings = full.check_full().findings
+        if pair.guest.cr3 is not None:
+            pair.set_cr3(pair.guest.cr3)
+            findings = pair.check_full().findings
             assert all(f.kind == "missing" for f in findings)
             found = [(f.pages, f.vpn, f.expected) for f in findings]
         want.append(found[0] if found else (0, 0, 0))
-        upto.append(len(st_e))
-        ops.append(op)
-    cols = [np.asarray(c, dtype=np.int64) for c in zip(*ops, strict=True)]
-    got = ew._walk(
-        64,
-        np.asarray(st_e, dtype=np.int64),
-        np.asarray(st_v, dtype=np.int64),
-        np.asarray(upto, dtype=np.int64),
-        cols[0].astype(np.int8),
-        *cols[1:],
-        np.ones(len(ops), dtype=bool),
-    )
+    got = ew._walk(64, *walk_columns(steps), np.ones(len(steps), dtype=bool))
     return [tuple(x) for x in got.tolist()], want
 
 

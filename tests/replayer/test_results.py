@@ -303,31 +303,18 @@ def test_groups_replayed_in_this_process_each_start_from_the_trace_as_prepared(
 
 
 def test_a_replay_fixes_the_mmap_threshold_before_it_loads_the_trace(
-    synth_trace: Trace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synth_trace: Trace, tmp_path: Path, load_order: list[str]
 ) -> None:
     # freed per-event arrays leave the process at once (glibc's M_MMAP_THRESHOLD fixed
     # instead of growing): set before anything of the trace's size is made
     import platform
     import sys
 
-    order: list[str] = []
-    fix, load_ = api._large_frees_go_back, api.load
-
-    def fixed() -> bool:
-        order.append("threshold")
-        return fix()
-
-    def loaded(path: Path) -> Trace:
-        order.append("load")
-        return load_(path)
-
-    monkeypatch.setattr(api, "_large_frees_go_back", fixed)
-    monkeypatch.setattr(api, "load", loaded)
     native = backends.resolve("native")
     api.replay_trace(synth_trace.path, native, costs.load("p4"), tmp_path / "r", jobs=1)
-    assert order == ["threshold", "load"]
+    assert load_order == ["threshold", "load"]
     if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
-        assert fix()
+        assert api._large_frees_go_back()
 
 
 @pytest.mark.parametrize("rows", [1000, 1353, 1 << 20])  # the synthetic trace: 2706 events

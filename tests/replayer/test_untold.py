@@ -16,9 +16,9 @@ from replayer.engine import emptywalk as ew
 from replayer.engine import untoldwalk as uw
 from replayer.engine.untold import lguest_load, untold
 from replayer.mechanisms.coherence import KINDS, ViewPair
-from replayer.mechanisms.pagetables import GuestMMU, cloned
+from replayer.mechanisms.pagetables import GuestMMU
 from replayer.trace import Trace, load
-from tests.replayer.test_empty import Step, random_steps
+from tests.replayer.test_empty import Step, random_steps, step_on, walk_columns
 from tests.replayer.test_engine import _alone, _same
 from tests.support import synth
 from tests.support.synth import PAGE_KERNEL, G
@@ -147,8 +147,7 @@ def _shadowed(steps: list[LgStep], cache: int) -> tuple[list[tuple[int, ...]], l
     :class:`ViewPair` told of nothing (as the simulation does it), checked page by page
     after each; and the same steps through the compiled walk: (its rows, the
     comparison's), each (check, kind, pages, lowest, expected, actual)."""
-    g = GuestMMU(64)
-    pair = ViewPair(g, demand_fill=True)
+    pair = ViewPair(GuestMMU(64), demand_fill=True)
     lru: OrderedDict[int, None] = OrderedDict()
     pending: list[tuple[int, int]] = []
 
@@ -163,30 +162,11 @@ def _shadowed(steps: list[LgStep], cache: int) -> tuple[list[tuple[int, ...]], l
         else:
             pair.resync_space()
 
-    st_e: list[int] = []
-    st_v: list[int] = []
-    upto, ops, flags = [], [], []
     want: list[tuple] = []
-    for r, ((stores, op), queued, drain) in enumerate(steps):
-        for pfn, idx, v in stores:
-            pair.guest_write(pfn, idx, v)
-            st_e.append((pfn << 10) | idx)
-            st_v.append(v)
-        code, a0, a1, a2, a3 = op
-        if code == ew.OP_ZERO:
-            pair.guest_fill(a0, 0, 1024, None)
-        elif code == ew.OP_CLONE:
-            pair.guest_fill(a0, 0, 1024, cloned(g.frames, a1, a2, a3))
-        elif code == ew.OP_CR4:
-            g.pge = bool(a0 & 0x80)
-        elif code in (ew.OP_CR3, ew.OP_FLUSH_ONE, ew.OP_FLUSH_USER, ew.OP_FLUSH_ALL):
-            if code == ew.OP_CR3:
-                g.cr3 = a0
-                pair.guest_flushed(g.flush_all(False))
-            elif code == ew.OP_FLUSH_ONE:
-                pair.guest_flushed(g.flush_addr(a0))
-            else:
-                pair.guest_flushed(g.flush_all(code == ew.OP_FLUSH_ALL))
+    for r, (step, queued, drain) in enumerate(steps):
+        step_on(pair, step)
+        code, a0 = step[1][:2]
+        if code in (ew.OP_CR3, ew.OP_FLUSH_ONE, ew.OP_FLUSH_USER, ew.OP_FLUSH_ALL):
             if queued:
                 pending.append((code, a0))
             else:
@@ -201,21 +181,12 @@ def _shadowed(steps: list[LgStep], cache: int) -> tuple[list[tuple[int, ...]], l
             f = found.get(kind)
             if f is not None:
                 want.append((r, k, f.pages, f.vpn, f.expected, f.actual))
-        upto.append(len(st_e))
-        ops.append(op)
-        flags.append((queued, drain))
-    cols = [np.asarray(c, dtype=np.int64) for c in zip(*ops, strict=True)]
-    queued_a, drain_a = (np.asarray(c, dtype=bool) for c in zip(*flags, strict=True))
     got = uw.shadow_walk(
         64,
-        np.asarray(st_e, dtype=np.int64),
-        np.asarray(st_v, dtype=np.int64),
-        np.asarray(upto, dtype=np.int64),
-        cols[0].astype(np.int8),
-        *cols[1:],
-        queued_a,
-        drain_a,
-        np.ones(len(ops), dtype=np.int64),
+        *walk_columns([step for step, _, _ in steps]),
+        np.array([queued for _, queued, _ in steps], dtype=bool),
+        np.array([drain for _, _, drain in steps], dtype=bool),
+        np.ones(len(steps), dtype=np.int64),
         cache,
     )
     return [tuple(x) for x in got.tolist()], want
